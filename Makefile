@@ -1,0 +1,50 @@
+# The few commands a person types. Each delegates to a script in ci/ so CI and people run the same thing.
+SEEDS ?= 2000
+JOBS ?= 2
+
+.PHONY: test test-unit test-sim test-mutations test-crash test-guest sim soak bench bench-pmem bench-verbs bench-peers run deps
+
+## test: everything CI runs: unit + property tests, simulation seeds, mutation checks, crash loop, guest suite
+test:
+	bash ci/test.sh
+
+test-unit:
+	bash ci/test-unit.sh
+
+## sim: run SEEDS simulation seeds on JOBS threads (a failure prints the command that replays it)
+sim:
+	cargo run --release -q -p decree-tools -- sim --seeds $(SEEDS) --jobs $(JOBS)
+
+test-sim:
+	bash ci/test-sim.sh
+
+test-mutations:
+	bash ci/test-mutations.sh
+
+test-crash:
+	bash ci/test-crash.sh
+
+## test-guest: the soft-RoCE + NVDIMM suite inside a QEMU guest
+test-guest:
+	bash ci/test-guest.sh
+
+## soak: long runs (many more seeds and crash iterations)
+soak:
+	bash ci/soak.sh
+
+bench:
+	bash ci/bench.sh
+
+bench-pmem:
+	bash ci/bench-pmem.sh
+
+bench-verbs:
+	bash ci/bench-verbs.sh
+
+## run: a local replicated cluster, served and benchmarked, on embedded defaults
+run:
+	bash ci/run-demo.sh
+
+## deps: install the system packages the build and tests need (Debian)
+deps:
+	bash ci/install-deps.sh

@@ -1,0 +1,1 @@
+//! decree-bench (being built; see the issues).

@@ -1,0 +1,76 @@
+//! The seam between the pure core and its driver: what goes in (`Input`) and what comes out
+//! (`Command`). The driver executes commands in the order given and feeds completions back.
+
+use crate::message::{Envelope, Message};
+use crate::types::{Ballot, ClientId, Entry, ReplicaId, Request, Slot, Value};
+
+/// Something the driver tells the core. `now_ms` travels beside it in `Replica::step`.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Time passed; the core checks its election and heartbeat deadlines.
+    Tick,
+    /// A message from another replica.
+    Receive(Envelope),
+    /// Client requests that reached this replica (the ingress batches them).
+    Propose(Vec<Request>),
+    /// Every persist command with `ticket <= upto` is durable (storages complete in FIFO order).
+    Persisted {
+        /// Highest durable ticket.
+        upto: u64,
+    },
+}
+
+/// Something the core asks the driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Make `write` durable, then report `Input::Persisted { upto: ticket }`. Tickets rise by one
+    /// per command; the storage completes them in order.
+    Persist {
+        /// Sequence number of this write.
+        ticket: u64,
+        /// What to write.
+        write: DurableWrite,
+    },
+    /// Send a message. Messages that acknowledge state are only emitted once it is durable.
+    Send(Envelope),
+    /// Apply the chosen value of `slot` to the state machine. Emitted once per slot, in slot order,
+    /// never past the commit index.
+    Apply {
+        /// The slot being applied.
+        slot: Slot,
+        /// Its chosen value.
+        value: Value,
+    },
+    /// These requests reached a replica that is not the leader; tell their clients where to go.
+    Redirect {
+        /// The refused requests' (client, seq).
+        requests: Vec<(ClientId, u64)>,
+        /// The leader this replica believes in, if any.
+        leader: Option<ReplicaId>,
+    },
+    /// This replica became leader (`true`) or stopped being leader (`false`).
+    LeadershipChanged {
+        /// Whether it now leads.
+        leading: bool,
+        /// The ballot it leads, or the ballot it saw that deposed it.
+        ballot: Ballot,
+    },
+}
+
+/// The durable state changes the core orders. Recovery rebuilds a `Durable` from them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DurableWrite {
+    /// The acceptor promised this ballot: never accept below it again, even after a restart.
+    Promise(Ballot),
+    /// Accepted entries (a later entry for the same slot at a higher ballot supersedes an earlier).
+    Entries(Vec<Entry>),
+    /// Every slot below this is chosen. Written lazily; a lower value after restart is still safe.
+    Commit(Slot),
+}
+
+impl Command {
+    /// Shorthand for a send.
+    pub fn send(from: ReplicaId, to: ReplicaId, msg: Message) -> Command {
+        Command::Send(Envelope { from, to, msg })
+    }
+}

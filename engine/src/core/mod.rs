@@ -1,0 +1,3 @@
+//! The protocol core.
+
+pub mod io;

@@ -1,0 +1,10 @@
+//! decree-engine: the multi-Paxos protocol core of decree and its deterministic simulator.
+//!
+//! The core is a pure state machine, [`core::Replica`]: `step(now_ms, input) -> commands`. It never
+//! touches a clock, socket, file or thread, which is what lets the [`sim`] run thousands of seeded
+//! fault schedules and replay any one of them exactly.
+
+pub mod codec;
+pub mod core;
+pub mod message;
+pub mod types;

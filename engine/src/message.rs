@@ -1,0 +1,140 @@
+//! Messages replicas exchange. Phase names follow Paxos: Prepare/Promise is phase 1,
+//! Accept/Accepted is phase 2. Replication is log-shaped: an `Accept` carries a run of
+//! consecutive slots, and `Accepted` acknowledges a cumulative horizon.
+
+use crate::types::{Ballot, Entry, ReplicaId, Slot, Value};
+use serde::{Deserialize, Serialize};
+
+/// A message with its sender and receiver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Sender.
+    pub from: ReplicaId,
+    /// Receiver.
+    pub to: ReplicaId,
+    /// Content.
+    pub msg: Message,
+}
+
+/// Everything one replica says to another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Phase 1a: a candidate asks for a promise for `ballot` over every slot from `from_slot` on.
+    Prepare(Prepare),
+    /// Phase 1b: the acceptor promises and reports what it accepted from `from_slot` on.
+    Promise(Promise),
+    /// Phase 2a: the leader proposes values for consecutive slots.
+    Accept(Accept),
+    /// Phase 2b: every slot below `upto` is durably accepted at `ballot` (or known chosen).
+    Accepted(Accepted),
+    /// A refusal: the ballot is stale, or an accept left a gap.
+    Reject(Reject),
+    /// Leader liveness and commit propagation; answered with `Accepted`.
+    Heartbeat(Heartbeat),
+}
+
+/// Phase 1a.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepare {
+    /// The candidate's ballot.
+    pub ballot: Ballot,
+    /// The candidate knows every slot below this is chosen; phase 1 covers the rest.
+    pub from_slot: Slot,
+}
+
+/// Phase 1b.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promise {
+    /// The ballot promised.
+    pub ballot: Ballot,
+    /// The acceptor knows every slot below this is chosen (its entries there are chosen values).
+    pub commit: Slot,
+    /// Every entry the acceptor holds at or above the prepare's `from_slot`, ascending by slot.
+    pub entries: Vec<Entry>,
+}
+
+/// Phase 2a for the run of slots `start .. start + values.len()`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accept {
+    /// The leader's ballot.
+    pub ballot: Ballot,
+    /// First slot of the run.
+    pub start: Slot,
+    /// One value per slot.
+    pub values: Vec<Value>,
+    /// The leader's commit index: every slot below it is chosen.
+    pub commit: Slot,
+}
+
+/// Phase 2b, cumulative.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The ballot the acceptor accepted at.
+    pub ballot: Ballot,
+    /// Every slot below this is durably accepted at `ballot` or durably known chosen.
+    pub upto: Slot,
+}
+
+/// Why an acceptor refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    /// The acceptor has promised a higher ballot.
+    Stale {
+        /// The ballot it promised.
+        promised: Ballot,
+    },
+    /// The accept started past the acceptor's horizon; resend from `horizon`.
+    Gap {
+        /// First slot the acceptor lacks in the current ballot.
+        horizon: Slot,
+    },
+    /// The acceptor will not promise: it heard from a live leader within the election timeout.
+    LeaderAlive {
+        /// The leader it follows.
+        leader: ReplicaId,
+    },
+}
+
+/// A refusal of a prepare, accept or heartbeat at `ballot`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reject {
+    /// The ballot that was refused.
+    pub ballot: Ballot,
+    /// Why.
+    pub reason: Rejection,
+}
+
+/// Leader heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The leader's ballot.
+    pub ballot: Ballot,
+    /// The leader's commit index.
+    pub commit: Slot,
+}
+
+impl Message {
+    /// The ballot the message speaks for.
+    pub fn ballot(&self) -> Ballot {
+        match self {
+            Message::Prepare(m) => m.ballot,
+            Message::Promise(m) => m.ballot,
+            Message::Accept(m) => m.ballot,
+            Message::Accepted(m) => m.ballot,
+            Message::Reject(m) => m.ballot,
+            Message::Heartbeat(m) => m.ballot,
+        }
+    }
+
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Prepare(_) => "prepare",
+            Message::Promise(_) => "promise",
+            Message::Accept(_) => "accept",
+            Message::Accepted(_) => "accepted",
+            Message::Reject(_) => "reject",
+            Message::Heartbeat(_) => "heartbeat",
+        }
+    }
+}

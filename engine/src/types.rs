@@ -1,0 +1,102 @@
+//! The protocol's vocabulary: replica ids, ballots, slots, client requests and log values.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::Arc;
+
+/// Identifies one replica (voter or learner) of a group. Stable across restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ReplicaId(pub u32);
+
+impl fmt::Display for ReplicaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}", self.0)
+    }
+}
+
+/// A Paxos ballot: ordered by round first, then by the proposing replica, so two replicas never
+/// own the same ballot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct Ballot {
+    /// Monotonic round number; a new candidate picks one above every round it has seen.
+    pub round: u64,
+    /// The replica that owns this ballot.
+    pub leader: u32,
+}
+
+impl Ballot {
+    /// The ballot below every real one; nothing is ever accepted at it.
+    pub const ZERO: Ballot = Ballot { round: 0, leader: 0 };
+
+    /// The ballot `round` owned by `leader`.
+    pub fn new(round: u64, leader: ReplicaId) -> Self {
+        Ballot { round, leader: leader.0 }
+    }
+
+    /// The replica that owns this ballot.
+    pub fn owner(&self) -> ReplicaId {
+        ReplicaId(self.leader)
+    }
+}
+
+impl fmt::Display for Ballot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.round, self.leader)
+    }
+}
+
+/// Index of a log position (a "decree" in RSL's words). Slots start at 0.
+pub type Slot = u64;
+
+/// Identifies a client session for duplicate suppression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ClientId(pub u64);
+
+/// One client command. `(client, seq)` makes it idempotent: a retried request executes once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The client session that issued it.
+    pub client: ClientId,
+    /// Per-client sequence number, strictly increasing, one outstanding request per client.
+    pub seq: u64,
+    /// The state machine operation, opaque to the protocol.
+    pub op: Bytes,
+}
+
+impl Request {
+    /// Bytes this request adds to a batch (payload plus fixed per-request overhead).
+    pub fn size_bytes(&self) -> usize {
+        self.op.len() + 16
+    }
+}
+
+/// The value decided for one slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value {
+    /// Fills a slot that no earlier leader left a value in (gaps found during phase 1).
+    Noop,
+    /// A batch of client requests, applied in order.
+    Batch(Arc<[Request]>),
+}
+
+impl Value {
+    /// Number of client requests the value carries.
+    pub fn request_count(&self) -> usize {
+        match self {
+            Value::Noop => 0,
+            Value::Batch(requests) => requests.len(),
+        }
+    }
+}
+
+/// A log entry as acceptors store and report it: the value accepted for `slot` at `ballot`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Log position.
+    pub slot: Slot,
+    /// Ballot at which the value was accepted.
+    pub ballot: Ballot,
+    /// The accepted value.
+    pub value: Value,
+}

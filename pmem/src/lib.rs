@@ -1,0 +1,1 @@
+//! decree-pmem (being built; see the issues).

@@ -1,0 +1,4 @@
+//! The `decree` command line.
+fn main() {
+    println!("decree");
+}

@@ -1,0 +1,1 @@
+//! decree-verbs (being built; see the issues).
