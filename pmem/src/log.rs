@@ -1,0 +1,372 @@
+//! The persistent log: append records, persist them as a group, read by slot, truncate a suffix,
+//! discard a prefix, recover after a restart.
+//!
+//! Appends are staged in memory and reach the medium on `sync` (one write + one persist for the
+//! whole group: group commit). `durable_lsn` only ever moves when a persist succeeded; after any
+//! I/O error the log is failed for good and reports no durability again (a failed fdatasync may
+//! have dropped dirty pages, so retrying it would lie).
+
+use crate::error::{Error, Result};
+use crate::medium::{BackendKind, Medium};
+use crate::record::{decode, encode_into, encoded_size_bytes, Decoded, Header, Kind, HEADER_SIZE_BYTES, MAX_PAYLOAD_BYTES};
+use crate::recovery::recover;
+use crate::ring::{implicit_wrap, lap_remaining_bytes, medium_offset};
+use crate::state::{HardState, LogState};
+use crate::superblock::{Superblock, DATA_OFFSET_BYTES};
+use decree_engine::core::io::DurableWrite;
+use decree_engine::types::{Ballot, Slot, Value};
+
+/// Ring bytes ordinary appends leave free so `discard_prefix` (three header-only records plus
+/// at most one wrap gap) can always run, even on a full log.
+const DISCARD_RESERVE_BYTES: u64 = 4 * HEADER_SIZE_BYTES as u64;
+
+/// One entry read back from the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// Its slot.
+    pub slot: Slot,
+    /// The ballot it was accepted at.
+    pub ballot: Ballot,
+    /// The value bytes as the driver serialized them.
+    pub payload: Vec<u8>,
+}
+
+/// A record-structured log on a `Medium`.
+pub struct Log<M: Medium> {
+    medium: M,
+    sb: Superblock,
+    state: LogState,
+    /// Next append position (staged records included).
+    tail_lsn: u64,
+    /// Staged bytes before this position are on the medium.
+    written_lsn: u64,
+    /// Everything before this position is durable.
+    durable_lsn: u64,
+    /// Encoded records for `written_lsn..tail_lsn`.
+    staging: Vec<u8>,
+    /// The first I/O error; once set, the log refuses everything.
+    failed: Option<String>,
+}
+
+impl<M: Medium> Log<M> {
+    /// Formats `medium` as an empty log whose ring fills the medium past the superblock.
+    pub fn create(mut medium: M) -> Result<Log<M>> {
+        let size = medium.size_bytes();
+        let capacity_bytes = size.saturating_sub(DATA_OFFSET_BYTES) / 8 * 8;
+        if capacity_bytes < 4 * HEADER_SIZE_BYTES as u64 {
+            return Err(Error::Invalid {
+                resource: medium.resource().to_string(),
+                detail: format!("medium of {size} bytes is too small for a log"),
+            });
+        }
+        let resource = medium.resource().to_string();
+        let io = |op| {
+            let resource = resource.clone();
+            move |source| Error::Io { resource, op, source }
+        };
+        // Erase both superblock copies first so an older format's copy cannot outrank ours.
+        medium.write_at(0, &[0u8; DATA_OFFSET_BYTES as usize]).map_err(io("erase superblock"))?;
+        medium.persist().map_err(io("persist"))?;
+        let sb = Superblock { log_id: fastrand::u64(1..), generation: 1, capacity_bytes, head_lsn: 0 };
+        sb.store(&mut medium).map_err(io("write superblock"))?;
+        tracing::info!(resource = medium.resource(), capacity_bytes, log_id = sb.log_id, "pmem log created");
+        Ok(Log::assemble(medium, sb, LogState::default(), 0))
+    }
+
+    /// Recovers the log on `medium`: the longest valid prefix, torn tail cut.
+    pub fn open(medium: M) -> Result<Log<M>> {
+        let sb = Superblock::load(&medium)?;
+        let found = recover(&medium, &sb)?;
+        tracing::info!(
+            resource = medium.resource(),
+            records = found.record_count,
+            head_lsn = sb.head_lsn,
+            end_lsn = found.end_lsn,
+            slots = found.state.entries.len(),
+            stop = found.stop_reason.as_deref().unwrap_or("ring full"),
+            "pmem log recovered"
+        );
+        Ok(Log::assemble(medium, sb, found.state, found.end_lsn))
+    }
+
+    fn assemble(medium: M, sb: Superblock, state: LogState, end_lsn: u64) -> Log<M> {
+        Log {
+            medium,
+            sb,
+            state,
+            tail_lsn: end_lsn,
+            written_lsn: end_lsn,
+            durable_lsn: end_lsn,
+            staging: Vec::new(),
+            failed: None,
+        }
+    }
+
+    /// Stages an accepted entry; durable after the next successful `sync`.
+    pub fn append_entry(&mut self, slot: Slot, ballot: Ballot, payload: &[u8]) -> Result<u64> {
+        if slot < self.state.base {
+            return Err(self.invalid(format!("slot {slot} is below the discarded prefix {}", self.state.base)));
+        }
+        self.append(Kind::Entry, slot, ballot, payload)
+    }
+
+    /// Stages a promise of `ballot`.
+    pub fn append_promise(&mut self, ballot: Ballot) -> Result<u64> {
+        self.append(Kind::Promise, 0, ballot, &[])
+    }
+
+    /// Stages "every slot below `commit` is chosen".
+    pub fn append_commit(&mut self, commit: Slot) -> Result<u64> {
+        self.append(Kind::Commit, commit, Ballot::ZERO, &[])
+    }
+
+    /// Stages one of the core's durable writes, serializing values with `encode_value`; returns
+    /// the position the write ends at (report its ticket once `durable_lsn() >=` it).
+    pub fn stage(&mut self, write: &DurableWrite, encode_value: &mut dyn FnMut(&Value, &mut Vec<u8>)) -> Result<u64> {
+        match write {
+            DurableWrite::Promise(ballot) => self.append_promise(*ballot),
+            DurableWrite::Commit(slot) => self.append_commit(*slot),
+            DurableWrite::Entries(entries) => {
+                let mut buf = Vec::new();
+                let mut end = self.tail_lsn;
+                for entry in entries {
+                    buf.clear();
+                    encode_value(&entry.value, &mut buf);
+                    end = self.append_entry(entry.slot, entry.ballot, &buf)?;
+                }
+                Ok(end)
+            }
+        }
+    }
+
+    /// Forgets entries at `from_slot` and above (appends a marker). Not for Paxos acceptors
+    /// re-accepting after a leader change: they overwrite by appending the new entry, because
+    /// forgetting accepted entries at later slots is unsafe.
+    pub fn truncate_suffix(&mut self, from_slot: Slot) -> Result<u64> {
+        self.append(Kind::TruncateSuffix, from_slot, Ballot::ZERO, &[])
+    }
+
+    /// Forgets entries below `below_slot` (a checkpoint covers them) and frees their space. The
+    /// promise and commit are re-appended first so freeing old records never loses them; the call
+    /// syncs and then moves the head in the superblock.
+    pub fn discard_prefix(&mut self, below_slot: Slot) -> Result<()> {
+        self.check_ok()?;
+        if below_slot > self.state.base {
+            let marker_lsn = self.next_record_lsn(encoded_size_bytes(0) as u64);
+            self.append_within(Kind::DiscardPrefix, below_slot, Ballot::ZERO, &[], 0)?;
+            let hard = self.state.hard;
+            if hard.promise != Ballot::ZERO {
+                self.append_within(Kind::Promise, 0, hard.promise, &[], 0)?;
+            }
+            if hard.commit != 0 {
+                self.append_within(Kind::Commit, hard.commit, Ballot::ZERO, &[], 0)?;
+            }
+            let oldest = self.state.oldest_live_lsn().unwrap_or(marker_lsn);
+            self.sync()?;
+            self.move_head(oldest.min(marker_lsn))?;
+        }
+        Ok(())
+    }
+
+    /// Writes staged records and persists them: one write and one persist for the whole group.
+    /// Returns the durable position.
+    pub fn sync(&mut self) -> Result<u64> {
+        self.check_ok()?;
+        if self.written_lsn < self.tail_lsn {
+            let capacity = self.sb.capacity_bytes;
+            let first_len = (lap_remaining_bytes(self.written_lsn, capacity) as usize).min(self.staging.len());
+            let at = medium_offset(self.written_lsn, capacity);
+            let staged = std::mem::take(&mut self.staging);
+            let mut result = self.medium.write_at(at, &staged[..first_len]);
+            if result.is_ok() && first_len < staged.len() {
+                result = self.medium.write_at(DATA_OFFSET_BYTES, &staged[first_len..]);
+            }
+            self.staging = staged;
+            result.map_err(|e| self.fail("write", e))?;
+            self.staging.clear();
+            self.written_lsn = self.tail_lsn;
+        }
+        if self.durable_lsn < self.written_lsn {
+            self.medium.persist().map_err(|e| self.fail("persist", e))?;
+            self.durable_lsn = self.written_lsn;
+        }
+        Ok(self.durable_lsn)
+    }
+
+    /// The latest entry for `slot`, read back and re-validated, or None if the log has none.
+    pub fn read(&self, slot: Slot) -> Result<Option<StoredEntry>> {
+        self.check_ok()?;
+        let Some(loc) = self.state.entries.get(&slot).copied() else { return Ok(None) };
+        let size = encoded_size_bytes(loc.payload_len as usize);
+        let mut buf = vec![0u8; size];
+        if loc.lsn >= self.written_lsn {
+            let at = (loc.lsn - self.written_lsn) as usize;
+            buf.copy_from_slice(&self.staging[at..at + size]);
+        } else {
+            let at = medium_offset(loc.lsn, self.sb.capacity_bytes);
+            self.medium.read_at(at, &mut buf).map_err(|source| Error::Io {
+                resource: self.medium.resource().to_string(),
+                op: "read",
+                source,
+            })?;
+        }
+        match decode(self.sb.log_id, loc.lsn, &buf) {
+            Decoded::Valid(h, payload) if h.kind == Kind::Entry && h.slot == slot => {
+                Ok(Some(StoredEntry { slot, ballot: h.ballot, payload: payload.to_vec() }))
+            }
+            other => Err(Error::Corrupt {
+                resource: self.medium.resource().to_string(),
+                offset: medium_offset(loc.lsn, self.sb.capacity_bytes),
+                lsn: loc.lsn,
+                detail: format!("slot {slot} read back as {other:?}"),
+            }),
+        }
+    }
+
+    /// Live slots in order, with the ballot of each one's latest entry.
+    pub fn slots(&self) -> impl Iterator<Item = (Slot, Ballot)> + '_ {
+        self.state.entries.iter().map(|(slot, loc)| (*slot, loc.ballot))
+    }
+
+    /// Promise and commit as of the last staged record.
+    pub fn hard_state(&self) -> HardState {
+        self.state.hard
+    }
+
+    /// Slots below this were discarded.
+    pub fn base_slot(&self) -> Slot {
+        self.state.base
+    }
+
+    /// Everything before this position is durable.
+    pub fn durable_lsn(&self) -> u64 {
+        self.durable_lsn
+    }
+
+    /// The next append position.
+    pub fn tail_lsn(&self) -> u64 {
+        self.tail_lsn
+    }
+
+    /// Bytes the ring can still take.
+    pub fn free_bytes(&self) -> u64 {
+        self.sb.capacity_bytes - (self.tail_lsn - self.sb.head_lsn)
+    }
+
+    /// Ring capacity in bytes.
+    pub fn capacity_bytes(&self) -> u64 {
+        self.sb.capacity_bytes
+    }
+
+    /// Which backend holds the log.
+    pub fn backend(&self) -> BackendKind {
+        self.medium.kind()
+    }
+
+    /// The first I/O error, if the log has failed.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// The medium (for the simulator's crash and fault hooks).
+    pub fn medium(&self) -> &M {
+        &self.medium
+    }
+
+    /// The medium, mutably (fault injection in tests).
+    pub fn medium_mut(&mut self) -> &mut M {
+        &mut self.medium
+    }
+
+    /// Gives the medium back (e.g. to crash it and reopen).
+    pub fn into_medium(self) -> M {
+        self.medium
+    }
+
+    fn append(&mut self, kind: Kind, slot: Slot, ballot: Ballot, payload: &[u8]) -> Result<u64> {
+        self.append_within(kind, slot, ballot, payload, DISCARD_RESERVE_BYTES)
+    }
+
+    fn append_within(&mut self, kind: Kind, slot: Slot, ballot: Ballot, payload: &[u8], reserve_bytes: u64) -> Result<u64> {
+        self.check_ok()?;
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(self.invalid(format!("payload of {} bytes exceeds {MAX_PAYLOAD_BYTES}", payload.len())));
+        }
+        let size = encoded_size_bytes(payload.len()) as u64;
+        let capacity = self.sb.capacity_bytes;
+        let lsn = self.next_record_lsn(size);
+        let needed = lsn + size - self.tail_lsn;
+        if lsn + size - self.sb.head_lsn + reserve_bytes > capacity {
+            return Err(Error::Full {
+                resource: self.medium.resource().to_string(),
+                needed_bytes: needed,
+                free_bytes: self.free_bytes(),
+                capacity_bytes: capacity,
+            });
+        }
+        if lsn != self.tail_lsn {
+            self.stage_wrap();
+        }
+        let header = Header { kind, lsn, slot, ballot, payload_len: payload.len() as u32, durable_lsn: self.durable_lsn };
+        encode_into(&mut self.staging, self.sb.log_id, &header, payload);
+        self.tail_lsn = lsn + size;
+        self.state.apply(&header);
+        Ok(self.tail_lsn)
+    }
+
+    /// Where a record of `size` bytes appended now would start (past the wrap if it does not fit).
+    fn next_record_lsn(&self, size: u64) -> u64 {
+        let remaining = lap_remaining_bytes(self.tail_lsn, self.sb.capacity_bytes);
+        if remaining < size {
+            self.tail_lsn + remaining
+        } else {
+            self.tail_lsn
+        }
+    }
+
+    /// Fills the rest of the lap: a Pad record when a header fits, zeros otherwise.
+    fn stage_wrap(&mut self) {
+        let capacity = self.sb.capacity_bytes;
+        let remaining = lap_remaining_bytes(self.tail_lsn, capacity);
+        let start = self.staging.len();
+        if !implicit_wrap(self.tail_lsn, capacity) {
+            let pad = Header {
+                kind: Kind::Pad,
+                lsn: self.tail_lsn,
+                slot: 0,
+                ballot: Ballot::ZERO,
+                payload_len: 0,
+                durable_lsn: self.durable_lsn,
+            };
+            encode_into(&mut self.staging, self.sb.log_id, &pad, &[]);
+        }
+        self.staging.resize(start + remaining as usize, 0);
+        self.tail_lsn += remaining;
+    }
+
+    fn move_head(&mut self, head_lsn: u64) -> Result<()> {
+        assert!(head_lsn >= self.sb.head_lsn && head_lsn <= self.durable_lsn, "head moves forward within durable data");
+        let next = Superblock { generation: self.sb.generation + 1, head_lsn, ..self.sb };
+        next.store(&mut self.medium).map_err(|e| self.fail("write superblock", e))?;
+        self.sb = next;
+        Ok(())
+    }
+
+    fn check_ok(&self) -> Result<()> {
+        match &self.failed {
+            None => Ok(()),
+            Some(reason) => Err(Error::Failed { resource: self.medium.resource().to_string(), reason: reason.clone() }),
+        }
+    }
+
+    fn fail(&mut self, op: &'static str, source: std::io::Error) -> Error {
+        let resource = self.medium.resource().to_string();
+        tracing::error!(resource, op, error = %source, "pmem log failed: stops acknowledging; nothing after lsn {} is durable", self.durable_lsn);
+        self.failed = Some(format!("{op}: {source}"));
+        Error::Io { resource, op, source }
+    }
+
+    fn invalid(&self, detail: String) -> Error {
+        Error::Invalid { resource: self.medium.resource().to_string(), detail }
+    }
+}

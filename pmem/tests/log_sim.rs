@@ -1,0 +1,188 @@
+//! The log's contract on the simulated medium: append, group commit, read, supersede, truncate,
+//! discard with ring reuse, and crash recovery.
+
+mod common;
+
+use common::{ballot, payload};
+use decree_engine::core::io::DurableWrite;
+use decree_engine::types::{Entry, Value};
+use decree_pmem::sim::SimMedium;
+use decree_pmem::superblock::DATA_OFFSET_BYTES;
+use decree_pmem::{Error, Log};
+
+fn sim_log(ring_bytes: u64) -> Log<SimMedium> {
+    Log::create(SimMedium::new(DATA_OFFSET_BYTES + ring_bytes)).unwrap()
+}
+
+fn crash(log: Log<SimMedium>, tear_seed: Option<u64>) -> Log<SimMedium> {
+    Log::open(log.into_medium().crash(tear_seed)).unwrap()
+}
+
+#[test]
+fn group_commit_persists_many_appends_with_one_persist() {
+    let mut log = sim_log(1 << 16);
+    let before = log.medium().persist_count();
+    for slot in 0..100 {
+        log.append_entry(slot, ballot(1), &payload(slot, 1, 64)).unwrap();
+    }
+    assert_eq!(log.durable_lsn(), 0, "nothing is durable before sync");
+    let durable = log.sync().unwrap();
+    assert_eq!(durable, log.tail_lsn());
+    assert_eq!(log.medium().persist_count() - before, 1);
+    let log = crash(log, None);
+    for slot in 0..100 {
+        assert_eq!(log.read(slot).unwrap().unwrap().payload, payload(slot, 1, 64));
+    }
+}
+
+#[test]
+fn unsynced_appends_are_readable_but_lost_on_crash() {
+    let mut log = sim_log(1 << 16);
+    log.append_entry(0, ballot(1), b"durable").unwrap();
+    log.sync().unwrap();
+    log.append_entry(1, ballot(1), b"volatile").unwrap();
+    assert_eq!(log.read(1).unwrap().unwrap().payload, b"volatile");
+    let log = crash(log, None);
+    assert_eq!(log.read(0).unwrap().unwrap().payload, b"durable");
+    assert_eq!(log.read(1).unwrap(), None);
+}
+
+#[test]
+fn reaccept_supersedes_without_forgetting_later_slots() {
+    let mut log = sim_log(1 << 16);
+    for slot in 0..5 {
+        log.append_entry(slot, ballot(1), &payload(slot, 1, 10)).unwrap();
+    }
+    log.append_entry(2, ballot(2), &payload(2, 2, 10)).unwrap();
+    log.sync().unwrap();
+    let log = crash(log, None);
+    let got = log.read(2).unwrap().unwrap();
+    assert_eq!((got.ballot, got.payload), (ballot(2), payload(2, 2, 10)));
+    assert_eq!(log.slots().map(|(s, _)| s).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn truncate_suffix_survives_recovery() {
+    let mut log = sim_log(1 << 16);
+    for slot in 0..6 {
+        log.append_entry(slot, ballot(1), b"x").unwrap();
+    }
+    log.truncate_suffix(3).unwrap();
+    log.append_entry(4, ballot(2), b"y").unwrap();
+    log.sync().unwrap();
+    let log = crash(log, None);
+    assert_eq!(log.slots().map(|(s, _)| s).collect::<Vec<_>>(), vec![0, 1, 2, 4]);
+    assert_eq!(log.read(4).unwrap().unwrap().payload, b"y");
+}
+
+#[test]
+fn hard_state_survives_many_laps_of_discard() {
+    // A ring of 4 KiB holds about forty 64-byte entries; write thousands through it.
+    let mut log = sim_log(4096);
+    log.append_promise(ballot(7)).unwrap();
+    log.sync().unwrap();
+    let mut next = 0u64;
+    for lap in 0..200u64 {
+        for _ in 0..5 {
+            log.append_entry(next, ballot(7), &payload(next, 7, 64)).unwrap();
+            next += 1;
+        }
+        log.append_commit(next - 2).unwrap();
+        log.sync().unwrap();
+        log.discard_prefix(next - 3).unwrap();
+        if lap % 37 == 0 {
+            log = crash(log, Some(lap));
+        }
+    }
+    assert!(log.tail_lsn() > 20 * log.capacity_bytes(), "the ring wrapped many times");
+    let log = crash(log, Some(1));
+    assert_eq!(log.hard_state().promise, ballot(7));
+    assert_eq!(log.hard_state().commit, next - 2);
+    assert_eq!(log.base_slot(), next - 3);
+    assert_eq!(log.slots().map(|(s, _)| s).collect::<Vec<_>>(), vec![next - 3, next - 2, next - 1]);
+    for slot in next - 3..next {
+        assert_eq!(log.read(slot).unwrap().unwrap().payload, payload(slot, 7, 64));
+    }
+}
+
+#[test]
+fn discard_keeps_an_old_but_live_slot() {
+    let mut log = sim_log(4096);
+    log.append_entry(100, ballot(1), b"old-but-live").unwrap();
+    for slot in 0..20 {
+        log.append_entry(slot, ballot(1), &[0; 64]).unwrap();
+    }
+    log.sync().unwrap();
+    log.discard_prefix(20).unwrap();
+    let log = crash(log, None);
+    assert_eq!(log.read(100).unwrap().unwrap().payload, b"old-but-live");
+    assert_eq!(log.slots().count(), 1);
+}
+
+#[test]
+fn full_ring_refuses_then_discard_frees_space() {
+    let mut log = sim_log(2048);
+    let mut slot = 0;
+    let err = loop {
+        match log.append_entry(slot, ballot(1), &[1; 100]) {
+            Ok(_) => slot += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::Full { .. }), "{err}");
+    assert!(log.failure().is_none(), "a full ring is not a device failure");
+    log.sync().unwrap();
+    log.discard_prefix(slot).unwrap();
+    log.append_entry(slot, ballot(1), &[2; 100]).unwrap();
+    log.sync().unwrap();
+    assert!(matches!(log.append_entry(0, ballot(1), b"x"), Err(Error::Invalid { .. })), "slot below the base");
+}
+
+#[test]
+fn stages_the_cores_durable_writes() {
+    let mut log = sim_log(1 << 16);
+    let mut encode = |v: &Value, out: &mut Vec<u8>| out.extend_from_slice(format!("{v:?}").as_bytes());
+    let entries = vec![Entry { slot: 3, ballot: ballot(4), value: Value::Noop }];
+    let e1 = log.stage(&DurableWrite::Promise(ballot(4)), &mut encode).unwrap();
+    let e2 = log.stage(&DurableWrite::Entries(entries), &mut encode).unwrap();
+    let e3 = log.stage(&DurableWrite::Commit(3), &mut encode).unwrap();
+    assert!(e1 < e2 && e2 < e3);
+    let mut tickets = decree_pmem::Tickets::default();
+    tickets.staged(1, e1);
+    tickets.staged(2, e2);
+    tickets.staged(3, e3);
+    assert_eq!(tickets.completed(log.durable_lsn()), None);
+    assert_eq!(tickets.completed(log.sync().unwrap()), Some(3));
+    let log = crash(log, None);
+    assert_eq!(log.hard_state().promise, ballot(4));
+    assert_eq!(log.hard_state().commit, 3);
+    assert_eq!(log.read(3).unwrap().unwrap().payload, b"Noop");
+}
+
+#[test]
+fn corrupted_acknowledged_record_is_an_error_naming_the_offset() {
+    let mut log = sim_log(1 << 16);
+    log.append_entry(0, ballot(1), b"first").unwrap();
+    let first_end = log.sync().unwrap();
+    log.append_entry(1, ballot(1), b"second").unwrap();
+    log.sync().unwrap();
+    let mut medium = log.into_medium();
+    medium.flip_bit(DATA_OFFSET_BYTES + 50, 2); // inside record 0's payload
+    match Log::open(medium) {
+        Err(Error::Corrupt { offset, lsn, .. }) => {
+            assert_eq!((offset, lsn), (DATA_OFFSET_BYTES, 0));
+            assert!(first_end > 0);
+        }
+        other => panic!("expected corruption error, got {:?}", other.map(|l| l.tail_lsn())),
+    }
+}
+
+#[test]
+fn reformatting_a_used_medium_hides_the_old_records() {
+    let mut log = sim_log(1 << 16);
+    log.append_entry(0, ballot(1), b"old").unwrap();
+    log.sync().unwrap();
+    let log = Log::create(log.into_medium()).unwrap();
+    let log = crash(log, None);
+    assert_eq!(log.slots().count(), 0, "records of an earlier format must not come back");
+}
