@@ -30,14 +30,21 @@ impl<M: Medium> FaultyMedium<M> {
         FaultyMedium { inner, plan, writes: 0, persists: 0 }
     }
 
-    /// Changes the plan (counters keep running).
+    /// Changes the plan; call indices in it count from now.
     pub fn set_plan(&mut self, plan: FaultPlan) {
         self.plan = plan;
+        self.writes = 0;
+        self.persists = 0;
     }
 
     /// The wrapped medium.
     pub fn inner(&self) -> &M {
         &self.inner
+    }
+
+    /// Unwraps the medium.
+    pub fn into_inner(self) -> M {
+        self.inner
     }
 
     fn injected(&self) -> io::Error {

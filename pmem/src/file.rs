@@ -40,19 +40,27 @@ pub fn open_or_create(path: &Path, size_bytes: u64) -> Result<LogFile> {
     // that looks like a log.
     let tmp = path.with_extension("creating");
     let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp).map_err(io_err("create"))?;
-    let chunk = vec![0u8; 1 << 20];
-    let mut offset = 0u64;
-    while offset < size_bytes {
-        let len = (size_bytes - offset).min(chunk.len() as u64) as usize;
-        file.write_all_at(&chunk[..len], offset).map_err(io_err("preallocate"))?;
-        offset += len as u64;
+    if let Err(e) = fill_zeros(&file, size_bytes).and_then(|()| file.sync_all()) {
+        // Leave nothing half-made behind (e.g. ENOSPC on a small filesystem).
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err("preallocate")(e));
     }
-    file.sync_all().map_err(io_err("fsync new file"))?;
     std::fs::rename(&tmp, path).map_err(io_err("rename new file"))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync directory"))?;
     }
     Ok(LogFile { file, size_bytes, created: true, resource })
+}
+
+fn fill_zeros(file: &File, size_bytes: u64) -> io::Result<()> {
+    let chunk = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    while offset < size_bytes {
+        let len = (size_bytes - offset).min(chunk.len() as u64) as usize;
+        file.write_all_at(&chunk[..len], offset)?;
+        offset += len as u64;
+    }
+    Ok(())
 }
 
 /// pwrite + fdatasync medium.

@@ -1,0 +1,74 @@
+//! The file strategies and the backend selection on a real filesystem: write, wrap, reopen,
+//! verify; auto-detection picks the file backend where MAP_SYNC is refused.
+
+mod common;
+
+use common::{ballot, payload, Scratch};
+use decree_pmem::{open, Backend, BackendKind, Config, Error, FileStrategy};
+
+fn round_trip(strategy: FileStrategy, kind: BackendKind) {
+    let scratch = Scratch::new("file");
+    let config = Config { path: scratch.path("log"), size_bytes: 64 << 10, backend: Backend::File(strategy) };
+    let mut next = 0u64;
+    for session in 0..4u64 {
+        let mut log = open(&config).unwrap();
+        assert_eq!(log.backend(), kind);
+        // Each session ends with discard_prefix(next - 20): exactly the last 20 slots are live.
+        let expected_first = (session > 0).then(|| next - 20);
+        assert_eq!(log.slots().next().map(|(s, _)| s), expected_first);
+        assert_eq!(log.slots().count() as u64, if session > 0 { 20 } else { 0 });
+        for slot in log.slots().map(|(s, _)| s).collect::<Vec<_>>() {
+            assert_eq!(log.read(slot).unwrap().unwrap().payload, payload(slot, session, 200));
+        }
+        log.append_promise(ballot(session + 1)).unwrap();
+        // ~300 records of 248 bytes: more than the 60 KiB ring, so it must wrap and reuse space.
+        for _ in 0..300 {
+            log.append_entry(next, ballot(session + 1), &payload(next, session + 1, 200)).unwrap();
+            next += 1;
+            if next % 25 == 0 {
+                log.sync().unwrap();
+                log.discard_prefix(next - 20).unwrap();
+            }
+        }
+        log.sync().unwrap();
+        assert_eq!(log.hard_state().promise, ballot(session + 1));
+    }
+}
+
+#[test]
+fn pwrite_strategy_round_trips_and_wraps() {
+    round_trip(FileStrategy::Pwrite, BackendKind::FilePwrite);
+}
+
+#[test]
+fn uring_strategy_round_trips_and_wraps() {
+    round_trip(FileStrategy::Uring, BackendKind::FileUring);
+}
+
+#[test]
+fn mmap_strategy_round_trips_and_wraps() {
+    round_trip(FileStrategy::Mmap, BackendKind::FileMmap);
+}
+
+#[test]
+fn auto_falls_back_to_file_where_map_sync_is_refused_and_dax_says_why() {
+    let scratch = Scratch::new("auto");
+    let fs_type = std::process::Command::new("stat").args(["-f", "-c", "%T"]).arg(&scratch.0).output().unwrap();
+    let fs_type = String::from_utf8_lossy(&fs_type.stdout).trim().to_string();
+    let config = Config { path: scratch.path("log"), size_bytes: 1 << 20, backend: Backend::Auto };
+    let log = open(&config).unwrap();
+    assert_eq!(log.backend(), BackendKind::FilePwrite, "temp dir on {fs_type} is not DAX");
+    drop(log);
+    match open(&Config { backend: Backend::Dax, ..config }) {
+        Err(Error::Unsupported { detail, .. }) => assert!(detail.contains("MAP_SYNC"), "{detail}"),
+        other => panic!("dax on {fs_type} must be refused, got {:?}", other.map(|l| l.backend())),
+    }
+}
+
+#[test]
+fn devdax_refuses_a_regular_file() {
+    let scratch = Scratch::new("devdax");
+    std::fs::write(scratch.path("plain"), [0u8; 4096]).unwrap();
+    let config = Config { path: scratch.path("plain"), size_bytes: 0, backend: Backend::DevDax };
+    assert!(matches!(open(&config), Err(Error::Unsupported { .. })));
+}
