@@ -81,7 +81,10 @@ fn record_covering(written: &[Written], at: u64) -> Option<usize> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    // PROPTEST_CASES (the soak sets thousands) overrides the quick default.
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96)
+    ))]
 
     #[test]
     fn truncation_returns_the_records_wholly_before_the_cut(
