@@ -8,3 +8,8 @@ pub mod codec;
 pub mod core;
 pub mod message;
 pub mod types;
+pub mod durable;
+pub mod membership;
+pub mod applier;
+pub mod kv;
+pub mod state_machine;
