@@ -13,3 +13,4 @@ pub mod membership;
 pub mod applier;
 pub mod kv;
 pub mod state_machine;
+pub mod sim;
