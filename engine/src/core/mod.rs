@@ -1,3 +1,360 @@
-//! The protocol core.
+//! The protocol core: one replica's multi-Paxos state machine.
+//!
+//! # Driving loop
+//!
+//! ```text
+//! loop {
+//!     input = next event (tick, message, client requests, storage completion)
+//!     replica.step(now_ms, input, &mut commands)
+//!     for command in commands.drain(..) {          // in order
+//!         Persist  -> hand to the log; when durable, step(Input::Persisted { upto: ticket })
+//!         Send     -> transport
+//!         Apply    -> state machine (slot order), replies to waiting clients
+//!         Redirect -> tell those clients where the leader is
+//!     }
+//! }
+//! ```
+//!
+//! The core acknowledges nothing before it is durable: `Accepted` and `Promise` messages are held
+//! back until the `Persist` commands covering them complete.
+//!
+//! # Protocol summary
+//!
+//! Ballots are `(round, replica)`. A candidate sends `Prepare(b, from)` where every slot below
+//! `from` is chosen and known to it; acceptors promise and report everything they accepted from
+//! `from` on. With a majority of promises the candidate re-proposes, at `b`, the highest-ballot
+//! value of every slot up to the highest reported slot (no-ops in gaps), then proposes new client
+//! batches. Acceptors accept runs of consecutive slots and never forget an accepted slot; each
+//! keeps a *horizon*: every slot below it is chosen or accepted at its promised ballot, so one
+//! cumulative `Accepted(b, upto)` acknowledges a prefix. A slot is chosen once a majority's
+//! durable horizon at `b` passes it.
 
+mod acceptor;
+pub mod config;
+mod contract;
+pub mod durability;
+mod election;
 pub mod io;
+mod leader;
+pub mod log;
+
+pub use config::CoreConfig;
+#[cfg(feature = "mutations")]
+pub use config::Mutation;
+pub use io::{Command, DurableWrite, Input};
+
+use crate::contract;
+use crate::durable::Durable;
+use crate::membership::Membership;
+use crate::message::{Envelope, Message};
+use crate::types::{Ballot, ClientId, Entry, ReplicaId, Request, Slot};
+use durability::Durability;
+use election::Election;
+use leader::Leadership;
+use log::AcceptLog;
+
+/// What this replica currently does.
+#[derive(Debug)]
+pub(crate) enum Role {
+    /// Accepts from a leader (or waits for one).
+    Follower,
+    /// Running phase 1 for its own ballot.
+    Candidate(Election),
+    /// Phase 1 done; proposing at its ballot.
+    Leader(Leadership),
+}
+
+/// A snapshot of a replica's protocol state, for status output and simulation checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This replica.
+    pub id: ReplicaId,
+    /// Highest ballot promised.
+    pub promised: Ballot,
+    /// Whether it currently leads.
+    pub leading: bool,
+    /// The leader it believes in.
+    pub leader: Option<ReplicaId>,
+    /// Every slot below this is chosen and known here.
+    pub commit: Slot,
+    /// Every slot below this was handed to the state machine.
+    pub applied: Slot,
+    /// One past the last slot in the log.
+    pub log_end: Slot,
+}
+
+/// One replica's multi-Paxos core. See the module docs for the driving loop.
+pub struct Replica {
+    pub(crate) cfg: CoreConfig,
+    pub(crate) membership: Membership,
+    pub(crate) rng: fastrand::Rng,
+    pub(crate) now_ms: u64,
+    pub(crate) promised: Ballot,
+    pub(crate) log: AcceptLog,
+    pub(crate) commit: Slot,
+    pub(crate) applied: Slot,
+    pub(crate) horizon: Slot,
+    pub(crate) durability: Durability,
+    pub(crate) unpersisted: Vec<Entry>,
+    pub(crate) persisted_commit: Slot,
+    pub(crate) role: Role,
+    pub(crate) leader_hint: Option<ReplicaId>,
+    pub(crate) last_leader_contact_ms: Option<u64>,
+    pub(crate) election_deadline_ms: u64,
+    pub(crate) next_commit_persist_ms: u64,
+    pub(crate) max_round_seen: u64,
+    pub(crate) out: Vec<Command>,
+}
+
+impl Replica {
+    /// A replica with empty storage.
+    pub fn new(cfg: CoreConfig) -> Self {
+        Self::recover(cfg, Durable::default())
+    }
+
+    /// A replica restarting from what its storage recovered.
+    pub fn recover(cfg: CoreConfig, durable: Durable) -> Self {
+        if let Err(why) = cfg.validate() {
+            panic!("invalid core configuration: {why}");
+        }
+        let (promised, log, commit) = durable.into_parts();
+        let mut rng = fastrand::Rng::with_seed(cfg.seed);
+        let election_deadline_ms = rng.u64(cfg.election_timeout_min_ms..=cfg.election_timeout_max_ms);
+        Replica {
+            membership: cfg.membership.clone(),
+            rng,
+            now_ms: 0,
+            promised,
+            horizon: commit,
+            durability: Durability::new(promised, commit),
+            unpersisted: Vec::new(),
+            persisted_commit: commit,
+            role: Role::Follower,
+            leader_hint: None,
+            last_leader_contact_ms: None,
+            election_deadline_ms,
+            next_commit_persist_ms: 0,
+            max_round_seen: promised.round,
+            out: Vec::new(),
+            log,
+            commit,
+            applied: 0,
+            cfg,
+        }
+    }
+
+    /// Feeds one input at time `now_ms` (the driver's monotonic clock) and appends the resulting
+    /// commands to `commands`.
+    pub fn step(&mut self, now_ms: u64, input: Input, commands: &mut Vec<Command>) {
+        contract!(self, now_ms >= self.now_ms, "clock-monotonic", "{now_ms} < {}", self.now_ms);
+        self.now_ms = now_ms;
+        match input {
+            Input::Tick => self.on_tick(),
+            Input::Receive(envelope) => self.on_receive(envelope),
+            Input::Propose(requests) => self.on_propose(requests),
+            Input::Persisted { upto } => self.on_persisted(upto),
+        }
+        self.flush_entries();
+        self.apply_committed();
+        self.check_invariants();
+        commands.append(&mut self.out);
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> ReplicaId {
+        self.cfg.id
+    }
+
+    /// Current protocol state.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.id(),
+            promised: self.promised,
+            leading: matches!(self.role, Role::Leader(_)),
+            leader: self.leader(),
+            commit: self.commit,
+            applied: self.applied,
+            log_end: self.log.end(),
+        }
+    }
+
+    /// The leader this replica believes in.
+    pub fn leader(&self) -> Option<ReplicaId> {
+        match self.role {
+            Role::Leader(_) => Some(self.id()),
+            _ => self.leader_hint,
+        }
+    }
+
+    /// The chosen value of a committed slot, if still held.
+    pub fn committed_value(&self, slot: Slot) -> Option<&crate::types::Value> {
+        if slot >= self.commit {
+            return None;
+        }
+        self.log.get(slot).map(|cell| &cell.value)
+    }
+
+    pub(crate) fn contracts_enabled(&self) -> bool {
+        #[cfg(feature = "mutations")]
+        {
+            self.cfg.contracts
+        }
+        #[cfg(not(feature = "mutations"))]
+        {
+            true
+        }
+    }
+
+    #[cfg(feature = "mutations")]
+    pub(crate) fn mutated(&self, mutation: config::Mutation) -> bool {
+        self.cfg.mutation == mutation
+    }
+
+    fn on_receive(&mut self, envelope: Envelope) {
+        if envelope.to != self.id() || envelope.from == self.id() {
+            return; // misrouted or looped back: not ours to act on
+        }
+        let ballot = envelope.msg.ballot();
+        self.max_round_seen = self.max_round_seen.max(ballot.round);
+        let from = envelope.from;
+        match envelope.msg {
+            Message::Prepare(m) => self.on_prepare(from, m),
+            Message::Promise(m) => self.on_promise(from, m),
+            Message::Accept(m) => self.on_accept(from, m),
+            Message::Accepted(m) => self.on_accepted(from, m),
+            Message::Reject(m) => self.on_reject(from, m),
+            Message::Heartbeat(m) => self.on_heartbeat(from, m),
+        }
+    }
+
+    fn on_tick(&mut self) {
+        match self.role {
+            Role::Leader(_) => self.leader_tick(),
+            Role::Follower | Role::Candidate(_) => {
+                if self.now_ms >= self.election_deadline_ms && self.membership.is_voter(self.id()) {
+                    self.start_election();
+                }
+            }
+        }
+        if self.now_ms >= self.next_commit_persist_ms && self.commit > self.persisted_commit {
+            // Lazily, so a restart replays less; safety never depends on it.
+            self.persist(DurableWrite::Commit(self.commit));
+            self.persisted_commit = self.commit;
+            self.next_commit_persist_ms = self.now_ms + self.cfg.heartbeat_interval_ms;
+        }
+    }
+
+    fn on_propose(&mut self, requests: Vec<Request>) {
+        if requests.is_empty() {
+            return;
+        }
+        if matches!(self.role, Role::Leader(_)) {
+            self.leader_propose(requests);
+        } else {
+            self.redirect(requests.iter().map(|r| (r.client, r.seq)).collect());
+        }
+    }
+
+    pub(crate) fn redirect(&mut self, requests: Vec<(ClientId, u64)>) {
+        if !requests.is_empty() {
+            let leader = self.leader();
+            self.out.push(Command::Redirect { requests, leader });
+        }
+    }
+
+    fn on_persisted(&mut self, upto: u64) {
+        let released = self.durability.complete(upto);
+        for envelope in released {
+            if envelope.to == self.id() {
+                self.on_receive_own(envelope);
+            } else {
+                self.out.push(Command::Send(envelope));
+            }
+        }
+        self.after_durable();
+        self.leader_after_durable();
+    }
+
+    /// A message to itself (the candidate's own promise) skips the network.
+    fn on_receive_own(&mut self, envelope: Envelope) {
+        if let Message::Promise(promise) = envelope.msg {
+            self.on_promise(self.id(), promise);
+        }
+    }
+
+    /// Issues a durable write now (after any entries queued earlier in this step, keeping FIFO).
+    pub(crate) fn persist(&mut self, write: DurableWrite) -> u64 {
+        self.flush_entries();
+        let ticket = self.durability.issue(self.promised, self.horizon);
+        self.out.push(Command::Persist { ticket, write });
+        ticket
+    }
+
+    /// Entries accepted during this step go out as one write.
+    fn flush_entries(&mut self) {
+        if self.unpersisted.is_empty() {
+            return;
+        }
+        let entries = std::mem::take(&mut self.unpersisted);
+        let ticket = self.durability.issue(self.promised, self.horizon);
+        self.out.push(Command::Persist { ticket, write: DurableWrite::Entries(entries) });
+    }
+
+    /// Sends `msg` once everything issued so far is durable.
+    pub(crate) fn send_when_durable(&mut self, to: ReplicaId, msg: Message) {
+        self.flush_entries();
+        let envelope = Envelope { from: self.id(), to, msg };
+        let ticket = self.durability.last_issued();
+        if let Some(envelope) = self.durability.defer(ticket, envelope) {
+            if envelope.to == self.id() {
+                self.on_receive_own(envelope);
+            } else {
+                self.out.push(Command::Send(envelope));
+            }
+        }
+    }
+
+    pub(crate) fn send(&mut self, to: ReplicaId, msg: Message) {
+        self.out.push(Command::send(self.id(), to, msg));
+    }
+
+    /// Raises the commit index to `upto` (never past what the log holds) and applies.
+    pub(crate) fn learn_commit(&mut self, upto: Slot) {
+        if upto <= self.commit {
+            return;
+        }
+        contract!(self, upto <= self.log.end(), "commit-within-log", "commit {upto} > log end {}", self.log.end());
+        self.commit = upto;
+    }
+
+    /// Hands every committed, unapplied slot to the state machine, in order.
+    fn apply_committed(&mut self) {
+        while self.applied < self.commit {
+            let slot = self.applied;
+            let value = match self.log.get(slot) {
+                Some(cell) => cell.value.clone(),
+                None => panic!("contract violated: committed-slot-held (slot {slot}, replica {})", self.id()),
+            };
+            self.out.push(Command::Apply { slot, value });
+            self.applied += 1;
+        }
+        contract!(self, self.applied <= self.commit, "apply-never-passes-commit");
+    }
+
+    /// Re-arms the election timer with a fresh random timeout.
+    pub(crate) fn reset_election_timer(&mut self) {
+        let timeout = self.rng.u64(self.cfg.election_timeout_min_ms..=self.cfg.election_timeout_max_ms);
+        self.election_deadline_ms = self.now_ms + timeout;
+    }
+
+    /// Invariants that hold between steps.
+    fn check_invariants(&self) {
+        contract!(self, self.applied <= self.commit, "applied-le-commit");
+        contract!(self, self.commit <= self.horizon, "commit-le-horizon");
+        contract!(self, self.horizon <= self.log.end(), "horizon-within-log", "horizon {} > end {}", self.horizon, self.log.end());
+        contract!(self, self.commit <= self.log.end(), "commit-within-log");
+        if let Role::Leader(leadership) = &self.role {
+            contract!(self, leadership.ballot == self.promised, "leader-ballot-is-promised");
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The leader: batching client requests into slots, the pipelined phase 2 window, per-follower
+//! replication and catch-up, commit by majority, heartbeats and check-quorum.
+
+use crate::contract;
+use super::{Replica, Role};
+use crate::membership::Membership;
+use crate::message::{Accept, Accepted, Heartbeat, Message, Reject, Rejection};
+use crate::types::{Ballot, Entry, ReplicaId, Request, Slot, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+/// What the leader knows of one follower.
+#[derive(Debug, Clone)]
+pub(crate) struct Progress {
+    /// Next slot to send.
+    pub next: Slot,
+    /// Every slot below this is durably accepted there at our ballot (or chosen).
+    pub matched: Slot,
+    /// `matched` at the previous heartbeat, to spot a stalled follower.
+    pub matched_at_heartbeat: Slot,
+    /// When it last answered at our ballot.
+    pub last_ack_ms: u64,
+}
+
+/// State that exists only while leading.
+#[derive(Debug)]
+pub(crate) struct Leadership {
+    /// The ballot led.
+    pub ballot: Ballot,
+    /// Per follower.
+    pub progress: BTreeMap<ReplicaId, Progress>,
+    /// Requests waiting for room in the window.
+    pub pending: VecDeque<Request>,
+    /// When the next heartbeat is due.
+    pub next_heartbeat_ms: u64,
+    /// When leadership began (check-quorum waits one election timeout before judging).
+    pub since_ms: u64,
+}
+
+impl Leadership {
+    pub(crate) fn new(ballot: Ballot, membership: &Membership, me: ReplicaId, from_slot: Slot, now_ms: u64) -> Self {
+        let progress = membership
+            .voters()
+            .iter()
+            .filter(|v| **v != me)
+            .map(|v| (*v, Progress { next: from_slot, matched: 0, matched_at_heartbeat: 0, last_ack_ms: now_ms }))
+            .collect();
+        Leadership { ballot, progress, pending: VecDeque::new(), next_heartbeat_ms: now_ms, since_ms: now_ms }
+    }
+}
+
+impl Replica {
+    pub(crate) fn leader_propose(&mut self, requests: Vec<Request>) {
+        let limit = self.cfg.max_pending_requests;
+        let Role::Leader(leadership) = &mut self.role else { unreachable!("leader_propose while not leading") };
+        let room = limit.saturating_sub(leadership.pending.len());
+        let mut overflow = Vec::new();
+        for (index, request) in requests.into_iter().enumerate() {
+            if index < room {
+                leadership.pending.push_back(request);
+            } else {
+                overflow.push((request.client, request.seq));
+            }
+        }
+        if !overflow.is_empty() {
+            // Back-pressure: the client retries; redirect names this replica as the leader.
+            self.redirect(overflow);
+        }
+        self.fill_window();
+    }
+
+    /// Cuts pending requests into batches while the window has room, one slot per batch.
+    fn fill_window(&mut self) {
+        let window_end = self.commit + self.cfg.window_slots;
+        let (max_requests, max_bytes) = (self.cfg.max_batch_requests, self.cfg.max_batch_bytes);
+        let Role::Leader(leadership) = &mut self.role else { return };
+        let ballot = leadership.ballot;
+        let mut proposed = false;
+        while !leadership.pending.is_empty() && self.log.end() < window_end {
+            let mut batch = Vec::new();
+            let mut size_bytes = 0;
+            while let Some(request) = leadership.pending.front() {
+                let next_size = size_bytes + request.size_bytes();
+                if !batch.is_empty() && (batch.len() >= max_requests || next_size > max_bytes) {
+                    break;
+                }
+                size_bytes = next_size;
+                batch.push(leadership.pending.pop_front().expect("front exists"));
+            }
+            let slot = self.log.end();
+            let value = Value::Batch(Arc::from(batch));
+            self.log.put(slot, ballot, value.clone());
+            self.unpersisted.push(Entry { slot, ballot, value });
+            proposed = true;
+        }
+        if proposed {
+            self.horizon = self.log.end();
+            self.replicate_all();
+        }
+    }
+
+    pub(crate) fn replicate_all(&mut self) {
+        let followers: Vec<ReplicaId> = match &self.role {
+            Role::Leader(leadership) => leadership.progress.keys().copied().collect(),
+            _ => return,
+        };
+        for follower in followers {
+            self.replicate(follower);
+        }
+    }
+
+    /// Sends the next chunks of the log to `follower`, bounded by its in-flight allowance.
+    fn replicate(&mut self, follower: ReplicaId) {
+        let in_flight_limit = self.cfg.window_slots + self.cfg.max_values_per_accept as u64;
+        let chunk = self.cfg.max_values_per_accept;
+        let commit = self.commit;
+        let end = self.log.end();
+        let Role::Leader(leadership) = &mut self.role else { return };
+        let ballot = leadership.ballot;
+        let Some(progress) = leadership.progress.get_mut(&follower) else { return };
+        let mut sends = Vec::new();
+        while progress.next < end && progress.next < progress.matched.saturating_add(in_flight_limit) {
+            let start = progress.next;
+            let values = self.log.values(start, chunk);
+            assert!(!values.is_empty(), "contract violated: replicate-sends-held-slots");
+            progress.next = start + values.len() as u64;
+            sends.push(Accept { ballot, start, values, commit });
+        }
+        for accept in sends {
+            self.send(follower, Message::Accept(accept));
+        }
+    }
+
+    pub(crate) fn on_accepted(&mut self, from: ReplicaId, accepted: Accepted) {
+        let now_ms = self.now_ms;
+        let Role::Leader(leadership) = &mut self.role else { return };
+        if accepted.ballot != leadership.ballot {
+            return;
+        }
+        let Some(progress) = leadership.progress.get_mut(&from) else { return };
+        progress.last_ack_ms = now_ms;
+        if accepted.upto > progress.matched {
+            progress.matched = accepted.upto;
+            progress.next = progress.next.max(accepted.upto);
+            self.advance_commit();
+        }
+        self.replicate(from);
+    }
+
+    pub(crate) fn on_reject(&mut self, from: ReplicaId, reject: Reject) {
+        match reject.reason {
+            Rejection::Stale { promised } => {
+                self.max_round_seen = self.max_round_seen.max(promised.round);
+                let mine = match &self.role {
+                    Role::Leader(l) => Some(l.ballot),
+                    Role::Candidate(e) => Some(e.ballot),
+                    Role::Follower => None,
+                };
+                if mine == Some(reject.ballot) && promised > reject.ballot {
+                    self.step_down(promised);
+                }
+            }
+            Rejection::Gap { horizon } => {
+                let now_ms = self.now_ms;
+                let Role::Leader(leadership) = &mut self.role else { return };
+                if reject.ballot != leadership.ballot {
+                    return;
+                }
+                let Some(progress) = leadership.progress.get_mut(&from) else { return };
+                progress.last_ack_ms = now_ms;
+                if horizon < progress.next {
+                    progress.next = horizon;
+                    self.replicate(from);
+                }
+            }
+            Rejection::LeaderAlive { .. } => {}
+        }
+    }
+
+    /// Commit = the highest slot a majority has durably accepted at our ballot.
+    fn advance_commit(&mut self) {
+        let Role::Leader(leadership) = &self.role else { return };
+        let own = if self.durability.durable_ballot() == leadership.ballot { self.durability.durable_horizon() } else { 0 };
+        let mut matched: Vec<Slot> = self
+            .membership
+            .voters()
+            .iter()
+            .map(|v| if *v == self.id() { own } else { leadership.progress.get(v).map_or(0, |p| p.matched) })
+            .collect();
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        #[allow(unused_mut)]
+        let mut votes = self.membership.quorum();
+        #[cfg(feature = "mutations")]
+        if self.mutated(super::Mutation::CommitWithoutQuorum) && votes > 1 {
+            votes -= 1;
+        }
+        let candidate = matched[votes - 1];
+        if candidate > self.commit {
+            contract!(self, candidate <= self.log.end(), "commit-within-log");
+            self.learn_commit(candidate);
+            self.fill_window();
+        }
+    }
+
+    /// Called after local durability advanced: the leader's own vote may complete a majority.
+    pub(crate) fn leader_after_durable(&mut self) {
+        if matches!(self.role, Role::Leader(_)) {
+            self.advance_commit();
+        }
+    }
+
+    pub(crate) fn leader_tick(&mut self) {
+        let Role::Leader(leadership) = &self.role else { return };
+        if self.now_ms < leadership.next_heartbeat_ms {
+            return;
+        }
+        let judged = self.now_ms >= leadership.since_ms + self.cfg.election_timeout_max_ms;
+        if judged && !self.has_quorum_contact() {
+            // Check-quorum: a leader cut off from a majority stops taking requests it cannot commit.
+            let ballot = self.promised;
+            self.step_down(ballot);
+            self.leader_hint = None;
+            return;
+        }
+        if let Role::Leader(leadership) = &mut self.role {
+            for progress in leadership.progress.values_mut() {
+                if progress.matched == progress.matched_at_heartbeat && progress.next > progress.matched {
+                    progress.next = progress.matched; // stalled: resend what may have been lost
+                }
+                progress.matched_at_heartbeat = progress.matched;
+            }
+            leadership.next_heartbeat_ms = self.now_ms + self.cfg.heartbeat_interval_ms;
+        }
+        self.broadcast_heartbeat();
+        self.replicate_all();
+    }
+
+    pub(crate) fn broadcast_heartbeat(&mut self) {
+        let Role::Leader(leadership) = &self.role else { return };
+        let heartbeat = Heartbeat { ballot: leadership.ballot, commit: self.commit };
+        let followers: Vec<ReplicaId> = leadership.progress.keys().copied().collect();
+        for follower in followers {
+            self.send(follower, Message::Heartbeat(heartbeat.clone()));
+        }
+    }
+
+    /// Whether a majority (counting itself) answered within the minimum election timeout.
+    pub(crate) fn has_quorum_contact(&self) -> bool {
+        let Role::Leader(leadership) = &self.role else { return false };
+        let recent = leadership
+            .progress
+            .iter()
+            .filter(|(id, p)| self.membership.is_voter(**id) && self.now_ms.saturating_sub(p.last_ack_ms) < self.cfg.election_timeout_min_ms)
+            .count();
+        recent + 1 >= self.membership.quorum()
+    }
+}

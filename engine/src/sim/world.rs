@@ -1,0 +1,627 @@
+//! The simulated world: replicas, their storage and clocks, the network and the clients, driven
+//! by one event queue and one seeded generator.
+
+use super::client::{next_op, Completed, InFlight, SimClient};
+use super::kv_model::KvRegister;
+use super::linearizability::{self, Operation};
+use super::network::{Delivery, Network, NetworkFaults};
+use super::safety::SafetyChecker;
+use super::storage::SimStorage;
+use super::{Report, SimConfig, SimOptions, Violation};
+use crate::applier::{Applier, Outcome};
+use crate::core::{Command, CoreConfig, DurableWrite, Input, Replica};
+use crate::kv::{KvOp, KvReply, KvStore};
+use crate::message::{Envelope, Message};
+use crate::types::{ClientId, ReplicaId, Request, Slot};
+use bytes::Bytes;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+const TICK_US: u64 = 5_000;
+const MAX_EVENTS: u64 = 20_000_000;
+const SETTLE_US: u64 = 2_000_000;
+const SWEEP_EVERY_EVENTS: u64 = 4_096;
+
+/// A client's view of a reply.
+#[derive(Clone, Debug)]
+enum Response {
+    Reply(Bytes),
+    Redirect(Option<ReplicaId>),
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Deliver { to: usize, envelope: Envelope },
+    ClientRequest { node: usize, request: Request },
+    ClientResponse { client: usize, seq: u64, response: Response },
+    ClientSend { client: usize, generation: u64 },
+    ClientTimeout { client: usize, generation: u64 },
+    ClientNext { client: usize },
+    Tick { node: usize, incarnation: u64 },
+    PersistDone { node: usize, incarnation: u64, ticket: u64 },
+    Crash,
+    CrashNode { node: usize },
+    Restart { node: usize },
+    PartitionStart,
+    PartitionEnd,
+    Heal,
+}
+
+struct Scheduled {
+    at_us: u64,
+    order: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at_us, self.order) == (other.at_us, other.order)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // BinaryHeap is a max-heap: reverse so the earliest event pops first.
+        (other.at_us, other.order).cmp(&(self.at_us, self.order))
+    }
+}
+
+struct Node {
+    core: Option<Replica>,
+    applier: Applier<KvStore>,
+    storage: SimStorage,
+    incarnation: u64,
+    awaiting: BTreeSet<(ClientId, u64)>,
+    clock_offset_us: u64,
+    clock_rate_ppm: i64,
+    commit_checked: Slot,
+}
+
+impl Node {
+    fn local_ms(&self, now_us: u64) -> u64 {
+        let scaled = (now_us + self.clock_offset_us) as i128 * (1_000_000 + self.clock_rate_ppm as i128) / 1_000_000;
+        (scaled / 1_000) as u64
+    }
+}
+
+/// One simulation run.
+pub struct World {
+    seed: u64,
+    config: SimConfig,
+    options: SimOptions,
+    rng: fastrand::Rng,
+    now_us: u64,
+    order: u64,
+    queue: BinaryHeap<Scheduled>,
+    nodes: Vec<Node>,
+    clients: Vec<SimClient>,
+    network: Network,
+    faults: NetworkFaults,
+    healed: bool,
+    heal_deadline_us: u64,
+    safety: SafetyChecker,
+    history: Vec<Completed>,
+    written: Vec<Bytes>,
+    report: Report,
+    commands: Vec<Command>,
+}
+
+impl World {
+    /// Builds the world for `seed`.
+    pub fn new(seed: u64, config: SimConfig, options: SimOptions) -> Self {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let nodes = (0..config.replicas)
+            .map(|_| Node {
+                core: None,
+                applier: Applier::new(KvStore::default()),
+                storage: SimStorage::default(),
+                incarnation: 0,
+                awaiting: BTreeSet::new(),
+                clock_offset_us: rng.u64(0..1_000_000),
+                clock_rate_ppm: rng.i64(-(config.max_drift_ppm as i64)..=config.max_drift_ppm as i64),
+                commit_checked: 0,
+            })
+            .collect();
+        let clients = (0..config.clients).map(|_| SimClient::new(rng.usize(0..config.replicas))).collect();
+        let quorum = config.replicas / 2 + 1;
+        World {
+            seed,
+            faults: config.faults.clone(),
+            options,
+            rng,
+            now_us: 0,
+            order: 0,
+            queue: BinaryHeap::new(),
+            nodes,
+            clients,
+            network: Network::default(),
+            healed: false,
+            heal_deadline_us: u64::MAX,
+            safety: SafetyChecker::new(quorum),
+            history: Vec::new(),
+            written: Vec::new(),
+            report: Report { seed, ..Report::default() },
+            commands: Vec::new(),
+            config,
+        }
+    }
+
+    /// Runs to completion: safety phase, heal phase, settle, then the final checks.
+    pub fn run(mut self) -> Result<Report, Violation> {
+        for node in 0..self.nodes.len() {
+            self.start_node(node);
+        }
+        for client in 0..self.clients.len() {
+            let at = self.rng.u64(0..20_000);
+            self.schedule(at, Event::ClientNext { client });
+        }
+        if self.config.crash_every_ms > 0 {
+            let at = self.rng.u64(0..2 * self.config.crash_every_ms * 1_000);
+            self.schedule(at, Event::Crash);
+        }
+        if self.config.partition_every_ms > 0 {
+            let at = self.rng.u64(0..2 * self.config.partition_every_ms * 1_000);
+            self.schedule(at, Event::PartitionStart);
+        }
+        self.schedule(self.config.fault_phase_ms * 1_000, Event::Heal);
+        let mut settle_until = None;
+        while let Some(next) = self.queue.pop() {
+            if let Some(until) = settle_until {
+                if next.at_us > until {
+                    break;
+                }
+            }
+            self.now_us = next.at_us;
+            self.report.events += 1;
+            if self.report.events > MAX_EVENTS {
+                return Err(Violation::Liveness { waiting_clients: self.waiting_clients() });
+            }
+            if self.now_us > self.heal_deadline_us && settle_until.is_none() {
+                return Err(Violation::Liveness { waiting_clients: self.waiting_clients() });
+            }
+            if self.options.trace {
+                eprintln!("{:>10}us {:?}", self.now_us, next.event);
+            }
+            self.handle(next.event)?;
+            if self.report.events % SWEEP_EVERY_EVENTS == 0 {
+                self.sweep_committed()?;
+            }
+            if settle_until.is_none() && self.healed && self.clients.iter().all(|c| c.done) {
+                settle_until = Some(self.now_us + SETTLE_US);
+            }
+        }
+        self.sweep_committed()?;
+        self.check_converged()?;
+        self.check_history()?;
+        self.report.sim_ms = self.now_us / 1_000;
+        self.report.slots_chosen = self.safety.chosen_count() as u64;
+        Ok(self.report)
+    }
+
+    fn schedule(&mut self, at_us: u64, event: Event) {
+        self.order += 1;
+        self.queue.push(Scheduled { at_us, order: self.order, event });
+    }
+
+    fn after(&mut self, delay_us: u64, event: Event) {
+        self.schedule(self.now_us + delay_us, event);
+    }
+
+    fn waiting_clients(&self) -> usize {
+        self.clients.iter().filter(|c| !c.done).count()
+    }
+
+    fn core_config(&self, node: usize) -> CoreConfig {
+        let voters = (0..self.config.replicas as u32).map(ReplicaId).collect();
+        let mut config = CoreConfig::new(ReplicaId(node as u32), voters);
+        config.seed = self.seed ^ ((node as u64) << 32) ^ self.nodes[node].incarnation.wrapping_mul(0x9e37_79b9);
+        #[cfg(feature = "mutations")]
+        {
+            config.mutation = self.options.mutation;
+            config.contracts = !self.options.contracts_off;
+        }
+        config
+    }
+
+    fn start_node(&mut self, node: usize) {
+        let config = self.core_config(node);
+        let durable = self.nodes[node].storage.recover();
+        let state = &mut self.nodes[node];
+        state.core = Some(Replica::recover(config, durable));
+        state.applier = Applier::new(KvStore::default());
+        state.commit_checked = 0;
+        let incarnation = state.incarnation;
+        let phase = self.rng.u64(0..TICK_US);
+        self.after(phase, Event::Tick { node, incarnation });
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), Violation> {
+        match event {
+            Event::Deliver { to, envelope } => self.step(to, Input::Receive(envelope)),
+            Event::ClientRequest { node, request } => {
+                if self.nodes[node].core.is_none() {
+                    return Ok(());
+                }
+                self.nodes[node].awaiting.insert((request.client, request.seq));
+                self.step(node, Input::Propose(vec![request]))
+            }
+            Event::ClientResponse { client, seq, response } => {
+                self.on_client_response(client, seq, response);
+                Ok(())
+            }
+            Event::ClientSend { client, generation } => {
+                if self.clients[client].generation == generation && self.clients[client].current.is_some() {
+                    self.send_request(client);
+                }
+                Ok(())
+            }
+            Event::ClientTimeout { client, generation } => {
+                let c = &mut self.clients[client];
+                if c.generation == generation && c.current.is_some() {
+                    c.target = (c.target + 1) % self.nodes.len();
+                    self.report.retries += 1;
+                    self.send_request(client);
+                }
+                Ok(())
+            }
+            Event::ClientNext { client } => {
+                self.start_op(client);
+                Ok(())
+            }
+            Event::Tick { node, incarnation } => {
+                if self.nodes[node].core.is_none() || self.nodes[node].incarnation != incarnation {
+                    return Ok(());
+                }
+                self.after(TICK_US, Event::Tick { node, incarnation });
+                self.step(node, Input::Tick)
+            }
+            Event::PersistDone { node, incarnation, ticket } => {
+                if self.nodes[node].incarnation != incarnation || self.nodes[node].core.is_none() {
+                    return Ok(()); // the write was lost in a crash
+                }
+                let write = self.nodes[node].storage.complete(ticket);
+                if let DurableWrite::Entries(entries) = &write {
+                    self.safety.on_durable_accept(node, entries)?;
+                }
+                self.step(node, Input::Persisted { upto: ticket })
+            }
+            Event::Crash => {
+                let node = self.rng.usize(0..self.nodes.len());
+                self.crash(node);
+                if self.config.crash_every_ms > 0 {
+                    let gap = self.rng.u64(0..2 * self.config.crash_every_ms * 1_000);
+                    self.after(gap, Event::Crash);
+                }
+                Ok(())
+            }
+            Event::CrashNode { node } => {
+                self.crash(node);
+                Ok(())
+            }
+            Event::Restart { node } => {
+                if self.nodes[node].core.is_none() {
+                    self.start_node(node);
+                }
+                Ok(())
+            }
+            Event::PartitionStart => {
+                self.partition();
+                Ok(())
+            }
+            Event::PartitionEnd => {
+                self.network.heal();
+                if !self.healed && self.config.partition_every_ms > 0 {
+                    let gap = self.rng.u64(0..2 * self.config.partition_every_ms * 1_000);
+                    self.after(gap, Event::PartitionStart);
+                }
+                Ok(())
+            }
+            Event::Heal => {
+                self.heal();
+                Ok(())
+            }
+        }
+    }
+
+    /// Feeds one input to a live replica and carries out its commands.
+    fn step(&mut self, node: usize, input: Input) -> Result<(), Violation> {
+        let now_ms = self.nodes[node].local_ms(self.now_us);
+        let mut commands = std::mem::take(&mut self.commands);
+        let Some(core) = self.nodes[node].core.as_mut() else { return Ok(()) };
+        core.step(now_ms, input, &mut commands);
+        let mut result = Ok(());
+        for command in commands.drain(..) {
+            if let Err(violation) = self.execute(node, command) {
+                result = Err(violation);
+                break;
+            }
+        }
+        self.commands = commands;
+        result?;
+        self.check_new_commits(node)
+    }
+
+    fn execute(&mut self, node: usize, command: Command) -> Result<(), Violation> {
+        match command {
+            Command::Persist { ticket, write } => {
+                let (low, high) = self.config.write_latency_us;
+                let latency = if self.rng.u32(0..100) == 0 { self.config.slow_write_us } else { self.rng.u64(low..=high) };
+                let done_at = self.nodes[node].storage.submit(ticket, write, self.now_us, latency);
+                let incarnation = self.nodes[node].incarnation;
+                self.schedule(done_at, Event::PersistDone { node, incarnation, ticket });
+            }
+            Command::Send(envelope) => {
+                let acknowledges = matches!(envelope.msg, Message::Promise(_) | Message::Accepted(_));
+                if acknowledges && !self.healed && self.rng.u32(0..1000) < self.config.crash_after_ack_per_mille {
+                    let delay = self.rng.u64(0..=self.config.write_latency_us.1);
+                    self.after(delay, Event::CrashNode { node });
+                }
+                let to = envelope.to.0 as usize;
+                if to < self.nodes.len() {
+                    self.transmit(Some((node, to)), |_| Event::Deliver { to, envelope: envelope.clone() });
+                }
+            }
+            Command::Apply { slot, value } => {
+                self.safety.on_apply(node, slot, &value)?;
+                let mut applied = Vec::new();
+                self.nodes[node].applier.apply(slot, &value, &mut applied);
+                for result in applied {
+                    if !self.nodes[node].awaiting.remove(&(result.client, result.seq)) {
+                        continue;
+                    }
+                    let reply = match result.outcome {
+                        Outcome::Executed(reply) | Outcome::Duplicate(reply) => reply,
+                        Outcome::Stale => continue,
+                    };
+                    self.respond(result.client, result.seq, Response::Reply(reply));
+                }
+            }
+            Command::Redirect { requests, leader } => {
+                for (client, seq) in requests {
+                    if self.nodes[node].awaiting.remove(&(client, seq)) {
+                        self.respond(client, seq, Response::Redirect(leader));
+                    }
+                }
+            }
+            Command::LeadershipChanged { leading, .. } => {
+                if leading {
+                    self.report.elections_won += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends over the network (`link` is None for client traffic, which partitions spare).
+    fn transmit(&mut self, link: Option<(usize, usize)>, event: impl Fn(()) -> Event) {
+        self.report.messages += 1;
+        match self.network.route(&mut self.rng, &self.faults, link) {
+            Delivery::Dropped => self.report.dropped += 1,
+            Delivery::Once(delay) => self.after(delay, event(())),
+            Delivery::Twice(first, second) => {
+                self.report.duplicated += 1;
+                self.after(first, event(()));
+                self.after(second, event(()));
+            }
+        }
+    }
+
+    fn respond(&mut self, client: ClientId, seq: u64, response: Response) {
+        let client = client.0 as usize;
+        self.transmit(None, |_| Event::ClientResponse { client, seq, response: response.clone() });
+    }
+
+    fn start_op(&mut self, client: usize) {
+        let c = &mut self.clients[client];
+        if c.done || c.current.is_some() {
+            return;
+        }
+        if let Some(left) = c.heal_ops_left {
+            if left == 0 {
+                c.done = true;
+                return;
+            }
+        }
+        c.seq += 1;
+        let seq = c.seq;
+        let op = next_op(&mut self.rng, client, seq, self.config.keys, &self.written);
+        if let KvOp::Put { value, .. } | KvOp::Cas { new: value, .. } = &op {
+            self.written.push(value.clone());
+        }
+        self.clients[client].current = Some(InFlight { op, call_us: self.now_us });
+        self.send_request(client);
+    }
+
+    fn send_request(&mut self, client: usize) {
+        let c = &mut self.clients[client];
+        let Some(in_flight) = &c.current else { return };
+        c.generation += 1;
+        let generation = c.generation;
+        let node = c.target;
+        let request = Request { client: ClientId(client as u64), seq: c.seq, op: in_flight.op.encode() };
+        self.transmit(None, |_| Event::ClientRequest { node, request: request.clone() });
+        self.after(self.config.client_timeout_ms * 1_000, Event::ClientTimeout { client, generation });
+    }
+
+    fn on_client_response(&mut self, client: usize, seq: u64, response: Response) {
+        let c = &mut self.clients[client];
+        if c.seq != seq || c.current.is_none() {
+            return; // an old or duplicated reply
+        }
+        match response {
+            Response::Reply(bytes) => {
+                let in_flight = c.current.take().expect("checked above");
+                let reply = KvReply::decode(&bytes).unwrap_or(KvReply::Malformed);
+                self.history.push(Completed { call_us: in_flight.call_us, return_us: self.now_us, op: in_flight.op, reply });
+                self.report.operations += 1;
+                if let Some(left) = c.heal_ops_left.as_mut() {
+                    *left -= 1;
+                }
+                c.generation += 1; // cancels the pending timeout
+                let think = self.rng.u64(0..10_000);
+                self.after(think, Event::ClientNext { client });
+            }
+            Response::Redirect(leader) => {
+                c.target = match leader {
+                    Some(leader) if (leader.0 as usize) < self.nodes.len() && leader.0 as usize != c.target => leader.0 as usize,
+                    _ => (c.target + 1) % self.nodes.len(),
+                };
+                c.generation += 1;
+                let generation = c.generation;
+                self.report.retries += 1;
+                let backoff = self.rng.u64(1_000..10_000);
+                self.after(backoff, Event::ClientSend { client, generation });
+            }
+        }
+    }
+
+    /// Crashes `node` (if up and faults are on): its unpersisted writes and volatile state are lost.
+    fn crash(&mut self, node: usize) {
+        if self.healed {
+            return;
+        }
+        if self.nodes[node].core.is_some() {
+            let state = &mut self.nodes[node];
+            state.core = None;
+            state.awaiting.clear();
+            state.incarnation += 1;
+            self.report.lost_writes += state.storage.crash() as u64;
+            self.report.crashes += 1;
+            let down = self.rng.u64(10_000..400_000);
+            self.after(down, Event::Restart { node });
+        }
+    }
+
+    fn partition(&mut self) {
+        if self.healed {
+            return;
+        }
+        let n = self.nodes.len();
+        match self.rng.u32(0..3) {
+            0 => {
+                // Isolate one replica both ways.
+                let isolated = self.rng.usize(0..n);
+                for other in (0..n).filter(|o| *o != isolated) {
+                    self.network.block(isolated, other);
+                    self.network.block(other, isolated);
+                }
+            }
+            1 => {
+                // Asymmetric: one replica can send but not hear (or the reverse).
+                let node = self.rng.usize(0..n);
+                let outbound = self.rng.bool();
+                for other in (0..n).filter(|o| *o != node) {
+                    if outbound {
+                        self.network.block(node, other);
+                    } else {
+                        self.network.block(other, node);
+                    }
+                }
+            }
+            _ => {
+                // Split into two random groups.
+                let side: Vec<bool> = (0..n).map(|_| self.rng.bool()).collect();
+                for a in 0..n {
+                    for b in 0..n {
+                        if side[a] != side[b] {
+                            self.network.block(a, b);
+                        }
+                    }
+                }
+            }
+        }
+        self.report.partitions += 1;
+        let length = self.rng.u64(50_000..800_000);
+        self.after(length, Event::PartitionEnd);
+    }
+
+    /// Faults stop: links heal, crashed replicas restart, clients run their last operations.
+    fn heal(&mut self) {
+        self.healed = true;
+        self.network.heal();
+        self.faults.drop_per_mille = 0;
+        self.faults.duplicate_per_mille = 0;
+        self.faults.stall_per_mille = 0;
+        for node in 0..self.nodes.len() {
+            if self.nodes[node].core.is_none() {
+                self.start_node(node);
+            }
+        }
+        for client in &mut self.clients {
+            client.heal_ops_left = Some(self.config.heal_ops_per_client);
+        }
+        for client in 0..self.clients.len() {
+            if self.clients[client].current.is_none() {
+                self.after(0, Event::ClientNext { client });
+            }
+        }
+        self.heal_deadline_us = self.now_us + self.config.heal_bound_ms * 1_000;
+    }
+
+    /// Newly committed slots of `node` match the one sequence.
+    fn check_new_commits(&mut self, node: usize) -> Result<(), Violation> {
+        let Some(core) = self.nodes[node].core.as_ref() else { return Ok(()) };
+        let commit = core.status().commit;
+        for slot in self.nodes[node].commit_checked..commit {
+            self.safety.check_committed(node, slot, core.committed_value(slot))?;
+        }
+        self.nodes[node].commit_checked = commit;
+        Ok(())
+    }
+
+    /// Every live replica's whole committed prefix still matches (it must never change).
+    fn sweep_committed(&self) -> Result<(), Violation> {
+        for (index, node) in self.nodes.iter().enumerate() {
+            let Some(core) = node.core.as_ref() else { continue };
+            for slot in 0..core.status().commit {
+                self.safety.check_committed(index, slot, core.committed_value(slot))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After healing and settling, every replica caught up to the same state.
+    fn check_converged(&self) -> Result<(), Violation> {
+        let states: Vec<(Slot, &KvStore)> = self
+            .nodes
+            .iter()
+            .map(|n| (n.applier.next_slot(), n.applier.state_machine()))
+            .collect();
+        let (slot, state) = states[0];
+        for (index, (other_slot, other_state)) in states.iter().enumerate().skip(1) {
+            if *other_slot != slot || *other_state != state {
+                return Err(Violation::Diverged(format!(
+                    "replica 0 applied {slot} slots, replica {index} applied {other_slot}; states equal: {}",
+                    *other_state == state
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_history(&self) -> Result<(), Violation> {
+        let mut by_key: BTreeMap<Bytes, Vec<Operation<KvOp, KvReply>>> = BTreeMap::new();
+        for done in &self.history {
+            by_key.entry(done.op.key().clone()).or_default().push(Operation {
+                call_time: done.call_us,
+                return_time: done.return_us,
+                op: done.op.clone(),
+                out: done.reply.clone(),
+            });
+        }
+        for (key, operations) in by_key {
+            if linearizability::check::<KvRegister>(&operations).is_err() {
+                return Err(Violation::NotLinearizable {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    operations: operations.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
