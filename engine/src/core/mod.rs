@@ -101,6 +101,8 @@ pub struct Replica {
     pub(crate) leader_hint: Option<ReplicaId>,
     pub(crate) last_leader_contact_ms: Option<u64>,
     pub(crate) election_deadline_ms: u64,
+    /// Whether a step has run: the first one arms the election timer from the driver's clock.
+    pub(crate) started: bool,
     pub(crate) next_commit_persist_ms: u64,
     pub(crate) max_round_seen: u64,
     pub(crate) out: Vec<Command>,
@@ -118,8 +120,7 @@ impl Replica {
             panic!("invalid core configuration: {why}");
         }
         let (promised, log, commit) = durable.into_parts();
-        let mut rng = fastrand::Rng::with_seed(cfg.seed);
-        let election_deadline_ms = rng.u64(cfg.election_timeout_min_ms..=cfg.election_timeout_max_ms);
+        let rng = fastrand::Rng::with_seed(cfg.seed);
         Replica {
             membership: cfg.membership.clone(),
             rng,
@@ -132,7 +133,8 @@ impl Replica {
             role: Role::Follower,
             leader_hint: None,
             last_leader_contact_ms: None,
-            election_deadline_ms,
+            election_deadline_ms: 0,
+            started: false,
             next_commit_persist_ms: 0,
             max_round_seen: promised.round,
             out: Vec::new(),
@@ -148,6 +150,10 @@ impl Replica {
     pub fn step(&mut self, now_ms: u64, input: Input, commands: &mut Vec<Command>) {
         contract!(self, now_ms >= self.now_ms, "clock-monotonic", "{now_ms} < {}", self.now_ms);
         self.now_ms = now_ms;
+        if !self.started {
+            self.started = true;
+            self.reset_election_timer();
+        }
         match input {
             Input::Tick => self.on_tick(),
             Input::Receive(envelope) => self.on_receive(envelope),
