@@ -1,0 +1,138 @@
+//! Memory regions: anonymous, memfd or file-backed shared mappings, with bounds-checked copies.
+//! The only place in the crate (besides rdma's FFI) that touches raw pointers.
+
+use crate::VerbsError;
+use std::fs::OpenOptions;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU64;
+
+/// A mapped byte region. Shared mappings may be written by other processes at any time: read
+/// through [`Mapping::read_at`] (copies) or atomics, never through long-lived references.
+pub struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+    _fd: Option<OwnedFd>,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; concurrent access goes through
+// copies and atomics whose races are with other processes by design (one-sided writes).
+unsafe impl Send for Mapping {}
+// SAFETY: as above; no method hands out `&mut` to the bytes.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// A private anonymous mapping of `len` zero bytes (page-aligned, so registrable for RDMA).
+    pub fn anonymous(len: usize) -> Result<Mapping, VerbsError> {
+        Self::map(len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, None, "anonymous memory")
+    }
+
+    /// Creates (or truncates to `len` and reuses) a shared file, e.g. under /dev/shm, and maps it.
+    pub fn create_shared(path: &Path, len: usize) -> Result<Mapping, VerbsError> {
+        let name = path.display().to_string();
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)
+            .map_err(|e| VerbsError::os("open", &name, e))?;
+        file.set_len(len as u64).map_err(|e| VerbsError::os("ftruncate", &name, e))?;
+        Self::map(len, libc::MAP_SHARED, Some(file.into()), &name)
+    }
+
+    /// Maps an existing shared file of at least `min_len` bytes; returns its whole length.
+    pub fn open_shared(path: &Path, min_len: usize) -> Result<Mapping, VerbsError> {
+        let name = path.display().to_string();
+        let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| VerbsError::os("open", &name, e))?;
+        let len = file.metadata().map_err(|e| VerbsError::os("stat", &name, e))?.len() as usize;
+        if len < min_len {
+            return Err(VerbsError::Protocol { peer: name, what: format!("shared region is {len} bytes, smaller than its {min_len}-byte header") });
+        }
+        Self::map(len, libc::MAP_SHARED, Some(file.into()), &name)
+    }
+
+    fn map(len: usize, flags: i32, fd: Option<OwnedFd>, name: &str) -> Result<Mapping, VerbsError> {
+        if len == 0 {
+            return Err(VerbsError::Config(format!("{name}: a region needs at least one byte")));
+        }
+        let raw_fd = fd.as_ref().map_or(-1, |f| f.as_raw_fd());
+        // SAFETY: a fresh mapping at an address the kernel picks; the fd (if any) stays open for
+        // the mapping's life in `_fd`; the result is checked before use.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, raw_fd, 0) };
+        if p == libc::MAP_FAILED {
+            return Err(VerbsError::os("mmap", name, std::io::Error::last_os_error()));
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).expect("mmap returned null without MAP_FAILED");
+        Ok(Mapping { ptr, len, _fd: fd })
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a mapping has at least one byte.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Start address (for RDMA registration).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Copies `bytes` in at `offset`. Panics on a range outside the mapping: callers check bounds
+    /// with typed errors first, so reaching past the end here is a broken invariant.
+    pub fn write_at(&self, offset: usize, bytes: &[u8]) {
+        assert!(offset.checked_add(bytes.len()).is_some_and(|e| e <= self.len), "invariant: mapping write in bounds");
+        // SAFETY: the range is inside the mapping (asserted); `bytes` cannot overlap a mapping we
+        // only expose by copy.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.as_ptr().add(offset), bytes.len()) }
+    }
+
+    /// Copies bytes out from `offset`. Panics on a range outside the mapping (see `write_at`).
+    pub fn read_at(&self, offset: usize, out: &mut [u8]) {
+        assert!(offset.checked_add(out.len()).is_some_and(|e| e <= self.len), "invariant: mapping read in bounds");
+        // SAFETY: the range is inside the mapping (asserted); `out` is a distinct Rust buffer.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), out.as_mut_ptr(), out.len()) }
+    }
+
+    /// The 8-byte-aligned word at `offset` as an atomic shared with the other processes.
+    pub fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset % 8 == 0 && offset + 8 <= self.len, "invariant: atomic word aligned and in bounds");
+        // SAFETY: aligned (mmap returns page-aligned memory, offset % 8 == 0), in bounds, and
+        // living as long as `self`; AtomicU64 has the layout of u64.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU64>() }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `map` mapped; no references outlive `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn shared_file_is_seen_by_a_second_mapping() {
+        let dir = std::env::temp_dir().join(format!("decree-map-{}", std::process::id()));
+        let a = Mapping::create_shared(&dir, 8192).unwrap();
+        let b = Mapping::open_shared(&dir, 4096).unwrap();
+        a.write_at(100, b"hello");
+        let mut got = [0u8; 5];
+        b.read_at(100, &mut got);
+        assert_eq!(&got, b"hello");
+        a.atomic_u64(8).store(7, Ordering::Release);
+        assert_eq!(b.atomic_u64(8).load(Ordering::Acquire), 7);
+        assert!(Mapping::open_shared(&dir, 1 << 20).is_err(), "too-small file must be refused");
+        std::fs::remove_file(dir).unwrap();
+    }
+
+    #[test]
+    #[should_panic(expected = "invariant: mapping write in bounds")]
+    fn write_past_end_is_an_invariant_panic() {
+        Mapping::anonymous(4096).unwrap().write_at(4090, &[0u8; 10]);
+    }
+}

@@ -1,0 +1,156 @@
+//! Layout of a shared region's header page and its permission word (the fence).
+//!
+//! The permission word holds the granted leader's token (low 63 bits) and a BUSY bit. A leader
+//! stores only while it holds BUSY, which it can take only while the word names its token; the
+//! follower changes the grant only while BUSY is clear. So when `grant` returns, no write of the
+//! previous leader is in flight and every later one is refused: the same guarantee RDMA gives by
+//! moving a queue pair out of the write-permitted state.
+
+use crate::mapping::Mapping;
+use crate::{LeaderToken, VerbsError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// "DCRSHM01".
+pub const MAGIC: u64 = u64::from_le_bytes(*b"DCRSHM01");
+/// Bytes before the data area (one page).
+pub const HEADER_BYTES: usize = 4096;
+const OFF_MAGIC: usize = 0;
+const OFF_KEY: usize = 8;
+const OFF_DATA_LEN: usize = 16;
+const OFF_PERMIT: usize = 24;
+const OFF_PERSISTED: usize = 32;
+const OFF_IMM_HEAD: usize = 40;
+const OFF_IMM_TAIL: usize = 48;
+const OFF_IMM_RING: usize = 64;
+/// Immediates the follower has not yet polled, at most.
+pub const IMM_SLOTS: usize = 256;
+const BUSY: u64 = 1 << 63;
+const _: () = assert!(OFF_IMM_RING + IMM_SLOTS * 8 <= HEADER_BYTES);
+
+/// Typed view of the header of a mapped region.
+pub struct Header<'a> {
+    map: &'a Mapping,
+}
+
+impl<'a> Header<'a> {
+    /// Views `map`'s header (no validation; see `validate`).
+    pub fn new(map: &'a Mapping) -> Header<'a> {
+        Header { map }
+    }
+
+    /// Writes a fresh header: nobody granted, nothing persisted.
+    pub fn init(&self, key: u32, data_len: u64) {
+        self.word(OFF_KEY).store(u64::from(key), Ordering::Relaxed);
+        self.word(OFF_DATA_LEN).store(data_len, Ordering::Relaxed);
+        self.word(OFF_PERMIT).store(LeaderToken::NONE.0, Ordering::Relaxed);
+        self.word(OFF_PERSISTED).store(0, Ordering::Relaxed);
+        self.word(OFF_IMM_HEAD).store(0, Ordering::Relaxed);
+        self.word(OFF_IMM_TAIL).store(0, Ordering::Relaxed);
+        self.word(OFF_MAGIC).store(MAGIC, Ordering::Release);
+    }
+
+    /// Checks the magic and that the data area fits the mapping.
+    pub fn validate(&self, peer: &str) -> Result<(), VerbsError> {
+        let magic = self.word(OFF_MAGIC).load(Ordering::Acquire);
+        if magic != MAGIC {
+            return Err(VerbsError::Protocol { peer: peer.into(), what: format!("not a decree shm region (magic {magic:#x})") });
+        }
+        if HEADER_BYTES as u64 + self.data_len() > self.map.len() as u64 {
+            return Err(VerbsError::Protocol { peer: peer.into(), what: "data area larger than the mapping".into() });
+        }
+        Ok(())
+    }
+
+    fn word(&self, off: usize) -> &'a AtomicU64 {
+        self.map.atomic_u64(off)
+    }
+
+    /// The region key.
+    pub fn key(&self) -> u32 {
+        self.word(OFF_KEY).load(Ordering::Relaxed) as u32
+    }
+
+    /// Size of the data area.
+    pub fn data_len(&self) -> u64 {
+        self.word(OFF_DATA_LEN).load(Ordering::Relaxed)
+    }
+
+    /// The leader currently granted.
+    pub fn granted(&self) -> LeaderToken {
+        LeaderToken(self.word(OFF_PERMIT).load(Ordering::Acquire) & !BUSY)
+    }
+
+    /// Leader: takes the write permission for `token`, or reports it fenced.
+    pub fn begin_write(&self, token: LeaderToken, peer: &str) -> Result<(), VerbsError> {
+        assert!(token.0 & BUSY == 0 && token != LeaderToken::NONE, "invariant: leader token is non-zero and below 2^63");
+        self.word(OFF_PERMIT)
+            .compare_exchange(token.0, token.0 | BUSY, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+            .map_err(|_| VerbsError::Fenced { peer: peer.into(), token: token.0 })
+    }
+
+    /// Leader: releases the permission taken by `begin_write`.
+    pub fn end_write(&self, token: LeaderToken) {
+        let prev = self.word(OFF_PERMIT).swap(token.0, Ordering::Release);
+        assert_eq!(prev, token.0 | BUSY, "invariant: only the busy holder ends a write");
+    }
+
+    /// Follower: grants the region to `leader`, waiting (bounded) for an in-flight write.
+    pub fn grant(&self, leader: LeaderToken, wait: Duration) -> Result<(), VerbsError> {
+        assert!(leader.0 & BUSY == 0, "invariant: leader token below 2^63");
+        let deadline = Instant::now() + wait;
+        loop {
+            let cur = self.word(OFF_PERMIT).load(Ordering::Acquire);
+            if cur & BUSY == 0
+                && self.word(OFF_PERMIT).compare_exchange(cur, leader.0, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(VerbsError::Timeout {
+                    peer: format!("leader {:#x}", cur & !BUSY),
+                    what: "write in flight during a grant (the leader may have died mid-write)".into(),
+                    timeout_ms: wait.as_millis() as u64,
+                });
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Follower: publishes the persisted prefix end (monotonic).
+    pub fn set_persisted(&self, upto: u64) {
+        self.word(OFF_PERSISTED).fetch_max(upto, Ordering::Release);
+    }
+
+    /// Leader: the persisted prefix end.
+    pub fn persisted(&self) -> u64 {
+        self.word(OFF_PERSISTED).load(Ordering::Acquire)
+    }
+
+    /// Whether the immediate ring is full (the follower is not polling).
+    pub fn imm_ring_full(&self) -> bool {
+        let head = self.word(OFF_IMM_HEAD).load(Ordering::Relaxed);
+        head - self.word(OFF_IMM_TAIL).load(Ordering::Acquire) >= IMM_SLOTS as u64
+    }
+
+    /// Leader (holding BUSY, after checking `imm_ring_full`): queues an immediate.
+    pub fn push_imm(&self, imm: u32) {
+        assert!(!self.imm_ring_full(), "invariant: immediate ring checked for space before the write");
+        let head = self.word(OFF_IMM_HEAD).load(Ordering::Relaxed);
+        self.word(OFF_IMM_RING + (head as usize % IMM_SLOTS) * 8).store(u64::from(imm), Ordering::Relaxed);
+        self.word(OFF_IMM_HEAD).store(head + 1, Ordering::Release);
+    }
+
+    /// Follower: takes the oldest queued immediate.
+    pub fn pop_imm(&self) -> Option<u32> {
+        let tail = self.word(OFF_IMM_TAIL).load(Ordering::Relaxed);
+        let head = self.word(OFF_IMM_HEAD).load(Ordering::Acquire);
+        if tail == head {
+            return None;
+        }
+        let imm = self.word(OFF_IMM_RING + (tail as usize % IMM_SLOTS) * 8).load(Ordering::Relaxed) as u32;
+        self.word(OFF_IMM_TAIL).store(tail + 1, Ordering::Release);
+        Some(imm)
+    }
+}

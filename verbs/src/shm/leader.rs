@@ -1,0 +1,110 @@
+//! The leader's side of an shm link: stores into the follower's mapping under the fence.
+
+use super::header::{Header, HEADER_BYTES};
+use super::socket_path;
+use crate::conn::Conn;
+use crate::control::{decode_control, encode_control, TAG_CONTROL, TAG_HELLO};
+use crate::durability::log_mode;
+use crate::mapping::Mapping;
+use crate::transport::{check_bounds, check_key};
+use crate::{Durability, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion, VerbsError, Write, WriteId};
+use decree_engine::message::Envelope;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// A leader's connection to one follower's shared region.
+pub struct ShmLeader {
+    peer: String,
+    token: LeaderToken,
+    map: Mapping,
+    conn: Conn<UnixStream>,
+    durability: Durability,
+    next_id: u64,
+    done: Vec<LeaderEvent>,
+    persisted_seen: u64,
+}
+
+impl ShmLeader {
+    /// Maps the follower's region at `path` and introduces itself as `token` over the socket.
+    /// `ReadAfterWrite` is refused: it is an RDMA mode.
+    pub fn connect(path: &Path, token: LeaderToken, durability: Durability) -> Result<ShmLeader, VerbsError> {
+        if durability == Durability::ReadAfterWrite {
+            return Err(VerbsError::Config("shm supports follower-persists or volatile durability, not read-after-write".into()));
+        }
+        let peer = path.display().to_string();
+        let map = Mapping::open_shared(path, HEADER_BYTES)?;
+        Header::new(&map).validate(&peer)?;
+        let sock = socket_path(path);
+        let stream = UnixStream::connect(&sock).map_err(|e| VerbsError::os("connect", sock.display().to_string(), e))?;
+        let timeout = Some(Duration::from_secs(5));
+        stream.set_write_timeout(timeout).and_then(|_| stream.set_read_timeout(timeout)).map_err(|e| VerbsError::os("setsockopt", &peer, e))?;
+        let mut conn = Conn::new(stream, peer.clone());
+        // The header already says the key and size: no reply to wait for, so a follower that
+        // polls on the same thread as this connect cannot deadlock it.
+        conn.send(TAG_HELLO, &[&token.0.to_le_bytes()])?;
+        log_mode("shm", &peer, durability);
+        Ok(ShmLeader { peer, token, map, conn, durability, next_id: 0, done: Vec::new(), persisted_seen: 0 })
+    }
+
+    fn store(&self, w: &Write<'_>) -> Result<(), VerbsError> {
+        let header = Header::new(&self.map);
+        check_key(&self.peer, w.key, header.key())?;
+        check_bounds(&self.peer, w.offset, w.bytes.len(), header.data_len())?;
+        header.begin_write(self.token, &self.peer)?;
+        if w.imm.is_some() && header.imm_ring_full() {
+            header.end_write(self.token);
+            return Err(VerbsError::QueueFull { what: "shm immediate ring (follower not polling)", capacity: super::header::IMM_SLOTS });
+        }
+        self.map.write_at(HEADER_BYTES + w.offset as usize, w.bytes);
+        if let Some(imm) = w.imm {
+            header.push_imm(imm);
+        }
+        header.end_write(self.token);
+        Ok(())
+    }
+}
+
+impl LeaderLink for ShmLeader {
+    fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    fn remote(&self) -> RemoteRegion {
+        let h = Header::new(&self.map);
+        RemoteRegion { key: h.key(), len: h.data_len() }
+    }
+
+    fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    fn post_write(&mut self, write: &Write<'_>) -> Result<WriteId, VerbsError> {
+        self.store(write)?;
+        let id = WriteId(self.next_id);
+        self.next_id += 1;
+        self.done.push(LeaderEvent::Completed { id, durable: self.durability.completion_is_durable() });
+        Ok(id)
+    }
+
+    fn send(&mut self, envelope: &Envelope) -> Result<(), VerbsError> {
+        let body = encode_control(envelope);
+        self.conn.send(TAG_CONTROL, &[&body])
+    }
+
+    fn poll(&mut self, out: &mut Vec<LeaderEvent>) -> Result<(), VerbsError> {
+        out.append(&mut self.done);
+        let upto = Header::new(&self.map).persisted();
+        if upto > self.persisted_seen {
+            self.persisted_seen = upto;
+            out.push(LeaderEvent::Persisted { upto });
+        }
+        while let Some((tag, body)) = self.conn.try_recv()? {
+            if tag != TAG_CONTROL {
+                return Err(VerbsError::Protocol { peer: self.peer.clone(), what: format!("unexpected message tag {tag}") });
+            }
+            out.push(LeaderEvent::Message(decode_control(&self.peer, &body)?));
+        }
+        Ok(())
+    }
+}

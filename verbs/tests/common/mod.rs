@@ -1,0 +1,58 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use decree_engine::message::{Envelope, Heartbeat, Message};
+use decree_engine::types::{Ballot, ReplicaId};
+use decree_verbs::{FollowerEvent, FollowerLink, LeaderEvent, LeaderLink};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// A heartbeat carrying `commit`, a recognisable control message.
+pub fn heartbeat(commit: u64) -> Envelope {
+    Envelope { from: ReplicaId(1), to: ReplicaId(2), msg: Message::Heartbeat(Heartbeat { ballot: Ballot { round: 3, leader: 1 }, commit }) }
+}
+
+/// A fresh path under /dev/shm (or the temp dir) for a region file.
+pub fn region_path(tag: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+    dir.join(format!("decree-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// Polls the leader until `pred` matches an event (events before it are returned too), or panics.
+pub fn leader_wait(link: &mut dyn LeaderLink, what: &str, pred: impl Fn(&LeaderEvent) -> bool) -> Vec<LeaderEvent> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    loop {
+        let start = seen.len();
+        link.poll(&mut seen).unwrap_or_else(|e| panic!("leader poll while waiting for {what}: {e}"));
+        if seen[start..].iter().any(&pred) {
+            return seen;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; saw {seen:?}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Polls the follower until `pred` matches an event, or panics.
+pub fn follower_wait(f: &mut dyn FollowerLink, what: &str, pred: impl Fn(&FollowerEvent) -> bool) -> Vec<FollowerEvent> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    loop {
+        let start = seen.len();
+        f.poll(&mut seen).unwrap_or_else(|e| panic!("follower poll while waiting for {what}: {e}"));
+        if seen[start..].iter().any(&pred) {
+            return seen;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; saw {seen:?}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Reads `len` bytes of the follower's region at `offset`.
+pub fn read(f: &dyn FollowerLink, offset: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    f.read(offset, &mut v).unwrap();
+    v
+}
