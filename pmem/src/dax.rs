@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::file::LogFile;
-use crate::flush::{detect, fence, flush_range, FlushInstr};
+use crate::flush::{detect, fence, FlushInstr};
 use crate::mapping::{MapMode, Mapping};
 use crate::medium::{check_range, BackendKind, Medium};
 use std::fs::{File, OpenOptions};
@@ -104,10 +104,9 @@ impl Medium for DaxMedium {
 
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
         check_range(&self.resource, self.size_bytes(), offset, bytes.len())?;
-        let dst = self.map.copy_in(offset as usize, bytes)?;
-        // SAFETY: dst..dst+len was just written inside the live mapping owned by self.
-        unsafe { flush_range(self.flush, dst, bytes.len()) };
-        Ok(())
+        // Write back as we go (clwb does not wait); persist's sfence then orders it all.
+        self.map.copy_in(offset as usize, bytes)?;
+        self.map.write_back(offset as usize, bytes.len(), self.flush)
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {

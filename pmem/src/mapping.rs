@@ -1,6 +1,7 @@
 //! A shared memory mapping of a file or device: the one place that calls mmap/munmap/msync and
 //! copies through raw pointers. Bounds are checked before every copy.
 
+use crate::flush::{flush_range, FlushInstr};
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -65,16 +66,13 @@ impl Mapping {
         }
     }
 
-    /// Copies `bytes` into the mapping at `offset`; returns the address written.
-    pub fn copy_in(&mut self, offset: usize, bytes: &[u8]) -> io::Result<*const u8> {
+    /// Copies `bytes` into the mapping at `offset`.
+    pub fn copy_in(&mut self, offset: usize, bytes: &[u8]) -> io::Result<()> {
         self.check(offset, bytes.len())?;
         // SAFETY: the range is inside the live mapping (checked above) and `bytes` is a Rust
         // slice, which cannot overlap memory we mapped privately for this object.
-        unsafe {
-            let dst = self.ptr.add(offset);
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len());
-            Ok(dst)
-        }
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(offset), bytes.len()) };
+        Ok(())
     }
 
     /// Copies mapping bytes at `offset` into `buf`.
@@ -82,6 +80,15 @@ impl Mapping {
         self.check(offset, buf.len())?;
         // SAFETY: the range is inside the live mapping (checked above); `buf` is a distinct slice.
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(offset), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Writes back the cache lines of `offset..offset+len` with `instr` (order them with
+    /// `flush::fence`).
+    pub fn write_back(&self, offset: usize, len: usize, instr: FlushInstr) -> io::Result<()> {
+        self.check(offset, len)?;
+        // SAFETY: the range is inside the live mapping (checked above), which outlives the call.
+        unsafe { flush_range(instr, self.ptr.add(offset), len) };
         Ok(())
     }
 
