@@ -32,6 +32,7 @@ pub mod ring;
 pub mod sim;
 pub mod state;
 pub mod superblock;
+pub mod testdata;
 pub mod tickets;
 
 pub use config::{open, Backend, Config, FileStrategy};

@@ -9,6 +9,7 @@
 //! they share one on-disk format). Exit 0 iff every iteration passed.
 
 use decree_engine::types::Ballot;
+use decree_pmem::testdata::value;
 use decree_pmem::{open, Backend, Config, Log, Medium};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -42,14 +43,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Length and bytes of the value written for `slot` at `round`: a function of both, so the
-/// parent verifies content without a copy.
-fn value(slot: u64, round: u64) -> Vec<u8> {
-    let mut rng = fastrand::Rng::with_seed(slot.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ round.rotate_left(17));
-    let len = rng.usize(0..600);
-    (0..len).map(|_| rng.u8(..)).collect()
 }
 
 fn config(path: PathBuf, backend: &str) -> Result<Config, String> {

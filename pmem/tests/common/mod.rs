@@ -29,8 +29,9 @@ pub fn ballot(round: u64) -> Ballot {
     Ballot { round, leader: (round % 3) as u32 }
 }
 
-/// Deterministic payload for (slot, round), so a reader can verify contents without a copy.
+/// Deterministic payload for (slot, round) cut or padded to `len` bytes.
 pub fn payload(slot: u64, round: u64, len: usize) -> Vec<u8> {
-    let mut rng = fastrand::Rng::with_seed(slot.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ round);
-    (0..len).map(|_| rng.u8(..)).collect()
+    let mut v = decree_pmem::testdata::value(slot, round);
+    v.resize(len, (slot ^ round) as u8);
+    v
 }

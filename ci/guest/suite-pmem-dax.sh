@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Guest side of the pmem DAX suite (host side: host-pmem-dax.sh).
+# Usage: suite-pmem-dax.sh write|verify fsdax|devdax PMEM_GUEST_BIN ARG
+#   write: ARG is the marker printed once 500 appends are durable (the host then SIGKILLs qemu)
+#   verify: ARG is the highest acknowledged count the host saw on the console before the kill
+set -uo pipefail
+step=$1 mode=$2 bin=$3 arg=$4
+repo=$(cd "$(dirname "$0")/../.." 2>/dev/null && pwd)
+# The script runs from a copy in the run dir; the helpers come from the repo (the cwd).
+. "$PWD/ci/guest/nvdimm.sh" || { echo "suite-pmem-dax: run from the repo root (cwd $PWD, script $repo)"; exit 1; }
+nvdimm_load || exit 1
+case $mode in
+  fsdax)
+    nvdimm_fsdax_mount /mnt/pmem || { echo "suite-pmem-dax: fsdax mount failed"; exit 1; }
+    grep ' /mnt/pmem ' /proc/mounts
+    path=/mnt/pmem/decree.log backend=dax;;
+  devdax)
+    path=$(nvdimm_devdax) || exit 1
+    backend=devdax
+    "$bin" devdax-map --path "$path" || exit 1;;
+  *) echo "suite-pmem-dax: unknown mode $mode"; exit 2;;
+esac
+case $step in
+  write) exec "$bin" write --path "$path" --backend "$backend" --marker "$arg" --marker-after 500;;
+  verify) exec "$bin" verify --path "$path" --backend "$backend" --acked "$arg";;
+  *) echo "suite-pmem-dax: unknown step $step"; exit 2;;
+esac
