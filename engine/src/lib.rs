@@ -14,3 +14,4 @@ pub mod applier;
 pub mod kv;
 pub mod state_machine;
 pub mod sim;
+pub mod runtime;

@@ -1,0 +1,189 @@
+//! The protocol core thread: drains the inbox, batches client requests into one proposal, steps the
+//! core, and executes its commands in order (persist -> persistence ring, send -> transport,
+//! apply -> state machine and client replies, redirect -> client replies).
+
+use super::event::{Event, NodeStatus, Responder, Response};
+use super::idle::Idler;
+use super::observer::Observer;
+use super::persistence::PersistJob;
+use super::ring::Ring;
+use super::shared::Shared;
+use super::transport::PeerTransport;
+use crate::applier::{Applied, Applier, Outcome};
+use crate::core::{Command, Input, Replica};
+use crate::state_machine::StateMachine;
+use crate::types::{ClientId, Request};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Most inbox events handled between two looks at the clock (bounds tick lateness).
+const MAX_EVENTS_PER_PASS: usize = 4_096;
+/// A waiting client entry older than this is dropped (its client timed out and moved on).
+const AWAITING_EXPIRY: Duration = Duration::from_secs(30);
+
+/// A client waiting for its request to be applied here.
+struct Waiter<R> {
+    request_id: u64,
+    reply_to: R,
+    since: Instant,
+}
+
+/// The core thread's state.
+pub struct Driver<S, T, R, O> {
+    core: Replica,
+    applier: Applier<S>,
+    transport: T,
+    persist: Arc<Ring<PersistJob>>,
+    inbox: Arc<Ring<Event<R>>>,
+    shared: Arc<Shared>,
+    observer: Arc<O>,
+    awaiting: HashMap<(ClientId, u64), Waiter<R>>,
+    commands: Vec<Command>,
+    batch: Vec<Request>,
+    applied: Vec<Applied>,
+    started: Instant,
+    tick_ms: u64,
+}
+
+impl<S: StateMachine, T: PeerTransport, R: Responder, O: Observer> Driver<S, T, R, O> {
+    /// Wires a recovered core to its rings, transport and state machine.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        core: Replica,
+        state_machine: S,
+        transport: T,
+        persist: Arc<Ring<PersistJob>>,
+        inbox: Arc<Ring<Event<R>>>,
+        shared: Arc<Shared>,
+        observer: Arc<O>,
+        tick_ms: u64,
+    ) -> Self {
+        Driver {
+            core,
+            applier: Applier::new(state_machine),
+            transport,
+            persist,
+            inbox,
+            shared,
+            observer,
+            awaiting: HashMap::new(),
+            commands: Vec::with_capacity(256),
+            batch: Vec::with_capacity(1024),
+            applied: Vec::with_capacity(1024),
+            started: Instant::now(),
+            tick_ms: tick_ms.max(1),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Runs until shutdown or a log failure.
+    pub fn run(mut self, mut idler: Idler) {
+        self.inbox.bind_consumer();
+        let mut next_tick_ms = 0;
+        let mut next_sweep = Instant::now() + AWAITING_EXPIRY;
+        while !self.shared.stopping() {
+            let worked = self.drain_inbox();
+            let now_ms = self.now_ms();
+            if now_ms >= next_tick_ms {
+                self.step(Input::Tick);
+                next_tick_ms = now_ms + self.tick_ms;
+            }
+            if Instant::now() >= next_sweep {
+                self.awaiting.retain(|_, w| w.since.elapsed() < AWAITING_EXPIRY);
+                next_sweep = Instant::now() + AWAITING_EXPIRY;
+            }
+            if worked {
+                idler.reset();
+            } else {
+                let until_tick = Duration::from_millis(next_tick_ms.saturating_sub(self.now_ms()));
+                idler.idle(&self.inbox.sleeping, || !self.inbox.is_empty(), until_tick);
+            }
+        }
+        tracing::info!(status = ?self.core.status(), "protocol core thread stopped");
+    }
+
+    /// Handles up to `MAX_EVENTS_PER_PASS` events; all client requests among them become one proposal.
+    fn drain_inbox(&mut self) -> bool {
+        let mut handled = 0;
+        while handled < MAX_EVENTS_PER_PASS {
+            let Some(event) = self.inbox.pop() else { break };
+            handled += 1;
+            match event {
+                Event::Peer(envelope) => self.step(Input::Receive(envelope)),
+                Event::Persisted { upto } => self.step(Input::Persisted { upto }),
+                Event::Request { request, request_id, reply_to } => {
+                    let waiter = Waiter { request_id, reply_to, since: Instant::now() };
+                    self.awaiting.insert((request.client, request.seq), waiter);
+                    self.batch.push(request);
+                }
+                Event::Status { request_id, reply_to } => {
+                    let status = NodeStatus {
+                        core: self.core.status(),
+                        executed: self.applier.executed_count(),
+                        log_bytes: self.shared.log_bytes.load(Ordering::Relaxed),
+                    };
+                    reply_to.respond(request_id, Response::Status(status));
+                }
+            }
+        }
+        if !self.batch.is_empty() {
+            self.observer.on_batch(self.batch.len());
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(1024));
+            self.step(Input::Propose(batch));
+        }
+        handled > 0
+    }
+
+    fn step(&mut self, input: Input) {
+        let now_ms = self.now_ms();
+        let mut commands = std::mem::take(&mut self.commands);
+        self.core.step(now_ms, input, &mut commands);
+        for command in commands.drain(..) {
+            self.execute(command);
+        }
+        self.commands = commands;
+    }
+
+    fn execute(&mut self, command: Command) {
+        match command {
+            Command::Persist { ticket, write } => {
+                // Never drop a persist: the core waits for its ticket. Back-pressure instead.
+                let shared = self.shared.clone();
+                let _ = self.persist.push_blocking((ticket, write), move || shared.stopping());
+            }
+            Command::Send(envelope) => self.transport.send(envelope),
+            Command::Apply { slot, value } => {
+                self.applied.clear();
+                let mut applied = std::mem::take(&mut self.applied);
+                self.applier.apply(slot, &value, &mut applied);
+                self.observer.on_applied(1, applied.len());
+                for result in applied.drain(..) {
+                    let Some(waiter) = self.awaiting.remove(&(result.client, result.seq)) else { continue };
+                    let payload = match result.outcome {
+                        Outcome::Executed(reply) | Outcome::Duplicate(reply) => reply,
+                        Outcome::Stale => continue,
+                    };
+                    self.observer.on_reply(waiter.since.elapsed().as_micros() as u64);
+                    waiter.reply_to.respond(waiter.request_id, Response::Reply { seq: result.seq, payload });
+                }
+                self.applied = applied;
+            }
+            Command::Redirect { requests, leader } => {
+                for key in requests {
+                    if let Some(waiter) = self.awaiting.remove(&key) {
+                        waiter.reply_to.respond(waiter.request_id, Response::Redirect { leader });
+                    }
+                }
+            }
+            Command::LeadershipChanged { leading, ballot } => {
+                tracing::info!(leading, %ballot, "leadership changed");
+                self.observer.on_leadership(leading, ballot);
+            }
+        }
+    }
+}

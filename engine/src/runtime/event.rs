@@ -1,0 +1,71 @@
+//! What reaches the protocol core thread, and what it answers clients with.
+
+use crate::core::Status;
+use crate::message::Envelope;
+use crate::types::{ReplicaId, Request};
+use bytes::Bytes;
+
+/// One item of the core thread's inbox. `R` is how to answer the client that sent it.
+pub enum Event<R> {
+    /// A message from another replica (already authenticated and decoded by the transport).
+    Peer(Envelope),
+    /// A client request; `request_id` is echoed in the response.
+    Request {
+        /// The request.
+        request: Request,
+        /// Client-chosen id echoed back.
+        request_id: u64,
+        /// Where the response goes.
+        reply_to: R,
+    },
+    /// A client asks for this replica's status.
+    Status {
+        /// Client-chosen id echoed back.
+        request_id: u64,
+        /// Where the response goes.
+        reply_to: R,
+    },
+    /// The persistence thread made every ticket up to `upto` durable.
+    Persisted {
+        /// Highest durable ticket.
+        upto: u64,
+    },
+}
+
+/// What the core thread tells a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// The request executed (or had executed: a retry gets the cached reply).
+    Reply {
+        /// The request's sequence number.
+        seq: u64,
+        /// State machine reply bytes.
+        payload: Bytes,
+    },
+    /// This replica does not lead; try `leader` (if known).
+    Redirect {
+        /// The leader this replica believes in.
+        leader: Option<ReplicaId>,
+    },
+    /// The inbox was full; retry after a short back-off.
+    Busy,
+    /// Answer to `Event::Status`.
+    Status(NodeStatus),
+}
+
+/// A replica's status as `decree status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The core's view.
+    pub core: Status,
+    /// Requests executed by the state machine (duplicates excluded).
+    pub executed: u64,
+    /// Bytes the log holds (staged included).
+    pub log_bytes: u64,
+}
+
+/// Delivers responses to one client connection. Must not block the core thread.
+pub trait Responder: Send + 'static {
+    /// Sends `response` for the request named `request_id`.
+    fn respond(&self, request_id: u64, response: Response);
+}

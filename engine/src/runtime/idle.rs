@@ -1,0 +1,55 @@
+//! Adaptive spin-then-park: a consumer that found no work spins a little (cheap when work is about
+//! to arrive), then yields (lets a co-located role run on a 2-core machine), then parks until a
+//! producer unparks it or its deadline passes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Busy-wait iterations before yielding.
+pub const DEFAULT_SPIN_ITERATIONS: u32 = 256;
+/// `yield_now` calls before parking.
+pub const DEFAULT_YIELD_ITERATIONS: u32 = 16;
+
+/// Per-consumer idle state.
+#[derive(Debug)]
+pub struct Idler {
+    spin_iterations: u32,
+    yield_iterations: u32,
+    idle_rounds: u32,
+}
+
+impl Idler {
+    /// An idler that spins `spin_iterations` times and yields `yield_iterations` times before parking.
+    pub fn new(spin_iterations: u32, yield_iterations: u32) -> Self {
+        Idler { spin_iterations, yield_iterations, idle_rounds: 0 }
+    }
+
+    /// Work was found: the next idle period starts by spinning again.
+    pub fn reset(&mut self) {
+        self.idle_rounds = 0;
+    }
+
+    /// No work: wait a little. `sleeping` is the flag producers check before unparking this
+    /// thread; `has_work` is re-checked after raising it so a push between the check and the park
+    /// is never missed. Parks for at most `max_park`.
+    pub fn idle(&mut self, sleeping: &AtomicBool, has_work: impl Fn() -> bool, max_park: Duration) {
+        self.idle_rounds = self.idle_rounds.saturating_add(1);
+        if self.idle_rounds <= self.spin_iterations {
+            std::hint::spin_loop();
+        } else if self.idle_rounds <= self.spin_iterations + self.yield_iterations {
+            std::thread::yield_now();
+        } else {
+            sleeping.store(true, Ordering::SeqCst);
+            if !has_work() && !max_park.is_zero() {
+                std::thread::park_timeout(max_park);
+            }
+            sleeping.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Default for Idler {
+    fn default() -> Self {
+        Idler::new(DEFAULT_SPIN_ITERATIONS, DEFAULT_YIELD_ITERATIONS)
+    }
+}

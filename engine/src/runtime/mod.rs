@@ -1,0 +1,38 @@
+//! The thread-per-core runtime: the real-world twin of the simulator's driver (`sim::world`).
+//!
+//! Roles, each a pinned thread (see [`placement`]):
+//!
+//! ```text
+//!  I/O threads (client + peer sockets) --Event--> [inbox ring] --> protocol core thread
+//!                                                                   | step(now_ms, input)
+//!        peers <-- PeerTransport::send  <-- Send ------------------+
+//!        log   <-- [persist ring] <-- Persist ---------------------+
+//!              persistence thread: drain ring, stage all, ONE sync, Event::Persisted{upto}
+//!        clients <-- Responder::respond <-- Apply (applier) / Redirect
+//! ```
+//!
+//! The core thread also batches: every client request drained from the inbox in one pass goes into
+//! a single `Input::Propose`. Rings are bounded lock-free queues (crossbeam `ArrayQueue`); a
+//! consumer spins briefly, then yields, then parks until a producer unparks it or its next tick is
+//! due ([`idle`]). Sockets, files and wire formats live outside the engine (tools/ implements
+//! [`PeerTransport`], [`LogStorage`] and [`Responder`]), so this module stays free of them.
+
+pub mod driver;
+pub mod event;
+pub mod idle;
+pub mod node;
+pub mod observer;
+pub mod persistence;
+pub mod placement;
+pub mod ring;
+pub mod shared;
+pub mod storage;
+pub mod transport;
+
+pub use event::{Event, NodeStatus, Responder, Response};
+pub use node::{Node, NodeConfig};
+pub use observer::{NoopObserver, Observer};
+pub use placement::{Placement, Role};
+pub use ring::Ring;
+pub use storage::{LogStorage, StorageError};
+pub use transport::PeerTransport;

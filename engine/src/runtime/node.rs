@@ -1,0 +1,124 @@
+//! Starts one replica's runtime threads (core, persistence) on their CPUs and stops them.
+
+use super::driver::Driver;
+use super::event::{Event, Responder};
+use super::idle::Idler;
+use super::observer::Observer;
+use super::persistence::{self, PersistJob};
+use super::placement::{Placement, Role};
+use super::ring::Ring;
+use super::shared::Shared;
+use super::storage::LogStorage;
+use super::transport::PeerTransport;
+use crate::core::{CoreConfig, Replica};
+use crate::durable::Durable;
+use crate::state_machine::StateMachine;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Runtime tunables.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The protocol core's configuration.
+    pub core: CoreConfig,
+    /// CPU per role.
+    pub placement: Placement,
+    /// How often the core gets `Input::Tick`.
+    pub tick_ms: u64,
+    /// Inbox ring slots (events from sockets and persistence).
+    pub inbox_capacity: usize,
+    /// Persist ring slots.
+    pub persist_capacity: usize,
+    /// Busy-wait iterations before an idle thread yields, then parks.
+    pub spin_iterations: u32,
+}
+
+impl NodeConfig {
+    /// Defaults around `core`.
+    pub fn new(core: CoreConfig) -> Self {
+        NodeConfig {
+            core,
+            placement: Placement::default(),
+            tick_ms: 5,
+            inbox_capacity: 65_536,
+            persist_capacity: 16_384,
+            spin_iterations: super::idle::DEFAULT_SPIN_ITERATIONS,
+        }
+    }
+}
+
+/// A running replica runtime.
+pub struct Node<R> {
+    /// Where sockets push events for the core thread.
+    pub inbox: Arc<Ring<Event<R>>>,
+    /// Shutdown/failure flags and gauges.
+    pub shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl<R: Responder> Node<R> {
+    /// Creates the inbox so transports can be wired to it before `start`.
+    pub fn inbox(config: &NodeConfig) -> Arc<Ring<Event<R>>> {
+        Arc::new(Ring::new(config.inbox_capacity))
+    }
+
+    /// Recovers the core from `durable` and starts the core and persistence threads.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start<S, T, L, O>(
+        config: NodeConfig,
+        inbox: Arc<Ring<Event<R>>>,
+        durable: Durable,
+        state_machine: S,
+        transport: T,
+        storage: L,
+        observer: Arc<O>,
+    ) -> std::io::Result<Node<R>>
+    where
+        S: StateMachine + Send + 'static,
+        T: PeerTransport,
+        L: LogStorage,
+        O: Observer,
+    {
+        let shared = Arc::new(Shared::default());
+        shared.log_bytes.store(storage.size_bytes(), Ordering::Relaxed);
+        let persist: Arc<Ring<PersistJob>> = Arc::new(Ring::new(config.persist_capacity));
+        let core = Replica::recover(config.core.clone(), durable);
+        let mut threads = Vec::new();
+        {
+            let (jobs, inbox, shared, observer, placement) =
+                (persist.clone(), inbox.clone(), shared.clone(), observer.clone(), config.placement.clone());
+            let idler = Idler::new(config.spin_iterations, super::idle::DEFAULT_YIELD_ITERATIONS);
+            threads.push(std::thread::Builder::new().name("decree-persist".into()).spawn(move || {
+                placement.pin_current(Role::Persistence);
+                persistence::run(storage, jobs, inbox, shared, observer, idler);
+            })?);
+        }
+        {
+            let driver = Driver::new(core, state_machine, transport, persist, inbox.clone(), shared.clone(), observer, config.tick_ms);
+            let placement = config.placement.clone();
+            let idler = Idler::new(config.spin_iterations, super::idle::DEFAULT_YIELD_ITERATIONS);
+            threads.push(std::thread::Builder::new().name("decree-core".into()).spawn(move || {
+                placement.pin_current(Role::Core);
+                driver.run(idler);
+            })?);
+        }
+        Ok(Node { inbox, shared, threads })
+    }
+
+    /// Whether the log failed (the replica must exit for repair).
+    pub fn failed(&self) -> bool {
+        self.shared.failed.load(Ordering::Acquire)
+    }
+
+    /// Stops the core thread, lets persistence sync what it holds, and joins both.
+    pub fn shutdown(self) {
+        self.shared.stop.store(true, Ordering::Release);
+        for thread in &self.threads {
+            thread.thread().unpark();
+        }
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Metric hooks the core and persistence threads call; tools exports them (Prometheus).
+
+use crate::types::Ballot;
+
+/// Receives runtime events for metrics. Calls must be cheap (atomics), never block.
+pub trait Observer: Send + Sync + 'static {
+    /// One `Propose` carried `requests` client requests.
+    fn on_batch(&self, _requests: usize) {}
+    /// `slots` slots were applied (committed and executed here).
+    fn on_applied(&self, _slots: u64, _requests: usize) {}
+    /// A client got its reply `latency_us` after its request reached this replica.
+    fn on_reply(&self, _latency_us: u64) {}
+    /// Leadership changed.
+    fn on_leadership(&self, _leading: bool, _ballot: Ballot) {}
+    /// One group commit persisted `writes` durable writes; the log now holds `log_bytes`.
+    fn on_group_commit(&self, _writes: usize, _log_bytes: u64) {}
+}
+
+/// Ignores everything.
+pub struct NoopObserver;
+
+impl Observer for NoopObserver {}
