@@ -78,3 +78,46 @@ impl<S: StateMachine> Applier<S> {
         &self.state_machine
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{KvOp, KvReply, KvStore};
+    use crate::types::Request;
+    use std::sync::Arc;
+
+    fn put(client: u64, seq: u64, value: &'static str) -> Request {
+        let op = KvOp::Put { key: Bytes::from_static(b"k"), value: Bytes::from_static(value.as_bytes()) };
+        Request { client: ClientId(client), seq, op: op.encode() }
+    }
+
+    #[test]
+    fn a_retried_request_executes_once_and_gets_the_cached_reply() {
+        let mut applier = Applier::new(KvStore::default());
+        let mut out = Vec::new();
+        applier.apply(0, &Value::Batch(Arc::from(vec![put(1, 1, "a")])), &mut out);
+        applier.apply(1, &Value::Batch(Arc::from(vec![put(2, 1, "b"), put(1, 1, "a")])), &mut out);
+        assert_eq!(applier.executed_count(), 2);
+        assert_eq!(out[2].outcome, Outcome::Duplicate(KvReply::Done.encode()));
+        // The retry did not overwrite b with a again.
+        let mut probe = applier.state_machine().clone();
+        let got = probe.apply_op(KvOp::Get { key: Bytes::from_static(b"k") });
+        assert_eq!(got, KvReply::Value(Some(Bytes::from_static(b"b"))));
+    }
+
+    #[test]
+    fn a_request_older_than_the_clients_latest_is_stale() {
+        let mut applier = Applier::new(KvStore::default());
+        let mut out = Vec::new();
+        applier.apply(0, &Value::Batch(Arc::from(vec![put(1, 2, "new"), put(1, 1, "old")])), &mut out);
+        assert_eq!(out[1].outcome, Outcome::Stale);
+        assert_eq!(applier.executed_count(), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "apply-in-slot-order")]
+    fn slots_out_of_order_break_a_contract() {
+        let mut applier = Applier::new(KvStore::default());
+        applier.apply(1, &Value::Noop, &mut Vec::new());
+    }
+}

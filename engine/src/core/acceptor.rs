@@ -28,11 +28,6 @@ impl Replica {
             self.reset_election_timer();
         }
         let promise = Promise { ballot, commit: self.commit, entries: self.log.entries_from(prepare.from_slot) };
-        #[cfg(feature = "mutations")]
-        if self.mutated(super::Mutation::PromiseBeforePersist) {
-            self.send(from, Message::Promise(promise));
-            return;
-        }
         self.send_when_durable(from, Message::Promise(promise));
     }
 
@@ -106,7 +101,8 @@ impl Replica {
             return;
         }
         let ballot = self.promised;
-        if self.durability.durable_ballot() != ballot || ballot.owner() == self.id() || ballot == Ballot::ZERO {
+        // Only toward a leader heard from at this ballot (a mere candidate has nothing to count).
+        if self.durability.durable_ballot() != ballot || self.leader_hint != Some(ballot.owner()) || ballot.owner() == self.id() {
             return;
         }
         let upto = self.durability.durable_horizon();
@@ -164,5 +160,101 @@ impl Replica {
         }
         let upto = end;
         self.send_when_durable(from, Message::Accepted(Accepted { ballot: accept.ballot, upto }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::super::{DurableWrite, Input};
+    use crate::message::{Accept, Accepted, Heartbeat, Message, Prepare, Rejection};
+    use crate::types::ReplicaId;
+
+    fn accept(round: u64, leader: u32, start: u64, n: u64, commit: u64) -> Message {
+        let values = (start..start + n).map(|s| batch(9, s + 1, "op")).collect();
+        Message::Accept(Accept { ballot: ballot(round, leader), start, values, commit })
+    }
+
+    #[test]
+    fn promise_is_held_until_the_promised_ballot_is_durable() {
+        let mut r = replica(1, 3);
+        let out = deliver(&mut r, 10, 0, Message::Prepare(Prepare { ballot: ballot(1, 0), from_slot: 0 }));
+        assert!(sent(&out).is_empty(), "no promise before persist: {out:?}");
+        assert_eq!(persists(&out)[0].1, DurableWrite::Promise(ballot(1, 0)));
+        let out = persist_all(&mut r, 11, &out);
+        assert!(matches!(sent(&out)[..], [(ReplicaId(0), Message::Promise(ref p))] if p.ballot == ballot(1, 0)));
+    }
+
+    #[test]
+    fn prepare_below_the_promise_is_rejected_with_the_promise() {
+        let mut r = replica(1, 3);
+        let out = deliver(&mut r, 10, 2, Message::Prepare(Prepare { ballot: ballot(2, 2), from_slot: 0 }));
+        persist_all(&mut r, 10, &out);
+        // Let the stickiness window pass, so only the ballot order decides.
+        let out = deliver(&mut r, 1_000, 0, Message::Prepare(Prepare { ballot: ballot(1, 0), from_slot: 0 }));
+        let reply = sent(&out);
+        assert!(matches!(reply[..], [(_, Message::Reject(ref rej))] if rej.reason == Rejection::Stale { promised: ballot(2, 2) }));
+    }
+
+    #[test]
+    fn accept_below_the_promise_is_rejected_and_not_stored() {
+        let mut r = replica(1, 3);
+        let out = deliver(&mut r, 10, 2, Message::Prepare(Prepare { ballot: ballot(2, 2), from_slot: 0 }));
+        persist_all(&mut r, 10, &out);
+        let out = deliver(&mut r, 11, 0, accept(1, 0, 0, 1, 0));
+        assert!(persists(&out).is_empty(), "nothing persisted from a stale accept");
+        assert!(matches!(sent(&out)[..], [(_, Message::Reject(_))]));
+        assert_eq!(r.status().log_end, 0);
+    }
+
+    #[test]
+    fn accepted_is_sent_only_after_the_entries_are_durable_and_covers_them() {
+        let mut r = replica(1, 3);
+        let out = deliver(&mut r, 10, 0, accept(1, 0, 0, 3, 0));
+        assert!(sent(&out).is_empty(), "no acknowledgement before persist");
+        let out = persist_all(&mut r, 11, &out);
+        let acks = sent(&out);
+        assert_eq!(acks, vec![(ReplicaId(0), Message::Accepted(Accepted { ballot: ballot(1, 0), upto: 3 }))]);
+    }
+
+    #[test]
+    fn an_accept_past_the_horizon_is_refused_with_the_gap() {
+        let mut r = replica(1, 3);
+        let out = deliver(&mut r, 10, 0, accept(1, 0, 0, 2, 0));
+        persist_all(&mut r, 10, &out);
+        let out = deliver(&mut r, 12, 0, accept(1, 0, 5, 1, 0));
+        assert!(matches!(sent(&out)[..], [(_, Message::Reject(ref rej))] if rej.reason == Rejection::Gap { horizon: 2 }));
+    }
+
+    #[test]
+    fn a_new_ballot_restarts_the_horizon_at_the_commit_index() {
+        let mut r = replica(1, 3);
+        let out = deliver(&mut r, 10, 0, accept(1, 0, 0, 4, 2));
+        persist_all(&mut r, 10, &out);
+        assert_eq!(r.status().commit, 2);
+        // Leader 2 at a higher ballot may only continue from the commit index: slots 2..4 were
+        // accepted at an older ballot and must be re-accepted at the new one.
+        let out = deliver(&mut r, 20, 2, accept(2, 2, 3, 1, 2));
+        assert!(matches!(sent(&out)[..], [(_, Message::Reject(ref rej))] if rej.reason == Rejection::Gap { horizon: 2 }));
+    }
+
+    #[test]
+    fn heartbeat_propagates_commit_only_within_the_horizon() {
+        let mut r = replica(1, 3);
+        let out = deliver(&mut r, 10, 0, accept(1, 0, 0, 2, 0));
+        persist_all(&mut r, 10, &out);
+        let out = deliver(&mut r, 11, 0, Message::Heartbeat(Heartbeat { ballot: ballot(1, 0), commit: 10 }));
+        assert_eq!(r.status().commit, 2, "commit is capped at what this replica holds at the leader's ballot");
+        let applied: Vec<u64> = out.iter().filter_map(|c| match c { super::super::Command::Apply { slot, .. } => Some(*slot), _ => None }).collect();
+        assert_eq!(applied, vec![0, 1]);
+    }
+
+    #[test]
+    fn proposals_at_a_follower_are_redirected_to_the_leader() {
+        let mut r = replica(1, 3);
+        let out = deliver(&mut r, 10, 0, accept(1, 0, 0, 1, 0));
+        persist_all(&mut r, 10, &out);
+        let out = step(&mut r, 11, Input::Propose(vec![request(5, 1, "x")]));
+        assert!(matches!(&out[..], [super::super::Command::Redirect { leader: Some(ReplicaId(0)), requests }] if requests.len() == 1));
     }
 }

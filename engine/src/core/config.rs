@@ -92,8 +92,6 @@ pub enum Mutation {
     AcceptLowerBallot,
     /// Acceptors acknowledge accepts before the entries are durable.
     AckBeforePersist,
-    /// Promises are sent before the promised ballot is durable.
-    PromiseBeforePersist,
     /// The leader commits with one vote fewer than a majority.
     CommitWithoutQuorum,
 }

@@ -129,3 +129,78 @@ impl Replica {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::super::{Command, Input};
+    use crate::message::{Heartbeat, Message, Promise};
+    use crate::types::{Entry, ReplicaId, Value};
+
+    #[test]
+    fn phase1_reproposes_the_highest_ballot_value_of_every_reported_slot() {
+        let mut r = replica(0, 3);
+        step(&mut r, 0, Input::Tick);
+        // Having seen round 2, the next election uses round 3.
+        deliver(&mut r, 1, 2, Message::Heartbeat(Heartbeat { ballot: ballot(2, 2), commit: 0 }));
+        let out = step(&mut r, 2_000, Input::Tick);
+        let prepares: Vec<_> = sent(&out).into_iter().filter(|(_, m)| matches!(m, Message::Prepare(_))).collect();
+        assert_eq!(prepares.len(), 2, "prepare goes to both other voters");
+        let (a, b, c, d) = (batch(1, 1, "a"), batch(1, 2, "b"), batch(2, 1, "c"), batch(3, 1, "d"));
+        let from_1 = Promise {
+            ballot: ballot(3, 0),
+            commit: 0,
+            entries: vec![
+                Entry { slot: 0, ballot: ballot(1, 1), value: a },
+                Entry { slot: 1, ballot: ballot(1, 1), value: b.clone() },
+                Entry { slot: 2, ballot: ballot(1, 1), value: Value::Noop },
+                Entry { slot: 3, ballot: ballot(1, 1), value: d.clone() },
+            ],
+        };
+        let from_2 = Promise { ballot: ballot(3, 0), commit: 0, entries: vec![Entry { slot: 0, ballot: ballot(2, 2), value: c.clone() }] };
+        // Its own promise is not durable yet, so it needs both others.
+        deliver(&mut r, 2_001, 1, Message::Promise(from_1));
+        assert!(!r.status().leading, "one promise is not a majority while its own is not durable");
+        deliver(&mut r, 2_002, 2, Message::Promise(from_2));
+        assert!(r.status().leading);
+        assert_eq!(r.status().log_end, 4);
+        let accepts: Vec<Value> = (0..4).map(|s| r.log.get(s).unwrap().value.clone()).collect();
+        assert_eq!(accepts[0], c, "slot 0: ballot 2.2 beats 1.1");
+        assert_eq!(accepts[1], b);
+        assert_eq!(accepts[2], Value::Noop);
+        assert_eq!(accepts[3], d);
+        assert!((0..4).all(|s| r.log.get(s).unwrap().ballot == ballot(3, 0)), "all re-proposed at the new ballot");
+    }
+
+    #[test]
+    fn phase1_prefers_the_higher_ballot_when_promises_disagree() {
+        let mut r = replica(0, 3);
+        step(&mut r, 0, Input::Tick);
+        deliver(&mut r, 1, 2, Message::Heartbeat(Heartbeat { ballot: ballot(2, 2), commit: 0 }));
+        let out = step(&mut r, 2_000, Input::Tick);
+        persist_all(&mut r, 2_000, &out); // own promise durable: one more makes a majority
+        let (low, high) = (batch(1, 1, "low"), batch(2, 1, "high"));
+        let promise = Promise {
+            ballot: ballot(3, 0),
+            commit: 0,
+            entries: vec![Entry { slot: 0, ballot: ballot(2, 2), value: high.clone() }],
+        };
+        // Its own log holds nothing; r1 reports the higher-ballot value.
+        r.log.put(0, ballot(1, 1), low);
+        let _ = deliver(&mut r, 2_001, 1, Message::Promise(promise));
+        assert!(r.status().leading);
+        assert_eq!(r.log.get(0).unwrap().value, high);
+    }
+
+    #[test]
+    fn a_single_voter_group_elects_itself_once_its_promise_is_durable() {
+        let mut r = replica(0, 1);
+        step(&mut r, 0, Input::Tick);
+        let out = step(&mut r, 1_000, Input::Tick);
+        assert!(!r.status().leading);
+        let out = persist_all(&mut r, 1_000, &out);
+        assert!(r.status().leading);
+        assert!(out.iter().any(|c| matches!(c, Command::LeadershipChanged { leading: true, .. })));
+        assert_eq!(r.leader(), Some(ReplicaId(0)));
+    }
+}

@@ -255,3 +255,97 @@ impl Replica {
         recent + 1 >= self.membership.quorum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::super::{Command, Input};
+    use crate::message::{Accepted, Message, Reject, Rejection};
+    use crate::types::{ReplicaId, Value};
+
+    fn proposed_slots(commands: &[Command]) -> Vec<u64> {
+        let mut slots: Vec<u64> = sent(commands)
+            .into_iter()
+            .filter(|(to, _)| *to == ReplicaId(1))
+            .filter_map(|(_, m)| match m {
+                Message::Accept(a) => Some((a.start..a.start + a.values.len() as u64).collect::<Vec<_>>()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        slots.dedup();
+        slots
+    }
+
+    #[test]
+    fn the_window_bounds_slots_in_flight_and_pending_requests_batch_when_it_opens() {
+        let mut r = leader_of_three();
+        let window = r.cfg.window_slots;
+        let mut outs = Vec::new();
+        for seq in 1..=window + 10 {
+            outs.extend(step(&mut r, 2_000, Input::Propose(vec![request(7, seq, "w")])));
+        }
+        assert_eq!(r.status().log_end, window, "no slot beyond commit + window");
+        let out = persist_all(&mut r, 2_001, &outs);
+        assert!(r.status().commit == 0 && out.iter().all(|c| !matches!(c, Command::Apply { .. })), "own vote alone commits nothing");
+        let ballot = r.promised;
+        let out = deliver(&mut r, 2_002, 1, Message::Accepted(Accepted { ballot, upto: 4 }));
+        assert_eq!(r.status().commit, 4, "own durable vote + one follower is a majority");
+        // The window slid by 4: the 10 queued requests go out in one batch.
+        assert_eq!(r.status().log_end, window + 1);
+        let Value::Batch(batch) = &r.log.get(window).unwrap().value else { panic!("expected a batch") };
+        assert_eq!(batch.len(), 10);
+        assert!(proposed_slots(&out).contains(&window));
+    }
+
+    #[test]
+    fn commit_needs_the_leaders_own_durable_vote_or_two_followers() {
+        let mut r = leader_of_three();
+        let out = step(&mut r, 2_000, Input::Propose(vec![request(7, 1, "x")]));
+        let ballot = r.promised;
+        deliver(&mut r, 2_001, 1, Message::Accepted(Accepted { ballot, upto: 1 }));
+        assert_eq!(r.status().commit, 0, "leader's own write not yet durable: one follower is not a majority");
+        let out = persist_all(&mut r, 2_002, &out);
+        assert_eq!(r.status().commit, 1);
+        assert!(out.iter().any(|c| matches!(c, Command::Apply { slot: 0, .. })));
+    }
+
+    #[test]
+    fn a_gap_rejection_rewinds_that_follower_and_resends() {
+        let mut r = leader_of_three();
+        for seq in 1..=3 {
+            step(&mut r, 2_000, Input::Propose(vec![request(7, seq, "x")]));
+        }
+        let ballot = r.promised;
+        let out = deliver(&mut r, 2_001, 1, Message::Reject(Reject { ballot, reason: Rejection::Gap { horizon: 1 } }));
+        assert_eq!(proposed_slots(&out), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_stale_rejection_deposes_the_leader_and_redirects_queued_requests() {
+        let mut r = leader_of_three();
+        let mut outs = Vec::new();
+        for seq in 1..=r.cfg.window_slots + 2 {
+            outs.extend(step(&mut r, 2_000, Input::Propose(vec![request(7, seq, "x")])));
+        }
+        let ballot = r.promised;
+        let higher = crate::types::Ballot::new(ballot.round + 1, ReplicaId(2));
+        let out = deliver(&mut r, 2_001, 1, Message::Reject(Reject { ballot, reason: Rejection::Stale { promised: higher } }));
+        assert!(!r.status().leading);
+        assert!(out.iter().any(|c| matches!(c, Command::LeadershipChanged { leading: false, .. })));
+        assert!(out.iter().any(|c| matches!(c, Command::Redirect { requests, leader: Some(ReplicaId(2)) } if requests.len() == 2)));
+    }
+
+    #[test]
+    fn a_leader_cut_off_from_the_majority_steps_down() {
+        let mut r = leader_of_three();
+        let mut now = 1_001; // leadership began here
+        while r.status().leading && now < 5_000 {
+            now += 10;
+            step(&mut r, now, Input::Tick);
+        }
+        assert!(!r.status().leading, "check-quorum deposed the isolated leader");
+        let bound = 1_001 + r.cfg.election_timeout_max_ms + r.cfg.election_timeout_min_ms + 2 * r.cfg.heartbeat_interval_ms;
+        assert!(now <= bound, "stepped down at {now}, later than {bound}");
+    }
+}

@@ -37,6 +37,8 @@ mod election;
 pub mod io;
 mod leader;
 pub mod log;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 pub use config::CoreConfig;
 #[cfg(feature = "mutations")]
@@ -337,10 +339,11 @@ impl Replica {
     fn apply_committed(&mut self) {
         while self.applied < self.commit {
             let slot = self.applied;
-            let value = match self.log.get(slot) {
-                Some(cell) => cell.value.clone(),
-                None => panic!("contract violated: committed-slot-held (slot {slot}, replica {})", self.id()),
+            let Some(cell) = self.log.get(slot) else {
+                contract!(self, false, "committed-slot-held", "slot {slot}");
+                break;
             };
+            let value = cell.value.clone();
             self.out.push(Command::Apply { slot, value });
             self.applied += 1;
         }
