@@ -5,7 +5,7 @@ JOBS ?= 2
 .PHONY: test test-unit test-sim test-mutations test-crash test-guest sim soak bench bench-pmem bench-verbs bench-peers run deps
 
 ## test: everything CI runs: unit + property tests, simulation seeds, mutation checks, crash loop, guest suite
-test:
+test: deps
 	bash ci/test.sh
 
 test-unit:
@@ -42,7 +42,7 @@ bench-verbs:
 	bash ci/bench-verbs.sh
 
 ## run: a local replicated cluster, served and benchmarked, on embedded defaults
-run:
+run: deps
 	bash ci/run-demo.sh
 
 ## deps: install the system packages the build and tests need (Debian)
