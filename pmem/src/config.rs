@@ -3,7 +3,7 @@
 
 use crate::dax::DaxMedium;
 use crate::error::{Error, Result};
-use crate::file::{open_or_create, LogFile, PwriteMedium};
+use crate::file::{open_or_create, publish, LogFile, PwriteMedium};
 use crate::file_mmap::MmapMedium;
 use crate::file_uring::UringMedium;
 use crate::log::Log;
@@ -95,7 +95,9 @@ pub fn open(config: &Config) -> Result<Log<Box<dyn Medium>>> {
     };
     tracing::info!(backend = medium.kind().name(), resource = medium.resource(), why, "pmem backend selected");
     if created {
-        return Log::create(medium);
+        let log = Log::create(medium)?;
+        publish(path)?;
+        return Ok(log);
     }
     match Log::open(medium) {
         Err(Error::NotFormatted { resource, detail }) if is_devdax => format_blank_devdax(path, resource, detail),

@@ -15,13 +15,15 @@ pub struct LogFile {
     pub file: File,
     /// Its size.
     pub size_bytes: u64,
-    /// Whether this call created it (it needs formatting).
+    /// Whether this call created it: it sits under a temporary name until `publish` (format it
+    /// first, so a crash during the first start never leaves an unformatted file at `path`).
     pub created: bool,
     /// Path as text, for errors.
     pub resource: String,
 }
 
-/// Opens `path`, or creates it with `size_bytes` of zeros (then fsyncs file and directory).
+/// Opens `path`, or creates `size_bytes` of zeros under a temporary name beside it (fsynced);
+/// call `publish` once it is formatted.
 pub fn open_or_create(path: &Path, size_bytes: u64) -> Result<LogFile> {
     let resource = path.display().to_string();
     let io_err = |op| {
@@ -36,20 +38,31 @@ pub fn open_or_create(path: &Path, size_bytes: u64) -> Result<LogFile> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err("open")(e)),
     }
-    // Build under a temporary name and rename, so a crash mid-creation never leaves a short file
-    // that looks like a log.
-    let tmp = path.with_extension("creating");
+    let tmp = creating_path(path);
     let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp).map_err(io_err("create"))?;
     if let Err(e) = fill_zeros(&file, size_bytes).and_then(|()| file.sync_all()) {
         // Leave nothing half-made behind (e.g. ENOSPC on a small filesystem).
         let _ = std::fs::remove_file(&tmp);
         return Err(io_err("preallocate")(e));
     }
-    std::fs::rename(&tmp, path).map_err(io_err("rename new file"))?;
+    Ok(LogFile { file, size_bytes, created: true, resource })
+}
+
+/// Moves a created and formatted log file to `path` (rename + directory fsync): from here on a
+/// restart finds a valid log there.
+pub fn publish(path: &Path) -> Result<()> {
+    let io_err = |op| move |source| Error::Io { resource: path.display().to_string(), op, source };
+    std::fs::rename(creating_path(path), path).map_err(io_err("rename new file"))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync directory"))?;
     }
-    Ok(LogFile { file, size_bytes, created: true, resource })
+    Ok(())
+}
+
+fn creating_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".creating");
+    name.into()
 }
 
 fn fill_zeros(file: &File, size_bytes: u64) -> io::Result<()> {

@@ -67,16 +67,24 @@ impl<M: Medium> Log<M> {
         // Erase both superblock copies first so an older format's copy cannot outrank ours.
         medium.write_at(0, &[0u8; DATA_OFFSET_BYTES as usize]).map_err(io("erase superblock"))?;
         medium.persist().map_err(io("persist"))?;
-        let sb = Superblock { log_id: fastrand::u64(1..), generation: 1, capacity_bytes, head_lsn: 0 };
+        let sb = Superblock { log_id: fastrand::u64(1..), generation: 1, capacity_bytes, head_lsn: 0, epoch: 1, epoch_start_lsn: 0 };
         sb.store(&mut medium).map_err(io("write superblock"))?;
         tracing::info!(resource = medium.resource(), capacity_bytes, log_id = sb.log_id, "pmem log created");
         Ok(Log::assemble(medium, sb, LogState::default(), 0))
     }
 
     /// Recovers the log on `medium`: the longest valid prefix, torn tail cut.
-    pub fn open(medium: M) -> Result<Log<M>> {
-        let sb = Superblock::load(&medium)?;
-        let found = recover(&medium, &sb)?;
+    pub fn open(mut medium: M) -> Result<Log<M>> {
+        let old = Superblock::load(&medium)?;
+        let found = recover(&medium, &old)?;
+        // A new incarnation starts at the recovered end, durably, before any append: whatever
+        // torn bytes lie past it can never validate again (see record.rs on `epoch`).
+        let sb = Superblock { generation: old.generation + 1, epoch: old.epoch + 1, epoch_start_lsn: found.end_lsn, ..old };
+        sb.store(&mut medium).map_err(|source| Error::Io {
+            resource: medium.resource().to_string(),
+            op: "write superblock",
+            source,
+        })?;
         tracing::info!(
             resource = medium.resource(),
             records = found.record_count,
@@ -148,7 +156,7 @@ impl<M: Medium> Log<M> {
 
     /// Forgets entries below `below_slot` (a checkpoint covers them) and frees their space. The
     /// promise and commit are re-appended first so freeing old records never loses them; the call
-    /// syncs and then moves the head in the superblock.
+    /// syncs (everything staged is durable on return) and then moves the head in the superblock.
     pub fn discard_prefix(&mut self, below_slot: Slot) -> Result<()> {
         self.check_ok()?;
         if below_slot > self.state.base {
@@ -165,7 +173,8 @@ impl<M: Medium> Log<M> {
             self.sync()?;
             self.move_head(oldest.min(marker_lsn))?;
         }
-        Ok(())
+        // Same contract either way: on return everything staged is durable.
+        self.sync().map(|_| ())
     }
 
     /// Writes staged records and persists them: one write and one persist for the whole group.
@@ -307,7 +316,15 @@ impl<M: Medium> Log<M> {
         if lsn != self.tail_lsn {
             self.stage_wrap();
         }
-        let header = Header { kind, lsn, slot, ballot, payload_len: payload.len() as u32, durable_lsn: self.durable_lsn };
+        let header = Header {
+            kind,
+            lsn,
+            slot,
+            ballot,
+            payload_len: payload.len() as u32,
+            durable_lsn: self.durable_lsn,
+            epoch: self.sb.epoch,
+        };
         encode_into(&mut self.staging, self.sb.log_id, &header, payload);
         self.tail_lsn = lsn + size;
         self.state.apply(&header);
@@ -337,6 +354,7 @@ impl<M: Medium> Log<M> {
                 ballot: Ballot::ZERO,
                 payload_len: 0,
                 durable_lsn: self.durable_lsn,
+                epoch: self.sb.epoch,
             };
             encode_into(&mut self.staging, self.sb.log_id, &pad, &[]);
         }

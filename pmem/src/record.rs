@@ -1,10 +1,10 @@
 //! The on-media record: the unit the log appends, recovery replays, and the RDMA transport copies
 //! into a follower's registered region.
 //!
-//! Layout (little-endian, 48-byte header, payload padded to 8 bytes so every record starts aligned):
+//! Layout (little-endian, 56-byte header, payload padded to 8 bytes so every record starts aligned):
 //!
 //! ```text
-//!  0..4   crc32c      over (log_id as 8 LE bytes) ++ header[4..48] ++ payload
+//!  0..4   crc32c      over (log_id as 8 LE bytes) ++ header[4..56] ++ payload
 //!  4..8   payload_len bytes of payload that follow the header (padding excluded)
 //!  8      kind        Kind as u8
 //!  9      version     RECORD_VERSION
@@ -14,6 +14,8 @@
 //! 24..32  slot
 //! 32..40  ballot.round
 //! 40..48  durable_lsn every record before this position was durable when this one was written
+//! 48..52  epoch       incarnation of the writer (bumped durably at every open)
+//! 52..56  reserved    zero
 //! ```
 //!
 //! Validity marker: a reader (recovery, or a follower polling its RDMA-written region) accepts a
@@ -21,12 +23,16 @@
 //! expected. A partially landed record fails the checksum (false accept 2^-32 per check); zeroed
 //! memory never validates (its checksum is not zero); a stale record from an earlier lap of the
 //! ring or an earlier format of the medium carries another `lsn` or `log_id` and is rejected.
-//! `durable_lsn` lets recovery tell a torn tail from corruption of acknowledged data.
+//! `durable_lsn` lets recovery tell a torn tail from corruption of acknowledged data. `epoch`
+//! stops a torn, never-persisted record of a crashed incarnation from being "completed" by the
+//! identical words of a later torn write at the same position (records of one slot at one position
+//! share most words): past the position where the current incarnation started, only its own epoch
+//! is accepted.
 
 use decree_engine::types::{Ballot, Slot};
 
 /// Bytes in a record header.
-pub const HEADER_SIZE_BYTES: usize = 48;
+pub const HEADER_SIZE_BYTES: usize = 56;
 /// Record format version written into every header.
 pub const RECORD_VERSION: u8 = 1;
 /// Records are padded to this alignment.
@@ -82,6 +88,8 @@ pub struct Header {
     pub payload_len: u32,
     /// Everything before this position was durable when the record was written.
     pub durable_lsn: u64,
+    /// Incarnation of the writer.
+    pub epoch: u32,
 }
 
 impl Header {
@@ -137,6 +145,8 @@ pub fn encode_into(out: &mut Vec<u8>, log_id: u64, header: &Header, payload: &[u
     out.extend_from_slice(&header.slot.to_le_bytes());
     out.extend_from_slice(&header.ballot.round.to_le_bytes());
     out.extend_from_slice(&header.durable_lsn.to_le_bytes());
+    out.extend_from_slice(&header.epoch.to_le_bytes());
+    out.extend_from_slice(&[0u8; 4]);
     out.extend_from_slice(payload);
     let padded_len = encoded_size_bytes(payload.len());
     out.resize(start + padded_len, 0);
@@ -177,6 +187,7 @@ pub fn decode(log_id: u64, expected_lsn: u64, bytes: &[u8]) -> Decoded<'_> {
         ballot: Ballot { round: read_u64(bytes, 32), leader: read_u32(bytes, 12) },
         payload_len: payload_len as u32,
         durable_lsn: read_u64(bytes, 40),
+        epoch: read_u32(bytes, 48),
     };
     Decoded::Valid(header, payload)
 }
@@ -201,7 +212,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn header(kind: Kind, lsn: u64, slot: u64, payload_len: u32) -> Header {
-        Header { kind, lsn, slot, ballot: Ballot { round: 7, leader: 2 }, payload_len, durable_lsn: 5 }
+        Header { kind, lsn, slot, ballot: Ballot { round: 7, leader: 2 }, payload_len, durable_lsn: 5, epoch: 3 }
     }
 
     #[test]
@@ -233,10 +244,10 @@ mod tests {
     proptest! {
         #[test]
         fn round_trip(kind in 1u8..=6, lsn in any::<u64>(), slot in any::<u64>(), round in any::<u64>(),
-                      leader in any::<u32>(), durable in any::<u64>(), log_id in any::<u64>(),
+                      leader in any::<u32>(), durable in any::<u64>(), log_id in any::<u64>(), epoch in any::<u32>(),
                       payload in proptest::collection::vec(any::<u8>(), 0..600)) {
             let h = Header { kind: Kind::from_u8(kind).unwrap(), lsn, slot, ballot: Ballot { round, leader },
-                             payload_len: payload.len() as u32, durable_lsn: durable };
+                             payload_len: payload.len() as u32, durable_lsn: durable, epoch };
             let mut buf = vec![0xEE; 3];
             encode_into(&mut buf, log_id, &h, &payload);
             prop_assert_eq!(buf.len() - 3, h.encoded_size_bytes());

@@ -51,6 +51,10 @@ pub fn recover(medium: &dyn Medium, sb: &Superblock) -> Result<Recovered> {
         }
         let at = (lsn % capacity) as usize;
         match decode(sb.log_id, lsn, &ring[at..]) {
+            Decoded::Valid(header, _) if !sb.accepts(lsn, header.epoch) => {
+                stop_reason = Some(format!("record of epoch {} at lsn {lsn}, stale for epoch {}", header.epoch, sb.epoch));
+                break;
+            }
             Decoded::Valid(header, _) if header.kind == Kind::Pad => lsn += lap_remaining_bytes(lsn, capacity),
             Decoded::Valid(header, _) if lsn + header.encoded_size_bytes() as u64 > limit => {
                 stop_reason = Some("record overlaps the ring head".into());
@@ -87,7 +91,7 @@ fn check_no_durable_record_after(
         if !implicit_wrap(lsn, capacity) {
             let at = (lsn % capacity) as usize;
             if let Decoded::Valid(header, _) = decode(sb.log_id, lsn, &ring[at..]) {
-                if header.durable_lsn > end_lsn {
+                if sb.accepts(lsn, header.epoch) && header.durable_lsn > end_lsn {
                     return Err(Error::Corrupt {
                         resource: medium.resource().to_string(),
                         offset: medium_offset(end_lsn, capacity),

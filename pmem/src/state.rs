@@ -70,15 +70,15 @@ mod tests {
     use super::*;
 
     fn rec(kind: Kind, lsn: u64, slot: u64, round: u64) -> Header {
-        Header { kind, lsn, slot, ballot: Ballot { round, leader: 1 }, payload_len: 0, durable_lsn: 0 }
+        Header { kind, lsn, slot, ballot: Ballot { round, leader: 1 }, payload_len: 0, durable_lsn: 0, epoch: 1 }
     }
 
     #[test]
     fn later_entry_supersedes_and_keeps_later_slots() {
         let mut s = LogState::default();
         s.apply(&rec(Kind::Entry, 0, 5, 1));
-        s.apply(&rec(Kind::Entry, 48, 6, 1));
-        s.apply(&rec(Kind::Entry, 96, 5, 2));
+        s.apply(&rec(Kind::Entry, 56, 6, 1));
+        s.apply(&rec(Kind::Entry, 112, 5, 2));
         assert_eq!(s.entries[&5].ballot.round, 2);
         assert!(s.entries.contains_key(&6), "re-accepting slot 5 must not forget slot 6");
     }

@@ -14,7 +14,7 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const DATA_OFFSET_BYTES: u64 = 4096;
 /// Offsets of the two copies.
 const COPY_OFFSETS: [u64; 2] = [0, 2048];
-const ENCODED_SIZE_BYTES: usize = 52;
+const ENCODED_SIZE_BYTES: usize = 60;
 
 /// The decoded superblock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +27,22 @@ pub struct Superblock {
     pub capacity_bytes: u64,
     /// Logical position of the oldest record still in use.
     pub head_lsn: u64,
+    /// Incarnation of the current writer: bumped (durably) at every open, before any append.
+    pub epoch: u32,
+    /// Where the current incarnation started appending: records at or past it must carry `epoch`.
+    pub epoch_start_lsn: u64,
+}
+
+impl Superblock {
+    /// Whether a checksummed record of `epoch` at `lsn` belongs to the log: records past the
+    /// current incarnation's start must be its own; earlier ones must be older.
+    pub fn accepts(&self, lsn: u64, epoch: u32) -> bool {
+        if lsn >= self.epoch_start_lsn {
+            epoch == self.epoch
+        } else {
+            epoch < self.epoch
+        }
+    }
 }
 
 impl Superblock {
@@ -38,9 +54,10 @@ impl Superblock {
         out[20..28].copy_from_slice(&self.generation.to_le_bytes());
         out[28..36].copy_from_slice(&self.capacity_bytes.to_le_bytes());
         out[36..44].copy_from_slice(&self.head_lsn.to_le_bytes());
-        // 44..48 reserved
-        let crc = crc32c::crc32c(&out[..48]);
-        out[48..52].copy_from_slice(&crc.to_le_bytes());
+        out[44..52].copy_from_slice(&self.epoch_start_lsn.to_le_bytes());
+        out[52..56].copy_from_slice(&self.epoch.to_le_bytes());
+        let crc = crc32c::crc32c(&out[..56]);
+        out[56..60].copy_from_slice(&crc.to_le_bytes());
         out
     }
 
@@ -48,8 +65,8 @@ impl Superblock {
         if bytes[0..8] != MAGIC {
             return Err("bad magic".into());
         }
-        let crc = u32::from_le_bytes(bytes[48..52].try_into().expect("4"));
-        if crc32c::crc32c(&bytes[..48]) != crc {
+        let crc = u32::from_le_bytes(bytes[56..60].try_into().expect("4"));
+        if crc32c::crc32c(&bytes[..56]) != crc {
             return Err("bad checksum".into());
         }
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4"));
@@ -57,7 +74,14 @@ impl Superblock {
             return Err(format!("format version {version}, this build reads {FORMAT_VERSION}"));
         }
         let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8"));
-        Ok(Superblock { log_id: u64_at(12), generation: u64_at(20), capacity_bytes: u64_at(28), head_lsn: u64_at(36) })
+        Ok(Superblock {
+            log_id: u64_at(12),
+            generation: u64_at(20),
+            capacity_bytes: u64_at(28),
+            head_lsn: u64_at(36),
+            epoch_start_lsn: u64_at(44),
+            epoch: u32::from_le_bytes(bytes[52..56].try_into().expect("4")),
+        })
     }
 
     /// Writes this superblock into the copy its generation selects and persists it.
@@ -108,7 +132,7 @@ mod tests {
     #[test]
     fn newest_valid_copy_wins_and_a_torn_copy_falls_back() {
         let mut m = SimMedium::new(DATA_OFFSET_BYTES + 4096);
-        let a = Superblock { log_id: 11, generation: 1, capacity_bytes: 4096, head_lsn: 0 };
+        let a = Superblock { log_id: 11, generation: 1, capacity_bytes: 4096, head_lsn: 0, epoch: 1, epoch_start_lsn: 0 };
         a.store(&mut m).unwrap();
         let b = Superblock { generation: 2, head_lsn: 512, ..a };
         b.store(&mut m).unwrap();

@@ -57,7 +57,8 @@ fn check(medium: SimMedium, written: &[Written], bad: Option<usize>) -> Result<(
     let by_slot: BTreeMap<u64, &Written> = written.iter().map(|w| (w.slot, w)).collect();
     match (Log::open(medium), expected(written, bad)) {
         (Ok(log), Some(slots)) => {
-            prop_assert_eq!(log.slots().map(|(s, _)| s).collect::<Vec<_>>(), slots.clone());
+            let got: Vec<u64> = log.slots().map(|(s, _)| s).collect();
+            prop_assert_eq!(&got, &slots, "recovered slots differ (bad record {:?})", bad);
             for slot in slots {
                 let got = log.read(slot).unwrap().unwrap();
                 prop_assert_eq!(got.payload, payload(slot, 1, by_slot[&slot].payload_len));
@@ -94,12 +95,18 @@ proptest! {
         let end = written.last().map(|w| w.start_lsn + encoded_size_bytes(w.payload_len) as u64).unwrap();
         let cut = (end as f64 * cut_frac) as u64;
         // A torn tail: everything from `cut` on never reached the media.
+        let mut before = vec![0u8; RING_BYTES as usize];
+        medium.read_at(DATA_OFFSET_BYTES, &mut before).unwrap();
         let zeros = vec![0u8; (RING_BYTES - cut) as usize];
         medium.write_at(DATA_OFFSET_BYTES + cut, &zeros).unwrap();
         medium.persist().unwrap();
-        // Padding after the payload is outside the checksum: a record is cut only if the cut
-        // falls inside its header or payload.
-        let first_cut = written.iter().position(|w| w.start_lsn + (HEADER_SIZE_BYTES + w.payload_len) as u64 > cut);
+        // A record is cut when zeroing changed one of its checksummed bytes (header + payload;
+        // padding is outside the checksum, and bytes that were already zero do not change).
+        let changed = |w: &Written| {
+            let end = w.start_lsn + (HEADER_SIZE_BYTES + w.payload_len) as u64;
+            (cut.max(w.start_lsn)..end).any(|at| before[at as usize] != 0)
+        };
+        let first_cut = written.iter().position(changed);
         let keep: Vec<Written> = written[..first_cut.unwrap_or(written.len())].to_vec();
         check(medium, &keep, None)?;
     }
