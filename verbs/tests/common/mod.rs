@@ -56,3 +56,12 @@ pub fn read(f: &dyn FollowerLink, offset: u64, len: usize) -> Vec<u8> {
     f.read(offset, &mut v).unwrap();
     v
 }
+
+/// Sends the crate's tracing output to the test's stderr (once per process); RUST_LOG filters.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
+}
