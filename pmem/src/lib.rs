@@ -34,6 +34,7 @@ pub mod state;
 pub mod superblock;
 pub mod testdata;
 pub mod tickets;
+pub mod window;
 
 pub use config::{open, Backend, Config, FileStrategy};
 pub use error::{Error, Result};

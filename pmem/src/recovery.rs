@@ -14,7 +14,8 @@ use crate::medium::Medium;
 use crate::record::{decode, Decoded, Kind, ALIGN_BYTES};
 use crate::ring::{implicit_wrap, lap_remaining_bytes, medium_offset};
 use crate::state::LogState;
-use crate::superblock::{Superblock, DATA_OFFSET_BYTES};
+use crate::superblock::Superblock;
+use crate::window::RingWindow;
 
 /// What recovery found.
 #[derive(Clone, Debug)]
@@ -32,13 +33,7 @@ pub struct Recovered {
 /// Replays the ring of `medium` described by `sb`.
 pub fn recover(medium: &dyn Medium, sb: &Superblock) -> Result<Recovered> {
     let capacity = sb.capacity_bytes;
-    // One sequential read of the ring: recovery memory is the ring size (bounded by config).
-    let mut ring = vec![0u8; capacity as usize];
-    medium.read_at(DATA_OFFSET_BYTES, &mut ring).map_err(|source| Error::Io {
-        resource: medium.resource().to_string(),
-        op: "read ring",
-        source,
-    })?;
+    let mut ring = RingWindow::new(medium, capacity);
     let limit = sb.head_lsn + capacity;
     let mut state = LogState::default();
     let mut lsn = sb.head_lsn;
@@ -49,8 +44,8 @@ pub fn recover(medium: &dyn Medium, sb: &Superblock) -> Result<Recovered> {
             lsn += lap_remaining_bytes(lsn, capacity);
             continue;
         }
-        let at = (lsn % capacity) as usize;
-        match decode(sb.log_id, lsn, &ring[at..]) {
+        let bytes = ring.record_bytes(lsn % capacity, lsn).map_err(|e| read_error(medium, e))?;
+        match decode(sb.log_id, lsn, bytes) {
             Decoded::Valid(header, _) if !sb.accepts(lsn, header.epoch) => {
                 stop_reason = Some(format!("record of epoch {} at lsn {lsn}, stale for epoch {}", header.epoch, sb.epoch));
                 break;
@@ -72,7 +67,7 @@ pub fn recover(medium: &dyn Medium, sb: &Superblock) -> Result<Recovered> {
         }
     }
     if let Some(reason) = &stop_reason {
-        check_no_durable_record_after(medium, sb, &ring, lsn, reason)?;
+        check_no_durable_record_after(medium, sb, &mut ring, lsn, reason)?;
     }
     Ok(Recovered { state, end_lsn: lsn, record_count, stop_reason })
 }
@@ -81,7 +76,7 @@ pub fn recover(medium: &dyn Medium, sb: &Superblock) -> Result<Recovered> {
 fn check_no_durable_record_after(
     medium: &dyn Medium,
     sb: &Superblock,
-    ring: &[u8],
+    ring: &mut RingWindow<'_>,
     end_lsn: u64,
     reason: &str,
 ) -> Result<()> {
@@ -89,8 +84,8 @@ fn check_no_durable_record_after(
     let mut lsn = end_lsn + ALIGN_BYTES as u64;
     while lsn < sb.head_lsn + capacity {
         if !implicit_wrap(lsn, capacity) {
-            let at = (lsn % capacity) as usize;
-            if let Decoded::Valid(header, _) = decode(sb.log_id, lsn, &ring[at..]) {
+            let bytes = ring.record_bytes(lsn % capacity, lsn).map_err(|e| read_error(medium, e))?;
+            if let Decoded::Valid(header, _) = decode(sb.log_id, lsn, bytes) {
                 if sb.accepts(lsn, header.epoch) && header.durable_lsn > end_lsn {
                     return Err(Error::Corrupt {
                         resource: medium.resource().to_string(),
@@ -108,4 +103,8 @@ fn check_no_durable_record_after(
         lsn += ALIGN_BYTES as u64;
     }
     Ok(())
+}
+
+fn read_error(medium: &dyn Medium, source: std::io::Error) -> Error {
+    Error::Io { resource: medium.resource().to_string(), op: "read ring", source }
 }

@@ -175,7 +175,7 @@ fn parent(dir: PathBuf, iterations: u64, seed: u64, max_kill_ms: u64, backend: S
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
             // Only whole lines count: a line cut by the kill was never fully reported.
-            while reader.read_line(&mut line).map_or(false, |n| n > 0) {
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
                 if line.ends_with('\n') && tx.send(line.trim_end().to_string()).is_err() {
                     break;
                 }
