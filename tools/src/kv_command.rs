@@ -1,0 +1,110 @@
+//! `decree put / get / cas`: one key-value operation against a cluster.
+
+use crate::target_args::TargetArgs;
+use clap::Args;
+use decree_tools::client::Client;
+use std::process::ExitCode;
+
+/// Arguments of `decree put`.
+#[derive(Args, Debug)]
+pub struct PutArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Key.
+    key: String,
+    /// Value.
+    value: String,
+}
+
+/// Arguments of `decree get`.
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Key.
+    key: String,
+}
+
+/// Arguments of `decree cas`.
+#[derive(Args, Debug)]
+pub struct CasArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Key.
+    key: String,
+    /// Value the key must hold now (omit with --absent).
+    #[arg(long, required_unless_present = "absent")]
+    expect: Option<String>,
+    /// The key must be absent now.
+    #[arg(long, conflicts_with = "expect")]
+    absent: bool,
+    /// New value.
+    new: String,
+}
+
+fn client(target: &TargetArgs) -> Result<Client, ExitCode> {
+    target.client_config().map(Client::new).map_err(|e| {
+        eprintln!("decree: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn failed(error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("decree: {error}");
+    ExitCode::FAILURE
+}
+
+/// `decree put KEY VALUE`.
+pub fn put(args: PutArgs) -> ExitCode {
+    let mut client = match client(&args.target) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.put(args.key.as_bytes(), args.value.as_bytes()) {
+        Ok(()) => {
+            println!("OK");
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// `decree get KEY`: prints the value, or exits 1 with "(absent)".
+pub fn get(args: GetArgs) -> ExitCode {
+    let mut client = match client(&args.target) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.get(args.key.as_bytes()) {
+        Ok(Some(value)) => {
+            println!("{}", String::from_utf8_lossy(&value));
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            println!("(absent)");
+            ExitCode::from(1)
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// `decree cas KEY --expect OLD NEW`: exits 0 if swapped, 1 if not (printing the current value).
+pub fn cas(args: CasArgs) -> ExitCode {
+    let mut client = match client(&args.target) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let expected = if args.absent { None } else { args.expect.as_deref().map(str::as_bytes) };
+    match client.cas(args.key.as_bytes(), expected, args.new.as_bytes()) {
+        Ok((true, _)) => {
+            println!("OK");
+            ExitCode::SUCCESS
+        }
+        Ok((false, previous)) => {
+            let shown = previous.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_else(|| "(absent)".into());
+            println!("FAILED: current value is {shown}");
+            ExitCode::from(1)
+        }
+        Err(e) => failed(e),
+    }
+}

@@ -1,0 +1,107 @@
+//! Prometheus metrics of one replica (prometheus-client), fed by the runtime's `Observer` hooks and
+//! served as text on `GET /metrics` (any path answers).
+
+use decree_engine::runtime::Observer;
+use decree_engine::types::Ballot;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+
+/// The replica's metrics.
+pub struct Metrics {
+    registry: Registry,
+    applied_slots: Counter,
+    executed_requests: Counter,
+    elections_won: Counter,
+    leading: Gauge,
+    log_bytes: Gauge,
+    batch_requests: Histogram,
+    group_commit_writes: Histogram,
+    request_latency_seconds: Histogram,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new(replica_id: u32) -> Self {
+        let mut registry = Registry::with_prefix_and_labels("decree", [("replica".into(), replica_id.to_string().into())].into_iter());
+        let m = Metrics {
+            applied_slots: Counter::default(),
+            executed_requests: Counter::default(),
+            elections_won: Counter::default(),
+            leading: Gauge::default(),
+            log_bytes: Gauge::default(),
+            batch_requests: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            group_commit_writes: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            request_latency_seconds: Histogram::new(exponential_buckets(25e-6, 2.0, 18)),
+            registry: Registry::default(),
+        };
+        registry.register("applied_slots", "Log slots committed and applied here", m.applied_slots.clone());
+        registry.register("applied_requests", "Client requests in applied slots", m.executed_requests.clone());
+        registry.register("elections_won", "Times this replica became leader", m.elections_won.clone());
+        registry.register("leading", "1 while this replica leads", m.leading.clone());
+        registry.register("log_bytes", "Bytes held by the persistent log", m.log_bytes.clone());
+        registry.register("batch_requests", "Client requests per proposal", m.batch_requests.clone());
+        registry.register("group_commit_writes", "Durable writes per log sync", m.group_commit_writes.clone());
+        registry.register(
+            "request_latency_seconds",
+            "Request arrival to reply at this replica",
+            m.request_latency_seconds.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Observer for Metrics {
+    fn on_batch(&self, requests: usize) {
+        self.batch_requests.observe(requests as f64);
+    }
+    fn on_applied(&self, slots: u64, requests: usize) {
+        self.applied_slots.inc_by(slots);
+        self.executed_requests.inc_by(requests as u64);
+    }
+    fn on_reply(&self, latency_us: u64) {
+        self.request_latency_seconds.observe(latency_us as f64 / 1e6);
+    }
+    fn on_leadership(&self, leading: bool, _ballot: Ballot) {
+        if leading {
+            self.elections_won.inc();
+        }
+        self.leading.set(leading as i64);
+    }
+    fn on_group_commit(&self, writes: usize, log_bytes: u64) {
+        self.group_commit_writes.observe(writes as f64);
+        self.log_bytes.set(log_bytes as i64);
+    }
+}
+
+/// Serves `metrics` over HTTP on `listener` from a background thread.
+pub fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    std::thread::Builder::new()
+        .name("decree-metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let body = metrics.render();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body.as_bytes()));
+            }
+        })
+        .expect("spawning the metrics thread");
+}

@@ -1,0 +1,130 @@
+//! `decree replica`: one replica process. Recovers the log, starts the runtime (core and
+//! persistence threads), the peer transport, the authenticated listener and the metrics endpoint,
+//! and shuts down gracefully on SIGTERM / SIGINT.
+
+pub mod listener;
+pub mod metrics;
+pub mod peers;
+pub mod session;
+pub mod storage;
+
+use crate::config::ReplicaConfig;
+use crate::secret::{read_secret, SecretError};
+use decree_engine::kv::KvStore;
+use decree_engine::runtime::{Event, Node, Placement, Ring, StorageError};
+use session::ConnResponder;
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Why a replica could not start or had to stop.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The secret file is missing or unusable.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The log could not be opened, recovered or written.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A listening address is taken or invalid.
+    #[error("cannot listen on {addr}: {source} (is another replica or process using the port?)")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Other I/O (data directory, threads).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The log failed while serving; the replica stopped voting.
+    #[error("the log failed while serving (see the error above); repair the device and restart")]
+    LogFailed,
+}
+
+/// What connection threads share.
+pub struct Context {
+    /// This replica's id.
+    pub id: u32,
+    /// The cluster secret.
+    pub key: Arc<Vec<u8>>,
+    /// The core thread's inbox.
+    pub inbox: Arc<Ring<Event<ConnResponder>>>,
+    /// Member id -> client address (for redirects).
+    pub members: HashMap<u32, String>,
+    /// Set on shutdown.
+    pub stop: Arc<AtomicBool>,
+    /// CPU placement of I/O threads.
+    pub placement: Placement,
+}
+
+fn bind(addr: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr: addr.to_string(), source })
+}
+
+/// Runs a replica until SIGTERM/SIGINT (Ok) or a log failure (Err).
+pub fn run(config: ReplicaConfig) -> Result<(), ServeError> {
+    let key = Arc::new(read_secret(&config.secret_file)?);
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| ServeError::Io { what: format!("creating data dir {}", config.data_dir.display()), source })?;
+    let backend = decree_pmem::Backend::parse(&config.log.backend).expect("validated");
+    let log_config = decree_pmem::Config { path: config.log_path(), size_bytes: config.log.size_mib << 20, backend };
+    let (storage, durable) = storage::PmemStorage::open(&log_config)?;
+    let listener = bind(&config.listen_addr())?;
+    let metrics = Arc::new(metrics::Metrics::new(config.id));
+    if let Some(addr) = &config.metrics {
+        metrics::serve(bind(addr)?, metrics.clone());
+    }
+    let node_config = config.node_config();
+    let placement = node_config.placement.clone();
+    let inbox = Node::inbox(&node_config);
+    let stop = Arc::new(AtomicBool::new(false));
+    let peers: Vec<(u32, SocketAddr)> = config
+        .members
+        .iter()
+        .filter(|m| m.id != config.id)
+        .map(|m| (m.id, m.addr.parse().expect("validated")))
+        .collect();
+    let transport = peers::TcpPeers::start(config.id, peers, key.clone(), placement.clone(), stop.clone());
+    let node = Node::start(node_config, inbox.clone(), durable, KvStore::default(), transport, storage, metrics)
+        .map_err(|source| ServeError::Io { what: "starting runtime threads".into(), source })?;
+    let ctx = Arc::new(Context {
+        id: config.id,
+        key,
+        inbox,
+        members: config.members.iter().map(|m| (m.id, m.addr.clone())).collect(),
+        stop: stop.clone(),
+        placement,
+    });
+    std::thread::Builder::new()
+        .name("decree-accept".into())
+        .spawn(move || listener::serve(listener, ctx))
+        .map_err(|source| ServeError::Io { what: "starting the listener".into(), source })?;
+    tracing::info!(id = config.id, listen = %config.listen_addr(), metrics = ?config.metrics, "replica serving");
+
+    let terminate = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, terminate.clone())
+            .map_err(|source| ServeError::Io { what: "installing signal handlers".into(), source })?;
+    }
+    while !terminate.load(Ordering::Acquire) && !node.failed() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let failed = node.failed();
+    tracing::info!("shutting down: stopping the core, syncing the log");
+    stop.store(true, Ordering::Release);
+    node.shutdown();
+    if failed {
+        return Err(ServeError::LogFailed);
+    }
+    tracing::info!("replica stopped cleanly");
+    Ok(())
+}

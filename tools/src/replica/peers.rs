@@ -1,0 +1,104 @@
+//! The `tcp` replica transport: one writer thread per peer dials it, authenticates, and streams
+//! framed engine envelopes (`decree_engine::codec`); inbound peer connections are read by the
+//! listener (`listener.rs`) after authentication.
+
+use crate::auth::{self, Peer};
+use crossbeam::channel::{self, Receiver, Sender, TrySendError};
+use decree_engine::codec::encode_frame;
+use decree_engine::message::Envelope;
+use decree_engine::runtime::{Placement, PeerTransport, Role};
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Messages queued per peer before new ones are dropped (Paxos retransmits).
+const PEER_QUEUE_MESSAGES: usize = 8_192;
+/// Back-off between connection attempts.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Sends to peers through per-peer writer threads.
+pub struct TcpPeers {
+    queues: HashMap<u32, Sender<Envelope>>,
+    dropped: u64,
+}
+
+impl TcpPeers {
+    /// Starts one writer per peer in `peers` (id, address).
+    pub fn start(self_id: u32, peers: Vec<(u32, SocketAddr)>, key: Arc<Vec<u8>>, placement: Placement, stop: Arc<AtomicBool>) -> TcpPeers {
+        let mut queues = HashMap::new();
+        for (id, addr) in peers {
+            let (tx, rx) = channel::bounded(PEER_QUEUE_MESSAGES);
+            queues.insert(id, tx);
+            let (key, placement, stop) = (key.clone(), placement.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name(format!("decree-peer-{id}"))
+                .spawn(move || {
+                    placement.pin_current(Role::Io);
+                    writer(self_id, id, addr, &key, rx, &stop);
+                })
+                .expect("spawning a peer writer thread");
+        }
+        TcpPeers { queues, dropped: 0 }
+    }
+}
+
+impl PeerTransport for TcpPeers {
+    fn send(&mut self, envelope: Envelope) {
+        let Some(queue) = self.queues.get(&envelope.to.0) else { return };
+        if let Err(TrySendError::Full(_)) = queue.try_send(envelope) {
+            self.dropped += 1;
+            if self.dropped.is_power_of_two() {
+                tracing::warn!(dropped = self.dropped, "peer queue full; dropping messages (retransmitted on heartbeat)");
+            }
+        }
+    }
+}
+
+fn dial(self_id: u32, addr: SocketAddr, key: &[u8]) -> Result<TcpStream, String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+    auth::connect(&mut stream, key, Peer::Replica(self_id)).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+fn writer(self_id: u32, peer: u32, addr: SocketAddr, key: &[u8], queue: Receiver<Envelope>, stop: &AtomicBool) {
+    let mut buf = Vec::with_capacity(64 << 10);
+    let mut last_error = String::new();
+    while !stop.load(Ordering::Acquire) {
+        let mut stream = match dial(self_id, addr, key) {
+            Ok(stream) => {
+                tracing::info!(peer, %addr, "connected to peer");
+                last_error.clear();
+                stream
+            }
+            Err(error) => {
+                if error != last_error {
+                    tracing::warn!(peer, %addr, %error, "cannot reach peer; retrying");
+                    last_error = error;
+                }
+                // Messages queued while the peer is unreachable are stale: drop them.
+                while queue.try_recv().is_ok() {}
+                std::thread::sleep(RECONNECT_BACKOFF);
+                continue;
+            }
+        };
+        while !stop.load(Ordering::Acquire) {
+            let Ok(first) = queue.recv_timeout(Duration::from_millis(100)) else { continue };
+            buf.clear();
+            encode_frame(&first, &mut buf);
+            while buf.len() < (1 << 20) {
+                let Ok(next) = queue.try_recv() else { break };
+                encode_frame(&next, &mut buf);
+            }
+            if let Err(error) = stream.write_all(&buf) {
+                tracing::warn!(peer, %addr, %error, "peer connection lost; reconnecting");
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The client protocol: length-prefixed, versioned, checksummed frames around postcard messages.
+//!
+//! Header (16 bytes, little-endian): magic "DCLI" u32, version u16, reserved u16, payload length
+//! u32, crc32c of the payload u32. Payloads above `MAX_CLIENT_PAYLOAD_BYTES` are refused before any
+//! allocation. Every decoder returns an error, never panics.
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use thiserror::Error;
+
+/// "DCLI".
+pub const CLIENT_MAGIC: u32 = 0x4443_4c49;
+/// Client protocol version this build speaks.
+pub const CLIENT_VERSION: u16 = 1;
+/// Header size.
+pub const CLIENT_HEADER_BYTES: usize = 16;
+/// Largest payload accepted either way.
+pub const MAX_CLIENT_PAYLOAD_BYTES: usize = 1 << 20;
+
+/// What a client sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientFrame {
+    /// Execute `op` once for (client, seq).
+    Request {
+        /// Echoed in the answer.
+        request_id: u64,
+        /// Session id (random per client instance).
+        client: u64,
+        /// Per-session sequence number; retries reuse it.
+        seq: u64,
+        /// State machine operation bytes.
+        op: Bytes,
+    },
+    /// Ask for the replica's status.
+    Status {
+        /// Echoed in the answer.
+        request_id: u64,
+    },
+}
+
+/// Why the server refused a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// Bad magic, checksum or encoding.
+    Malformed,
+    /// Payload above the limit.
+    Oversize,
+    /// A protocol version the server does not speak.
+    UnsupportedVersion,
+}
+
+/// A replica's status, as sent to clients.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusView {
+    /// Replica id.
+    pub id: u32,
+    /// Whether it leads.
+    pub leading: bool,
+    /// The leader it believes in.
+    pub leader: Option<u32>,
+    /// Promised ballot, as "round.leader".
+    pub ballot: String,
+    /// Commit index.
+    pub commit: u64,
+    /// Applied index.
+    pub applied: u64,
+    /// End of its log.
+    pub log_end: u64,
+    /// Requests executed.
+    pub executed: u64,
+    /// Log bytes.
+    pub log_bytes: u64,
+}
+
+/// What a replica sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerFrame {
+    /// The request's result.
+    Reply {
+        /// The request's id.
+        request_id: u64,
+        /// Its seq.
+        seq: u64,
+        /// State machine reply bytes.
+        payload: Bytes,
+    },
+    /// Not the leader: go to `leader_addr` (if known).
+    Redirect {
+        /// The request's id.
+        request_id: u64,
+        /// Leader id, if known.
+        leader: Option<u32>,
+        /// Leader's client address, if known.
+        leader_addr: Option<String>,
+    },
+    /// Overloaded: retry after a back-off.
+    Busy {
+        /// The request's id.
+        request_id: u64,
+    },
+    /// Status answer.
+    Status {
+        /// The request's id.
+        request_id: u64,
+        /// The status.
+        status: StatusView,
+    },
+    /// The last frame was refused; the server closes the connection after this.
+    Error {
+        /// Category.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+}
+
+/// A frame that could not be read.
+#[derive(Debug, Error)]
+pub enum WireError {
+    /// The socket failed or closed.
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// Not a decree client frame.
+    #[error("bad magic {0:#010x}: peer is not speaking decree's client protocol")]
+    BadMagic(u32),
+    /// Unknown version.
+    #[error("unsupported client protocol version {0} (this build speaks {CLIENT_VERSION})")]
+    UnsupportedVersion(u16),
+    /// Too large.
+    #[error("frame payload of {0} bytes exceeds the {MAX_CLIENT_PAYLOAD_BYTES}-byte limit")]
+    Oversize(usize),
+    /// Checksum mismatch.
+    #[error("frame checksum mismatch")]
+    BadChecksum,
+    /// The payload did not decode.
+    #[error("malformed payload: {0}")]
+    Malformed(String),
+}
+
+impl WireError {
+    /// The error code to send back for a refused frame (None: the socket itself failed).
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            WireError::Io(_) => None,
+            WireError::UnsupportedVersion(_) => Some(ErrorCode::UnsupportedVersion),
+            WireError::Oversize(_) => Some(ErrorCode::Oversize),
+            WireError::BadMagic(_) | WireError::BadChecksum | WireError::Malformed(_) => Some(ErrorCode::Malformed),
+        }
+    }
+}
+
+/// Appends one framed message to `out`.
+pub fn encode<T: Serialize>(message: &T, out: &mut Vec<u8>) {
+    let at = out.len();
+    out.extend_from_slice(&[0u8; CLIENT_HEADER_BYTES]);
+    let mut buf = postcard::to_extend(message, std::mem::take(out)).expect("encoding into a Vec cannot fail");
+    let len = buf.len() - at - CLIENT_HEADER_BYTES;
+    assert!(len <= MAX_CLIENT_PAYLOAD_BYTES, "contract: client frame exceeds MAX_CLIENT_PAYLOAD_BYTES");
+    let crc = crc32c::crc32c(&buf[at + CLIENT_HEADER_BYTES..]);
+    let header = &mut buf[at..at + CLIENT_HEADER_BYTES];
+    header[0..4].copy_from_slice(&CLIENT_MAGIC.to_le_bytes());
+    header[4..6].copy_from_slice(&CLIENT_VERSION.to_le_bytes());
+    header[8..12].copy_from_slice(&(len as u32).to_le_bytes());
+    header[12..16].copy_from_slice(&crc.to_le_bytes());
+    *out = buf;
+}
+
+/// Writes one framed message.
+pub fn write_frame<T: Serialize>(writer: &mut impl Write, message: &T) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    encode(message, &mut out);
+    writer.write_all(&out)
+}
+
+/// Reads one framed message, reusing `buf` for the payload.
+pub fn read_frame<T: DeserializeOwned>(reader: &mut impl Read, buf: &mut Vec<u8>) -> Result<T, WireError> {
+    let mut header = [0u8; CLIENT_HEADER_BYTES];
+    reader.read_exact(&mut header)?;
+    let magic = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+    if magic != CLIENT_MAGIC {
+        return Err(WireError::BadMagic(magic));
+    }
+    let version = u16::from_le_bytes(header[4..6].try_into().expect("2 bytes"));
+    if version != CLIENT_VERSION {
+        return Err(WireError::UnsupportedVersion(version));
+    }
+    let len = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes")) as usize;
+    if len > MAX_CLIENT_PAYLOAD_BYTES {
+        return Err(WireError::Oversize(len));
+    }
+    let crc = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
+    buf.clear();
+    buf.resize(len, 0);
+    reader.read_exact(buf)?;
+    if crc32c::crc32c(buf) != crc {
+        return Err(WireError::BadChecksum);
+    }
+    postcard::from_bytes(buf).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(frame: &ClientFrame) -> Result<ClientFrame, WireError> {
+        let mut out = Vec::new();
+        encode(frame, &mut out);
+        read_frame(&mut out.as_slice(), &mut Vec::new())
+    }
+
+    #[test]
+    fn frames_roundtrip_and_damage_is_named() {
+        let frame = ClientFrame::Request { request_id: 7, client: 9, seq: 3, op: Bytes::from_static(b"op") };
+        assert_eq!(roundtrip(&frame).unwrap(), frame);
+        let mut out = Vec::new();
+        encode(&frame, &mut out);
+        let mut flipped = out.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(matches!(read_frame::<ClientFrame>(&mut flipped.as_slice(), &mut Vec::new()), Err(WireError::BadChecksum)));
+        let mut versioned = out.clone();
+        versioned[4] = 9;
+        assert!(matches!(read_frame::<ClientFrame>(&mut versioned.as_slice(), &mut Vec::new()), Err(WireError::UnsupportedVersion(9))));
+        let mut huge = out;
+        huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(read_frame::<ClientFrame>(&mut huge.as_slice(), &mut Vec::new()), Err(WireError::Oversize(_))));
+    }
+}
