@@ -65,3 +65,5 @@ pub fn init_logging() {
         .with_ansi(false)
         .try_init();
 }
+
+pub mod scenarios;
