@@ -42,8 +42,8 @@ mod tests {
 
     #[test]
     fn delay_doubles_up_to_the_cap_and_resets() {
-        let t0 = Instant::now();
         let mut b = Backoff::new(Duration::from_millis(10), Duration::from_millis(40));
+        let t0 = Instant::now();
         assert!(b.due(t0));
         b.failed(t0);
         assert!(!b.due(t0 + Duration::from_millis(9)));
