@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Host side of the pmem DAX suite: for fsdax (ext4 -o dax, MAP_SYNC) and device-DAX (/dev/daxX.Y,
-# 2 MiB-aligned whole-device mapping), boot a guest on a fresh NVDIMM image, append log entries
-# durably (stores + clwb/clflushopt + sfence, no syscall), SIGKILL qemu mid-stream, boot again on
-# the same image, recover, and check every entry acknowledged on the console before the kill is
-# present and intact. Exit 0 iff both pass. DECREE_GUEST_TIMEOUT bounds each boot (default 300 s).
+# Host side of the pmem power-loss suite: for fsdax (ext4 -o dax, MAP_SYNC), device-DAX
+# (/dev/daxX.Y, 2 MiB-aligned whole-device mapping) and the file backend (ext4 without dax on the
+# same NVDIMM: the guest page cache dies with the VM), boot a guest on a fresh NVDIMM image, append
+# log entries durably (dax: stores + clwb/clflushopt + sfence, no syscall; file: pwrite +
+# fdatasync), SIGKILL qemu mid-stream, boot again on the same image, recover, and check every entry
+# acknowledged on the console before the kill is present and intact. Exit 0 iff all pass.
+# DECREE_GUEST_TIMEOUT bounds each boot (default 300 s); PMEM_GUEST_MODES picks a subset.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
@@ -14,7 +16,7 @@ trap 'rm -rf "$work"' EXIT
 tmo=${DECREE_GUEST_TIMEOUT:-300}
 marker=PMEM-READY-TO-DIE-$$
 fail=0
-for mode in fsdax devdax; do
+for mode in ${PMEM_GUEST_MODES:-fsdax devdax file}; do
   img=$work/$mode.img
   truncate -s 256M "$img"
   echo "--- $mode: write, then SIGKILL qemu"

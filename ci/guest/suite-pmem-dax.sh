@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Guest side of the pmem DAX suite (host side: host-pmem-dax.sh).
-# Usage: suite-pmem-dax.sh write|verify fsdax|devdax PMEM_GUEST_BIN ARG
+# Usage: suite-pmem-dax.sh write|verify fsdax|devdax|file PMEM_GUEST_BIN ARG
+#   fsdax: ext4 -o dax, MAP_SYNC; devdax: /dev/daxX.Y; file: the same NVDIMM with ext4 mounted
+#   without dax, so the guest page cache is lost with the VM (power loss for the file backend)
 #   write: ARG is the marker printed once 500 appends are durable (the host then SIGKILLs qemu)
 #   verify: ARG is the highest acknowledged count the host saw on the console before the kill
 set -uo pipefail
@@ -14,6 +16,12 @@ case $mode in
     nvdimm_fsdax_mount /mnt/pmem || { echo "suite-pmem-dax: fsdax mount failed"; exit 1; }
     grep ' /mnt/pmem ' /proc/mounts
     path=/mnt/pmem/decree.log backend=dax;;
+  file)
+    dev=$(nvdimm_fsdax_dev) || exit 1
+    blkid "$dev" 2>/dev/null | grep -q ext4 || mkfs.ext4 -F -q -b 4096 "$dev" || exit 1
+    mkdir -p /mnt/pmem && mount "$dev" /mnt/pmem || { echo "suite-pmem-dax: mount failed"; exit 1; }
+    grep ' /mnt/pmem ' /proc/mounts
+    path=/mnt/pmem/decree.log backend=file;;
   devdax)
     path=$(nvdimm_devdax) || exit 1
     backend=devdax

@@ -1,9 +1,10 @@
-//! The DAX checks run inside the NVDIMM guest (ci/guest/host-pmem-dax.sh).
+//! The power-loss checks run inside the NVDIMM guest (ci/guest/host-pmem-dax.sh).
 //!
-//!     pmem-guest write  --path P --backend dax|devdax --marker M --marker-after N
-//!         appends entries (slot i at round 1), syncing each: MAP_SYNC stores + cache-line
-//!         write-back + sfence, no syscall. Prints "acked-upto K" every 50 durable appends and M
-//!         once N are durable, then keeps appending until the host SIGKILLs the VM.
+//!     pmem-guest write  --path P --backend dax|devdax|file --marker M --marker-after N
+//!         appends entries (slot i at round 1), syncing each (dax: MAP_SYNC stores + cache-line
+//!         write-back + sfence, no syscall; file: pwrite + fdatasync). Prints "acked-upto K" every
+//!         50 durable appends and M once N are durable, then keeps appending until the host
+//!         SIGKILLs the VM.
 //!     pmem-guest verify --path P --backend dax|devdax --acked K
 //!         recovers and checks slots 0..K are present and intact (and any later ones intact).
 //!     pmem-guest devdax-map --path /dev/daxX.Y
@@ -45,16 +46,23 @@ fn config(path: PathBuf, backend: &str) -> Result<Config, String> {
     Ok(Config { path, size_bytes: LOG_SIZE_BYTES, backend })
 }
 
-fn expect_dax(kind: BackendKind) -> Result<(), String> {
-    match kind {
-        BackendKind::FsDax | BackendKind::DevDax => Ok(()),
-        other => Err(format!("expected a DAX backend, got {}", other.name())),
+/// The backend must be the one asked for (auto-detection or a fallback must not hide a miss).
+fn expect_backend(kind: BackendKind, backend: &str) -> Result<(), String> {
+    let expected = match backend {
+        "dax" => BackendKind::FsDax,
+        "devdax" => BackendKind::DevDax,
+        _ => BackendKind::FilePwrite,
+    };
+    if kind == expected {
+        Ok(())
+    } else {
+        Err(format!("expected backend {}, got {}", expected.name(), kind.name()))
     }
 }
 
 fn write(path: PathBuf, backend: &str, marker: &str, marker_after: u64) -> Result<(), String> {
     let mut log = open(&config(path, backend)?).map_err(|e| e.to_string())?;
-    expect_dax(log.backend())?;
+    expect_backend(log.backend(), backend)?;
     println!("pmem-guest: writing on backend {}", log.backend().name());
     let mut out = std::io::stdout();
     for slot in 0.. {
@@ -75,7 +83,7 @@ fn write(path: PathBuf, backend: &str, marker: &str, marker_after: u64) -> Resul
 
 fn verify(path: PathBuf, backend: &str, acked: u64) -> Result<(), String> {
     let log = open(&config(path, backend)?).map_err(|e| e.to_string())?;
-    expect_dax(log.backend())?;
+    expect_backend(log.backend(), backend)?;
     let slots: Vec<u64> = log.slots().map(|(s, _)| s).collect();
     if slots.len() as u64 != slots.last().map_or(0, |s| s + 1) {
         return Err("recovered slots are not a contiguous prefix".into());
