@@ -22,6 +22,7 @@ const OFF_PERMIT: usize = 24;
 const OFF_PERSISTED: usize = 32;
 const OFF_IMM_HEAD: usize = 40;
 const OFF_IMM_TAIL: usize = 48;
+const OFF_DOORBELL: usize = 56;
 const OFF_IMM_RING: usize = 64;
 /// Immediates the follower has not yet polled, at most.
 pub const IMM_SLOTS: usize = 256;
@@ -47,6 +48,7 @@ impl<'a> Header<'a> {
         self.word(OFF_PERSISTED).store(0, Ordering::Relaxed);
         self.word(OFF_IMM_HEAD).store(0, Ordering::Relaxed);
         self.word(OFF_IMM_TAIL).store(0, Ordering::Relaxed);
+        self.word(OFF_DOORBELL).store(0, Ordering::Relaxed);
         self.word(OFF_MAGIC).store(MAGIC, Ordering::Release);
     }
 
@@ -126,6 +128,17 @@ impl<'a> Header<'a> {
     /// Leader: the persisted prefix end.
     pub fn persisted(&self) -> u64 {
         self.word(OFF_PERSISTED).load(Ordering::Acquire)
+    }
+
+    /// Follower: counts a control message sent to a leader, so leaders skip the socket read
+    /// (a syscall) on polls where nothing was sent.
+    pub fn ring_doorbell(&self) {
+        self.word(OFF_DOORBELL).fetch_add(1, Ordering::Release);
+    }
+
+    /// Leader: the doorbell count.
+    pub fn doorbell(&self) -> u64 {
+        self.word(OFF_DOORBELL).load(Ordering::Acquire)
     }
 
     /// Whether the immediate ring is full (the follower is not polling).

@@ -23,6 +23,8 @@ pub struct ShmLeader {
     next_id: u64,
     done: Vec<LeaderEvent>,
     persisted_seen: u64,
+    doorbell_seen: u64,
+    polls: u64,
 }
 
 impl ShmLeader {
@@ -44,7 +46,7 @@ impl ShmLeader {
         // polls on the same thread as this connect cannot deadlock it.
         conn.send(TAG_HELLO, &[&token.0.to_le_bytes()])?;
         log_mode("shm", &peer, durability);
-        Ok(ShmLeader { peer, token, map, conn, durability, next_id: 0, done: Vec::new(), persisted_seen: 0 })
+        Ok(ShmLeader { peer, token, map, conn, durability, next_id: 0, done: Vec::new(), persisted_seen: 0, doorbell_seen: 0, polls: 0 })
     }
 
     fn store(&self, w: &Write<'_>) -> Result<(), VerbsError> {
@@ -99,6 +101,14 @@ impl LeaderLink for ShmLeader {
             self.persisted_seen = upto;
             out.push(LeaderEvent::Persisted { upto });
         }
+        // Read the socket when the follower rang (it sent something), and every 256th poll
+        // anyway to notice a follower that went away.
+        let doorbell = Header::new(&self.map).doorbell();
+        self.polls += 1;
+        if doorbell == self.doorbell_seen && self.polls % 256 != 0 {
+            return Ok(());
+        }
+        self.doorbell_seen = doorbell;
         while let Some((tag, body)) = self.conn.try_recv()? {
             if tag != TAG_CONTROL {
                 return Err(VerbsError::Protocol { peer: self.peer.clone(), what: format!("unexpected message tag {tag}") });

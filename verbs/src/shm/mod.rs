@@ -97,7 +97,9 @@ impl FollowerLink for ShmFollower {
 
     fn send(&mut self, to: LeaderToken, envelope: &Envelope) -> Result<(), VerbsError> {
         let body = encode_control(envelope);
-        self.conn(to)?.send(TAG_CONTROL, &[&body])
+        self.conn(to)?.send(TAG_CONTROL, &[&body])?;
+        self.header().ring_doorbell();
+        Ok(())
     }
 
     fn ack_persisted(&mut self, _to: LeaderToken, upto: u64) -> Result<(), VerbsError> {

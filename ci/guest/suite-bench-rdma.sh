@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Guest half of `make bench-verbs`'s rdma row: ib_write_lat first (the baseline), then the
+# transport's own benchmark on the same devices, given the baseline's typical latency.
+set -euo pipefail
+bin=$1; iters=$2
+tools/softroce/setup-rxe.sh --pair > /dev/null
+base=$(ci/guest/ib-write-lat.sh "$iters" 64 | tee /dev/stderr | sed -n 's/.*t_typical_us=\([0-9.]*\).*/\1/p')
+[ -n "$base" ] || { echo "no ib_write_lat baseline"; exit 1; }
+DECREE_RDMA_DEV_A=rxe0 DECREE_RDMA_DEV_B=rxe1 "$bin" rdma "$iters" --baseline-us "$base"
