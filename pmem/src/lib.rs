@@ -12,6 +12,9 @@
 //! 3. `if let Some(upto) = tickets.completed(durable) { core.step(Persisted { upto }) }`.
 //! 4. on `Err`: the log is failed; stop acknowledging and voting, log the error, exit for repair.
 //!
+//! After a restart, `open` recovers and `Log::recovered_writes` hands the live state back as the
+//! core's `DurableWrite`s (promise, entries, commit).
+//!
 //! The log is record-structured: re-accepting a slot at a higher ballot appends a new record that
 //! supersedes the old one on read and recovery; later slots are never forgotten by it.
 

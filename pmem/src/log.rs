@@ -14,7 +14,7 @@ use crate::ring::{implicit_wrap, lap_remaining_bytes, medium_offset};
 use crate::state::{HardState, LogState};
 use crate::superblock::{Superblock, DATA_OFFSET_BYTES};
 use decree_engine::core::io::DurableWrite;
-use decree_engine::types::{Ballot, Slot, Value};
+use decree_engine::types::{Ballot, Entry, Slot, Value};
 
 /// Ring bytes ordinary appends leave free so `discard_prefix` (three header-only records plus
 /// at most one wrap gap) can always run, even on a full log.
@@ -135,16 +135,50 @@ impl<M: Medium> Log<M> {
             DurableWrite::Promise(ballot) => self.append_promise(*ballot),
             DurableWrite::Commit(slot) => self.append_commit(*slot),
             DurableWrite::Entries(entries) => {
-                let mut buf = Vec::new();
-                let mut end = self.tail_lsn;
+                // Encode all, check room for all, then stage: a batch is staged whole or not at all.
+                let mut payloads = Vec::with_capacity(entries.len());
                 for entry in entries {
-                    buf.clear();
+                    let mut buf = Vec::new();
                     encode_value(&entry.value, &mut buf);
-                    end = self.append_entry(entry.slot, entry.ballot, &buf)?;
+                    payloads.push(buf);
+                }
+                let sizes = payloads.iter().map(|p| encoded_size_bytes(p.len()) as u64);
+                // Worst case: one wrap gap, shorter than the largest record.
+                let needed = sizes.clone().sum::<u64>() + sizes.max().unwrap_or(0);
+                if needed + DISCARD_RESERVE_BYTES > self.free_bytes() {
+                    return Err(self.full(needed));
+                }
+                if let Some(low) = entries.iter().find(|e| e.slot < self.state.base) {
+                    return Err(self.invalid(format!("slot {} is below the discarded prefix {}", low.slot, self.state.base)));
+                }
+                let mut end = self.tail_lsn;
+                for (entry, payload) in entries.iter().zip(&payloads) {
+                    end = self.append_entry(entry.slot, entry.ballot, payload)?;
                 }
                 Ok(end)
             }
         }
+    }
+
+    /// The live state as the core's durable writes (promise, entries, commit), values decoded by
+    /// `decode_value`, to rebuild the core's recovered state after a restart.
+    pub fn recovered_writes(&self, decode_value: &mut dyn FnMut(Slot, &[u8]) -> Option<Value>) -> Result<Vec<DurableWrite>> {
+        let mut entries = Vec::with_capacity(self.state.entries.len());
+        for slot in self.state.entries.keys().copied() {
+            let stored = self.read(slot)?.expect("listed slot has an entry");
+            let value = decode_value(slot, &stored.payload).ok_or_else(|| {
+                let loc = self.state.entries[&slot];
+                Error::Corrupt {
+                    resource: self.medium.resource().to_string(),
+                    offset: medium_offset(loc.lsn, self.sb.capacity_bytes),
+                    lsn: loc.lsn,
+                    detail: format!("slot {slot}: checksummed payload does not decode as a value"),
+                }
+            })?;
+            entries.push(Entry { slot, ballot: stored.ballot, value });
+        }
+        let hard = self.state.hard;
+        Ok(vec![DurableWrite::Promise(hard.promise), DurableWrite::Entries(entries), DurableWrite::Commit(hard.commit)])
     }
 
     /// Forgets entries at `from_slot` and above (appends a marker). Not for Paxos acceptors
@@ -306,12 +340,7 @@ impl<M: Medium> Log<M> {
         let lsn = self.next_record_lsn(size);
         let needed = lsn + size - self.tail_lsn;
         if lsn + size - self.sb.head_lsn + reserve_bytes > capacity {
-            return Err(Error::Full {
-                resource: self.medium.resource().to_string(),
-                needed_bytes: needed,
-                free_bytes: self.free_bytes(),
-                capacity_bytes: capacity,
-            });
+            return Err(self.full(needed));
         }
         if lsn != self.tail_lsn {
             self.stage_wrap();
@@ -382,6 +411,15 @@ impl<M: Medium> Log<M> {
         tracing::error!(resource, op, error = %source, "pmem log failed: stops acknowledging; nothing after lsn {} is durable", self.durable_lsn);
         self.failed = Some(format!("{op}: {source}"));
         Error::Io { resource, op, source }
+    }
+
+    fn full(&self, needed_bytes: u64) -> Error {
+        Error::Full {
+            resource: self.medium.resource().to_string(),
+            needed_bytes,
+            free_bytes: self.free_bytes(),
+            capacity_bytes: self.sb.capacity_bytes,
+        }
     }
 
     fn invalid(&self, detail: String) -> Error {

@@ -210,3 +210,30 @@ fn recovers_a_ring_larger_than_the_read_window() {
         assert_eq!(log.read(s).unwrap().unwrap().payload, payload(s, 1, 1000 + (s as usize * 37) % 9000));
     }
 }
+
+#[test]
+fn a_batch_that_does_not_fit_is_staged_not_at_all() {
+    let mut log = sim_log(4096);
+    let mut encode = |_: &Value, out: &mut Vec<u8>| out.extend_from_slice(&[9; 500]);
+    let batch = |first: u64, n: u64| DurableWrite::Entries((first..first + n).map(|slot| Entry { slot, ballot: ballot(1), value: Value::Noop }).collect());
+    log.stage(&batch(0, 4), &mut encode).unwrap();
+    let tail = log.tail_lsn();
+    assert!(matches!(log.stage(&batch(4, 8), &mut encode), Err(Error::Full { .. })));
+    assert_eq!(log.tail_lsn(), tail, "nothing of the refused batch was staged");
+    assert_eq!(log.slots().count(), 4);
+}
+
+#[test]
+fn recovered_writes_rebuild_the_cores_state() {
+    let mut log = sim_log(1 << 16);
+    let mut encode = |v: &Value, out: &mut Vec<u8>| out.push(v.request_count() as u8);
+    log.stage(&DurableWrite::Promise(ballot(5)), &mut encode).unwrap();
+    let entries: Vec<Entry> = (0..3).map(|slot| Entry { slot, ballot: ballot(5), value: Value::Noop }).collect();
+    log.stage(&DurableWrite::Entries(entries.clone()), &mut encode).unwrap();
+    log.stage(&DurableWrite::Commit(2), &mut encode).unwrap();
+    log.sync().unwrap();
+    let log = crash(log, None);
+    let writes = log.recovered_writes(&mut |_, bytes| (bytes == [0]).then_some(Value::Noop)).unwrap();
+    assert_eq!(writes, vec![DurableWrite::Promise(ballot(5)), DurableWrite::Entries(entries), DurableWrite::Commit(2)]);
+    assert!(matches!(log.recovered_writes(&mut |_, _| None), Err(Error::Corrupt { .. })), "undecodable payload is corruption");
+}
