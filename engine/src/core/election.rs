@@ -126,6 +126,7 @@ impl Replica {
                 self.out.push(Command::LeadershipChanged { leading: false, ballot: seen });
                 let refused = leadership.pending.iter().map(|r| (r.client, r.seq)).collect();
                 self.leader_hint = (seen.owner() != self.id()).then_some(seen.owner());
+                self.last_leader_contact_ms = self.leader_hint.map(|_| self.now_ms);
                 self.redirect(refused);
                 self.reset_election_timer();
             }
