@@ -123,6 +123,7 @@ pub fn validate(msg: &Message) -> Result<(), CodecError> {
             if p.entries.iter().any(|e| e.ballot > p.ballot) {
                 return Err(CodecError::Invalid("promise reports an entry above the promised ballot"));
             }
+            validate_values(p.entries.iter().map(|e| &e.value))?;
         }
         Message::Accept(a) => {
             if a.values.len() > MAX_ENTRIES_PER_MESSAGE {
@@ -131,8 +132,31 @@ pub fn validate(msg: &Message) -> Result<(), CodecError> {
             if a.start.checked_add(a.values.len() as u64).is_none() {
                 return Err(CodecError::Invalid("accept slot range overflows"));
             }
+            validate_values(a.values.iter())?;
         }
-        Message::Prepare(_) | Message::Accepted(_) | Message::Reject(_) | Message::Heartbeat(_) => {}
+        Message::Chosen(c) => {
+            if c.entries.len() > MAX_ENTRIES_PER_MESSAGE {
+                return Err(CodecError::Invalid("chosen carries too many entries"));
+            }
+            let consecutive = c.entries.iter().enumerate().all(|(i, e)| Some(e.slot) == c.start.checked_add(i as u64));
+            if !consecutive {
+                return Err(CodecError::Invalid("chosen entries are not consecutive from start"));
+            }
+            if c.start.saturating_add(c.entries.len() as u64) > c.commit {
+                return Err(CodecError::Invalid("chosen entries reach past the sender's commit"));
+            }
+            validate_values(c.entries.iter().map(|e| &e.value))?;
+        }
+        Message::Prepare(_) | Message::Accepted(_) | Message::Reject(_) | Message::Heartbeat(_) | Message::Fetch(_) => {}
+    }
+    Ok(())
+}
+
+fn validate_values<'a>(values: impl Iterator<Item = &'a crate::types::Value>) -> Result<(), CodecError> {
+    for value in values {
+        if let crate::types::Value::Reconfig(membership) = value {
+            membership.validate().map_err(|_| CodecError::Invalid("malformed configuration in a reconfig value"))?;
+        }
     }
     Ok(())
 }

@@ -1,20 +1,60 @@
-//! Who votes. Kept as data, not baked into the core, so configuration changes can replace it.
+//! Who votes and who only listens. Kept as data, not baked into the core: a committed
+//! `Value::Reconfig` replaces it.
 
 use crate::types::ReplicaId;
+use serde::{Deserialize, Serialize};
 
-/// The voting members of a group and the quorum they need.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Most members (voters plus learners) a configuration may name.
+pub const MAX_MEMBERS: usize = 64;
+
+/// A configuration: voting members and non-voting learners (which receive the log).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Membership {
     voters: Vec<ReplicaId>,
+    learners: Vec<ReplicaId>,
+}
+
+/// Why a proposed configuration is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// No voters.
+    #[error("a configuration needs at least one voter")]
+    NoVoters,
+    /// Too many members.
+    #[error("a configuration may name at most {MAX_MEMBERS} members")]
+    TooMany,
+    /// A replica listed as both voter and learner.
+    #[error("replica {0} is listed both as voter and as learner")]
+    Overlap(ReplicaId),
 }
 
 impl Membership {
-    /// A membership of the given voters (deduplicated, sorted). Panics on an empty set.
-    pub fn new(mut voters: Vec<ReplicaId>) -> Self {
+    /// Voters only. Panics on an empty set (a programming error; use `try_new` for input).
+    pub fn new(voters: Vec<ReplicaId>) -> Self {
+        Self::try_new(voters, Vec::new()).expect("contract violated: membership-valid")
+    }
+
+    /// Voters and learners, validated; both lists are sorted and deduplicated.
+    pub fn try_new(mut voters: Vec<ReplicaId>, mut learners: Vec<ReplicaId>) -> Result<Self, MembershipError> {
         voters.sort();
         voters.dedup();
-        assert!(!voters.is_empty(), "contract violated: membership-nonempty");
-        Membership { voters }
+        learners.sort();
+        learners.dedup();
+        if voters.is_empty() {
+            return Err(MembershipError::NoVoters);
+        }
+        if voters.len() + learners.len() > MAX_MEMBERS {
+            return Err(MembershipError::TooMany);
+        }
+        if let Some(both) = learners.iter().find(|l| voters.binary_search(l).is_ok()) {
+            return Err(MembershipError::Overlap(*both));
+        }
+        Ok(Membership { voters, learners })
+    }
+
+    /// Checks a decoded configuration (from the wire or a file) is well formed.
+    pub fn validate(&self) -> Result<(), MembershipError> {
+        Self::try_new(self.voters.clone(), self.learners.clone()).map(|_| ())
     }
 
     /// The voters, ascending.
@@ -22,13 +62,48 @@ impl Membership {
         &self.voters
     }
 
+    /// The learners, ascending.
+    pub fn learners(&self) -> &[ReplicaId] {
+        &self.learners
+    }
+
+    /// Voters then learners: everyone the leader replicates to.
+    pub fn members(&self) -> impl Iterator<Item = ReplicaId> + '_ {
+        self.voters.iter().chain(self.learners.iter()).copied()
+    }
+
     /// Whether `id` votes.
     pub fn is_voter(&self, id: ReplicaId) -> bool {
         self.voters.binary_search(&id).is_ok()
     }
 
-    /// Votes needed for a decision: a strict majority.
+    /// Whether `id` is a voter or a learner.
+    pub fn is_member(&self, id: ReplicaId) -> bool {
+        self.is_voter(id) || self.learners.binary_search(&id).is_ok()
+    }
+
+    /// Votes needed for a decision: a strict majority of the voters.
     pub fn quorum(&self) -> usize {
         self.voters.len() / 2 + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_is_a_strict_majority_of_voters_only() {
+        let m = Membership::try_new(vec![ReplicaId(1), ReplicaId(2), ReplicaId(3), ReplicaId(4)], vec![ReplicaId(5)]).unwrap();
+        assert_eq!(m.quorum(), 3);
+        assert!(m.is_member(ReplicaId(5)) && !m.is_voter(ReplicaId(5)));
+    }
+
+    #[test]
+    fn malformed_configurations_are_refused() {
+        assert_eq!(Membership::try_new(vec![], vec![ReplicaId(1)]), Err(MembershipError::NoVoters));
+        assert_eq!(Membership::try_new(vec![ReplicaId(1)], vec![ReplicaId(1)]), Err(MembershipError::Overlap(ReplicaId(1))));
+        let many = (0..65).map(ReplicaId).collect();
+        assert_eq!(Membership::try_new(many, vec![]), Err(MembershipError::TooMany));
     }
 }

@@ -31,6 +31,32 @@ pub enum Message {
     Reject(Reject),
     /// Leader liveness and commit propagation; answered with `Accepted`.
     Heartbeat(Heartbeat),
+    /// A replica that cannot campaign and hears no leader asks a peer for chosen entries.
+    Fetch(Fetch),
+    /// Entries the sender knows are chosen, answering a `Fetch`.
+    Chosen(Chosen),
+}
+
+/// A request for chosen entries from `from_slot` on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fetch {
+    /// The requester's current ballot (not a claim to lead; carried for `Message::ballot`).
+    pub ballot: Ballot,
+    /// First slot the requester lacks.
+    pub from_slot: Slot,
+}
+
+/// Chosen entries `start .. start + entries.len()`, each with the ballot it was accepted at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chosen {
+    /// The sender's promised ballot.
+    pub ballot: Ballot,
+    /// First slot carried.
+    pub start: Slot,
+    /// The chosen entries, consecutive from `start`.
+    pub entries: Vec<Entry>,
+    /// The sender's commit index (every slot below it is chosen).
+    pub commit: Slot,
 }
 
 /// Phase 1a.
@@ -123,6 +149,8 @@ impl Message {
             Message::Accepted(m) => m.ballot,
             Message::Reject(m) => m.ballot,
             Message::Heartbeat(m) => m.ballot,
+            Message::Fetch(m) => m.ballot,
+            Message::Chosen(m) => m.ballot,
         }
     }
 
@@ -135,6 +163,8 @@ impl Message {
             Message::Accepted(_) => "accepted",
             Message::Reject(_) => "reject",
             Message::Heartbeat(_) => "heartbeat",
+            Message::Fetch(_) => "fetch",
+            Message::Chosen(_) => "chosen",
         }
     }
 }

@@ -78,13 +78,16 @@ pub enum Value {
     Noop,
     /// A batch of client requests, applied in order.
     Batch(Arc<[Request]>),
+    /// A configuration change: slots after this one belong to the new configuration. The leader
+    /// proposes nothing past it until it is chosen, then runs phase 1 again in the new configuration.
+    Reconfig(crate::membership::Membership),
 }
 
 impl Value {
     /// Number of client requests the value carries.
     pub fn request_count(&self) -> usize {
         match self {
-            Value::Noop => 0,
+            Value::Noop | Value::Reconfig(_) => 0,
             Value::Batch(requests) => requests.len(),
         }
     }

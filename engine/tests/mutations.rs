@@ -61,3 +61,8 @@ fn acknowledging_before_persisting_is_caught() {
 fn committing_without_a_quorum_is_caught() {
     assert_caught(Mutation::CommitWithoutQuorum);
 }
+
+#[test]
+fn switching_configuration_before_the_change_is_chosen_is_caught() {
+    assert_caught(Mutation::EarlyReconfig);
+}

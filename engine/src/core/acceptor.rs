@@ -17,9 +17,10 @@ impl Replica {
             return;
         }
         if ballot > self.promised {
-            if let Some(leader) = self.live_leader() {
+            if let Some(leader) = self.live_leader().filter(|leader| *leader != from) {
                 // Leader stickiness: a replica that cannot see the leader must not depose it
-                // while the rest still can.
+                // while the rest still can. (The leader itself may re-run phase 1, e.g. after a
+                // configuration change.)
                 self.reject(from, ballot, Rejection::LeaderAlive { leader });
                 return;
             }

@@ -94,4 +94,6 @@ pub enum Mutation {
     AckBeforePersist,
     /// The leader commits with one vote fewer than a majority.
     CommitWithoutQuorum,
+    /// A new configuration takes effect when proposed instead of when chosen.
+    EarlyReconfig,
 }

@@ -79,10 +79,19 @@ impl Replica {
         };
         let ballot = election.ballot;
         contract!(self, ballot == self.promised, "leader-owns-promised-ballot");
-        let end = election.highest.keys().next_back().map_or(election.from_slot, |s| s + 1).max(self.log.end());
+        let reported_end = election.highest.keys().next_back().map_or(election.from_slot, |s| s + 1).max(self.log.end());
         let new_commit = election.max_commit.max(self.commit);
+        // A reconfig ends this configuration's slots: later slots belong to the next one, whose
+        // phase 1 runs once the reconfig is chosen. If a promiser already knows it chosen, adopt
+        // only what is known chosen; applying it switches configurations and restarts phase 1.
+        let cut = Self::first_reconfig(election.highest.range(election.from_slot..));
+        let end = match cut {
+            Some(slot) if slot < new_commit => new_commit,
+            Some(slot) => slot + 1,
+            None => reported_end,
+        };
         contract!(self, new_commit <= end, "adopted-commit-within-suffix", "{new_commit} > {end}");
-        for slot in election.from_slot..end {
+        for slot in election.from_slot.max(self.commit)..end {
             let value = match election.highest.get(&slot) {
                 Some(entry) => entry.value.clone(),
                 None => crate::types::Value::Noop,
@@ -101,13 +110,9 @@ impl Replica {
         }
         self.horizon = end;
         self.learn_commit(new_commit);
-        self.role = Role::Leader(super::leader::Leadership::new(
-            ballot,
-            &self.membership,
-            self.id(),
-            election.from_slot,
-            self.now_ms,
-        ));
+        let mut leadership = super::leader::Leadership::new(ballot, &self.membership, self.id(), election.from_slot, self.now_ms);
+        leadership.reconfig_pending = cut.filter(|slot| *slot >= self.commit);
+        self.role = Role::Leader(leadership);
         self.leader_hint = Some(self.id());
         self.out.push(Command::LeadershipChanged { leading: true, ballot });
         self.broadcast_heartbeat();
@@ -121,6 +126,7 @@ impl Replica {
                 self.out.push(Command::LeadershipChanged { leading: false, ballot: seen });
                 let refused = leadership.pending.iter().map(|r| (r.client, r.seq)).collect();
                 self.leader_hint = (seen.owner() != self.id()).then_some(seen.owner());
+                self.last_leader_contact_ms = self.leader_hint.map(|_| self.now_ms);
                 self.redirect(refused);
                 self.reset_election_timer();
             }

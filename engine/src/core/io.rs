@@ -1,6 +1,7 @@
 //! The seam between the pure core and its driver: what goes in (`Input`) and what comes out
 //! (`Command`). The driver executes commands in the order given and feeds completions back.
 
+use crate::membership::Membership;
 use crate::message::{Envelope, Message};
 use crate::types::{Ballot, ClientId, Entry, ReplicaId, Request, Slot, Value};
 
@@ -13,6 +14,9 @@ pub enum Input {
     Receive(Envelope),
     /// Client requests that reached this replica (the ingress batches them).
     Propose(Vec<Request>),
+    /// An administrator asks to replace the configuration (add, remove, replace members, promote
+    /// learners). Only the leader proposes it; the answer comes as `Command::Admin`.
+    ChangeMembership(Membership),
     /// Every persist command with `ticket <= upto` is durable (storages complete in FIFO order).
     Persisted {
         /// Highest durable ticket.
@@ -48,12 +52,31 @@ pub enum Command {
         /// The leader this replica believes in, if any.
         leader: Option<ReplicaId>,
     },
+    /// The answer to an administrative input.
+    Admin(AdminReply),
     /// This replica became leader (`true`) or stopped being leader (`false`).
     LeadershipChanged {
         /// Whether it now leads.
         leading: bool,
         /// The ballot it leads, or the ballot it saw that deposed it.
         ballot: Ballot,
+    },
+}
+
+/// Answers to administrative inputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminReply {
+    /// The configuration change was proposed at `slot`; it takes effect once that slot commits.
+    ReconfigProposed {
+        /// Slot of the `Value::Reconfig`.
+        slot: Slot,
+    },
+    /// The change was refused.
+    Refused {
+        /// Why.
+        reason: &'static str,
+        /// The leader to ask instead, if this replica is not it.
+        leader: Option<ReplicaId>,
     },
 }
 

@@ -35,17 +35,28 @@ pub(crate) struct Leadership {
     pub next_heartbeat_ms: u64,
     /// When leadership began (check-quorum waits one election timeout before judging).
     pub since_ms: u64,
+    /// A reconfig at this slot is not yet chosen: nothing is proposed past it.
+    pub reconfig_pending: Option<Slot>,
+}
+
+impl Progress {
+    /// A follower assumed to need everything from `next` on.
+    pub(crate) fn new(next: Slot, now_ms: u64) -> Self {
+        Progress { next, matched: 0, matched_at_heartbeat: 0, last_ack_ms: now_ms }
+    }
 }
 
 impl Leadership {
     pub(crate) fn new(ballot: Ballot, membership: &Membership, me: ReplicaId, from_slot: Slot, now_ms: u64) -> Self {
-        let progress = membership
-            .voters()
-            .iter()
-            .filter(|v| **v != me)
-            .map(|v| (*v, Progress { next: from_slot, matched: 0, matched_at_heartbeat: 0, last_ack_ms: now_ms }))
-            .collect();
-        Leadership { ballot, progress, pending: VecDeque::new(), next_heartbeat_ms: now_ms, since_ms: now_ms }
+        let progress = membership.members().filter(|m| *m != me).map(|m| (m, Progress::new(from_slot, now_ms))).collect();
+        Leadership {
+            ballot,
+            progress,
+            pending: VecDeque::new(),
+            next_heartbeat_ms: now_ms,
+            since_ms: now_ms,
+            reconfig_pending: None,
+        }
     }
 }
 
@@ -76,7 +87,8 @@ impl Replica {
         let Role::Leader(leadership) = &mut self.role else { return };
         let ballot = leadership.ballot;
         let mut proposed = false;
-        while !leadership.pending.is_empty() && self.log.end() < window_end {
+        // Proposals extend the horizon (stale entries past it, from older ballots, are overwritten).
+        while !leadership.pending.is_empty() && self.horizon < window_end && leadership.reconfig_pending.is_none() {
             let mut batch = Vec::new();
             let mut size_bytes = 0;
             while let Some(request) = leadership.pending.front() {
@@ -87,14 +99,14 @@ impl Replica {
                 size_bytes = next_size;
                 batch.push(leadership.pending.pop_front().expect("front exists"));
             }
-            let slot = self.log.end();
+            let slot = self.horizon;
             let value = Value::Batch(Arc::from(batch));
             self.log.put(slot, ballot, value.clone());
             self.unpersisted.push(Entry { slot, ballot, value });
+            self.horizon = slot + 1;
             proposed = true;
         }
         if proposed {
-            self.horizon = self.log.end();
             self.replicate_all();
         }
     }
@@ -114,14 +126,14 @@ impl Replica {
         let in_flight_limit = self.cfg.window_slots + self.cfg.max_values_per_accept as u64;
         let chunk = self.cfg.max_values_per_accept;
         let commit = self.commit;
-        let end = self.log.end();
+        let end = self.horizon; // only this leader's own proposals, never stale entries past them
         let Role::Leader(leadership) = &mut self.role else { return };
         let ballot = leadership.ballot;
         let Some(progress) = leadership.progress.get_mut(&follower) else { return };
         let mut sends = Vec::new();
         while progress.next < end && progress.next < progress.matched.saturating_add(in_flight_limit) {
             let start = progress.next;
-            let values = self.log.values(start, chunk);
+            let values = self.log.values(start, chunk.min((end - start) as usize));
             assert!(!values.is_empty(), "contract violated: replicate-sends-held-slots");
             progress.next = start + values.len() as u64;
             sends.push(Accept { ballot, start, values, commit });
@@ -196,7 +208,7 @@ impl Replica {
         }
         let candidate = matched[votes - 1];
         if candidate > self.commit {
-            contract!(self, candidate <= self.log.end(), "commit-within-log");
+            contract!(self, candidate <= self.horizon, "commit-within-proposals");
             self.learn_commit(candidate);
             self.fill_window();
         }

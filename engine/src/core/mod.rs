@@ -36,6 +36,8 @@ pub mod durability;
 mod election;
 pub mod io;
 mod leader;
+mod reconfig;
+mod learning;
 pub mod log;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -43,13 +45,13 @@ pub(crate) mod testkit;
 pub use config::CoreConfig;
 #[cfg(feature = "mutations")]
 pub use config::Mutation;
-pub use io::{Command, DurableWrite, Input};
+pub use io::{AdminReply, Command, DurableWrite, Input};
 
 use crate::contract;
 use crate::durable::Durable;
 use crate::membership::Membership;
 use crate::message::{Envelope, Message};
-use crate::types::{Ballot, ClientId, Entry, ReplicaId, Request, Slot};
+use crate::types::{Ballot, ClientId, Entry, ReplicaId, Request, Slot, Value};
 use durability::Durability;
 use election::Election;
 use leader::Leadership;
@@ -83,12 +85,16 @@ pub struct Status {
     pub applied: Slot,
     /// One past the last slot in the log.
     pub log_end: Slot,
+    /// The configuration in force (after every reconfig this replica applied).
+    pub membership: Membership,
 }
 
 /// One replica's multi-Paxos core. See the module docs for the driving loop.
 pub struct Replica {
     pub(crate) cfg: CoreConfig,
     pub(crate) membership: Membership,
+    /// Slot of the reconfig that produced `membership` (None: the initial configuration).
+    pub(crate) config_slot: Option<Slot>,
     pub(crate) rng: fastrand::Rng,
     pub(crate) now_ms: u64,
     pub(crate) promised: Ballot,
@@ -123,8 +129,9 @@ impl Replica {
         }
         let (promised, log, commit) = durable.into_parts();
         let rng = fastrand::Rng::with_seed(cfg.seed);
-        Replica {
+        let mut replica = Replica {
             membership: cfg.membership.clone(),
+            config_slot: None,
             rng,
             now_ms: 0,
             promised,
@@ -144,7 +151,9 @@ impl Replica {
             commit,
             applied: 0,
             cfg,
-        }
+        };
+        replica.adopt_committed_configuration();
+        replica
     }
 
     /// Feeds one input at time `now_ms` (the driver's monotonic clock) and appends the resulting
@@ -161,6 +170,7 @@ impl Replica {
             Input::Receive(envelope) => self.on_receive(envelope),
             Input::Propose(requests) => self.on_propose(requests),
             Input::Persisted { upto } => self.on_persisted(upto),
+            Input::ChangeMembership(membership) => self.on_change_membership(membership),
         }
         self.flush_entries();
         self.apply_committed();
@@ -183,6 +193,7 @@ impl Replica {
             commit: self.commit,
             applied: self.applied,
             log_end: self.log.end(),
+            membership: self.membership.clone(),
         }
     }
 
@@ -192,6 +203,16 @@ impl Replica {
             Role::Leader(_) => Some(self.id()),
             _ => self.leader_hint,
         }
+    }
+
+    /// The leader, if this replica leads or heard from it within the maximum election timeout (a
+    /// stale hint, e.g. at a replica removed from the configuration, sends clients in circles).
+    pub fn fresh_leader_hint(&self) -> Option<ReplicaId> {
+        if let Role::Leader(_) = self.role {
+            return Some(self.id());
+        }
+        let heard = self.last_leader_contact_ms?;
+        (self.now_ms.saturating_sub(heard) <= self.cfg.election_timeout_max_ms).then_some(self.leader_hint?)
     }
 
     /// The chosen value of a committed slot, if still held.
@@ -232,6 +253,8 @@ impl Replica {
             Message::Accepted(m) => self.on_accepted(from, m),
             Message::Reject(m) => self.on_reject(from, m),
             Message::Heartbeat(m) => self.on_heartbeat(from, m),
+            Message::Fetch(m) => self.on_fetch(from, m),
+            Message::Chosen(m) => self.on_chosen(from, m),
         }
     }
 
@@ -239,8 +262,14 @@ impl Replica {
         match self.role {
             Role::Leader(_) => self.leader_tick(),
             Role::Follower | Role::Candidate(_) => {
-                if self.now_ms >= self.election_deadline_ms && self.membership.is_voter(self.id()) {
-                    self.start_election();
+                if self.now_ms >= self.election_deadline_ms {
+                    if self.membership.is_voter(self.id()) {
+                        self.start_election();
+                    } else {
+                        // It cannot campaign; maybe a configuration it has not learned made it a
+                        // voter, or its leader is gone: ask the members it knows what is chosen.
+                        self.fetch_chosen();
+                    }
                 }
             }
         }
@@ -265,7 +294,7 @@ impl Replica {
 
     pub(crate) fn redirect(&mut self, requests: Vec<(ClientId, u64)>) {
         if !requests.is_empty() {
-            let leader = self.leader();
+            let leader = self.fresh_leader_hint();
             self.out.push(Command::Redirect { requests, leader });
         }
     }
@@ -344,8 +373,15 @@ impl Replica {
                 break;
             };
             let value = cell.value.clone();
+            let reconfig = match &value {
+                Value::Reconfig(membership) => Some(membership.clone()),
+                _ => None,
+            };
             self.out.push(Command::Apply { slot, value });
             self.applied += 1;
+            if let Some(membership) = reconfig {
+                self.on_configuration_applied(slot, membership);
+            }
         }
         contract!(self, self.applied <= self.commit, "apply-never-passes-commit");
     }

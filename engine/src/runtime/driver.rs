@@ -180,6 +180,7 @@ impl<S: StateMachine, T: PeerTransport, R: Responder, O: Observer> Driver<S, T, 
                     }
                 }
             }
+            Command::Admin(reply) => tracing::info!(?reply, "administrative request answered"),
             Command::LeadershipChanged { leading, ballot } => {
                 tracing::info!(leading, %ballot, "leadership changed");
                 self.observer.on_leadership(leading, ballot);

@@ -41,12 +41,14 @@ pub struct SimClient {
     pub heal_ops_left: Option<usize>,
     /// No more operations to run.
     pub done: bool,
+    /// Redirects followed in a row for the current operation (hints can be stale and circular).
+    pub redirects_in_a_row: u32,
 }
 
 impl SimClient {
     /// A client that starts at replica `target`.
     pub fn new(target: usize) -> Self {
-        SimClient { seq: 0, current: None, target, generation: 0, heal_ops_left: None, done: false }
+        SimClient { seq: 0, current: None, target, generation: 0, heal_ops_left: None, done: false, redirects_in_a_row: 0 }
     }
 }
 

@@ -34,8 +34,12 @@ pub struct SimOptions {
 /// The shape of one run, drawn from its seed.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
-    /// Voting replicas (3 or 5).
-    pub replicas: usize,
+    /// Voting replicas at the start (3 or 5): replicas `0 .. voters`.
+    pub voters: usize,
+    /// All replicas that exist (the rest start as non-members and may be added).
+    pub pool: usize,
+    /// Mean time between configuration changes (0: none).
+    pub reconfig_every_ms: u64,
     /// Concurrent clients.
     pub clients: usize,
     /// Keys the clients touch (few, so operations conflict).
@@ -69,10 +73,14 @@ impl SimConfig {
     /// Draws a run's shape from its seed: every seed gets a different mix of faults.
     pub fn from_seed(seed: u64) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed_c0f1_9000_0001);
-        let replicas = if rng.u32(0..4) == 0 { 5 } else { 3 };
+        let voters = if rng.u32(0..4) == 0 { 5 } else { 3 };
+        let reconfig_every_ms = [0, 0, 300, 800][rng.usize(0..4)];
+        let pool = if reconfig_every_ms > 0 { voters + 2 } else { voters };
         let max_delay_us = [500, 2_000, 10_000, 30_000][rng.usize(0..4)];
         SimConfig {
-            replicas,
+            voters,
+            pool,
+            reconfig_every_ms,
             clients: rng.usize(2..=5),
             keys: rng.usize(1..=3),
             fault_phase_ms: rng.u64(1_000..=3_000),
@@ -179,6 +187,8 @@ pub struct Report {
     pub retries: u64,
     /// Slots chosen.
     pub slots_chosen: u64,
+    /// Configuration changes proposed.
+    pub reconfigs_proposed: u64,
 }
 
 impl Report {

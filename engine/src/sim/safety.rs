@@ -3,13 +3,15 @@
 //! a prefix of one sequence.
 
 use super::Violation;
-use crate::types::{Ballot, Entry, Slot, Value};
+use crate::membership::Membership;
+use crate::types::{Ballot, Entry, ReplicaId, Slot, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The global view the checks compare every replica against.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SafetyChecker {
-    quorum: usize,
+    /// Configurations by the first slot they decide, from the learned sequence's reconfigs.
+    configurations: Vec<(Slot, Membership)>,
     /// The one sequence every replica's applied log must be a prefix of.
     learned: Vec<Value>,
     /// Durable accepts per (slot, ballot): the value and who accepted it.
@@ -19,9 +21,59 @@ pub struct SafetyChecker {
 }
 
 impl SafetyChecker {
-    /// A checker for a group needing `quorum` votes.
-    pub fn new(quorum: usize) -> Self {
-        SafetyChecker { quorum, ..Default::default() }
+    /// A checker for a group that starts with `initial`.
+    pub fn new(initial: Membership) -> Self {
+        SafetyChecker {
+            configurations: vec![(0, initial)],
+            learned: Vec::new(),
+            accepts: HashMap::new(),
+            chosen: BTreeMap::new(),
+        }
+    }
+
+    /// The configuration that decides `slot`, if the learned sequence reaches far enough to know it.
+    fn configuration_of(&self, slot: Slot) -> Option<&Membership> {
+        if slot as usize > self.learned.len() {
+            return None;
+        }
+        self.configurations.iter().rev().find(|(from, _)| *from <= slot).map(|(_, m)| m)
+    }
+
+    /// The configuration after every learned reconfig.
+    pub fn latest_configuration(&self) -> &Membership {
+        &self.configurations.last().expect("the initial configuration").1
+    }
+
+    /// Checks slot `slot` against the Paxos definition of chosen, once its configuration is known:
+    /// a majority of that configuration's voters durably accepted one (ballot, value).
+    fn evaluate(&mut self, slot: Slot) -> Result<(), Violation> {
+        let Some(membership) = self.configuration_of(slot) else { return Ok(()) };
+        let quorum = membership.quorum();
+        let mut newly_chosen = Vec::new();
+        for ((s, _), (value, accepted_by)) in self.accepts.iter() {
+            if *s != slot {
+                continue;
+            }
+            let votes = accepted_by.iter().filter(|n| membership.is_voter(ReplicaId(**n as u32))).count();
+            if votes >= quorum {
+                newly_chosen.push(value.clone());
+            }
+        }
+        for value in newly_chosen {
+            match self.chosen.get(&slot) {
+                Some(chosen) if *chosen != value => return Err(Violation::TwoValuesChosen { slot }),
+                Some(_) => {}
+                None => {
+                    if let Some(learned) = self.learned.get(slot as usize) {
+                        if *learned != value {
+                            return Err(Violation::TwoValuesChosen { slot });
+                        }
+                    }
+                    self.chosen.insert(slot, value);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Replica `node` made `entries` durable.
@@ -35,22 +87,7 @@ impl SafetyChecker {
                 return Err(Violation::TwoValuesInOneBallot { slot: entry.slot, ballot: entry.ballot });
             }
             voters.insert(node);
-            if voters.len() >= self.quorum {
-                match self.chosen.get(&entry.slot) {
-                    Some(chosen) if *chosen != entry.value => {
-                        return Err(Violation::TwoValuesChosen { slot: entry.slot });
-                    }
-                    Some(_) => {}
-                    None => {
-                        if let Some(learned) = self.learned.get(entry.slot as usize) {
-                            if *learned != entry.value {
-                                return Err(Violation::TwoValuesChosen { slot: entry.slot });
-                            }
-                        }
-                        self.chosen.insert(entry.slot, entry.value.clone());
-                    }
-                }
-            }
+            self.evaluate(entry.slot)?;
         }
         Ok(())
     }
@@ -69,6 +106,12 @@ impl SafetyChecker {
                 }
             }
             self.learned.push(value.clone());
+            if let Value::Reconfig(membership) = value {
+                self.configurations.push((slot + 1, membership.clone()));
+            }
+            // The next slot's configuration is now known: judge what was accepted there early.
+            self.evaluate(slot)?;
+            self.evaluate(slot + 1)?;
         } else {
             return Err(Violation::AppliedDiverged { node, slot });
         }

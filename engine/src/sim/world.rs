@@ -11,6 +11,7 @@ use super::{Report, SimConfig, SimOptions, Violation};
 use crate::applier::{Applier, Outcome};
 use crate::core::{Command, CoreConfig, DurableWrite, Input, Replica};
 use crate::kv::{KvOp, KvReply, KvStore};
+use crate::membership::Membership;
 use crate::message::{Envelope, Message};
 use crate::types::{ClientId, ReplicaId, Request, Slot};
 use bytes::Bytes;
@@ -44,6 +45,7 @@ enum Event {
     Restart { node: usize },
     PartitionStart,
     PartitionEnd,
+    Reconfigure,
     Heal,
 }
 
@@ -115,7 +117,7 @@ impl World {
     /// Builds the world for `seed`.
     pub fn new(seed: u64, config: SimConfig, options: SimOptions) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let nodes = (0..config.replicas)
+        let nodes = (0..config.pool)
             .map(|_| Node {
                 core: None,
                 applier: Applier::new(KvStore::default()),
@@ -127,8 +129,8 @@ impl World {
                 commit_checked: 0,
             })
             .collect();
-        let clients = (0..config.clients).map(|_| SimClient::new(rng.usize(0..config.replicas))).collect();
-        let quorum = config.replicas / 2 + 1;
+        let clients = (0..config.clients).map(|_| SimClient::new(rng.usize(0..config.pool))).collect();
+        let initial = Membership::new((0..config.voters as u32).map(ReplicaId).collect());
         World {
             seed,
             faults: config.faults.clone(),
@@ -142,7 +144,7 @@ impl World {
             network: Network::default(),
             healed: false,
             heal_deadline_us: u64::MAX,
-            safety: SafetyChecker::new(quorum),
+            safety: SafetyChecker::new(initial),
             history: Vec::new(),
             written: Vec::new(),
             report: Report { seed, ..Report::default() },
@@ -168,6 +170,10 @@ impl World {
             let at = self.rng.u64(0..2 * self.config.partition_every_ms * 1_000);
             self.schedule(at, Event::PartitionStart);
         }
+        if self.config.reconfig_every_ms > 0 {
+            let at = self.rng.u64(0..2 * self.config.reconfig_every_ms * 1_000);
+            self.schedule(at, Event::Reconfigure);
+        }
         self.schedule(self.config.fault_phase_ms * 1_000, Event::Heal);
         let mut settle_until = None;
         while let Some(next) = self.queue.pop() {
@@ -182,6 +188,11 @@ impl World {
                 return Err(Violation::Liveness { waiting_clients: self.waiting_clients() });
             }
             if self.now_us > self.heal_deadline_us && settle_until.is_none() {
+                if self.options.trace {
+                    for (index, node) in self.nodes.iter().enumerate() {
+                        eprintln!("node {index}: {:?}", node.core.as_ref().map(|c| c.status()));
+                    }
+                }
                 return Err(Violation::Liveness { waiting_clients: self.waiting_clients() });
             }
             if self.options.trace {
@@ -217,7 +228,7 @@ impl World {
     }
 
     fn core_config(&self, node: usize) -> CoreConfig {
-        let voters = (0..self.config.replicas as u32).map(ReplicaId).collect();
+        let voters = (0..self.config.voters as u32).map(ReplicaId).collect();
         let mut config = CoreConfig::new(ReplicaId(node as u32), voters);
         config.seed = self.seed ^ ((node as u64) << 32) ^ self.nodes[node].incarnation.wrapping_mul(0x9e37_79b9);
         #[cfg(feature = "mutations")]
@@ -325,6 +336,7 @@ impl World {
                 self.heal();
                 Ok(())
             }
+            Event::Reconfigure => self.reconfigure(),
         }
     }
 
@@ -386,6 +398,11 @@ impl World {
                     if self.nodes[node].awaiting.remove(&(client, seq)) {
                         self.respond(client, seq, Response::Redirect(leader));
                     }
+                }
+            }
+            Command::Admin(reply) => {
+                if let crate::core::AdminReply::ReconfigProposed { .. } = reply {
+                    self.report.reconfigs_proposed += 1;
                 }
             }
             Command::LeadershipChanged { leading, .. } => {
@@ -455,6 +472,7 @@ impl World {
         }
         match response {
             Response::Reply(bytes) => {
+                c.redirects_in_a_row = 0;
                 let in_flight = c.current.take().expect("checked above");
                 let reply = KvReply::decode(&bytes).unwrap_or(KvReply::Malformed);
                 self.history.push(Completed { call_us: in_flight.call_us, return_us: self.now_us, op: in_flight.op, reply });
@@ -467,8 +485,13 @@ impl World {
                 self.after(think, Event::ClientNext { client });
             }
             Response::Redirect(leader) => {
+                // Follow hints, but after a few in a row walk the replicas in turn: hints from
+                // lagging or removed replicas can point in a circle.
+                c.redirects_in_a_row += 1;
                 c.target = match leader {
-                    Some(leader) if (leader.0 as usize) < self.nodes.len() && leader.0 as usize != c.target => leader.0 as usize,
+                    Some(leader) if (leader.0 as usize) < self.nodes.len() && leader.0 as usize != c.target && c.redirects_in_a_row <= 3 => {
+                        leader.0 as usize
+                    }
                     _ => (c.target + 1) % self.nodes.len(),
                 };
                 c.generation += 1;
@@ -540,6 +563,30 @@ impl World {
         self.after(length, Event::PartitionEnd);
     }
 
+    /// An administrator asks the (apparent) leader for a new configuration drawn at random from
+    /// the pool: adds, removes, replaces, promotes learners, shrinks to one voter or grows to five.
+    fn reconfigure(&mut self) -> Result<(), Violation> {
+        if self.healed {
+            return Ok(());
+        }
+        let gap = self.rng.u64(0..2 * self.config.reconfig_every_ms * 1_000);
+        self.after(gap, Event::Reconfigure);
+        let pool = self.nodes.len();
+        let size = [1, 3, 3, 3, 5][self.rng.usize(0..5)].min(pool);
+        let mut ids: Vec<u32> = (0..pool as u32).collect();
+        self.rng.shuffle(&mut ids);
+        let voters: Vec<ReplicaId> = ids[..size].iter().map(|i| ReplicaId(*i)).collect();
+        let learners: Vec<ReplicaId> = ids[size..].iter().filter(|_| self.rng.bool()).map(|i| ReplicaId(*i)).collect();
+        let membership = Membership::try_new(voters, learners).expect("drawn configurations are well formed");
+        let leader = (0..pool)
+            .filter_map(|n| self.nodes[n].core.as_ref().map(|c| (c.status(), n)))
+            .filter(|(status, _)| status.leading)
+            .max_by_key(|(status, _)| status.promised)
+            .map(|(_, n)| n);
+        let target = leader.unwrap_or_else(|| self.rng.usize(0..pool));
+        self.step(target, Input::ChangeMembership(membership))
+    }
+
     /// Faults stop: links heal, crashed replicas restart, clients run their last operations.
     fn heal(&mut self) {
         self.healed = true;
@@ -585,12 +632,16 @@ impl World {
         Ok(())
     }
 
-    /// After healing and settling, every replica caught up to the same state.
+    /// After healing and settling, every member of the final configuration caught up to the same
+    /// state (removed replicas may lag: nobody replicates to them any more).
     fn check_converged(&self) -> Result<(), Violation> {
+        let members = self.safety.latest_configuration();
         let states: Vec<(Slot, &KvStore)> = self
             .nodes
             .iter()
-            .map(|n| (n.applier.next_slot(), n.applier.state_machine()))
+            .enumerate()
+            .filter(|(index, _)| members.is_member(ReplicaId(*index as u32)))
+            .map(|(_, n)| (n.applier.next_slot(), n.applier.state_machine()))
             .collect();
         let (slot, state) = states[0];
         for (index, (other_slot, other_state)) in states.iter().enumerate().skip(1) {
