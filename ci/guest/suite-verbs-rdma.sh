@@ -4,8 +4,15 @@
 set -uo pipefail
 repo=$(pwd)
 "$repo/tools/softroce/setup-rxe.sh" --pair > /tmp/rxe-setup.log 2>&1 || { cat /tmp/rxe-setup.log; exit 1; }
-export DECREE_RDMA_DEV_A=rxe0 DECREE_RDMA_DEV_B=rxe1 DECREE_RDMA_GID_INDEX=1 RUST_BACKTRACE=1
-fail=0
+export DECREE_RDMA_DEV_A=rxe0 DECREE_RDMA_DEV_B=rxe1 RUST_BACKTRACE=1
+# Device-DAX on the NVDIMM (run-guest.sh -n): the RDMA-target log on pmem.
+. "$repo/ci/guest/nvdimm.sh"
+if nvdimm_load 2>/dev/null && DECREE_DEVDAX=$(nvdimm_devdax 2>/dev/null); then
+  export DECREE_DEVDAX; echo "device-DAX: $DECREE_DEVDAX"
+else
+  echo "FAILED: no device-DAX namespace (was the guest given -n IMG?)"; fail_devdax=1
+fi
+fail=${fail_devdax:-0}
 for bin in "$@"; do
   echo "--- $(basename "$bin") --ignored"
   "$bin" --ignored --test-threads=1 || { echo "FAILED: $bin"; fail=1; }

@@ -48,6 +48,15 @@ impl Mapping {
         Self::map(len, libc::MAP_SHARED, Some(file.into()), &name)
     }
 
+    /// Maps the first `len` bytes of a device, e.g. a device-DAX namespace (/dev/daxN.M: `len`
+    /// a multiple of its 2 MiB alignment). Unlike fsdax files, device-DAX memory can be
+    /// registered for RDMA, so a follower's RDMA-target log on pmem lives there.
+    pub fn open_device(path: &Path, len: usize) -> Result<Mapping, VerbsError> {
+        let name = path.display().to_string();
+        let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| VerbsError::os("open", &name, e))?;
+        Self::map(len, libc::MAP_SHARED, Some(file.into()), &name)
+    }
+
     fn map(len: usize, flags: i32, fd: Option<OwnedFd>, name: &str) -> Result<Mapping, VerbsError> {
         if len == 0 {
             return Err(VerbsError::Config(format!("{name}: a region needs at least one byte")));

@@ -169,3 +169,20 @@ fn follower_gone_fails_outstanding_writes_within_the_timeout() {
     };
     assert!(failed.contains("Timeout") || failed.contains("Disconnected"), "{failed}");
 }
+
+#[test]
+#[ignore = "needs two RDMA devices and a device-DAX namespace (DECREE_DEVDAX)"]
+fn device_dax_region_is_an_rdma_target() {
+    let path = std::env::var("DECREE_DEVDAX").expect("DECREE_DEVDAX unset: run in the guest with an NVDIMM (ci/guest/host-verbs-rdma.sh)");
+    init_logging();
+    let region = Mapping::open_device(std::path::Path::new(&path), 2 << 20).unwrap();
+    let mut f = RdmaFollower::listen("127.0.0.1:0".parse().unwrap(), RdmaConfig::new(&dev("DECREE_RDMA_DEV_A")), region).unwrap();
+    let mut l = leader(&f, A, |c| c.durability = Durability::ReadAfterWrite);
+    f.grant(A).unwrap();
+    let key = l.remote().key;
+    let marker = format!("pmem-entry-{}", std::process::id());
+    let id = l.post_write(&Write { key, offset: (1 << 20) + 8, bytes: marker.as_bytes(), imm: Some(7) }).unwrap();
+    assert!(matches!(outcome(&mut l, id), LeaderEvent::Completed { durable: true, .. }));
+    follower_wait(&mut f, "imm", |e| matches!(e, FollowerEvent::Imm { imm: 7, .. }));
+    assert_eq!(read(&f, (1 << 20) + 8, marker.len()), marker.as_bytes());
+}
