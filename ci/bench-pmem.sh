@@ -16,6 +16,9 @@ for l in sys.stdin:
   img=$(mktemp -u "${TMPDIR:-/tmp}/decree-bench-nvdimm.XXXXXX.img")
   truncate -s 1G "$img"; trap 'rm -f "$img"' EXIT
   echo "=== in the NVDIMM guest (TCG emulation: relative costs only)"
-  ci/guest/run-guest.sh -m 1G -N 1G -t 600 -n "$img" -f ci/guest/suite-pmem-bench.sh -- "$exe" \
-    | grep -a -E 'bench|raw|p50|ratio|group|durable' || true
+  out=$(mktemp); trap 'rm -f "$img" "$out"' EXIT
+  rc=0; ci/guest/run-guest.sh -q -m 1G -N 1G -t 600 -n "$img" -f ci/guest/suite-pmem-bench.sh -- "$exe" > "$out" || rc=$?
+  run=$(sed -n 's/^host: run dir //p' "$out")
+  grep -a -E 'bench|raw|p50|ratio|group|durable' "$run/console" || true
+  [ $rc = 0 ] || { cat "$out"; echo "bench-pmem: guest run failed (rc=$rc)"; exit 1; }
 fi

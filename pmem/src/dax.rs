@@ -55,6 +55,7 @@ impl DaxMedium {
         };
         let file = OpenOptions::new().read(true).write(true).open(path).map_err(io_err("open device-DAX"))?;
         let meta = file.metadata().map_err(io_err("stat"))?;
+        crate::lock::lock_exclusive(&file, &resource)?;
         if !meta.file_type().is_char_device() {
             return Err(Error::Unsupported {
                 resource,

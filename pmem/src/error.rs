@@ -68,6 +68,12 @@ pub enum Error {
         /// What was wrong with the request.
         detail: String,
     },
+    /// Another open handle (usually another process) holds the log's exclusive lock.
+    #[error("{resource}: log is in use (exclusive lock held by another process); stop that replica first")]
+    Locked {
+        /// Path or name of the medium.
+        resource: String,
+    },
     /// The chosen backend cannot run here (e.g. MAP_SYNC unsupported: not a DAX filesystem).
     #[error("{resource}: backend {backend} unavailable: {detail}")]
     Unsupported {

@@ -3,6 +3,7 @@
 //! fdatasyncs flush data only (no extent conversion metadata) and appends never hit ENOSPC.
 
 use crate::error::{Error, Result};
+use crate::lock::lock_exclusive;
 use crate::medium::{check_range, BackendKind, Medium};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -32,6 +33,7 @@ pub fn open_or_create(path: &Path, size_bytes: u64) -> Result<LogFile> {
     };
     match OpenOptions::new().read(true).write(true).open(path) {
         Ok(file) => {
+            lock_exclusive(&file, &resource)?;
             let size_bytes = file.metadata().map_err(io_err("stat"))?.len();
             return Ok(LogFile { file, size_bytes, created: false, resource });
         }
@@ -40,6 +42,7 @@ pub fn open_or_create(path: &Path, size_bytes: u64) -> Result<LogFile> {
     }
     let tmp = creating_path(path);
     let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp).map_err(io_err("create"))?;
+    lock_exclusive(&file, &resource)?;
     if let Err(e) = fill_zeros(&file, size_bytes).and_then(|()| file.sync_all()) {
         // Leave nothing half-made behind (e.g. ENOSPC on a small filesystem).
         let _ = std::fs::remove_file(&tmp);

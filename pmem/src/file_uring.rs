@@ -50,9 +50,11 @@ impl UringMedium {
                 let short_write = cqe.user_data() != u64::MAX
                     && cqe.result() >= 0
                     && cqe.result() as usize != chunk[cqe.user_data() as usize].1.len();
-                if cqe.result() < 0 && first_error.is_none() {
+                // Entries after a failed link complete with ECANCELED: report the root cause.
+                let cancelled = first_error.as_ref().is_some_and(|e: &io::Error| e.raw_os_error() == Some(libc::ECANCELED));
+                if cqe.result() < 0 && (first_error.is_none() || cancelled) {
                     first_error = Some(io::Error::from_raw_os_error(-cqe.result()));
-                } else if short_write && first_error.is_none() {
+                } else if short_write && (first_error.is_none() || cancelled) {
                     first_error = Some(io::Error::new(io::ErrorKind::WriteZero, "io_uring short write"));
                 }
             }

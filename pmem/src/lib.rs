@@ -26,6 +26,7 @@ pub mod file;
 pub mod file_mmap;
 pub mod file_uring;
 pub mod flush;
+pub mod lock;
 pub mod log;
 pub mod mapping;
 pub mod medium;

@@ -72,3 +72,13 @@ fn devdax_refuses_a_regular_file() {
     let config = Config { path: scratch.path("plain"), size_bytes: 0, backend: Backend::DevDax };
     assert!(matches!(open(&config), Err(Error::Unsupported { .. })));
 }
+
+#[test]
+fn a_second_opener_is_refused_while_the_first_holds_the_log() {
+    let scratch = Scratch::new("lock");
+    let config = Config { path: scratch.path("log"), size_bytes: 1 << 20, backend: Backend::File(FileStrategy::Pwrite) };
+    let first = open(&config).unwrap();
+    assert!(matches!(open(&config), Err(Error::Locked { .. })));
+    drop(first);
+    open(&config).unwrap();
+}

@@ -196,7 +196,7 @@ fn parent(dir: PathBuf, iterations: u64, seed: u64, max_kill_ms: u64, backend: S
         for line in &lines {
             acked.apply(line)?;
         }
-        let log = open(&config(path.clone(), backend)?).map_err(|e| format!("iteration {iteration}: recovery failed: {e}"))?;
+        let log = open_when_released(&config(path.clone(), backend)?).map_err(|e| format!("iteration {iteration}: recovery failed: {e}"))?;
         acked.verify(&log).map_err(|e| format!("iteration {iteration} (seed {seed}, backend {backend}): {e}"))?;
         passed += 1;
     }
@@ -208,4 +208,16 @@ fn parent(dir: PathBuf, iterations: u64, seed: u64, max_kill_ms: u64, backend: S
     );
     println!("crash loop: {passed} passed, 0 failed");
     Ok(())
+}
+
+/// Opens the log, waiting (bounded) for the killed child's lock to go: the kernel may release a
+/// dead process's file a moment after wait() returns (e.g. while its io_uring instance tears down).
+fn open_when_released(config: &Config) -> Result<Log<Box<dyn Medium>>, decree_pmem::Error> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match open(config) {
+            Err(decree_pmem::Error::Locked { .. }) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            other => return other,
+        }
+    }
 }
