@@ -44,14 +44,15 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
         let mut header = [0u8; MSG_HEADER_BYTES];
         header[0] = tag;
         header[1..5].copy_from_slice(&(body_len as u32).to_le_bytes());
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + 1);
-        slices.push(IoSlice::new(&header));
-        slices.extend(parts.iter().filter(|p| !p.is_empty()).map(|p| IoSlice::new(p)));
-        let mut bufs: &mut [IoSlice<'_>] = &mut slices;
-        while !bufs.is_empty() {
-            match self.stream.write_vectored(bufs) {
+        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        all.push(&header);
+        all.extend(parts.iter().copied().filter(|p| !p.is_empty()));
+        let total = MSG_HEADER_BYTES + body_len;
+        let mut written = 0;
+        while written < total {
+            match self.stream.write_vectored(&unwritten(&all, written)) {
                 Ok(0) => return Err(self.gone("connection closed while sending")),
-                Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+                Ok(n) => written += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                     return Err(VerbsError::Timeout { peer: self.peer.clone(), what: "send".into(), timeout_ms: 0 })
@@ -118,6 +119,20 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
     fn gone(&self, reason: &str) -> VerbsError {
         VerbsError::Disconnected { peer: self.peer.clone(), reason: reason.to_string() }
     }
+}
+
+/// The parts of `all` not yet written, as slices for one `writev`.
+fn unwritten<'a>(all: &[&'a [u8]], mut skip: usize) -> Vec<IoSlice<'a>> {
+    let mut out = Vec::with_capacity(all.len());
+    for part in all {
+        if skip >= part.len() {
+            skip -= part.len();
+        } else {
+            out.push(IoSlice::new(&part[skip..]));
+            skip = 0;
+        }
+    }
+    out
 }
 
 /// Reads fixed-layout little-endian fields out of a message body, with typed errors.

@@ -124,6 +124,10 @@ fn serve(stream: TcpStream, from: SocketAddr, shared: &Shared) -> Result<(), Ver
 
 fn recv(reader: &mut Conn<TcpStream>, shared: &Shared) -> Result<(u8, Vec<u8>), VerbsError> {
     loop {
+        // Checked per message too: a busy leader never lets the read time out.
+        if shared.stop.load(Ordering::Relaxed) {
+            return Err(VerbsError::Disconnected { peer: reader.peer().to_string(), reason: "follower shut down".into() });
+        }
         match reader.recv() {
             Err(VerbsError::Timeout { .. }) if !shared.stop.load(Ordering::Relaxed) => continue,
             other => return other,
