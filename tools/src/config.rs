@@ -93,7 +93,7 @@ pub struct TimeoutsSection {
 }
 
 /// Which CPU runs which role (omit for the default placement for this host's CPU count).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlacementSection {
     /// CPU of the protocol core thread.
@@ -107,6 +107,12 @@ pub struct PlacementSection {
     /// `false`: do not pin at all.
     #[serde(default = "default_true")]
     pub pin: bool,
+}
+
+impl Default for PlacementSection {
+    fn default() -> Self {
+        PlacementSection { core_cpu: None, persistence_cpu: None, io_cpu: None, spin_iterations: None, pin: true }
+    }
 }
 
 /// A replica's whole configuration.
@@ -190,8 +196,11 @@ impl ReplicaConfig {
             members,
             log: default_log(),
             transport: default_transport_section(),
-            timeouts: default_timeouts(),
-            placement: PlacementSection::default(),
+            // Several replicas share this host's CPUs: looser timers than a dedicated deployment, so
+            // a briefly starved replica does not depose a healthy leader.
+            timeouts: TimeoutsSection { heartbeat_interval_ms: 30, election_timeout_min_ms: 300, election_timeout_max_ms: 600, tick_ms: 5 },
+            // Pinning every replica's core thread to the same CPU would serialize them: let the OS place them.
+            placement: PlacementSection { pin: false, ..PlacementSection::default() },
         }
     }
 
@@ -351,11 +360,12 @@ addr = "127.0.0.1:7402"
         assert_eq!(config.data_dir, dir.0.join("data"));
         assert_eq!(config.listen_addr(), "127.0.0.1:7401");
         assert_eq!(config.core_config().membership.voters().len(), 3);
+        assert!(config.placement.pin, "an omitted [placement] pins by default");
     }
 
     #[test]
     fn errors_name_the_field() {
-        let (_dir, path) = write(&GOOD.replace("id = 1\n", "id = 7\n"));
+        let (_dir, path) = write(&GOOD.replacen("id = 1\n", "id = 7\n", 1));
         let err = ReplicaConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("id: 7 is not among"), "{err}");
         let (_dir, path) = write(&format!("{GOOD}\n[log]\nbackend = \"floppy\"\n"));
