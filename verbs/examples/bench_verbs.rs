@@ -12,7 +12,9 @@
 
 use decree_verbs::shm::{ShmFollower, ShmLeader};
 use decree_verbs::tcp::{TcpConfig, TcpFollower, TcpLeader};
-use decree_verbs::{Durability, FollowerEvent, FollowerLink, LeaderEvent, LeaderLink, LeaderToken, Write};
+use decree_verbs::{
+    Durability, FollowerEvent, FollowerLink, LeaderEvent, LeaderLink, LeaderToken, Write,
+};
 use hdrhistogram::Histogram;
 use std::io::{Read, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,7 +63,10 @@ fn spin_until(mut done: impl FnMut() -> bool, what: &str) {
     while !done() {
         n = n.wrapping_add(1);
         if n % 4096 == 0 {
-            assert!(Instant::now() < deadline, "bench stalled waiting for {what}");
+            assert!(
+                Instant::now() < deadline,
+                "bench stalled waiting for {what}"
+            );
             std::thread::yield_now(); // two cores shared with the peer: let it run
         }
         std::hint::spin_loop();
@@ -73,10 +78,16 @@ fn spin_until(mut done: impl FnMut() -> bool, what: &str) {
 /// Baseline: two processes bounce a counter through two cache lines of a shared mapping.
 fn shm_pingpong(exe: &std::path::Path, path: &std::path::Path, iters: u64) -> f64 {
     let pp = decree_verbs::mapping::Mapping::create_shared(path, 4096).unwrap();
-    let mut child = std::process::Command::new(exe).args(["pingpong-child", path.to_str().unwrap(), &iters.to_string()]).spawn().unwrap();
+    let mut child = std::process::Command::new(exe)
+        .args(["pingpong-child", path.to_str().unwrap(), &iters.to_string()])
+        .spawn()
+        .unwrap();
     let (ping, pong) = (pp.atomic_u64(0), pp.atomic_u64(256)); // 256 apart: no adjacent-line prefetch sharing
     let mut base = hist();
-    spin_until(|| pong.load(Ordering::Acquire) == u64::MAX, "ping-pong child start");
+    spin_until(
+        || pong.load(Ordering::Acquire) == u64::MAX,
+        "ping-pong child start",
+    );
     for i in 1..=iters {
         let t = Instant::now();
         ping.store(i, Ordering::Release);
@@ -89,7 +100,11 @@ fn shm_pingpong(exe: &std::path::Path, path: &std::path::Path, iters: u64) -> f6
 
 fn shm(iters: u64) {
     let path = std::env::temp_dir().join(format!("decree-bench-shm-{}", std::process::id()));
-    let path = if std::path::Path::new("/dev/shm").is_dir() { std::path::PathBuf::from("/dev/shm").join(path.file_name().unwrap()) } else { path };
+    let path = if std::path::Path::new("/dev/shm").is_dir() {
+        std::path::PathBuf::from("/dev/shm").join(path.file_name().unwrap())
+    } else {
+        path
+    };
     let exe = std::env::current_exe().unwrap();
 
     let before = shm_pingpong(&exe, &path, iters);
@@ -97,7 +112,10 @@ fn shm(iters: u64) {
     // entry's sequence word and acknowledges it as persisted through the region header).
     let mut f = ShmFollower::create(&path, 1 << 20).unwrap();
     f.grant(TOKEN).unwrap();
-    let mut child = std::process::Command::new(&exe).args(["follower-child", path.to_str().unwrap(), &iters.to_string()]).spawn().unwrap();
+    let mut child = std::process::Command::new(&exe)
+        .args(["follower-child", path.to_str().unwrap(), &iters.to_string()])
+        .spawn()
+        .unwrap();
     let mut l = ShmLeader::connect(&path, TOKEN, Durability::FollowerPersists).unwrap();
     let key = l.remote().key;
     let (mut write, mut rt) = (hist(), hist());
@@ -105,17 +123,43 @@ fn shm(iters: u64) {
     for i in 1..=iters {
         let e = entry(i);
         let t = Instant::now();
-        l.post_write(&Write { key, offset: 0, bytes: &e, imm: None }).unwrap();
+        l.post_write(&Write {
+            key,
+            offset: 0,
+            bytes: &e,
+            imm: None,
+        })
+        .unwrap();
         write.record(t.elapsed().as_nanos() as u64).unwrap();
-        spin_until(|| { ev.clear(); l.poll(&mut ev).unwrap(); ev.iter().any(|e| matches!(e, LeaderEvent::Persisted { upto } if *upto == i)) }, "persisted ack");
+        spin_until(
+            || {
+                ev.clear();
+                l.poll(&mut ev).unwrap();
+                ev.iter()
+                    .any(|e| matches!(e, LeaderEvent::Persisted { upto } if *upto == i))
+            },
+            "persisted ack",
+        );
         rt.record(t.elapsed().as_nanos() as u64).unwrap();
     }
     assert!(child.wait().unwrap().success());
     drop(f);
     let after = shm_pingpong(&exe, &path, iters);
     let b = baseline(before, after);
-    row("shm", "write (store into peer region)", &write, "cache-line ping-pong round trip", b);
-    row("shm", "round trip (write, poll, ack)", &rt, "cache-line ping-pong round trip", b);
+    row(
+        "shm",
+        "write (store into peer region)",
+        &write,
+        "cache-line ping-pong round trip",
+        b,
+    );
+    row(
+        "shm",
+        "round trip (write, poll, ack)",
+        &rt,
+        "cache-line ping-pong round trip",
+        b,
+    );
     let _ = std::fs::remove_file(&path);
 }
 
@@ -202,31 +246,55 @@ fn tcp(iters: u64) {
     for i in 1..=iters {
         let e = entry(i);
         let t = Instant::now();
-        let id = l.post_write(&Write { key, offset: 0, bytes: &e, imm: None }).unwrap();
+        let id = l
+            .post_write(&Write {
+                key,
+                offset: 0,
+                bytes: &e,
+                imm: None,
+            })
+            .unwrap();
         let mut done = false;
         let mut acked = false;
-        spin_until(|| {
-            ev.clear();
-            l.poll(&mut ev).unwrap();
-            for e in &ev {
-                match e {
-                    LeaderEvent::Completed { id: x, .. } if *x == id => {
-                        write.record(t.elapsed().as_nanos() as u64).unwrap();
-                        done = true;
+        spin_until(
+            || {
+                ev.clear();
+                l.poll(&mut ev).unwrap();
+                for e in &ev {
+                    match e {
+                        LeaderEvent::Completed { id: x, .. } if *x == id => {
+                            write.record(t.elapsed().as_nanos() as u64).unwrap();
+                            done = true;
+                        }
+                        LeaderEvent::Persisted { upto } if *upto == ENTRY_BYTES as u64 + i => {
+                            acked = true
+                        }
+                        _ => {}
                     }
-                    LeaderEvent::Persisted { upto } if *upto == ENTRY_BYTES as u64 + i => acked = true,
-                    _ => {}
                 }
-            }
-            done && acked
-        }, "tcp write + ack");
+                done && acked
+            },
+            "tcp write + ack",
+        );
         rt.record(t.elapsed().as_nanos() as u64).unwrap();
     }
     stop.store(true, Ordering::Relaxed);
     follower.join().unwrap();
     let b = baseline(before, tcp_pingpong(iters));
-    row("tcp", "write (applied by receiver, acked)", &write, "raw TCP ping-pong round trip", b);
-    row("tcp", "round trip (write, poll, ack)", &rt, "raw TCP ping-pong round trip", b);
+    row(
+        "tcp",
+        "write (applied by receiver, acked)",
+        &write,
+        "raw TCP ping-pong round trip",
+        b,
+    );
+    row(
+        "tcp",
+        "round trip (write, poll, ack)",
+        &rt,
+        "raw TCP ping-pong round trip",
+        b,
+    );
 }
 
 // ---- rdma ---------------------------------------------------------------------------------
@@ -236,7 +304,12 @@ fn rdma(iters: u64, baseline_us: f64) {
     use decree_verbs::mapping::Mapping;
     use decree_verbs::rdma::{RdmaConfig, RdmaFollower, RdmaLeader};
     let dev = |v: &str| std::env::var(v).unwrap_or_else(|_| panic!("{v} unset"));
-    let mut f = RdmaFollower::listen("127.0.0.1:0".parse().unwrap(), RdmaConfig::new(&dev("DECREE_RDMA_DEV_A")), Mapping::anonymous(1 << 20).unwrap()).unwrap();
+    let mut f = RdmaFollower::listen(
+        "127.0.0.1:0".parse().unwrap(),
+        RdmaConfig::new(&dev("DECREE_RDMA_DEV_A")),
+        Mapping::anonymous(1 << 20).unwrap(),
+    )
+    .unwrap();
     f.grant(TOKEN).unwrap();
     let mut cfg = RdmaConfig::new(&dev("DECREE_RDMA_DEV_B"));
     cfg.durability = Durability::Volatile;
@@ -248,20 +321,68 @@ fn rdma(iters: u64, baseline_us: f64) {
         let e = entry(i);
         // One-sided write: post to completion (RC ACK from the follower's NIC).
         let t = Instant::now();
-        let id = l.post_write(&Write { key, offset: 0, bytes: &e, imm: None }).unwrap();
-        spin_until(|| { ev.clear(); l.poll(&mut ev).unwrap(); ev.iter().any(|e| matches!(e, LeaderEvent::Completed { id: x, .. } if *x == id)) }, "rdma completion");
+        let id = l
+            .post_write(&Write {
+                key,
+                offset: 0,
+                bytes: &e,
+                imm: None,
+            })
+            .unwrap();
+        spin_until(
+            || {
+                ev.clear();
+                l.poll(&mut ev).unwrap();
+                ev.iter()
+                    .any(|e| matches!(e, LeaderEvent::Completed { id: x, .. } if *x == id))
+            },
+            "rdma completion",
+        );
         write.record(t.elapsed().as_nanos() as u64).unwrap();
         // Round trip: WRITE_WITH_IMM, the follower polls its CQ and acks over the side channel.
         let t = Instant::now();
-        l.post_write(&Write { key, offset: 64, bytes: &e, imm: Some(i as u32) }).unwrap();
-        spin_until(|| { fev.clear(); f.poll(&mut fev).unwrap(); fev.iter().any(|e| matches!(e, FollowerEvent::Imm { .. })) }, "imm at follower");
+        l.post_write(&Write {
+            key,
+            offset: 64,
+            bytes: &e,
+            imm: Some(i as u32),
+        })
+        .unwrap();
+        spin_until(
+            || {
+                fev.clear();
+                f.poll(&mut fev).unwrap();
+                fev.iter().any(|e| matches!(e, FollowerEvent::Imm { .. }))
+            },
+            "imm at follower",
+        );
         f.ack_persisted(TOKEN, i).unwrap();
-        spin_until(|| { ev.clear(); l.poll(&mut ev).unwrap(); ev.iter().any(|e| matches!(e, LeaderEvent::Persisted { upto } if *upto == i)) }, "ack at leader");
+        spin_until(
+            || {
+                ev.clear();
+                l.poll(&mut ev).unwrap();
+                ev.iter()
+                    .any(|e| matches!(e, LeaderEvent::Persisted { upto } if *upto == i))
+            },
+            "ack at leader",
+        );
         rt.record(t.elapsed().as_nanos() as u64).unwrap();
     }
     // ib_write_lat reports half of a write ping-pong; a write completion is a full round trip.
-    row("rdma", "write (post to completion)", &write, "2 x ib_write_lat t_typical", 2.0 * baseline_us);
-    row("rdma", "round trip (write+imm, poll, ack)", &rt, "2 x ib_write_lat t_typical", 2.0 * baseline_us);
+    row(
+        "rdma",
+        "write (post to completion)",
+        &write,
+        "2 x ib_write_lat t_typical",
+        2.0 * baseline_us,
+    );
+    row(
+        "rdma",
+        "round trip (write+imm, poll, ack)",
+        &rt,
+        "2 x ib_write_lat t_typical",
+        2.0 * baseline_us,
+    );
     println!("rdma  (soft-RoCE under QEMU TCG: functional numbers, not NIC performance)");
 }
 
@@ -273,7 +394,12 @@ fn main() {
         Some("tcp") => tcp(arg(2, 5_000)),
         #[cfg(feature = "rdma")]
         Some("rdma") => {
-            let base = args.iter().position(|a| a == "--baseline-us").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok()).expect("--baseline-us T (ib_write_lat t_typical) required");
+            let base = args
+                .iter()
+                .position(|a| a == "--baseline-us")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|s| s.parse().ok())
+                .expect("--baseline-us T (ib_write_lat t_typical) required");
             rdma(arg(2, 1_000), base)
         }
         Some("pingpong-child") => pingpong_child(&args[2], arg(3, 0)),

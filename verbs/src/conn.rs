@@ -3,9 +3,9 @@
 //! (`try_recv`, for poll loops) or blocking (`recv`, for receiver threads).
 
 use crate::VerbsError;
-use std::io::{IoSlice, Read, Write};
 use nix::errno::Errno;
 use nix::sys::socket::{recv, MsgFlags};
+use std::io::{IoSlice, Read, Write};
 use std::os::fd::AsRawFd;
 
 /// Header bytes in front of every message.
@@ -23,7 +23,11 @@ pub struct Conn<S> {
 impl<S: Read + Write + AsRawFd> Conn<S> {
     /// Wraps a connected, blocking stream.
     pub fn new(stream: S, peer: String) -> Conn<S> {
-        Conn { stream, peer, inbuf: Vec::new() }
+        Conn {
+            stream,
+            peer,
+            inbuf: Vec::new(),
+        }
     }
 
     /// The peer's name.
@@ -40,7 +44,10 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
     /// where the kernel allows.
     pub fn send(&mut self, tag: u8, parts: &[&[u8]]) -> Result<(), VerbsError> {
         let body_len: usize = parts.iter().map(|p| p.len()).sum();
-        assert!(body_len <= MAX_BODY_BYTES, "invariant: message body within MAX_BODY_BYTES");
+        assert!(
+            body_len <= MAX_BODY_BYTES,
+            "invariant: message body within MAX_BODY_BYTES"
+        );
         let mut header = [0u8; MSG_HEADER_BYTES];
         header[0] = tag;
         header[1..5].copy_from_slice(&(body_len as u32).to_le_bytes());
@@ -54,8 +61,17 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
                 Ok(0) => return Err(self.gone("connection closed while sending")),
                 Ok(n) => written += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    return Err(VerbsError::Timeout { peer: self.peer.clone(), what: "send".into(), timeout_ms: 0 })
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(VerbsError::Timeout {
+                        peer: self.peer.clone(),
+                        what: "send".into(),
+                        timeout_ms: 0,
+                    })
                 }
                 Err(e) => return Err(self.gone(&e.to_string())),
             }
@@ -91,8 +107,17 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
                 Ok(0) => return Err(self.gone("peer closed the connection")),
                 Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    return Err(VerbsError::Timeout { peer: self.peer.clone(), what: "receive".into(), timeout_ms: 0 })
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(VerbsError::Timeout {
+                        peer: self.peer.clone(),
+                        what: "receive".into(),
+                        timeout_ms: 0,
+                    })
                 }
                 Err(e) => return Err(self.gone(&e.to_string())),
             }
@@ -105,7 +130,10 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
         }
         let len = u32::from_le_bytes(self.inbuf[1..5].try_into().unwrap()) as usize;
         if len > MAX_BODY_BYTES {
-            return Err(VerbsError::Protocol { peer: self.peer.clone(), what: format!("message of {len} bytes exceeds the {MAX_BODY_BYTES}-byte limit") });
+            return Err(VerbsError::Protocol {
+                peer: self.peer.clone(),
+                what: format!("message of {len} bytes exceeds the {MAX_BODY_BYTES}-byte limit"),
+            });
         }
         if self.inbuf.len() < MSG_HEADER_BYTES + len {
             return Ok(None);
@@ -117,7 +145,10 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
     }
 
     fn gone(&self, reason: &str) -> VerbsError {
-        VerbsError::Disconnected { peer: self.peer.clone(), reason: reason.to_string() }
+        VerbsError::Disconnected {
+            peer: self.peer.clone(),
+            reason: reason.to_string(),
+        }
     }
 }
 
@@ -149,10 +180,14 @@ impl<'a> Fields<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], VerbsError> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.body.len()).ok_or_else(|| VerbsError::Protocol {
-            peer: self.peer.to_string(),
-            what: format!("message body of {} bytes is too short", self.body.len()),
-        })?;
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.body.len())
+            .ok_or_else(|| VerbsError::Protocol {
+                peer: self.peer.to_string(),
+                what: format!("message body of {} bytes is too short", self.body.len()),
+            })?;
         let s = &self.body[self.at..end];
         self.at = end;
         Ok(s)

@@ -36,9 +36,15 @@ pub fn encode_control(envelope: &Envelope) -> Vec<u8> {
 
 /// Decodes a control message body: exactly one valid engine frame.
 pub fn decode_control(peer: &str, body: &[u8]) -> Result<Envelope, VerbsError> {
-    let (envelope, used) = decode_frame(body).map_err(|source| VerbsError::BadFrame { peer: peer.to_string(), source })?;
+    let (envelope, used) = decode_frame(body).map_err(|source| VerbsError::BadFrame {
+        peer: peer.to_string(),
+        source,
+    })?;
     if used != body.len() {
-        return Err(VerbsError::Protocol { peer: peer.to_string(), what: format!("{} bytes after the control frame", body.len() - used) });
+        return Err(VerbsError::Protocol {
+            peer: peer.to_string(),
+            what: format!("{} bytes after the control frame", body.len() - used),
+        });
     }
     Ok(envelope)
 }
@@ -51,7 +57,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn hb() -> Envelope {
-        Envelope { from: ReplicaId(1), to: ReplicaId(2), msg: Message::Heartbeat(Heartbeat { ballot: Ballot::default(), commit: 9 }) }
+        Envelope {
+            from: ReplicaId(1),
+            to: ReplicaId(2),
+            msg: Message::Heartbeat(Heartbeat {
+                ballot: Ballot::default(),
+                commit: 9,
+            }),
+        }
     }
 
     #[test]
@@ -59,7 +72,10 @@ mod tests {
         let mut body = encode_control(&hb());
         assert_eq!(decode_control("p", &body).unwrap(), hb());
         body.push(0);
-        assert!(matches!(decode_control("p", &body), Err(VerbsError::Protocol { .. })));
+        assert!(matches!(
+            decode_control("p", &body),
+            Err(VerbsError::Protocol { .. })
+        ));
     }
 
     proptest! {

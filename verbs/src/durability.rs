@@ -58,7 +58,11 @@ mod tests {
 
     #[test]
     fn parse_round_trips_and_volatile_is_named() {
-        for m in [Durability::FollowerPersists, Durability::ReadAfterWrite, Durability::Volatile] {
+        for m in [
+            Durability::FollowerPersists,
+            Durability::ReadAfterWrite,
+            Durability::Volatile,
+        ] {
             let name = m.to_string();
             let key = name.split(' ').next().unwrap();
             assert_eq!(Durability::parse(key), Some(m));

@@ -116,6 +116,11 @@ pub enum VerbsError {
 impl VerbsError {
     /// Wraps the last OS error of `op` on `resource`.
     pub fn os(op: &'static str, resource: impl Into<String>, source: std::io::Error) -> VerbsError {
-        VerbsError::Os { op, resource: resource.into(), source, hint: "" }
+        VerbsError::Os {
+            op,
+            resource: resource.into(),
+            source,
+            hint: "",
+        }
     }
 }

@@ -19,10 +19,11 @@
 //! straight into the follower's shared mapping), [`tcp`] (a receiver thread applies writes) and
 //! `rdma` (feature `rdma`: RC queue pairs, RDMA WRITE / WRITE_WITH_IMM over rdma-sys).
 
-pub mod durability;
-pub mod error;
+pub mod acceptor;
 pub mod conn;
 pub mod control;
+pub mod durability;
+pub mod error;
 pub mod mapping;
 #[cfg(feature = "rdma")]
 pub mod rdma;
@@ -33,4 +34,6 @@ pub mod transport;
 
 pub use durability::Durability;
 pub use error::VerbsError;
-pub use transport::{FollowerEvent, FollowerLink, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion, Write, WriteId};
+pub use transport::{
+    FollowerEvent, FollowerLink, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion, Write, WriteId,
+};

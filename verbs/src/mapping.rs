@@ -25,25 +25,48 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     /// A private anonymous mapping of `len` zero bytes (page-aligned, so registrable for RDMA).
     pub fn anonymous(len: usize) -> Result<Mapping, VerbsError> {
-        Self::map(len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, None, "anonymous memory")
+        Self::map(
+            len,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            None,
+            "anonymous memory",
+        )
     }
 
     /// Creates (or truncates to `len` and reuses) a shared file, e.g. under /dev/shm, and maps it.
     pub fn create_shared(path: &Path, len: usize) -> Result<Mapping, VerbsError> {
         let name = path.display().to_string();
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
             .map_err(|e| VerbsError::os("open", &name, e))?;
-        file.set_len(len as u64).map_err(|e| VerbsError::os("ftruncate", &name, e))?;
+        file.set_len(len as u64)
+            .map_err(|e| VerbsError::os("ftruncate", &name, e))?;
         Self::map(len, libc::MAP_SHARED, Some(file.into()), &name)
     }
 
     /// Maps an existing shared file of at least `min_len` bytes; returns its whole length.
     pub fn open_shared(path: &Path, min_len: usize) -> Result<Mapping, VerbsError> {
         let name = path.display().to_string();
-        let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| VerbsError::os("open", &name, e))?;
-        let len = file.metadata().map_err(|e| VerbsError::os("stat", &name, e))?.len() as usize;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| VerbsError::os("open", &name, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| VerbsError::os("stat", &name, e))?
+            .len() as usize;
         if len < min_len {
-            return Err(VerbsError::Protocol { peer: name, what: format!("shared region is {len} bytes, smaller than its {min_len}-byte header") });
+            return Err(VerbsError::Protocol {
+                peer: name,
+                what: format!(
+                    "shared region is {len} bytes, smaller than its {min_len}-byte header"
+                ),
+            });
         }
         Self::map(len, libc::MAP_SHARED, Some(file.into()), &name)
     }
@@ -53,20 +76,39 @@ impl Mapping {
     /// registered for RDMA, so a follower's RDMA-target log on pmem lives there.
     pub fn open_device(path: &Path, len: usize) -> Result<Mapping, VerbsError> {
         let name = path.display().to_string();
-        let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| VerbsError::os("open", &name, e))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| VerbsError::os("open", &name, e))?;
         Self::map(len, libc::MAP_SHARED, Some(file.into()), &name)
     }
 
     fn map(len: usize, flags: i32, fd: Option<OwnedFd>, name: &str) -> Result<Mapping, VerbsError> {
         if len == 0 {
-            return Err(VerbsError::Config(format!("{name}: a region needs at least one byte")));
+            return Err(VerbsError::Config(format!(
+                "{name}: a region needs at least one byte"
+            )));
         }
         let raw_fd = fd.as_ref().map_or(-1, |f| f.as_raw_fd());
         // SAFETY: a fresh mapping at an address the kernel picks; the fd (if any) stays open for
         // the mapping's life in `_fd`; the result is checked before use.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, raw_fd, 0) };
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                raw_fd,
+                0,
+            )
+        };
         if p == libc::MAP_FAILED {
-            return Err(VerbsError::os("mmap", name, std::io::Error::last_os_error()));
+            return Err(VerbsError::os(
+                "mmap",
+                name,
+                std::io::Error::last_os_error(),
+            ));
         }
         let ptr = NonNull::new(p.cast::<u8>()).expect("mmap returned null without MAP_FAILED");
         Ok(Mapping { ptr, len, _fd: fd })
@@ -90,22 +132,45 @@ impl Mapping {
     /// Copies `bytes` in at `offset`. Panics on a range outside the mapping: callers check bounds
     /// with typed errors first, so reaching past the end here is a broken invariant.
     pub fn write_at(&self, offset: usize, bytes: &[u8]) {
-        assert!(offset.checked_add(bytes.len()).is_some_and(|e| e <= self.len), "invariant: mapping write in bounds");
+        assert!(
+            offset
+                .checked_add(bytes.len())
+                .is_some_and(|e| e <= self.len),
+            "invariant: mapping write in bounds"
+        );
         // SAFETY: the range is inside the mapping (asserted); `bytes` cannot overlap a mapping we
         // only expose by copy.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.as_ptr().add(offset), bytes.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.as_ptr().add(offset),
+                bytes.len(),
+            )
+        }
     }
 
     /// Copies bytes out from `offset`. Panics on a range outside the mapping (see `write_at`).
     pub fn read_at(&self, offset: usize, out: &mut [u8]) {
-        assert!(offset.checked_add(out.len()).is_some_and(|e| e <= self.len), "invariant: mapping read in bounds");
+        assert!(
+            offset.checked_add(out.len()).is_some_and(|e| e <= self.len),
+            "invariant: mapping read in bounds"
+        );
         // SAFETY: the range is inside the mapping (asserted); `out` is a distinct Rust buffer.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), out.as_mut_ptr(), out.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        }
     }
 
     /// The 8-byte-aligned word at `offset` as an atomic shared with the other processes.
     pub fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % 8 == 0 && offset + 8 <= self.len, "invariant: atomic word aligned and in bounds");
+        assert!(
+            offset % 8 == 0 && offset + 8 <= self.len,
+            "invariant: atomic word aligned and in bounds"
+        );
         // SAFETY: aligned (mmap returns page-aligned memory, offset % 8 == 0), in bounds, and
         // living as long as `self`; AtomicU64 has the layout of u64.
         unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU64>() }
@@ -135,7 +200,10 @@ mod tests {
         assert_eq!(&got, b"hello");
         a.atomic_u64(8).store(7, Ordering::Release);
         assert_eq!(b.atomic_u64(8).load(Ordering::Acquire), 7);
-        assert!(Mapping::open_shared(&dir, 1 << 20).is_err(), "too-small file must be refused");
+        assert!(
+            Mapping::open_shared(&dir, 1 << 20).is_err(),
+            "too-small file must be refused"
+        );
         std::fs::remove_file(dir).unwrap();
     }
 

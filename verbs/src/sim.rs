@@ -4,7 +4,10 @@
 //! the seed and the order of calls.
 
 use crate::transport::{check_bounds, check_key};
-use crate::{Durability, FollowerEvent, FollowerLink, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion, VerbsError, Write, WriteId};
+use crate::{
+    Durability, FollowerEvent, FollowerLink, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion,
+    VerbsError, Write, WriteId,
+};
 use decree_engine::message::Envelope;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
@@ -34,7 +37,16 @@ pub struct SimConfig {
 impl SimConfig {
     /// No faults, one-tick delays.
     pub fn reliable(seed: u64) -> SimConfig {
-        SimConfig { seed, loss: 0.0, missing_completion: 0.0, duplicate_completion: 0.0, delay_min: 1, delay_max: 1, write_timeout_ticks: 1000, durability: Durability::FollowerPersists }
+        SimConfig {
+            seed,
+            loss: 0.0,
+            missing_completion: 0.0,
+            duplicate_completion: 0.0,
+            delay_min: 1,
+            delay_max: 1,
+            write_timeout_ticks: 1000,
+            durability: Durability::FollowerPersists,
+        }
     }
 }
 
@@ -42,9 +54,22 @@ impl SimConfig {
 pub type Node = u32;
 
 enum Delivery {
-    Write { leader: usize, id: u64, offset: u64, bytes: Vec<u8>, imm: Option<u32>, key: u32 },
-    ToFollower { envelope: Envelope, token: LeaderToken },
-    ToLeader { leader: usize, event: LeaderEvent },
+    Write {
+        leader: usize,
+        id: u64,
+        offset: u64,
+        bytes: Vec<u8>,
+        imm: Option<u32>,
+        key: u32,
+    },
+    ToFollower {
+        envelope: Envelope,
+        token: LeaderToken,
+    },
+    ToLeader {
+        leader: usize,
+        event: LeaderEvent,
+    },
 }
 
 struct Region {
@@ -97,19 +122,41 @@ impl World {
         let now = self.now;
         for l in &mut self.leaders {
             let timeout = self.cfg.write_timeout_ticks;
-            let expired: Vec<u64> = l.outstanding.iter().filter(|(_, &at)| now - at > timeout).map(|(&id, _)| id).collect();
+            let expired: Vec<u64> = l
+                .outstanding
+                .iter()
+                .filter(|(_, &at)| now - at > timeout)
+                .map(|(&id, _)| id)
+                .collect();
             for id in expired {
                 l.outstanding.remove(&id);
-                l.events.push(LeaderEvent::Failed { id: WriteId(id), error: VerbsError::Timeout { peer: format!("sim node {}", l.follower), what: format!("write {id}"), timeout_ms: timeout } });
+                l.events.push(LeaderEvent::Failed {
+                    id: WriteId(id),
+                    error: VerbsError::Timeout {
+                        peer: format!("sim node {}", l.follower),
+                        what: format!("write {id}"),
+                        timeout_ms: timeout,
+                    },
+                });
             }
         }
     }
 
     fn deliver(&mut self, from: Node, to: Node, d: Delivery) {
         match d {
-            Delivery::Write { leader, id, offset, bytes, imm, key } => {
+            Delivery::Write {
+                leader,
+                id,
+                offset,
+                bytes,
+                imm,
+                key,
+            } => {
                 let token = self.leaders[leader].token;
-                let region = self.regions.get_mut(&to).expect("invariant: writes go to existing regions");
+                let region = self
+                    .regions
+                    .get_mut(&to)
+                    .expect("invariant: writes go to existing regions");
                 let expected = region.key;
                 // Err(true): wrong key; Err(false): fenced.
                 let outcome = if key != expected {
@@ -117,8 +164,13 @@ impl World {
                 } else if region.granted != token {
                     Err(false)
                 } else {
-                    region.bytes[offset as usize..offset as usize + bytes.len()].copy_from_slice(&bytes);
-                    region.events.push(FollowerEvent::Landed { from: token, offset, len: bytes.len() as u64 });
+                    region.bytes[offset as usize..offset as usize + bytes.len()]
+                        .copy_from_slice(&bytes);
+                    region.events.push(FollowerEvent::Landed {
+                        from: token,
+                        offset,
+                        len: bytes.len() as u64,
+                    });
                     if let Some(imm) = imm {
                         region.events.push(FollowerEvent::Imm { from: token, imm });
                     }
@@ -128,20 +180,43 @@ impl World {
                 if self.rng.f64() < self.cfg.missing_completion {
                     return;
                 }
-                let copies = if self.rng.f64() < self.cfg.duplicate_completion { 2 } else { 1 };
+                let copies = if self.rng.f64() < self.cfg.duplicate_completion {
+                    2
+                } else {
+                    1
+                };
                 for _ in 0..copies {
                     let peer = format!("sim node {to}");
                     let event = match outcome {
-                        Ok(()) => LeaderEvent::Completed { id: WriteId(id), durable },
-                        Err(true) => LeaderEvent::Failed { id: WriteId(id), error: VerbsError::WrongKey { peer, given: key, expected } },
-                        Err(false) => LeaderEvent::Failed { id: WriteId(id), error: VerbsError::Fenced { peer, token: token.0 } },
+                        Ok(()) => LeaderEvent::Completed {
+                            id: WriteId(id),
+                            durable,
+                        },
+                        Err(true) => LeaderEvent::Failed {
+                            id: WriteId(id),
+                            error: VerbsError::WrongKey {
+                                peer,
+                                given: key,
+                                expected,
+                            },
+                        },
+                        Err(false) => LeaderEvent::Failed {
+                            id: WriteId(id),
+                            error: VerbsError::Fenced {
+                                peer,
+                                token: token.0,
+                            },
+                        },
                     };
                     self.send(to, from, Delivery::ToLeader { leader, event });
                 }
             }
             Delivery::ToFollower { envelope, token } => {
                 if let Some(r) = self.regions.get_mut(&to) {
-                    r.events.push(FollowerEvent::Message { from: token, envelope });
+                    r.events.push(FollowerEvent::Message {
+                        from: token,
+                        envelope,
+                    });
                 }
             }
             Delivery::ToLeader { leader, event } => {
@@ -165,23 +240,59 @@ impl SimNet {
     /// A network driven by `cfg`.
     pub fn new(cfg: SimConfig) -> SimNet {
         let rng = fastrand::Rng::with_seed(cfg.seed);
-        SimNet { world: Rc::new(RefCell::new(World { cfg, rng, now: 0, seq: 0, regions: BTreeMap::new(), leaders: Vec::new(), flight: BTreeMap::new(), cut: HashSet::new() })) }
+        SimNet {
+            world: Rc::new(RefCell::new(World {
+                cfg,
+                rng,
+                now: 0,
+                seq: 0,
+                regions: BTreeMap::new(),
+                leaders: Vec::new(),
+                flight: BTreeMap::new(),
+                cut: HashSet::new(),
+            })),
+        }
     }
 
     /// A follower with a zeroed region of `len` bytes at `node`.
     pub fn follower(&self, node: Node, len: usize) -> SimFollower {
         let mut w = self.world.borrow_mut();
         let key = w.rng.u32(1..);
-        w.regions.insert(node, Region { bytes: vec![0; len], key, granted: LeaderToken::NONE, events: Vec::new() });
-        SimFollower { net: self.clone(), node }
+        w.regions.insert(
+            node,
+            Region {
+                bytes: vec![0; len],
+                key,
+                granted: LeaderToken::NONE,
+                events: Vec::new(),
+            },
+        );
+        SimFollower {
+            net: self.clone(),
+            node,
+        }
     }
 
     /// A leader link from `node` to the follower at `follower`, as `token`.
     pub fn leader(&self, node: Node, follower: Node, token: LeaderToken) -> SimLeader {
         let mut w = self.world.borrow_mut();
-        assert!(w.regions.contains_key(&follower), "invariant: connect to an existing sim follower");
-        w.leaders.push(LeaderState { node, follower, token, events: Vec::new(), outstanding: BTreeMap::new() });
-        SimLeader { net: self.clone(), index: w.leaders.len() - 1, next_id: 0, peer: format!("sim node {follower}") }
+        assert!(
+            w.regions.contains_key(&follower),
+            "invariant: connect to an existing sim follower"
+        );
+        w.leaders.push(LeaderState {
+            node,
+            follower,
+            token,
+            events: Vec::new(),
+            outstanding: BTreeMap::new(),
+        });
+        SimLeader {
+            net: self.clone(),
+            index: w.leaders.len() - 1,
+            next_id: 0,
+            peer: format!("sim node {follower}"),
+        }
     }
 
     /// Cuts both directions between `a` and `b` (in-flight traffic is lost too).
@@ -220,7 +331,10 @@ impl LeaderLink for SimLeader {
     fn remote(&self) -> RemoteRegion {
         let w = self.net.world.borrow();
         let r = &w.regions[&w.leaders[self.index].follower];
-        RemoteRegion { key: r.key, len: r.bytes.len() as u64 }
+        RemoteRegion {
+            key: r.key,
+            len: r.bytes.len() as u64,
+        }
     }
 
     fn durability(&self) -> Durability {
@@ -237,7 +351,14 @@ impl LeaderLink for SimLeader {
         let now = w.now;
         let (node, follower) = (w.leaders[self.index].node, w.leaders[self.index].follower);
         w.leaders[self.index].outstanding.insert(id, now);
-        let d = Delivery::Write { leader: self.index, id, offset: write.offset, bytes: write.bytes.to_vec(), imm: write.imm, key: write.key };
+        let d = Delivery::Write {
+            leader: self.index,
+            id,
+            offset: write.offset,
+            bytes: write.bytes.to_vec(),
+            imm: write.imm,
+            key: write.key,
+        };
         w.send(node, follower, d);
         Ok(WriteId(id))
     }
@@ -246,7 +367,14 @@ impl LeaderLink for SimLeader {
         let mut w = self.net.world.borrow_mut();
         let l = &w.leaders[self.index];
         let (node, follower, token) = (l.node, l.follower, l.token);
-        w.send(node, follower, Delivery::ToFollower { envelope: envelope.clone(), token });
+        w.send(
+            node,
+            follower,
+            Delivery::ToFollower {
+                envelope: envelope.clone(),
+                token,
+            },
+        );
         Ok(())
     }
 
@@ -266,7 +394,13 @@ pub struct SimFollower {
 
 impl SimFollower {
     fn leader_index(w: &World, node: Node, to: LeaderToken) -> Result<usize, VerbsError> {
-        w.leaders.iter().position(|l| l.follower == node && l.token == to).ok_or_else(|| VerbsError::Disconnected { peer: format!("leader {:#x}", to.0), reason: "not connected".into() })
+        w.leaders
+            .iter()
+            .position(|l| l.follower == node && l.token == to)
+            .ok_or_else(|| VerbsError::Disconnected {
+                peer: format!("leader {:#x}", to.0),
+                reason: "not connected".into(),
+            })
     }
 }
 
@@ -274,7 +408,10 @@ impl FollowerLink for SimFollower {
     fn local(&self) -> RemoteRegion {
         let w = self.net.world.borrow();
         let r = &w.regions[&self.node];
-        RemoteRegion { key: r.key, len: r.bytes.len() as u64 }
+        RemoteRegion {
+            key: r.key,
+            len: r.bytes.len() as u64,
+        }
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), VerbsError> {
@@ -286,7 +423,13 @@ impl FollowerLink for SimFollower {
     }
 
     fn grant(&mut self, leader: LeaderToken) -> Result<(), VerbsError> {
-        self.net.world.borrow_mut().regions.get_mut(&self.node).unwrap().granted = leader;
+        self.net
+            .world
+            .borrow_mut()
+            .regions
+            .get_mut(&self.node)
+            .unwrap()
+            .granted = leader;
         Ok(())
     }
 
@@ -298,7 +441,14 @@ impl FollowerLink for SimFollower {
         let mut w = self.net.world.borrow_mut();
         let leader = Self::leader_index(&w, self.node, to)?;
         let dest = w.leaders[leader].node;
-        w.send(self.node, dest, Delivery::ToLeader { leader, event: LeaderEvent::Message(envelope.clone()) });
+        w.send(
+            self.node,
+            dest,
+            Delivery::ToLeader {
+                leader,
+                event: LeaderEvent::Message(envelope.clone()),
+            },
+        );
         Ok(())
     }
 
@@ -306,7 +456,14 @@ impl FollowerLink for SimFollower {
         let mut w = self.net.world.borrow_mut();
         let leader = Self::leader_index(&w, self.node, to)?;
         let dest = w.leaders[leader].node;
-        w.send(self.node, dest, Delivery::ToLeader { leader, event: LeaderEvent::Persisted { upto } });
+        w.send(
+            self.node,
+            dest,
+            Delivery::ToLeader {
+                leader,
+                event: LeaderEvent::Persisted { upto },
+            },
+        );
         Ok(())
     }
 

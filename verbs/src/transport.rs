@@ -130,12 +130,24 @@ pub trait FollowerLink {
 }
 
 /// Refuses a range that does not fit in a region of `region_len` bytes.
-pub fn check_bounds(peer: &str, offset: u64, len: usize, region_len: u64) -> Result<(), VerbsError> {
-    let fits = offset.checked_add(len as u64).is_some_and(|end| end <= region_len);
+pub fn check_bounds(
+    peer: &str,
+    offset: u64,
+    len: usize,
+    region_len: u64,
+) -> Result<(), VerbsError> {
+    let fits = offset
+        .checked_add(len as u64)
+        .is_some_and(|end| end <= region_len);
     if fits {
         Ok(())
     } else {
-        Err(VerbsError::OutOfBounds { peer: peer.to_string(), offset, len: len as u64, region_len })
+        Err(VerbsError::OutOfBounds {
+            peer: peer.to_string(),
+            offset,
+            len: len as u64,
+            region_len,
+        })
     }
 }
 
@@ -144,7 +156,11 @@ pub fn check_key(peer: &str, given: u32, expected: u32) -> Result<(), VerbsError
     if given == expected {
         Ok(())
     } else {
-        Err(VerbsError::WrongKey { peer: peer.to_string(), given, expected })
+        Err(VerbsError::WrongKey {
+            peer: peer.to_string(),
+            given,
+            expected,
+        })
     }
 }
 
@@ -155,8 +171,18 @@ mod tests {
     #[test]
     fn bounds_refuse_overflow_and_past_end() {
         assert!(check_bounds("p", 0, 10, 10).is_ok());
-        assert!(matches!(check_bounds("p", 1, 10, 10), Err(VerbsError::OutOfBounds { offset: 1, .. })));
+        assert!(matches!(
+            check_bounds("p", 1, 10, 10),
+            Err(VerbsError::OutOfBounds { offset: 1, .. })
+        ));
         assert!(check_bounds("p", u64::MAX, 2, 10).is_err());
-        assert!(matches!(check_key("p", 1, 2), Err(VerbsError::WrongKey { given: 1, expected: 2, .. })));
+        assert!(matches!(
+            check_key("p", 1, 2),
+            Err(VerbsError::WrongKey {
+                given: 1,
+                expected: 2,
+                ..
+            })
+        ));
     }
 }

@@ -5,7 +5,9 @@ mod common;
 use common::scenarios::*;
 use common::*;
 use decree_verbs::tcp::{TcpConfig, TcpFollower, TcpLeader};
-use decree_verbs::{Durability, FollowerLink, LeaderEvent, LeaderLink, LeaderToken, VerbsError, Write};
+use decree_verbs::{
+    Durability, FollowerLink, LeaderEvent, LeaderLink, LeaderToken, VerbsError, Write,
+};
 use std::io::{Read, Write as _};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -25,7 +27,14 @@ fn leader(f: &TcpFollower, token: LeaderToken, cfg: TcpConfig) -> TcpLeader {
 fn write_lands_with_imm_and_persisted_ack_reaches_the_leader() {
     for durability in [Durability::FollowerPersists, Durability::Volatile] {
         let mut f = follower(1 << 16);
-        let mut l = leader(&f, A, TcpConfig { durability, ..TcpConfig::default() });
+        let mut l = leader(
+            &f,
+            A,
+            TcpConfig {
+                durability,
+                ..TcpConfig::default()
+            },
+        );
         f.grant(A).unwrap();
         write_lands_and_persisted_is_acknowledged(&mut f, &mut l, A);
     }
@@ -65,20 +74,15 @@ fn garbage_control_frame_is_a_typed_error_at_the_follower() {
     raw.read_exact(&mut welcome).unwrap();
     raw.write_all(&[7, 20, 0, 0, 0]).unwrap();
     raw.write_all(&[0x5a; 20]).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let err = loop {
-        match f.poll(&mut Vec::new()) {
-            Err(e) => break e,
-            Ok(()) => assert!(Instant::now() < deadline, "garbage frame never reported"),
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    };
+    let err = first_error("garbage at the follower", || f.poll(&mut Vec::new()));
     assert!(matches!(err, VerbsError::BadFrame { .. }), "{err}");
     assert!(read(&f, 0, 4096).iter().all(|&b| b == 0));
 }
 
-#[test]
-fn garbage_from_the_follower_is_a_typed_error_at_the_leader() {
+/// A hand-written follower: accepts one leader, welcomes it (key 5, 4096 bytes), then `then`.
+fn fake_follower(
+    then: impl FnOnce(std::net::TcpStream) + Send + 'static,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let fake = std::thread::spawn(move || {
@@ -89,41 +93,56 @@ fn garbage_from_the_follower_is_a_typed_error_at_the_leader() {
         welcome.extend_from_slice(&5u32.to_le_bytes());
         welcome.extend_from_slice(&4096u64.to_le_bytes());
         s.write_all(&welcome).unwrap();
-        s.write_all(&[7, 4, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef]).unwrap();
+        then(s);
+    });
+    (addr, fake)
+}
+
+#[test]
+fn garbage_from_the_follower_is_a_typed_error_at_the_leader() {
+    let (addr, fake) = fake_follower(|mut s| {
+        s.write_all(&[7, 4, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef])
+            .unwrap();
         std::thread::sleep(Duration::from_millis(300));
     });
     let mut l = TcpLeader::connect(addr, A, TcpConfig::default()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let err = loop {
-        if let Err(e) = l.poll(&mut Vec::new()) {
-            break e;
-        }
-        assert!(Instant::now() < deadline, "garbage never reported");
-    };
+    let err = first_error("garbage at the leader", || l.poll(&mut Vec::new()));
     assert!(matches!(err, VerbsError::BadFrame { .. }), "{err}");
     fake.join().unwrap();
 }
 
 #[test]
 fn a_follower_that_never_acknowledges_times_the_write_out() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let fake = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut hello = [0u8; 13];
-        s.read_exact(&mut hello).unwrap();
-        let mut welcome = vec![2, 12, 0, 0, 0];
-        welcome.extend_from_slice(&5u32.to_le_bytes());
-        welcome.extend_from_slice(&4096u64.to_le_bytes());
-        s.write_all(&welcome).unwrap();
+    let (addr, fake) = fake_follower(|mut s| {
         let mut sink = [0u8; 4096];
         while matches!(s.read(&mut sink), Ok(n) if n > 0) {} // swallow everything, answer nothing
     });
-    let cfg = TcpConfig { write_timeout: Duration::from_millis(200), ..TcpConfig::default() };
+    let cfg = TcpConfig {
+        write_timeout: Duration::from_millis(200),
+        ..TcpConfig::default()
+    };
     let mut l = TcpLeader::connect(addr, A, cfg).unwrap();
     let start = Instant::now();
-    let err = write_outcome(&mut l, &Write { key: 5, offset: 0, bytes: b"hello?", imm: None }).unwrap_err();
-    assert!(matches!(err, VerbsError::Timeout { timeout_ms: 200, .. }), "{err}");
+    let err = write_outcome(
+        &mut l,
+        &Write {
+            key: 5,
+            offset: 0,
+            bytes: b"hello?",
+            imm: None,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VerbsError::Timeout {
+                timeout_ms: 200,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(start.elapsed() < Duration::from_secs(5));
     drop(l);
     fake.join().unwrap();
@@ -139,11 +158,24 @@ fn leader_reconnects_with_backoff_after_the_follower_restarts() {
     let deadline = Instant::now() + Duration::from_secs(5);
     while l.is_connected() {
         let _ = l.poll(&mut Vec::new());
-        let _ = l.post_write(&Write { key: l.remote().key, offset: 0, bytes: b"x", imm: None });
+        let _ = l.post_write(&Write {
+            key: l.remote().key,
+            offset: 0,
+            bytes: b"x",
+            imm: None,
+        });
         assert!(Instant::now() < deadline, "disconnect never noticed");
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(matches!(l.post_write(&Write { key: l.remote().key, offset: 0, bytes: b"x", imm: None }), Err(VerbsError::Disconnected { .. })));
+    assert!(matches!(
+        l.post_write(&Write {
+            key: l.remote().key,
+            offset: 0,
+            bytes: b"x",
+            imm: None
+        }),
+        Err(VerbsError::Disconnected { .. })
+    ));
     let mut f2 = TcpFollower::listen(addr, 4096).unwrap();
     f2.grant(A).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -153,8 +185,21 @@ fn leader_reconnects_with_backoff_after_the_follower_restarts() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let key = l.remote().key;
-    assert_eq!(key, f2.local().key, "the new region's key is learned on reconnect");
-    write_outcome(&mut l, &Write { key, offset: 8, bytes: b"again", imm: None }).unwrap();
+    assert_eq!(
+        key,
+        f2.local().key,
+        "the new region's key is learned on reconnect"
+    );
+    write_outcome(
+        &mut l,
+        &Write {
+            key,
+            offset: 8,
+            bytes: b"again",
+            imm: None,
+        },
+    )
+    .unwrap();
     assert_eq!(read(&f2, 8, 5), b"again");
     let mut ev = Vec::new();
     l.poll(&mut ev).unwrap();
@@ -164,6 +209,12 @@ fn leader_reconnects_with_backoff_after_the_follower_restarts() {
 #[test]
 fn read_after_write_is_refused_on_tcp() {
     let f = follower(4096);
-    let cfg = TcpConfig { durability: Durability::ReadAfterWrite, ..TcpConfig::default() };
-    assert!(matches!(TcpLeader::connect(f.addr(), A, cfg), Err(VerbsError::Config(_))));
+    let cfg = TcpConfig {
+        durability: Durability::ReadAfterWrite,
+        ..TcpConfig::default()
+    };
+    assert!(matches!(
+        TcpLeader::connect(f.addr(), A, cfg),
+        Err(VerbsError::Config(_))
+    ));
 }

@@ -18,13 +18,29 @@ pub const PORT: u8 = 1;
 fn errno_error(op: &'static str, device: &str) -> VerbsError {
     let e = io::Error::last_os_error();
     let hint = match e.raw_os_error() {
-        Some(libc::ENOMEM) if op == "ibv_reg_mr" => return VerbsError::MemlockTooLow { device: device.into(), len: 0 },
-        Some(libc::EPERM) | Some(libc::EACCES) => ": not permitted (run as root or grant access to /dev/infiniband)",
-        Some(libc::EOPNOTSUPP) if op == "ibv_reg_mr" => ": this memory cannot be pinned (fsdax pages cannot be registered; use device-DAX)",
-        Some(libc::EINVAL) => ": invalid attributes (a state transition out of order, or a wrong GID index)",
+        Some(libc::ENOMEM) if op == "ibv_reg_mr" => {
+            return VerbsError::MemlockTooLow {
+                device: device.into(),
+                len: 0,
+            }
+        }
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            ": not permitted (run as root or grant access to /dev/infiniband)"
+        }
+        Some(libc::EOPNOTSUPP) if op == "ibv_reg_mr" => {
+            ": this memory cannot be pinned (fsdax pages cannot be registered; use device-DAX)"
+        }
+        Some(libc::EINVAL) => {
+            ": invalid attributes (a state transition out of order, or a wrong GID index)"
+        }
         _ => "",
     };
-    VerbsError::Os { op, resource: device.into(), source: e, hint }
+    VerbsError::Os {
+        op,
+        resource: device.into(),
+        source: e,
+        hint,
+    }
 }
 
 /// An open device.
@@ -49,7 +65,10 @@ impl Context {
         // SAFETY: ibv_get_device_list writes the count and returns a NULL-terminated array we free below.
         let list = unsafe { ibv_get_device_list(&mut n) };
         if list.is_null() {
-            return Err(VerbsError::NoDevice { name: name.into(), found: format!("none ({})", io::Error::last_os_error()) });
+            return Err(VerbsError::NoDevice {
+                name: name.into(),
+                found: format!("none ({})", io::Error::last_os_error()),
+            });
         }
         let mut found = Vec::new();
         let mut ctx: *mut ibv_context = ptr::null_mut();
@@ -57,7 +76,9 @@ impl Context {
             // SAFETY: i < n, entries are valid device pointers until the list is freed.
             let dev = unsafe { *list.add(i) };
             // SAFETY: ibv_get_device_name returns a NUL-terminated string owned by the device.
-            let dev_name = unsafe { CStr::from_ptr(ibv_get_device_name(dev)) }.to_string_lossy().into_owned();
+            let dev_name = unsafe { CStr::from_ptr(ibv_get_device_name(dev)) }
+                .to_string_lossy()
+                .into_owned();
             if dev_name == name && ctx.is_null() {
                 // SAFETY: dev is valid; the context outlives the list (documented by libibverbs).
                 ctx = unsafe { ibv_open_device(dev) };
@@ -72,8 +93,14 @@ impl Context {
         }
         // SAFETY: list came from ibv_get_device_list and is not used after this.
         unsafe { ibv_free_device_list(list) };
-        let raw = NonNull::new(ctx).ok_or_else(|| VerbsError::NoDevice { name: name.into(), found: found.join(", ") })?;
-        Ok(Arc::new(Context { raw, name: name.into() }))
+        let raw = NonNull::new(ctx).ok_or_else(|| VerbsError::NoDevice {
+            name: name.into(),
+            found: found.join(", "),
+        })?;
+        Ok(Arc::new(Context {
+            raw,
+            name: name.into(),
+        }))
     }
 
     /// Device name.
@@ -96,7 +123,10 @@ impl Context {
         // SAFETY: every bit pattern of the union is a valid [u8; 16].
         let raw = unsafe { gid.raw };
         if raw == [0u8; 16] {
-            return Err(VerbsError::Config(format!("{}: GID index {index} is empty (no IPv4 address on the netdev yet?)", self.name)));
+            return Err(VerbsError::Config(format!(
+                "{}: GID index {index} is empty (no IPv4 address on the netdev yet?)",
+                self.name
+            )));
         }
         Ok(raw)
     }
@@ -144,7 +174,10 @@ impl Pd {
         // SAFETY: valid context.
         let raw = unsafe { ibv_alloc_pd(ctx.raw.as_ptr()) };
         let raw = NonNull::new(raw).ok_or_else(|| errno_error("ibv_alloc_pd", &ctx.name))?;
-        Ok(Arc::new(Pd { raw, ctx: ctx.clone() }))
+        Ok(Arc::new(Pd {
+            raw,
+            ctx: ctx.clone(),
+        }))
     }
 }
 
@@ -183,13 +216,25 @@ impl Mr {
     /// # Errors
     /// `MemlockTooLow` on ENOMEM (RLIMIT_MEMLOCK); `Os` with EOPNOTSUPP for memory that cannot be
     /// pinned long-term (fsdax), EFAULT for an unmapped range.
-    pub unsafe fn register(pd: &Arc<Pd>, addr: *mut u8, len: usize, access: u32) -> Result<Mr, VerbsError> {
+    pub unsafe fn register(
+        pd: &Arc<Pd>,
+        addr: *mut u8,
+        len: usize,
+        access: u32,
+    ) -> Result<Mr, VerbsError> {
         let raw = ibv_reg_mr(pd.raw.as_ptr(), addr.cast(), len, access as i32);
-        let raw = NonNull::new(raw).ok_or_else(|| match errno_error("ibv_reg_mr", &pd.ctx.name) {
-            VerbsError::MemlockTooLow { device, .. } => VerbsError::MemlockTooLow { device, len: len as u64 },
-            e => e,
-        })?;
-        Ok(Mr { raw, _pd: pd.clone() })
+        let raw =
+            NonNull::new(raw).ok_or_else(|| match errno_error("ibv_reg_mr", &pd.ctx.name) {
+                VerbsError::MemlockTooLow { device, .. } => VerbsError::MemlockTooLow {
+                    device,
+                    len: len as u64,
+                },
+                e => e,
+            })?;
+        Ok(Mr {
+            raw,
+            _pd: pd.clone(),
+        })
     }
 
     /// Local key.
@@ -248,7 +293,9 @@ impl Completion {
     /// libibverbs' text for the status.
     pub fn status_text(&self) -> String {
         // SAFETY: ibv_wc_status_str returns a static string for any value.
-        unsafe { CStr::from_ptr(ibv_wc_status_str(self.status)) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(ibv_wc_status_str(self.status)) }
+            .to_string_lossy()
+            .into_owned()
     }
 }
 
@@ -259,9 +306,20 @@ impl Cq {
     /// `Os` (EINVAL: more entries than the device's max_cqe; ENOMEM).
     pub fn new(ctx: &Arc<Context>, entries: i32) -> Result<Arc<Cq>, VerbsError> {
         // SAFETY: valid context; no channel, no completion vector.
-        let raw = unsafe { ibv_create_cq(ctx.raw.as_ptr(), entries, ptr::null_mut(), ptr::null_mut(), 0) };
+        let raw = unsafe {
+            ibv_create_cq(
+                ctx.raw.as_ptr(),
+                entries,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                0,
+            )
+        };
         let raw = NonNull::new(raw).ok_or_else(|| errno_error("ibv_create_cq", &ctx.name))?;
-        Ok(Arc::new(Cq { raw, _ctx: ctx.clone() }))
+        Ok(Arc::new(Cq {
+            raw,
+            _ctx: ctx.clone(),
+        }))
     }
 
     /// Appends up to 16 completions to `out`; never blocks.
@@ -279,8 +337,15 @@ impl Cq {
         for wc in &wcs[..n as usize] {
             let with_imm = wc.wc_flags & ibv_wc_flags::IBV_WC_WITH_IMM.0 != 0;
             // SAFETY: the union holds imm_data when IBV_WC_WITH_IMM is set; read only then.
-            let imm = with_imm.then(|| u32::from_be(unsafe { wc.imm_data_invalidated_rkey_union.imm_data }));
-            out.push(Completion { wr_id: wc.wr_id, status: wc.status, opcode: wc.opcode, qp_num: wc.qp_num, imm });
+            let imm = with_imm
+                .then(|| u32::from_be(unsafe { wc.imm_data_invalidated_rkey_union.imm_data }));
+            out.push(Completion {
+                wr_id: wc.wr_id,
+                status: wc.status,
+                opcode: wc.opcode,
+                qp_num: wc.qp_num,
+                imm,
+            });
         }
         Ok(n as usize)
     }
@@ -346,18 +411,36 @@ impl Qp {
     ///
     /// # Errors
     /// `Os` (EINVAL: capabilities beyond the device's; ENOMEM).
-    pub fn new(pd: &Arc<Pd>, cq: &Arc<Cq>, max_send_wr: u32, max_recv_wr: u32, max_inline: u32) -> Result<Qp, VerbsError> {
+    pub fn new(
+        pd: &Arc<Pd>,
+        cq: &Arc<Cq>,
+        max_send_wr: u32,
+        max_recv_wr: u32,
+        max_inline: u32,
+    ) -> Result<Qp, VerbsError> {
         // SAFETY: plain data; zero is valid for the unset fields.
         let mut init: ibv_qp_init_attr = unsafe { std::mem::zeroed() };
         init.send_cq = cq.raw.as_ptr();
         init.recv_cq = cq.raw.as_ptr();
-        init.cap = ibv_qp_cap { max_send_wr, max_recv_wr, max_send_sge: 1, max_recv_sge: 1, max_inline_data: max_inline };
+        init.cap = ibv_qp_cap {
+            max_send_wr,
+            max_recv_wr,
+            max_send_sge: 1,
+            max_recv_sge: 1,
+            max_inline_data: max_inline,
+        };
         init.qp_type = ibv_qp_type::IBV_QPT_RC;
         init.sq_sig_all = 0;
         // SAFETY: valid PD and CQ; init is fully initialised.
         let raw = unsafe { ibv_create_qp(pd.raw.as_ptr(), &mut init) };
         let raw = NonNull::new(raw).ok_or_else(|| errno_error("ibv_create_qp", &pd.ctx.name))?;
-        Ok(Qp { raw, ctx: pd.ctx.clone(), _pd: pd.clone(), _cq: cq.clone(), max_inline: init.cap.max_inline_data })
+        Ok(Qp {
+            raw,
+            ctx: pd.ctx.clone(),
+            _pd: pd.clone(),
+            _cq: cq.clone(),
+            max_inline: init.cap.max_inline_data,
+        })
     }
 
     /// This QP's number.
@@ -366,12 +449,22 @@ impl Qp {
         unsafe { self.raw.as_ref().qp_num }
     }
 
-    fn modify(&self, attr: &mut ibv_qp_attr, mask: u32, what: &'static str) -> Result<(), VerbsError> {
+    fn modify(
+        &self,
+        attr: &mut ibv_qp_attr,
+        mask: u32,
+        what: &'static str,
+    ) -> Result<(), VerbsError> {
         // SAFETY: valid QP; attr initialised for the fields in mask.
         let rc = unsafe { ibv_modify_qp(self.raw.as_ptr(), attr, mask as i32) };
         if rc != 0 {
             // ibv_modify_qp returns the errno instead of setting it.
-            return Err(VerbsError::Os { op: what, resource: self.ctx.name.clone(), source: io::Error::from_raw_os_error(rc), hint: "" });
+            return Err(VerbsError::Os {
+                op: what,
+                resource: self.ctx.name.clone(),
+                source: io::Error::from_raw_os_error(rc),
+                hint: "",
+            });
         }
         Ok(())
     }
@@ -380,7 +473,14 @@ impl Qp {
     ///
     /// # Errors
     /// `Os` from ibv_modify_qp (EINVAL: bad GID index or MTU, or a transition out of order).
-    pub fn connect(&self, local_psn: u32, remote: &QpEndpoint, gid_index: u8, mtu: ibv_mtu::Type, access: u32) -> Result<(), VerbsError> {
+    pub fn connect(
+        &self,
+        local_psn: u32,
+        remote: &QpEndpoint,
+        gid_index: u8,
+        mtu: ibv_mtu::Type,
+        access: u32,
+    ) -> Result<(), VerbsError> {
         use ibv_qp_attr_mask as m;
         // SAFETY: plain data; zero is valid.
         let mut a: ibv_qp_attr = unsafe { std::mem::zeroed() };
@@ -388,7 +488,11 @@ impl Qp {
         a.pkey_index = 0;
         a.port_num = PORT;
         a.qp_access_flags = access;
-        self.modify(&mut a, (m::IBV_QP_STATE | m::IBV_QP_PKEY_INDEX | m::IBV_QP_PORT | m::IBV_QP_ACCESS_FLAGS).0, "ibv_modify_qp(INIT)")?;
+        self.modify(
+            &mut a,
+            (m::IBV_QP_STATE | m::IBV_QP_PKEY_INDEX | m::IBV_QP_PORT | m::IBV_QP_ACCESS_FLAGS).0,
+            "ibv_modify_qp(INIT)",
+        )?;
 
         // SAFETY: as above.
         let mut a: ibv_qp_attr = unsafe { std::mem::zeroed() };
@@ -404,8 +508,13 @@ impl Qp {
         a.ah_attr.grh.dgid.raw = remote.gid;
         a.ah_attr.grh.sgid_index = gid_index;
         a.ah_attr.grh.hop_limit = 1;
-        let rtr = m::IBV_QP_STATE | m::IBV_QP_AV | m::IBV_QP_PATH_MTU | m::IBV_QP_DEST_QPN | m::IBV_QP_RQ_PSN
-            | m::IBV_QP_MAX_DEST_RD_ATOMIC | m::IBV_QP_MIN_RNR_TIMER;
+        let rtr = m::IBV_QP_STATE
+            | m::IBV_QP_AV
+            | m::IBV_QP_PATH_MTU
+            | m::IBV_QP_DEST_QPN
+            | m::IBV_QP_RQ_PSN
+            | m::IBV_QP_MAX_DEST_RD_ATOMIC
+            | m::IBV_QP_MIN_RNR_TIMER;
         self.modify(&mut a, rtr.0, "ibv_modify_qp(RTR)")?;
 
         // SAFETY: as above.
@@ -416,7 +525,11 @@ impl Qp {
         a.retry_cnt = 7;
         a.rnr_retry = 7;
         a.max_rd_atomic = 1;
-        let rts = m::IBV_QP_STATE | m::IBV_QP_SQ_PSN | m::IBV_QP_TIMEOUT | m::IBV_QP_RETRY_CNT | m::IBV_QP_RNR_RETRY
+        let rts = m::IBV_QP_STATE
+            | m::IBV_QP_SQ_PSN
+            | m::IBV_QP_TIMEOUT
+            | m::IBV_QP_RETRY_CNT
+            | m::IBV_QP_RNR_RETRY
             | m::IBV_QP_MAX_QP_RD_ATOMIC;
         self.modify(&mut a, rts.0, "ibv_modify_qp(RTS)")
     }
@@ -429,7 +542,11 @@ impl Qp {
         // SAFETY: plain data; zero is valid.
         let mut a: ibv_qp_attr = unsafe { std::mem::zeroed() };
         a.qp_access_flags = access;
-        self.modify(&mut a, ibv_qp_attr_mask::IBV_QP_ACCESS_FLAGS.0, "ibv_modify_qp(ACCESS_FLAGS)")
+        self.modify(
+            &mut a,
+            ibv_qp_attr_mask::IBV_QP_ACCESS_FLAGS.0,
+            "ibv_modify_qp(ACCESS_FLAGS)",
+        )
     }
 
     /// Moves the QP to the error state: every outstanding and later request fails.
@@ -440,7 +557,11 @@ impl Qp {
         // SAFETY: plain data; zero is valid.
         let mut a: ibv_qp_attr = unsafe { std::mem::zeroed() };
         a.qp_state = ibv_qp_state::IBV_QPS_ERR;
-        self.modify(&mut a, ibv_qp_attr_mask::IBV_QP_STATE.0, "ibv_modify_qp(ERR)")
+        self.modify(
+            &mut a,
+            ibv_qp_attr_mask::IBV_QP_STATE.0,
+            "ibv_modify_qp(ERR)",
+        )
     }
 
     /// Posts an RDMA WRITE (with immediate when `imm` is set) of `local` to `remote_addr`/`rkey`.
@@ -451,8 +572,20 @@ impl Qp {
     ///
     /// # Errors
     /// `Os` from ibv_post_send (ENOMEM: send queue full; EINVAL: inline payload too large).
-    pub unsafe fn post_write(&self, wr_id: u64, local: Local, remote_addr: u64, rkey: u32, imm: Option<u32>, flags: PostFlags) -> Result<(), VerbsError> {
-        let opcode = if imm.is_some() { ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM } else { ibv_wr_opcode::IBV_WR_RDMA_WRITE };
+    pub unsafe fn post_write(
+        &self,
+        wr_id: u64,
+        local: Local,
+        remote_addr: u64,
+        rkey: u32,
+        imm: Option<u32>,
+        flags: PostFlags,
+    ) -> Result<(), VerbsError> {
+        let opcode = if imm.is_some() {
+            ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM
+        } else {
+            ibv_wr_opcode::IBV_WR_RDMA_WRITE
+        };
         self.post(wr_id, opcode, local, remote_addr, rkey, imm, flags)
     }
 
@@ -463,13 +596,43 @@ impl Qp {
     ///
     /// # Errors
     /// As `post_write`.
-    pub unsafe fn post_read(&self, wr_id: u64, local: Local, remote_addr: u64, rkey: u32) -> Result<(), VerbsError> {
-        self.post(wr_id, ibv_wr_opcode::IBV_WR_RDMA_READ, local, remote_addr, rkey, None, PostFlags { signaled: true, inline: false })
+    pub unsafe fn post_read(
+        &self,
+        wr_id: u64,
+        local: Local,
+        remote_addr: u64,
+        rkey: u32,
+    ) -> Result<(), VerbsError> {
+        self.post(
+            wr_id,
+            ibv_wr_opcode::IBV_WR_RDMA_READ,
+            local,
+            remote_addr,
+            rkey,
+            None,
+            PostFlags {
+                signaled: true,
+                inline: false,
+            },
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
-    unsafe fn post(&self, wr_id: u64, opcode: ibv_wr_opcode::Type, local: Local, remote_addr: u64, rkey: u32, imm: Option<u32>, flags: PostFlags) -> Result<(), VerbsError> {
-        let mut sge = ibv_sge { addr: local.addr, length: local.len, lkey: local.lkey };
+    unsafe fn post(
+        &self,
+        wr_id: u64,
+        opcode: ibv_wr_opcode::Type,
+        local: Local,
+        remote_addr: u64,
+        rkey: u32,
+        imm: Option<u32>,
+        flags: PostFlags,
+    ) -> Result<(), VerbsError> {
+        let mut sge = ibv_sge {
+            addr: local.addr,
+            length: local.len,
+            lkey: local.lkey,
+        };
         let mut wr: ibv_send_wr = std::mem::zeroed();
         wr.wr_id = wr_id;
         wr.sg_list = &mut sge;
@@ -491,8 +654,17 @@ impl Qp {
         let mut bad = ptr::null_mut();
         let rc = ibv_post_send(self.raw.as_ptr(), &mut wr, &mut bad);
         if rc != 0 {
-            let hint = if rc == libc::ENOMEM { ": send queue full (poll completions first)" } else { "" };
-            return Err(VerbsError::Os { op: "ibv_post_send", resource: self.ctx.name.clone(), source: io::Error::from_raw_os_error(rc), hint });
+            let hint = if rc == libc::ENOMEM {
+                ": send queue full (poll completions first)"
+            } else {
+                ""
+            };
+            return Err(VerbsError::Os {
+                op: "ibv_post_send",
+                resource: self.ctx.name.clone(),
+                source: io::Error::from_raw_os_error(rc),
+                hint,
+            });
         }
         Ok(())
     }
@@ -509,7 +681,12 @@ impl Qp {
         // SAFETY: valid QP, wr lives across the call.
         let rc = unsafe { ibv_post_recv(self.raw.as_ptr(), &mut wr, &mut bad) };
         if rc != 0 {
-            return Err(VerbsError::Os { op: "ibv_post_recv", resource: self.ctx.name.clone(), source: io::Error::from_raw_os_error(rc), hint: "" });
+            return Err(VerbsError::Os {
+                op: "ibv_post_recv",
+                resource: self.ctx.name.clone(),
+                source: io::Error::from_raw_os_error(rc),
+                hint: "",
+            });
         }
         Ok(())
     }

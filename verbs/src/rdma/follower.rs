@@ -3,8 +3,11 @@
 use super::ffi::{Context, Cq, Mr, Pd, Qp, QpEndpoint, ACCESS_REMOTE_RW};
 use super::handshake::{get_endpoint, Welcome};
 use super::RdmaConfig;
+use crate::acceptor::{accept_until, prepare};
 use crate::conn::{Conn, Fields};
-use crate::control::{decode_control, encode_control, TAG_CONTROL, TAG_HELLO, TAG_PERSISTED, TAG_WELCOME};
+use crate::control::{
+    decode_control, encode_control, TAG_CONTROL, TAG_HELLO, TAG_PERSISTED, TAG_WELCOME,
+};
 use crate::mapping::Mapping;
 use crate::transport::check_bounds;
 use crate::{FollowerEvent, FollowerLink, LeaderToken, RemoteRegion, VerbsError};
@@ -55,27 +58,55 @@ fn access_for(token: LeaderToken, granted: LeaderToken) -> u32 {
 
 impl RdmaFollower {
     /// Registers `region` on `cfg.device` and accepts leaders on the TCP side channel `bind`.
-    pub fn listen(bind: SocketAddr, cfg: RdmaConfig, region: Mapping) -> Result<RdmaFollower, VerbsError> {
+    pub fn listen(
+        bind: SocketAddr,
+        cfg: RdmaConfig,
+        region: Mapping,
+    ) -> Result<RdmaFollower, VerbsError> {
         let ctx = Context::open(&cfg.device)?;
         ctx.gid(cfg.gid_index)?; // fail now, not per connection
         let pd = Pd::new(&ctx)?;
         let cq = Cq::new(&ctx, 4096)?;
         // SAFETY: `region` is stored beside `mr` in `Shared` and outlives it (field order drops `mr` first).
         let mr = unsafe { Mr::register(&pd, region.as_ptr(), region.len(), ACCESS_REMOTE_RW)? };
-        let listener = TcpListener::bind(bind).map_err(|e| VerbsError::os("bind", bind.to_string(), e))?;
-        let addr = listener.local_addr().map_err(|e| VerbsError::os("getsockname", bind.to_string(), e))?;
-        listener.set_nonblocking(true).map_err(|e| VerbsError::os("set_nonblocking", addr.to_string(), e))?;
-        let shared = Arc::new(Shared { cfg, ctx, pd, cq, mr, region, state: Mutex::new((LeaderToken::NONE, Vec::new())) });
+        let listener =
+            TcpListener::bind(bind).map_err(|e| VerbsError::os("bind", bind.to_string(), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| VerbsError::os("getsockname", bind.to_string(), e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| VerbsError::os("set_nonblocking", addr.to_string(), e))?;
+        let shared = Arc::new(Shared {
+            cfg,
+            ctx,
+            pd,
+            cq,
+            mr,
+            region,
+            state: Mutex::new((LeaderToken::NONE, Vec::new())),
+        });
         let stop = Arc::new(AtomicBool::new(false));
         let acceptor = {
             let (shared, stop) = (shared.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("rdma-accept".into())
-                .spawn(move || accept_loop(&listener, &shared, &stop))
+                .spawn(move || {
+                    accept_until(&listener, &stop, "rdma", |stream, from| {
+                        if let Err(e) = admit(stream, from, &shared) {
+                            tracing::warn!(%from, error = %e, "rdma leader handshake failed");
+                        }
+                    })
+                })
                 .map_err(|e| VerbsError::os("spawn", "rdma accept thread", e))?
         };
         tracing::info!(device = %shared.cfg.device, %addr, len = shared.region.len(), rkey = shared.mr.rkey(), "rdma follower listening");
-        Ok(RdmaFollower { shared, addr, stop, acceptor: Some(acceptor) })
+        Ok(RdmaFollower {
+            shared,
+            addr,
+            stop,
+            acceptor: Some(acceptor),
+        })
     }
 
     /// The side channel's address (for leaders to connect to).
@@ -89,34 +120,22 @@ impl RdmaFollower {
     }
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Shared, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, from)) => {
-                if let Err(e) = admit(stream, from, shared) {
-                    tracing::warn!(%from, error = %e, "rdma leader handshake failed");
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(2)),
-            Err(e) => {
-                tracing::error!(error = %e, "rdma accept failed; no more leaders will be admitted");
-                return;
-            }
-        }
-    }
-}
-
 /// Handshake with one leader: its hello (token + QP), our QP toward it, our welcome.
 fn admit(stream: TcpStream, from: SocketAddr, shared: &Shared) -> Result<(), VerbsError> {
     let peer = from.to_string();
-    stream.set_nonblocking(false).map_err(|e| VerbsError::os("set_nonblocking", &peer, e))?;
-    stream.set_nodelay(true).map_err(|e| VerbsError::os("setsockopt", &peer, e))?;
-    let t = Some(Duration::from_secs(5));
-    stream.set_read_timeout(t).and_then(|_| stream.set_write_timeout(t)).map_err(|e| VerbsError::os("setsockopt", &peer, e))?;
+    prepare(
+        &stream,
+        &peer,
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+    )?;
     let mut conn = Conn::new(stream, peer.clone());
     let (tag, body) = conn.recv()?;
     if tag != TAG_HELLO {
-        return Err(VerbsError::Protocol { peer, what: format!("expected hello, got tag {tag}") });
+        return Err(VerbsError::Protocol {
+            peer,
+            what: format!("expected hello, got tag {tag}"),
+        });
     }
     let mut f = Fields::new(&body, &peer);
     let token = LeaderToken(f.u64()?);
@@ -124,14 +143,30 @@ fn admit(stream: TcpStream, from: SocketAddr, shared: &Shared) -> Result<(), Ver
     let cfg = &shared.cfg;
     let qp = Qp::new(&shared.pd, &shared.cq, 16, RECV_DEPTH, 0)?;
     let (lid, mtu) = shared.ctx.port()?;
-    let local = QpEndpoint { qpn: qp.qpn(), psn: fastrand::u32(..0x00ff_ffff), lid, gid: shared.ctx.gid(cfg.gid_index)? };
+    let local = QpEndpoint {
+        qpn: qp.qpn(),
+        psn: fastrand::u32(..0x00ff_ffff),
+        lid,
+        gid: shared.ctx.gid(cfg.gid_index)?,
+    };
     let mut state = shared.state.lock().unwrap();
-    qp.connect(local.psn, &remote, cfg.gid_index, mtu, access_for(token, state.0))?;
+    qp.connect(
+        local.psn,
+        &remote,
+        cfg.gid_index,
+        mtu,
+        access_for(token, state.0),
+    )?;
     // Receives for WRITE_WITH_IMM; a QP in RESET refuses them, so after connect, before welcome.
     for i in 0..RECV_DEPTH {
         qp.post_recv(u64::from(i))?;
     }
-    let welcome = Welcome { addr: shared.mr.addr(), rkey: shared.mr.rkey(), len: shared.region.len() as u64, qp: local };
+    let welcome = Welcome {
+        addr: shared.mr.addr(),
+        rkey: shared.mr.rkey(),
+        len: shared.region.len() as u64,
+        qp: local,
+    };
     conn.send(TAG_WELCOME, &[&welcome.encode()])?;
     tracing::info!(%peer, token = token.0, qpn = local.qpn, "rdma leader admitted");
     state.1.push(Peer { token, qp, conn });
@@ -140,11 +175,19 @@ fn admit(stream: TcpStream, from: SocketAddr, shared: &Shared) -> Result<(), Ver
 
 impl FollowerLink for RdmaFollower {
     fn local(&self) -> RemoteRegion {
-        RemoteRegion { key: self.shared.mr.rkey(), len: self.shared.region.len() as u64 }
+        RemoteRegion {
+            key: self.shared.mr.rkey(),
+            len: self.shared.region.len() as u64,
+        }
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), VerbsError> {
-        check_bounds("local region", offset, out.len(), self.shared.region.len() as u64)?;
+        check_bounds(
+            "local region",
+            offset,
+            out.len(),
+            self.shared.region.len() as u64,
+        )?;
         self.shared.region.read_at(offset as usize, out);
         Ok(())
     }
@@ -155,7 +198,12 @@ impl FollowerLink for RdmaFollower {
         // access (e.g. already in the error state after a refused write) is dropped; its leader
         // reconnects. A revoked QP that refuses the change is broken instead (QP reset fencing).
         let mut dead = Vec::new();
-        for (i, p) in state.1.iter().enumerate().filter(|(_, p)| p.token != leader) {
+        for (i, p) in state
+            .1
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.token != leader)
+        {
             if let Err(e) = p.qp.set_access(0) {
                 tracing::warn!(token = p.token.0, error = %e, "revoking access failed; breaking the QP instead");
                 if p.qp.break_connection().is_err() {
@@ -163,7 +211,12 @@ impl FollowerLink for RdmaFollower {
                 }
             }
         }
-        for (i, p) in state.1.iter().enumerate().filter(|(_, p)| p.token == leader) {
+        for (i, p) in state
+            .1
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.token == leader)
+        {
             if let Err(e) = p.qp.set_access(ACCESS_REMOTE_RW) {
                 tracing::warn!(token = p.token.0, error = %e, "granting access failed (QP in error); dropping it, the leader must reconnect");
                 dead.push(i);
@@ -195,7 +248,9 @@ impl FollowerLink for RdmaFollower {
         self.shared.cq.poll(&mut wcs)?;
         let mut state = self.shared.state.lock().unwrap();
         for wc in wcs {
-            let Some(p) = state.1.iter().find(|p| p.qp.qpn() == wc.qp_num) else { continue };
+            let Some(p) = state.1.iter().find(|p| p.qp.qpn() == wc.qp_num) else {
+                continue;
+            };
             if wc.status != rdma_sys::ibv_wc_status::IBV_WC_SUCCESS {
                 tracing::debug!(token = p.token.0, status = %wc.status_text(), "receive flushed");
                 continue;
@@ -212,16 +267,21 @@ impl FollowerLink for RdmaFollower {
             let from = state.1[i].token;
             match state.1[i].conn.try_recv() {
                 Ok(None) => i += 1,
-                Ok(Some((TAG_CONTROL, body))) => match decode_control(state.1[i].conn.peer(), &body) {
-                    Ok(envelope) => out.push(FollowerEvent::Message { from, envelope }),
-                    Err(e) => {
-                        state.1.swap_remove(i);
-                        return Err(e);
+                Ok(Some((TAG_CONTROL, body))) => {
+                    match decode_control(state.1[i].conn.peer(), &body) {
+                        Ok(envelope) => out.push(FollowerEvent::Message { from, envelope }),
+                        Err(e) => {
+                            state.1.swap_remove(i);
+                            return Err(e);
+                        }
                     }
-                },
+                }
                 Ok(Some((tag, _))) => {
                     let peer = state.1.swap_remove(i).conn.peer().to_string();
-                    return Err(VerbsError::Protocol { peer, what: format!("unexpected message tag {tag}") });
+                    return Err(VerbsError::Protocol {
+                        peer,
+                        what: format!("unexpected message tag {tag}"),
+                    });
                 }
                 Err(e) => {
                     state.1.swap_remove(i);
@@ -234,12 +294,21 @@ impl FollowerLink for RdmaFollower {
 }
 
 impl RdmaFollower {
-    fn with_conn(&self, to: LeaderToken, f: impl FnOnce(&mut Conn<TcpStream>) -> Result<(), VerbsError>) -> Result<(), VerbsError> {
+    fn with_conn(
+        &self,
+        to: LeaderToken,
+        f: impl FnOnce(&mut Conn<TcpStream>) -> Result<(), VerbsError>,
+    ) -> Result<(), VerbsError> {
         let mut state = self.shared.state.lock().unwrap();
-        let p = state.1.iter_mut().find(|p| p.token == to).ok_or_else(|| VerbsError::Disconnected {
-            peer: format!("leader {:#x}", to.0),
-            reason: "not connected".into(),
-        })?;
+        let p =
+            state
+                .1
+                .iter_mut()
+                .find(|p| p.token == to)
+                .ok_or_else(|| VerbsError::Disconnected {
+                    peer: format!("leader {:#x}", to.0),
+                    reason: "not connected".into(),
+                })?;
         f(&mut p.conn)
     }
 }

@@ -51,7 +51,12 @@ impl Welcome {
     /// Decodes a message body from `peer`.
     pub fn decode(body: &[u8], peer: &str) -> Result<Welcome, VerbsError> {
         let mut f = Fields::new(body, peer);
-        Ok(Welcome { addr: f.u64()?, rkey: f.u32()?, len: f.u64()?, qp: get_endpoint(&mut f)? })
+        Ok(Welcome {
+            addr: f.u64()?,
+            rkey: f.u32()?,
+            len: f.u64()?,
+            qp: get_endpoint(&mut f)?,
+        })
     }
 }
 
@@ -61,9 +66,22 @@ mod tests {
 
     #[test]
     fn welcome_round_trips_and_short_body_is_refused() {
-        let w = Welcome { addr: 0x7f00_0000_1000, rkey: 0x1234, len: 1 << 20, qp: QpEndpoint { qpn: 17, psn: 0x42, lid: 0, gid: [7; 16] } };
+        let w = Welcome {
+            addr: 0x7f00_0000_1000,
+            rkey: 0x1234,
+            len: 1 << 20,
+            qp: QpEndpoint {
+                qpn: 17,
+                psn: 0x42,
+                lid: 0,
+                gid: [7; 16],
+            },
+        };
         let body = w.encode();
         assert_eq!(Welcome::decode(&body, "p").unwrap(), w);
-        assert!(matches!(Welcome::decode(&body[..body.len() - 1], "p"), Err(VerbsError::Protocol { .. })));
+        assert!(matches!(
+            Welcome::decode(&body[..body.len() - 1], "p"),
+            Err(VerbsError::Protocol { .. })
+        ));
     }
 }

@@ -3,12 +3,17 @@
 use super::ffi::{Completion, Context, Cq, Local, Mr, Pd, PostFlags, Qp, QpEndpoint, ACCESS_LOCAL};
 use super::handshake::{put_endpoint, Welcome};
 use super::RdmaConfig;
+use crate::acceptor::prepare;
 use crate::conn::{Conn, Fields};
-use crate::control::{decode_control, encode_control, TAG_CONTROL, TAG_HELLO, TAG_PERSISTED, TAG_WELCOME};
+use crate::control::{
+    decode_control, encode_control, TAG_CONTROL, TAG_HELLO, TAG_PERSISTED, TAG_WELCOME,
+};
 use crate::durability::log_mode;
 use crate::mapping::Mapping;
 use crate::transport::{check_bounds, check_key};
-use crate::{Durability, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion, VerbsError, Write, WriteId};
+use crate::{
+    Durability, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion, VerbsError, Write, WriteId,
+};
 use decree_engine::message::Envelope;
 use rdma_sys::ibv_wc_status;
 use std::collections::VecDeque;
@@ -52,8 +57,15 @@ pub struct RdmaLeader {
 
 impl RdmaLeader {
     /// Connects to the follower whose side channel is at `addr`, as leader `token`.
-    pub fn connect(addr: SocketAddr, token: LeaderToken, cfg: RdmaConfig) -> Result<RdmaLeader, VerbsError> {
-        assert!(cfg.max_outstanding > 0 && cfg.signal_every > 0, "invariant: positive queue depth and signal interval");
+    pub fn connect(
+        addr: SocketAddr,
+        token: LeaderToken,
+        cfg: RdmaConfig,
+    ) -> Result<RdmaLeader, VerbsError> {
+        assert!(
+            cfg.max_outstanding > 0 && cfg.signal_every > 0,
+            "invariant: positive queue depth and signal interval"
+        );
         let peer = addr.to_string();
         let ctx = Context::open(&cfg.device)?;
         let pd = Pd::new(&ctx)?;
@@ -62,24 +74,38 @@ impl RdmaLeader {
         let qp = Qp::new(&pd, &cq, depth, 1, cfg.max_inline)?;
         let staging = Mapping::anonymous(cfg.max_outstanding * cfg.staging_slot_bytes)?;
         // SAFETY: `staging` lives in the same struct as its MR and is dropped after it (field order).
-        let staging_mr = unsafe { Mr::register(&pd, staging.as_ptr(), staging.len(), ACCESS_LOCAL)? };
+        let staging_mr =
+            unsafe { Mr::register(&pd, staging.as_ptr(), staging.len(), ACCESS_LOCAL)? };
         let scratch = Mapping::anonymous(4096)?;
         // SAFETY: as above, for the READ target.
-        let scratch_mr = unsafe { Mr::register(&pd, scratch.as_ptr(), scratch.len(), ACCESS_LOCAL)? };
+        let scratch_mr =
+            unsafe { Mr::register(&pd, scratch.as_ptr(), scratch.len(), ACCESS_LOCAL)? };
         let (lid, mtu) = ctx.port()?;
-        let local = QpEndpoint { qpn: qp.qpn(), psn: fastrand::u32(..0x00ff_ffff), lid, gid: ctx.gid(cfg.gid_index)? };
+        let local = QpEndpoint {
+            qpn: qp.qpn(),
+            psn: fastrand::u32(..0x00ff_ffff),
+            lid,
+            gid: ctx.gid(cfg.gid_index)?,
+        };
 
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| VerbsError::os("connect", &peer, e))?;
-        stream.set_nodelay(true).map_err(|e| VerbsError::os("setsockopt", &peer, e))?;
-        let t = Some(Duration::from_secs(5));
-        stream.set_read_timeout(t).and_then(|_| stream.set_write_timeout(t)).map_err(|e| VerbsError::os("setsockopt", &peer, e))?;
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .map_err(|e| VerbsError::os("connect", &peer, e))?;
+        prepare(
+            &stream,
+            &peer,
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        )?;
         let mut conn = Conn::new(stream, peer.clone());
         let mut hello = token.0.to_le_bytes().to_vec();
         put_endpoint(&mut hello, &local);
         conn.send(TAG_HELLO, &[&hello])?;
         let (tag, body) = conn.recv()?;
         if tag != TAG_WELCOME {
-            return Err(VerbsError::Protocol { peer, what: format!("expected welcome, got tag {tag}") });
+            return Err(VerbsError::Protocol {
+                peer,
+                what: format!("expected welcome, got tag {tag}"),
+            });
         }
         let remote = Welcome::decode(&body, &peer)?;
         qp.connect(local.psn, &remote.qp, cfg.gid_index, mtu, 0)?;
@@ -88,8 +114,23 @@ impl RdmaLeader {
             tracing::info!(peer = %peer, "RDMA FLUSH is not offered by this verbs API; using {}", cfg.durability);
         }
         Ok(RdmaLeader {
-            peer, token, cfg, remote, qp, cq, staging_mr, staging, scratch_mr, _scratch: scratch, conn, next_id: 0,
-            outstanding: VecDeque::new(), tail_unsignaled: false, broken: None, ready: Vec::new(), _pd: pd,
+            peer,
+            token,
+            cfg,
+            remote,
+            qp,
+            cq,
+            staging_mr,
+            staging,
+            scratch_mr,
+            _scratch: scratch,
+            conn,
+            next_id: 0,
+            outstanding: VecDeque::new(),
+            tail_unsignaled: false,
+            broken: None,
+            ready: Vec::new(),
+            _pd: pd,
         })
     }
 
@@ -102,10 +143,16 @@ impl RdmaLeader {
 
     fn post(&mut self, w: &Write<'_>, checked: bool) -> Result<WriteId, VerbsError> {
         if let Some(reason) = &self.broken {
-            return Err(VerbsError::Disconnected { peer: self.peer.clone(), reason: reason.clone() });
+            return Err(VerbsError::Disconnected {
+                peer: self.peer.clone(),
+                reason: reason.clone(),
+            });
         }
         if self.outstanding.len() >= self.cfg.max_outstanding {
-            return Err(VerbsError::QueueFull { what: "rdma send queue", capacity: self.cfg.max_outstanding });
+            return Err(VerbsError::QueueFull {
+                what: "rdma send queue",
+                capacity: self.cfg.max_outstanding,
+            });
         }
         let slot_bytes = self.cfg.staging_slot_bytes;
         if w.bytes.len() > slot_bytes {
@@ -114,39 +161,81 @@ impl RdmaLeader {
         let id = self.next_id;
         let inline = !w.bytes.is_empty() && w.bytes.len() <= self.qp.max_inline as usize;
         let local = if inline {
-            Local { addr: w.bytes.as_ptr() as u64, len: w.bytes.len() as u32, lkey: 0 }
+            Local {
+                addr: w.bytes.as_ptr() as u64,
+                len: w.bytes.len() as u32,
+                lkey: 0,
+            }
         } else {
             // Slot `id % max` is free: fewer than `max` writes are outstanding and they retire in order.
             let at = (id as usize % self.cfg.max_outstanding) * slot_bytes;
             self.staging.write_at(at, w.bytes);
-            Local { addr: self.staging_mr.addr() + at as u64, len: w.bytes.len() as u32, lkey: self.staging_mr.lkey() }
+            Local {
+                addr: self.staging_mr.addr() + at as u64,
+                len: w.bytes.len() as u32,
+                lkey: self.staging_mr.lkey(),
+            }
         };
         let raw = self.cfg.durability == Durability::ReadAfterWrite;
         let signaled = !raw && (id + 1) % u64::from(self.cfg.signal_every) == 0;
         let remote_addr = self.remote.addr + w.offset;
         // SAFETY: inline payloads are copied during the call; staged ones sit in a slot that is
         // not reused before this write retires.
-        unsafe { self.qp.post_write(id, local, remote_addr, w.key, w.imm, PostFlags { signaled, inline })? };
+        unsafe {
+            self.qp.post_write(
+                id,
+                local,
+                remote_addr,
+                w.key,
+                w.imm,
+                PostFlags { signaled, inline },
+            )?
+        };
         if raw {
             let len = w.bytes.len().clamp(1, 8) as u32;
             let at = w.offset.min(self.remote.len.saturating_sub(u64::from(len)));
-            let scratch = Local { addr: self.scratch_mr.addr(), len, lkey: self.scratch_mr.lkey() };
+            let scratch = Local {
+                addr: self.scratch_mr.addr(),
+                len,
+                lkey: self.scratch_mr.lkey(),
+            };
             // SAFETY: the scratch MR lives as long as the QP; READ results are never read.
-            unsafe { self.qp.post_read(id | WR_READ, scratch, self.remote.addr + at, w.key)? };
+            unsafe {
+                self.qp
+                    .post_read(id | WR_READ, scratch, self.remote.addr + at, w.key)?
+            };
         }
         self.tail_unsignaled = !signaled && !raw;
         self.next_id += 1;
-        self.outstanding.push_back(Outstanding { id, posted: Instant::now(), checked });
+        self.outstanding.push_back(Outstanding {
+            id,
+            posted: Instant::now(),
+            checked,
+        });
         Ok(WriteId(id))
     }
 
     /// Posts a zero-length signaled write so unsignaled writes at the tail complete.
     fn flush_tail(&mut self) -> Result<(), VerbsError> {
         let last = self.next_id - 1;
-        let none = Local { addr: 0, len: 0, lkey: 0 };
+        let none = Local {
+            addr: 0,
+            len: 0,
+            lkey: 0,
+        };
         // SAFETY: a zero-length write has no local buffer.
         unsafe {
-            self.qp.post_write(last | WR_FLUSH, none, self.remote.addr, self.remote.rkey, None, PostFlags { signaled: true, inline: false })?
+            self.qp.post_write(
+                last | WR_FLUSH,
+                none,
+                self.remote.addr,
+                self.remote.rkey,
+                None,
+                PostFlags {
+                    signaled: true,
+                    inline: false,
+                },
+            )?
         };
         self.tail_unsignaled = false;
         Ok(())
@@ -165,7 +254,10 @@ impl RdmaLeader {
             if ok {
                 self.ready.push(LeaderEvent::Completed { id, durable });
             } else {
-                self.ready.push(LeaderEvent::Failed { id, error: self.completion_error(wc, o.checked) });
+                self.ready.push(LeaderEvent::Failed {
+                    id,
+                    error: self.completion_error(wc, o.checked),
+                });
             }
         }
     }
@@ -175,12 +267,27 @@ impl RdmaLeader {
         match wc.status {
             // Key and range were checked here, so the follower's NIC refused the QP itself: its
             // access flags no longer permit remote writes (rxe reports that as an invalid request).
-            ibv_wc_status::IBV_WC_REM_ACCESS_ERR | ibv_wc_status::IBV_WC_REM_INV_REQ_ERR if checked => {
-                VerbsError::Fenced { peer, token: self.token.0 }
+            ibv_wc_status::IBV_WC_REM_ACCESS_ERR | ibv_wc_status::IBV_WC_REM_INV_REQ_ERR
+                if checked =>
+            {
+                VerbsError::Fenced {
+                    peer,
+                    token: self.token.0,
+                }
             }
-            ibv_wc_status::IBV_WC_REM_ACCESS_ERR => VerbsError::Protocol { peer, what: "follower's NIC refused the write (remote access error: wrong key or range)".into() },
-            ibv_wc_status::IBV_WC_RETRY_EXC_ERR => VerbsError::Disconnected { peer, reason: "transport retries exhausted: the follower is unreachable".into() },
-            _ => VerbsError::Disconnected { peer, reason: format!("work request failed: {}", wc.status_text()) },
+            ibv_wc_status::IBV_WC_REM_ACCESS_ERR => VerbsError::Protocol {
+                peer,
+                what: "follower's NIC refused the write (remote access error: wrong key or range)"
+                    .into(),
+            },
+            ibv_wc_status::IBV_WC_RETRY_EXC_ERR => VerbsError::Disconnected {
+                peer,
+                reason: "transport retries exhausted: the follower is unreachable".into(),
+            },
+            _ => VerbsError::Disconnected {
+                peer,
+                reason: format!("work request failed: {}", wc.status_text()),
+            },
         }
     }
 }
@@ -191,7 +298,10 @@ impl LeaderLink for RdmaLeader {
     }
 
     fn remote(&self) -> RemoteRegion {
-        RemoteRegion { key: self.remote.rkey, len: self.remote.len }
+        RemoteRegion {
+            key: self.remote.rkey,
+            len: self.remote.len,
+        }
     }
 
     fn durability(&self) -> Durability {
@@ -226,7 +336,11 @@ impl LeaderLink for RdmaLeader {
                 for o in self.outstanding.drain(..) {
                     self.ready.push(LeaderEvent::Failed {
                         id: WriteId(o.id),
-                        error: VerbsError::Timeout { peer: self.peer.clone(), what: format!("rdma write {}", o.id), timeout_ms },
+                        error: VerbsError::Timeout {
+                            peer: self.peer.clone(),
+                            what: format!("rdma write {}", o.id),
+                            timeout_ms,
+                        },
                     });
                 }
             }
@@ -235,11 +349,17 @@ impl LeaderLink for RdmaLeader {
         while let Some((tag, body)) = self.conn.try_recv()? {
             match tag {
                 TAG_CONTROL => out.push(LeaderEvent::Message(decode_control(&self.peer, &body)?)),
-                TAG_PERSISTED => out.push(LeaderEvent::Persisted { upto: Fields::new(&body, &self.peer).u64()? }),
-                _ => return Err(VerbsError::Protocol { peer: self.peer.clone(), what: format!("unexpected message tag {tag}") }),
+                TAG_PERSISTED => out.push(LeaderEvent::Persisted {
+                    upto: Fields::new(&body, &self.peer).u64()?,
+                }),
+                _ => {
+                    return Err(VerbsError::Protocol {
+                        peer: self.peer.clone(),
+                        what: format!("unexpected message tag {tag}"),
+                    })
+                }
             }
         }
         Ok(())
     }
 }
-

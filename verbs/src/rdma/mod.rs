@@ -3,8 +3,8 @@
 //! Connection set-up (QP numbers, GIDs, the region's address and rkey) and control messages use
 //! a TCP side channel. Fencing is Mu's: only the granted leader's QP has remote-write access.
 
-pub mod ffi;
 pub mod config;
+pub mod ffi;
 mod follower;
 pub mod handshake;
 mod leader;

@@ -44,7 +44,8 @@ impl<'a> Header<'a> {
     pub fn init(&self, key: u32, data_len: u64) {
         self.word(OFF_KEY).store(u64::from(key), Ordering::Relaxed);
         self.word(OFF_DATA_LEN).store(data_len, Ordering::Relaxed);
-        self.word(OFF_PERMIT).store(LeaderToken::NONE.0, Ordering::Relaxed);
+        self.word(OFF_PERMIT)
+            .store(LeaderToken::NONE.0, Ordering::Relaxed);
         self.word(OFF_PERSISTED).store(0, Ordering::Relaxed);
         self.word(OFF_IMM_HEAD).store(0, Ordering::Relaxed);
         self.word(OFF_IMM_TAIL).store(0, Ordering::Relaxed);
@@ -56,10 +57,16 @@ impl<'a> Header<'a> {
     pub fn validate(&self, peer: &str) -> Result<(), VerbsError> {
         let magic = self.word(OFF_MAGIC).load(Ordering::Acquire);
         if magic != MAGIC {
-            return Err(VerbsError::Protocol { peer: peer.into(), what: format!("not a decree shm region (magic {magic:#x})") });
+            return Err(VerbsError::Protocol {
+                peer: peer.into(),
+                what: format!("not a decree shm region (magic {magic:#x})"),
+            });
         }
         if HEADER_BYTES as u64 + self.data_len() > self.map.len() as u64 {
-            return Err(VerbsError::Protocol { peer: peer.into(), what: "data area larger than the mapping".into() });
+            return Err(VerbsError::Protocol {
+                peer: peer.into(),
+                what: "data area larger than the mapping".into(),
+            });
         }
         Ok(())
     }
@@ -85,17 +92,27 @@ impl<'a> Header<'a> {
 
     /// Leader: takes the write permission for `token`, or reports it fenced.
     pub fn begin_write(&self, token: LeaderToken, peer: &str) -> Result<(), VerbsError> {
-        assert!(token.0 & BUSY == 0 && token != LeaderToken::NONE, "invariant: leader token is non-zero and below 2^63");
+        assert!(
+            token.0 & BUSY == 0 && token != LeaderToken::NONE,
+            "invariant: leader token is non-zero and below 2^63"
+        );
         self.word(OFF_PERMIT)
             .compare_exchange(token.0, token.0 | BUSY, Ordering::AcqRel, Ordering::Acquire)
             .map(|_| ())
-            .map_err(|_| VerbsError::Fenced { peer: peer.into(), token: token.0 })
+            .map_err(|_| VerbsError::Fenced {
+                peer: peer.into(),
+                token: token.0,
+            })
     }
 
     /// Leader: releases the permission taken by `begin_write`.
     pub fn end_write(&self, token: LeaderToken) {
         let prev = self.word(OFF_PERMIT).swap(token.0, Ordering::Release);
-        assert_eq!(prev, token.0 | BUSY, "invariant: only the busy holder ends a write");
+        assert_eq!(
+            prev,
+            token.0 | BUSY,
+            "invariant: only the busy holder ends a write"
+        );
     }
 
     /// Follower: grants the region to `leader`, waiting (bounded) for an in-flight write.
@@ -105,14 +122,18 @@ impl<'a> Header<'a> {
         loop {
             let cur = self.word(OFF_PERMIT).load(Ordering::Acquire);
             if cur & BUSY == 0
-                && self.word(OFF_PERMIT).compare_exchange(cur, leader.0, Ordering::AcqRel, Ordering::Acquire).is_ok()
+                && self
+                    .word(OFF_PERMIT)
+                    .compare_exchange(cur, leader.0, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
             {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 return Err(VerbsError::Timeout {
                     peer: format!("leader {:#x}", cur & !BUSY),
-                    what: "write in flight during a grant (the leader may have died mid-write)".into(),
+                    what: "write in flight during a grant (the leader may have died mid-write)"
+                        .into(),
                     timeout_ms: wait.as_millis() as u64,
                 });
             }
@@ -149,9 +170,13 @@ impl<'a> Header<'a> {
 
     /// Leader (holding BUSY, after checking `imm_ring_full`): queues an immediate.
     pub fn push_imm(&self, imm: u32) {
-        assert!(!self.imm_ring_full(), "invariant: immediate ring checked for space before the write");
+        assert!(
+            !self.imm_ring_full(),
+            "invariant: immediate ring checked for space before the write"
+        );
         let head = self.word(OFF_IMM_HEAD).load(Ordering::Relaxed);
-        self.word(OFF_IMM_RING + (head as usize % IMM_SLOTS) * 8).store(u64::from(imm), Ordering::Relaxed);
+        self.word(OFF_IMM_RING + (head as usize % IMM_SLOTS) * 8)
+            .store(u64::from(imm), Ordering::Relaxed);
         self.word(OFF_IMM_HEAD).store(head + 1, Ordering::Release);
     }
 
@@ -162,7 +187,9 @@ impl<'a> Header<'a> {
         if tail == head {
             return None;
         }
-        let imm = self.word(OFF_IMM_RING + (tail as usize % IMM_SLOTS) * 8).load(Ordering::Relaxed) as u32;
+        let imm = self
+            .word(OFF_IMM_RING + (tail as usize % IMM_SLOTS) * 8)
+            .load(Ordering::Relaxed) as u32;
         self.word(OFF_IMM_TAIL).store(tail + 1, Ordering::Release);
         Some(imm)
     }

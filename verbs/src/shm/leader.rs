@@ -7,7 +7,9 @@ use crate::control::{decode_control, encode_control, TAG_CONTROL, TAG_HELLO};
 use crate::durability::log_mode;
 use crate::mapping::Mapping;
 use crate::transport::{check_bounds, check_key};
-use crate::{Durability, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion, VerbsError, Write, WriteId};
+use crate::{
+    Durability, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion, VerbsError, Write, WriteId,
+};
 use decree_engine::message::Envelope;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -30,23 +32,45 @@ pub struct ShmLeader {
 impl ShmLeader {
     /// Maps the follower's region at `path` and introduces itself as `token` over the socket.
     /// `ReadAfterWrite` is refused: it is an RDMA mode.
-    pub fn connect(path: &Path, token: LeaderToken, durability: Durability) -> Result<ShmLeader, VerbsError> {
+    pub fn connect(
+        path: &Path,
+        token: LeaderToken,
+        durability: Durability,
+    ) -> Result<ShmLeader, VerbsError> {
         if durability == Durability::ReadAfterWrite {
-            return Err(VerbsError::Config("shm supports follower-persists or volatile durability, not read-after-write".into()));
+            return Err(VerbsError::Config(
+                "shm supports follower-persists or volatile durability, not read-after-write"
+                    .into(),
+            ));
         }
         let peer = path.display().to_string();
         let map = Mapping::open_shared(path, HEADER_BYTES)?;
         Header::new(&map).validate(&peer)?;
         let sock = socket_path(path);
-        let stream = UnixStream::connect(&sock).map_err(|e| VerbsError::os("connect", sock.display().to_string(), e))?;
+        let stream = UnixStream::connect(&sock)
+            .map_err(|e| VerbsError::os("connect", sock.display().to_string(), e))?;
         let timeout = Some(Duration::from_secs(5));
-        stream.set_write_timeout(timeout).and_then(|_| stream.set_read_timeout(timeout)).map_err(|e| VerbsError::os("setsockopt", &peer, e))?;
+        stream
+            .set_write_timeout(timeout)
+            .and_then(|_| stream.set_read_timeout(timeout))
+            .map_err(|e| VerbsError::os("setsockopt", &peer, e))?;
         let mut conn = Conn::new(stream, peer.clone());
         // The header already says the key and size: no reply to wait for, so a follower that
         // polls on the same thread as this connect cannot deadlock it.
         conn.send(TAG_HELLO, &[&token.0.to_le_bytes()])?;
         log_mode("shm", &peer, durability);
-        Ok(ShmLeader { peer, token, map, conn, durability, next_id: 0, done: Vec::new(), persisted_seen: 0, doorbell_seen: 0, polls: 0 })
+        Ok(ShmLeader {
+            peer,
+            token,
+            map,
+            conn,
+            durability,
+            next_id: 0,
+            done: Vec::new(),
+            persisted_seen: 0,
+            doorbell_seen: 0,
+            polls: 0,
+        })
     }
 
     fn store(&self, w: &Write<'_>) -> Result<(), VerbsError> {
@@ -56,7 +80,10 @@ impl ShmLeader {
         header.begin_write(self.token, &self.peer)?;
         if w.imm.is_some() && header.imm_ring_full() {
             header.end_write(self.token);
-            return Err(VerbsError::QueueFull { what: "shm immediate ring (follower not polling)", capacity: super::header::IMM_SLOTS });
+            return Err(VerbsError::QueueFull {
+                what: "shm immediate ring (follower not polling)",
+                capacity: super::header::IMM_SLOTS,
+            });
         }
         self.map.write_at(HEADER_BYTES + w.offset as usize, w.bytes);
         if let Some(imm) = w.imm {
@@ -74,7 +101,10 @@ impl LeaderLink for ShmLeader {
 
     fn remote(&self) -> RemoteRegion {
         let h = Header::new(&self.map);
-        RemoteRegion { key: h.key(), len: h.data_len() }
+        RemoteRegion {
+            key: h.key(),
+            len: h.data_len(),
+        }
     }
 
     fn durability(&self) -> Durability {
@@ -85,7 +115,10 @@ impl LeaderLink for ShmLeader {
         self.store(write)?;
         let id = WriteId(self.next_id);
         self.next_id += 1;
-        self.done.push(LeaderEvent::Completed { id, durable: self.durability.completion_is_durable() });
+        self.done.push(LeaderEvent::Completed {
+            id,
+            durable: self.durability.completion_is_durable(),
+        });
         Ok(id)
     }
 
@@ -111,7 +144,10 @@ impl LeaderLink for ShmLeader {
         self.doorbell_seen = doorbell;
         while let Some((tag, body)) = self.conn.try_recv()? {
             if tag != TAG_CONTROL {
-                return Err(VerbsError::Protocol { peer: self.peer.clone(), what: format!("unexpected message tag {tag}") });
+                return Err(VerbsError::Protocol {
+                    peer: self.peer.clone(),
+                    what: format!("unexpected message tag {tag}"),
+                });
             }
             out.push(LeaderEvent::Message(decode_control(&self.peer, &body)?));
         }

@@ -46,9 +46,18 @@ impl ShmFollower {
         Header::new(&map).init(fastrand::u32(1..), data_len as u64);
         let sock = socket_path(path);
         let _ = std::fs::remove_file(&sock);
-        let listener = UnixListener::bind(&sock).map_err(|e| VerbsError::os("bind", sock.display().to_string(), e))?;
-        listener.set_nonblocking(true).map_err(|e| VerbsError::os("set_nonblocking", sock.display().to_string(), e))?;
-        Ok(ShmFollower { path: path.to_path_buf(), map, listener, leaders: Vec::new(), pending: Vec::new() })
+        let listener = UnixListener::bind(&sock)
+            .map_err(|e| VerbsError::os("bind", sock.display().to_string(), e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| VerbsError::os("set_nonblocking", sock.display().to_string(), e))?;
+        Ok(ShmFollower {
+            path: path.to_path_buf(),
+            map,
+            listener,
+            leaders: Vec::new(),
+            pending: Vec::new(),
+        })
     }
 
     fn header(&self) -> Header<'_> {
@@ -59,7 +68,8 @@ impl ShmFollower {
         loop {
             match self.listener.accept() {
                 Ok((s, _)) => {
-                    s.set_write_timeout(Some(Duration::from_secs(5))).map_err(|e| VerbsError::os("setsockopt", "shm control socket", e))?;
+                    s.set_write_timeout(Some(Duration::from_secs(5)))
+                        .map_err(|e| VerbsError::os("setsockopt", "shm control socket", e))?;
                     self.pending.push(Conn::new(s, "shm leader".into()));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
@@ -69,16 +79,23 @@ impl ShmFollower {
     }
 
     fn conn(&mut self, to: LeaderToken) -> Result<&mut Conn<UnixStream>, VerbsError> {
-        self.leaders.iter_mut().find(|(t, _)| *t == to).map(|(_, c)| c).ok_or_else(|| VerbsError::Disconnected {
-            peer: format!("leader {:#x}", to.0),
-            reason: "not connected".into(),
-        })
+        self.leaders
+            .iter_mut()
+            .find(|(t, _)| *t == to)
+            .map(|(_, c)| c)
+            .ok_or_else(|| VerbsError::Disconnected {
+                peer: format!("leader {:#x}", to.0),
+                reason: "not connected".into(),
+            })
     }
 }
 
 impl FollowerLink for ShmFollower {
     fn local(&self) -> RemoteRegion {
-        RemoteRegion { key: self.header().key(), len: self.header().data_len() }
+        RemoteRegion {
+            key: self.header().key(),
+            len: self.header().data_len(),
+        }
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), VerbsError> {
@@ -104,7 +121,9 @@ impl FollowerLink for ShmFollower {
 
     fn ack_persisted(&mut self, _to: LeaderToken, upto: u64) -> Result<(), VerbsError> {
         if upto > self.header().data_len() {
-            return Err(VerbsError::Config(format!("persisted horizon {upto} past the region end")));
+            return Err(VerbsError::Config(format!(
+                "persisted horizon {upto} past the region end"
+            )));
         }
         self.header().set_persisted(upto);
         Ok(())
@@ -122,7 +141,10 @@ impl FollowerLink for ShmFollower {
                     self.leaders.push((token, c));
                 }
                 Ok(Some((tag, _))) => {
-                    tracing::warn!(tag, "shm control connection did not start with hello; dropped");
+                    tracing::warn!(
+                        tag,
+                        "shm control connection did not start with hello; dropped"
+                    );
                     self.pending.swap_remove(i);
                 }
                 Err(e) => {
@@ -145,7 +167,10 @@ impl FollowerLink for ShmFollower {
                 },
                 Ok(Some((tag, _))) => {
                     self.leaders.swap_remove(i);
-                    return Err(VerbsError::Protocol { peer: format!("leader {:#x}", from.0), what: format!("unexpected message tag {tag}") });
+                    return Err(VerbsError::Protocol {
+                        peer: format!("leader {:#x}", from.0),
+                        what: format!("unexpected message tag {tag}"),
+                    });
                 }
                 Err(e) => {
                     self.leaders.swap_remove(i);

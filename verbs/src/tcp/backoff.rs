@@ -14,7 +14,12 @@ pub struct Backoff {
 impl Backoff {
     /// Starts at `min`, doubling to at most `max`.
     pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff { min, max, current: min, next_at: Instant::now() }
+        Backoff {
+            min,
+            max,
+            current: min,
+            next_at: Instant::now(),
+        }
     }
 
     /// Whether an attempt is due at `now`.
@@ -51,7 +56,10 @@ mod tests {
         b.failed(t0);
         b.failed(t0);
         b.failed(t0);
-        assert!(b.due(t0 + Duration::from_millis(51)), "capped at 40 ms + 25% jitter");
+        assert!(
+            b.due(t0 + Duration::from_millis(51)),
+            "capped at 40 ms + 25% jitter"
+        );
         assert!(!b.due(t0 + Duration::from_millis(39)));
         b.reset();
         b.failed(t0);

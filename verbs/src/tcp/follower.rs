@@ -1,5 +1,6 @@
 //! The follower's side: an acceptor thread and a receiver thread per leader.
 
+use crate::acceptor::{accept_until, prepare};
 use crate::conn::{Conn, Fields};
 use crate::control::*;
 use crate::mapping::Mapping;
@@ -37,9 +38,14 @@ pub struct TcpFollower {
 impl TcpFollower {
     /// Accepts leaders on `bind` into a fresh region of `len` bytes.
     pub fn listen(bind: SocketAddr, len: usize) -> Result<TcpFollower, VerbsError> {
-        let listener = TcpListener::bind(bind).map_err(|e| VerbsError::os("bind", bind.to_string(), e))?;
-        let addr = listener.local_addr().map_err(|e| VerbsError::os("getsockname", bind.to_string(), e))?;
-        listener.set_nonblocking(true).map_err(|e| VerbsError::os("set_nonblocking", addr.to_string(), e))?;
+        let listener =
+            TcpListener::bind(bind).map_err(|e| VerbsError::os("bind", bind.to_string(), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| VerbsError::os("getsockname", bind.to_string(), e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| VerbsError::os("set_nonblocking", addr.to_string(), e))?;
         let (tx, rx) = unbounded();
         let shared = Arc::new(Shared {
             region: Mapping::anonymous(len)?,
@@ -54,7 +60,12 @@ impl TcpFollower {
             .name("tcp-accept".into())
             .spawn(move || accept_loop(&listener, &s))
             .map_err(|e| VerbsError::os("spawn", "tcp accept thread", e))?;
-        Ok(TcpFollower { shared, events: rx, addr, acceptor: Some(acceptor) })
+        Ok(TcpFollower {
+            shared,
+            events: rx,
+            addr,
+            acceptor: Some(acceptor),
+        })
     }
 
     /// Where leaders connect.
@@ -64,48 +75,51 @@ impl TcpFollower {
 }
 
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
-    while !shared.stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, from)) => {
-                let s = shared.clone();
-                let spawned = std::thread::Builder::new().name(format!("tcp-recv-{from}")).spawn(move || {
-                    if let Err(e) = serve(stream, from, &s) {
-                        if !s.stop.load(Ordering::Relaxed) {
-                            let _ = s.events.send(Err(e));
-                        }
+    accept_until(listener, &shared.stop, "tcp", |stream, from| {
+        let s = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("tcp-recv-{from}"))
+            .spawn(move || {
+                if let Err(e) = serve(stream, from, &s) {
+                    if !s.stop.load(Ordering::Relaxed) {
+                        let _ = s.events.send(Err(e));
                     }
-                });
-                if let Err(e) = spawned {
-                    tracing::error!(error = %e, "cannot spawn a tcp receiver thread");
                 }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(2)),
-            Err(e) => {
-                tracing::error!(error = %e, "tcp accept failed; no more leaders will be admitted");
-                return;
-            }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot spawn a tcp receiver thread");
         }
-    }
+    });
 }
 
 /// One leader's connection: handshake, then apply writes and forward messages until it ends.
 fn serve(stream: TcpStream, from: SocketAddr, shared: &Shared) -> Result<(), VerbsError> {
     let peer = from.to_string();
-    stream.set_nonblocking(false).map_err(|e| VerbsError::os("set_nonblocking", &peer, e))?;
-    stream.set_nodelay(true).map_err(|e| VerbsError::os("setsockopt", &peer, e))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5))).map_err(|e| VerbsError::os("setsockopt", &peer, e))?;
-    // Wake periodically so a stopped follower's threads exit.
-    stream.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| VerbsError::os("setsockopt", &peer, e))?;
-    let write_half = stream.try_clone().map_err(|e| VerbsError::os("dup", &peer, e))?;
+    // Reads wake periodically so a stopped follower's threads exit.
+    prepare(
+        &stream,
+        &peer,
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+    )?;
+    let write_half = stream
+        .try_clone()
+        .map_err(|e| VerbsError::os("dup", &peer, e))?;
     let mut reader = Conn::new(stream, peer.clone());
     let writer: Writer = Arc::new(Mutex::new(Conn::new(write_half, peer.clone())));
     let (tag, body) = recv(&mut reader, shared)?;
     if tag != TAG_HELLO {
-        return Err(VerbsError::Protocol { peer, what: format!("expected hello, got tag {tag}") });
+        return Err(VerbsError::Protocol {
+            peer,
+            what: format!("expected hello, got tag {tag}"),
+        });
     }
     let token = LeaderToken(Fields::new(&body, &peer).u64()?);
     let len = shared.region.len() as u64;
-    writer.lock().unwrap().send(TAG_WELCOME, &[&shared.key.to_le_bytes(), &len.to_le_bytes()])?;
+    writer.lock().unwrap().send(
+        TAG_WELCOME,
+        &[&shared.key.to_le_bytes(), &len.to_le_bytes()],
+    )?;
     shared.writers.lock().unwrap().insert(token, writer.clone());
     let result = (|| loop {
         let (tag, body) = recv(&mut reader, shared)?;
@@ -113,9 +127,17 @@ fn serve(stream: TcpStream, from: SocketAddr, shared: &Shared) -> Result<(), Ver
             TAG_WRITE => apply(&body, token, &peer, shared, &writer)?,
             TAG_CONTROL => {
                 let envelope = decode_control(&peer, &body)?;
-                let _ = shared.events.send(Ok(FollowerEvent::Message { from: token, envelope }));
+                let _ = shared.events.send(Ok(FollowerEvent::Message {
+                    from: token,
+                    envelope,
+                }));
             }
-            _ => return Err(VerbsError::Protocol { peer: peer.clone(), what: format!("unexpected message tag {tag}") }),
+            _ => {
+                return Err(VerbsError::Protocol {
+                    peer: peer.clone(),
+                    what: format!("unexpected message tag {tag}"),
+                })
+            }
         }
     })();
     shared.writers.lock().unwrap().remove(&token);
@@ -126,7 +148,10 @@ fn recv(reader: &mut Conn<TcpStream>, shared: &Shared) -> Result<(u8, Vec<u8>), 
     loop {
         // Checked per message too: a busy leader never lets the read time out.
         if shared.stop.load(Ordering::Relaxed) {
-            return Err(VerbsError::Disconnected { peer: reader.peer().to_string(), reason: "follower shut down".into() });
+            return Err(VerbsError::Disconnected {
+                peer: reader.peer().to_string(),
+                reason: "follower shut down".into(),
+            });
         }
         match reader.recv() {
             Err(VerbsError::Timeout { .. }) if !shared.stop.load(Ordering::Relaxed) => continue,
@@ -136,11 +161,22 @@ fn recv(reader: &mut Conn<TcpStream>, shared: &Shared) -> Result<(u8, Vec<u8>), 
 }
 
 /// Checks and applies one write, then acknowledges it (or says why not).
-fn apply(body: &[u8], token: LeaderToken, peer: &str, shared: &Shared, writer: &Writer) -> Result<(), VerbsError> {
+fn apply(
+    body: &[u8],
+    token: LeaderToken,
+    peer: &str,
+    shared: &Shared,
+    writer: &Writer,
+) -> Result<(), VerbsError> {
     let mut f = Fields::new(body, peer);
     let (id, key, offset, has_imm, imm) = (f.u64()?, f.u32()?, f.u64()?, f.u8()?, f.u32()?);
     let bytes = f.rest();
-    let nack = |reason: u8, detail: u64| writer.lock().unwrap().send(TAG_NACK, &[&id.to_le_bytes(), &[reason], &detail.to_le_bytes()]);
+    let nack = |reason: u8, detail: u64| {
+        writer.lock().unwrap().send(
+            TAG_NACK,
+            &[&id.to_le_bytes(), &[reason], &detail.to_le_bytes()],
+        )
+    };
     if key != shared.key {
         return nack(NACK_WRONG_KEY, u64::from(shared.key));
     }
@@ -155,29 +191,52 @@ fn apply(body: &[u8], token: LeaderToken, peer: &str, shared: &Shared, writer: &
         }
         shared.region.write_at(offset as usize, bytes);
     }
-    let _ = shared.events.send(Ok(FollowerEvent::Landed { from: token, offset, len: bytes.len() as u64 }));
+    let _ = shared.events.send(Ok(FollowerEvent::Landed {
+        from: token,
+        offset,
+        len: bytes.len() as u64,
+    }));
     if has_imm != 0 {
-        let _ = shared.events.send(Ok(FollowerEvent::Imm { from: token, imm }));
+        let _ = shared
+            .events
+            .send(Ok(FollowerEvent::Imm { from: token, imm }));
     }
-    writer.lock().unwrap().send(TAG_COMPLETE, &[&id.to_le_bytes()])
+    writer
+        .lock()
+        .unwrap()
+        .send(TAG_COMPLETE, &[&id.to_le_bytes()])
 }
 
 impl TcpFollower {
     fn writer(&self, to: LeaderToken) -> Result<Writer, VerbsError> {
-        self.shared.writers.lock().unwrap().get(&to).cloned().ok_or_else(|| VerbsError::Disconnected {
-            peer: format!("leader {:#x}", to.0),
-            reason: "not connected".into(),
-        })
+        self.shared
+            .writers
+            .lock()
+            .unwrap()
+            .get(&to)
+            .cloned()
+            .ok_or_else(|| VerbsError::Disconnected {
+                peer: format!("leader {:#x}", to.0),
+                reason: "not connected".into(),
+            })
     }
 }
 
 impl FollowerLink for TcpFollower {
     fn local(&self) -> RemoteRegion {
-        RemoteRegion { key: self.shared.key, len: self.shared.region.len() as u64 }
+        RemoteRegion {
+            key: self.shared.key,
+            len: self.shared.region.len() as u64,
+        }
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), VerbsError> {
-        check_bounds("local region", offset, out.len(), self.shared.region.len() as u64)?;
+        check_bounds(
+            "local region",
+            offset,
+            out.len(),
+            self.shared.region.len() as u64,
+        )?;
         self.shared.region.read_at(offset as usize, out);
         Ok(())
     }
@@ -197,7 +256,10 @@ impl FollowerLink for TcpFollower {
     }
 
     fn ack_persisted(&mut self, to: LeaderToken, upto: u64) -> Result<(), VerbsError> {
-        self.writer(to)?.lock().unwrap().send(TAG_PERSISTED, &[&upto.to_le_bytes()])
+        self.writer(to)?
+            .lock()
+            .unwrap()
+            .send(TAG_PERSISTED, &[&upto.to_le_bytes()])
     }
 
     fn poll(&mut self, out: &mut Vec<FollowerEvent>) -> Result<(), VerbsError> {
@@ -212,7 +274,11 @@ impl Drop for TcpFollower {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         for (_, w) in self.shared.writers.lock().unwrap().drain() {
-            let _ = w.lock().unwrap().stream().shutdown(std::net::Shutdown::Both);
+            let _ = w
+                .lock()
+                .unwrap()
+                .stream()
+                .shutdown(std::net::Shutdown::Both);
         }
         if let Some(t) = self.acceptor.take() {
             let _ = t.join();

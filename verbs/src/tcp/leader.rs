@@ -1,11 +1,14 @@
 //! The leader's side: writes and control messages on one connection, reconnecting with back-off.
 
 use super::Backoff;
+use crate::acceptor::prepare;
 use crate::conn::{Conn, Fields};
 use crate::control::*;
 use crate::durability::log_mode;
 use crate::transport::{check_bounds, check_key};
-use crate::{Durability, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion, VerbsError, Write, WriteId};
+use crate::{
+    Durability, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion, VerbsError, Write, WriteId,
+};
 use decree_engine::message::Envelope;
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpStream};
@@ -52,34 +55,69 @@ pub struct TcpLeader {
     ready: Vec<LeaderEvent>,
 }
 
-fn dial(addr: SocketAddr, token: LeaderToken) -> Result<(Conn<TcpStream>, RemoteRegion), VerbsError> {
+fn dial(
+    addr: SocketAddr,
+    token: LeaderToken,
+) -> Result<(Conn<TcpStream>, RemoteRegion), VerbsError> {
     let peer = addr.to_string();
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| VerbsError::Disconnected { peer: peer.clone(), reason: format!("connect: {e}") })?;
-    stream.set_nodelay(true).map_err(|e| VerbsError::os("setsockopt(TCP_NODELAY)", &peer, e))?;
-    let t = Some(Duration::from_secs(5));
-    stream.set_write_timeout(t).and_then(|_| stream.set_read_timeout(t)).map_err(|e| VerbsError::os("setsockopt", &peer, e))?;
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| {
+        VerbsError::Disconnected {
+            peer: peer.clone(),
+            reason: format!("connect: {e}"),
+        }
+    })?;
+    prepare(
+        &stream,
+        &peer,
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+    )?;
     let mut conn = Conn::new(stream, peer.clone());
     conn.send(TAG_HELLO, &[&token.0.to_le_bytes()])?;
     let (tag, body) = conn.recv()?;
     if tag != TAG_WELCOME {
-        return Err(VerbsError::Protocol { peer, what: format!("expected welcome, got tag {tag}") });
+        return Err(VerbsError::Protocol {
+            peer,
+            what: format!("expected welcome, got tag {tag}"),
+        });
     }
     let mut f = Fields::new(&body, &peer);
-    let remote = RemoteRegion { key: f.u32()?, len: f.u64()? };
+    let remote = RemoteRegion {
+        key: f.u32()?,
+        len: f.u64()?,
+    };
     Ok((conn, remote))
 }
 
 impl TcpLeader {
     /// Connects to the follower at `addr` as leader `token`.
-    pub fn connect(addr: SocketAddr, token: LeaderToken, cfg: TcpConfig) -> Result<TcpLeader, VerbsError> {
+    pub fn connect(
+        addr: SocketAddr,
+        token: LeaderToken,
+        cfg: TcpConfig,
+    ) -> Result<TcpLeader, VerbsError> {
         if cfg.durability == Durability::ReadAfterWrite {
-            return Err(VerbsError::Config("tcp supports follower-persists or volatile durability, not read-after-write".into()));
+            return Err(VerbsError::Config(
+                "tcp supports follower-persists or volatile durability, not read-after-write"
+                    .into(),
+            ));
         }
         let (conn, remote) = dial(addr, token)?;
         let peer = addr.to_string();
         log_mode("tcp", &peer, cfg.durability);
         let backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
-        Ok(TcpLeader { addr, peer, token, cfg, conn: Some(conn), remote, next_id: 0, outstanding: VecDeque::new(), backoff, ready: Vec::new() })
+        Ok(TcpLeader {
+            addr,
+            peer,
+            token,
+            cfg,
+            conn: Some(conn),
+            remote,
+            next_id: 0,
+            outstanding: VecDeque::new(),
+            backoff,
+            ready: Vec::new(),
+        })
     }
 
     /// Whether the connection is up (it is redialled from `poll` when not).
@@ -93,7 +131,10 @@ impl TcpLeader {
             let _ = c.stream().shutdown(std::net::Shutdown::Both);
         }
         for (id, _) in self.outstanding.drain(..) {
-            self.ready.push(LeaderEvent::Failed { id: WriteId(id), error: why() });
+            self.ready.push(LeaderEvent::Failed {
+                id: WriteId(id),
+                error: why(),
+            });
         }
         self.backoff.failed(Instant::now());
     }
@@ -123,39 +164,76 @@ impl TcpLeader {
     fn nack_error(&self, reason: u8, detail: u64) -> VerbsError {
         let peer = self.peer.clone();
         match reason {
-            NACK_FENCED => VerbsError::Fenced { peer, token: self.token.0 },
-            NACK_WRONG_KEY => VerbsError::WrongKey { peer, given: self.remote.key, expected: detail as u32 },
-            NACK_OUT_OF_BOUNDS => VerbsError::OutOfBounds { peer, offset: 0, len: 0, region_len: detail },
-            _ => VerbsError::Protocol { peer, what: format!("unknown nack reason {reason}") },
+            NACK_FENCED => VerbsError::Fenced {
+                peer,
+                token: self.token.0,
+            },
+            NACK_WRONG_KEY => VerbsError::WrongKey {
+                peer,
+                given: self.remote.key,
+                expected: detail as u32,
+            },
+            NACK_OUT_OF_BOUNDS => VerbsError::OutOfBounds {
+                peer,
+                offset: 0,
+                len: 0,
+                region_len: detail,
+            },
+            _ => VerbsError::Protocol {
+                peer,
+                what: format!("unknown nack reason {reason}"),
+            },
         }
     }
 
-    fn handle(&mut self, tag: u8, body: &[u8], out: &mut Vec<LeaderEvent>) -> Result<(), VerbsError> {
+    fn handle(
+        &mut self,
+        tag: u8,
+        body: &[u8],
+        out: &mut Vec<LeaderEvent>,
+    ) -> Result<(), VerbsError> {
         let mut f = Fields::new(body, &self.peer);
         match tag {
             TAG_COMPLETE | TAG_NACK => {
                 let id = f.u64()?;
                 let Some(pos) = self.outstanding.iter().position(|(o, _)| *o == id) else {
-                    return Err(VerbsError::Protocol { peer: self.peer.clone(), what: format!("acknowledgement of unknown write {id}") });
+                    return Err(VerbsError::Protocol {
+                        peer: self.peer.clone(),
+                        what: format!("acknowledgement of unknown write {id}"),
+                    });
                 };
                 self.outstanding.remove(pos);
                 out.push(if tag == TAG_COMPLETE {
-                    LeaderEvent::Completed { id: WriteId(id), durable: self.cfg.durability.completion_is_durable() }
+                    LeaderEvent::Completed {
+                        id: WriteId(id),
+                        durable: self.cfg.durability.completion_is_durable(),
+                    }
                 } else {
                     let (reason, detail) = (f.u8()?, f.u64()?);
-                    LeaderEvent::Failed { id: WriteId(id), error: self.nack_error(reason, detail) }
+                    LeaderEvent::Failed {
+                        id: WriteId(id),
+                        error: self.nack_error(reason, detail),
+                    }
                 });
             }
             TAG_PERSISTED => out.push(LeaderEvent::Persisted { upto: f.u64()? }),
             TAG_CONTROL => out.push(LeaderEvent::Message(decode_control(&self.peer, body)?)),
-            _ => return Err(VerbsError::Protocol { peer: self.peer.clone(), what: format!("unexpected message tag {tag}") }),
+            _ => {
+                return Err(VerbsError::Protocol {
+                    peer: self.peer.clone(),
+                    what: format!("unexpected message tag {tag}"),
+                })
+            }
         }
         Ok(())
     }
 
     fn conn(&mut self) -> Result<&mut Conn<TcpStream>, VerbsError> {
         let peer = self.peer.clone();
-        self.conn.as_mut().ok_or(VerbsError::Disconnected { peer, reason: "reconnecting".into() })
+        self.conn.as_mut().ok_or(VerbsError::Disconnected {
+            peer,
+            reason: "reconnecting".into(),
+        })
     }
 }
 
@@ -176,7 +254,10 @@ impl LeaderLink for TcpLeader {
         check_key(&self.peer, w.key, self.remote.key)?;
         check_bounds(&self.peer, w.offset, w.bytes.len(), self.remote.len)?;
         if self.outstanding.len() >= self.cfg.max_outstanding {
-            return Err(VerbsError::QueueFull { what: "tcp write window", capacity: self.cfg.max_outstanding });
+            return Err(VerbsError::QueueFull {
+                what: "tcp write window",
+                capacity: self.cfg.max_outstanding,
+            });
         }
         let id = self.next_id;
         let mut head = [0u8; 25];
@@ -187,7 +268,10 @@ impl LeaderLink for TcpLeader {
         head[21..25].copy_from_slice(&w.imm.unwrap_or(0).to_le_bytes());
         if let Err(e) = self.conn()?.send(TAG_WRITE, &[&head, w.bytes]) {
             let peer = self.peer.clone();
-            self.lose(|| VerbsError::Disconnected { peer: peer.clone(), reason: "connection lost".into() });
+            self.lose(|| VerbsError::Disconnected {
+                peer: peer.clone(),
+                reason: "connection lost".into(),
+            });
             return Err(e);
         }
         self.next_id += 1;
@@ -200,7 +284,10 @@ impl LeaderLink for TcpLeader {
         let r = self.conn()?.send(TAG_CONTROL, &[&body]);
         if r.is_err() {
             let peer = self.peer.clone();
-            self.lose(|| VerbsError::Disconnected { peer: peer.clone(), reason: "connection lost".into() });
+            self.lose(|| VerbsError::Disconnected {
+                peer: peer.clone(),
+                reason: "connection lost".into(),
+            });
         }
         r
     }
@@ -214,22 +301,33 @@ impl LeaderLink for TcpLeader {
                 Ok(Some((tag, body))) => {
                     if let Err(e) = self.handle(tag, &body, out) {
                         let peer = self.peer.clone();
-                        self.lose(|| VerbsError::Disconnected { peer: peer.clone(), reason: "dropped after a protocol error".into() });
+                        self.lose(|| VerbsError::Disconnected {
+                            peer: peer.clone(),
+                            reason: "dropped after a protocol error".into(),
+                        });
                         result = Err(e);
                     }
                 }
                 Err(e) => {
                     let peer = self.peer.clone();
-                    self.lose(|| VerbsError::Disconnected { peer: peer.clone(), reason: "connection lost".into() });
+                    self.lose(|| VerbsError::Disconnected {
+                        peer: peer.clone(),
+                        reason: "connection lost".into(),
+                    });
                     result = Err(e);
                 }
             }
         }
         if let Some((id, posted)) = self.outstanding.front().copied() {
             if posted.elapsed() > self.cfg.write_timeout {
-                let (peer, timeout_ms) = (self.peer.clone(), self.cfg.write_timeout.as_millis() as u64);
+                let (peer, timeout_ms) =
+                    (self.peer.clone(), self.cfg.write_timeout.as_millis() as u64);
                 tracing::warn!(%peer, id, "write not acknowledged in time; redialling");
-                self.lose(|| VerbsError::Timeout { peer: peer.clone(), what: "tcp write".into(), timeout_ms });
+                self.lose(|| VerbsError::Timeout {
+                    peer: peer.clone(),
+                    what: "tcp write".into(),
+                    timeout_ms,
+                });
             }
         }
         out.append(&mut self.ready);

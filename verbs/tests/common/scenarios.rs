@@ -1,13 +1,20 @@
 //! Scenarios every transport must pass, written once against the traits.
 
 use super::*;
-use decree_verbs::{Durability, FollowerEvent, FollowerLink, LeaderEvent, LeaderLink, LeaderToken, VerbsError, Write};
+use decree_verbs::{
+    Durability, FollowerEvent, FollowerLink, LeaderEvent, LeaderLink, LeaderToken, VerbsError,
+    Write,
+};
 
 /// Posts `w` and waits for its outcome: Ok when it completed, the error when it was refused
 /// (synchronously, or later by the follower).
 pub fn write_outcome(l: &mut dyn LeaderLink, w: &Write<'_>) -> Result<bool, VerbsError> {
     let id = l.post_write(w)?;
-    let ev = leader_wait(l, "write outcome", |e| matches!(e, LeaderEvent::Completed { id: x, .. } | LeaderEvent::Failed { id: x, .. } if *x == id));
+    let ev = leader_wait(
+        l,
+        "write outcome",
+        |e| matches!(e, LeaderEvent::Completed { id: x, .. } | LeaderEvent::Failed { id: x, .. } if *x == id),
+    );
     for e in ev {
         match e {
             LeaderEvent::Completed { id: x, durable } if x == id => return Ok(durable),
@@ -20,54 +27,156 @@ pub fn write_outcome(l: &mut dyn LeaderLink, w: &Write<'_>) -> Result<bool, Verb
 
 /// A write lands with its immediate; completion durability follows the mode; the follower's
 /// persisted acknowledgement reaches the leader.
-pub fn write_lands_and_persisted_is_acknowledged(f: &mut dyn FollowerLink, l: &mut dyn LeaderLink, token: LeaderToken) {
+pub fn write_lands_and_persisted_is_acknowledged(
+    f: &mut dyn FollowerLink,
+    l: &mut dyn LeaderLink,
+    token: LeaderToken,
+) {
     let key = l.remote().key;
-    let durable = write_outcome(l, &Write { key, offset: 128, bytes: b"entry-one", imm: Some(42) }).unwrap();
-    assert_eq!(durable, l.durability() == Durability::Volatile, "completion durability must follow the mode");
+    let durable = write_outcome(
+        l,
+        &Write {
+            key,
+            offset: 128,
+            bytes: b"entry-one",
+            imm: Some(42),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        durable,
+        l.durability() == Durability::Volatile,
+        "completion durability must follow the mode"
+    );
     assert_eq!(read(f, 128, 9), b"entry-one");
-    follower_wait(f, "imm", |e| matches!(e, FollowerEvent::Imm { imm: 42, from } if *from == token));
+    follower_wait(
+        f,
+        "imm",
+        |e| matches!(e, FollowerEvent::Imm { imm: 42, from } if *from == token),
+    );
     f.ack_persisted(token, 137).unwrap();
-    leader_wait(l, "persisted", |e| matches!(e, LeaderEvent::Persisted { upto: 137 }));
+    leader_wait(l, "persisted", |e| {
+        matches!(e, LeaderEvent::Persisted { upto: 137 })
+    });
 }
 
 /// Control messages cross both ways.
-pub fn control_messages_cross(f: &mut dyn FollowerLink, l: &mut dyn LeaderLink, token: LeaderToken) {
+pub fn control_messages_cross(
+    f: &mut dyn FollowerLink,
+    l: &mut dyn LeaderLink,
+    token: LeaderToken,
+) {
     l.send(&heartbeat(7)).unwrap();
-    let ev = follower_wait(f, "heartbeat", |e| matches!(e, FollowerEvent::Message { .. }));
+    let ev = follower_wait(f, "heartbeat", |e| {
+        matches!(e, FollowerEvent::Message { .. })
+    });
     assert!(ev.iter().any(|e| matches!(e, FollowerEvent::Message { from, envelope } if *from == token && *envelope == heartbeat(7))));
     f.send(token, &heartbeat(8)).unwrap();
     let ev = leader_wait(l, "reply", |e| matches!(e, LeaderEvent::Message(_)));
-    assert!(ev.iter().any(|e| matches!(e, LeaderEvent::Message(m) if *m == heartbeat(8))));
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, LeaderEvent::Message(m) if *m == heartbeat(8))));
 }
 
 /// Only the granted leader's writes land; after a new grant the deposed one is refused.
-pub fn deposed_leader_is_fenced(f: &mut dyn FollowerLink, a: &mut dyn LeaderLink, b: &mut dyn LeaderLink, ta: LeaderToken, tb: LeaderToken) {
+pub fn deposed_leader_is_fenced(
+    f: &mut dyn FollowerLink,
+    a: &mut dyn LeaderLink,
+    b: &mut dyn LeaderLink,
+    ta: LeaderToken,
+    tb: LeaderToken,
+) {
     f.grant(ta).unwrap();
     let key = a.remote().key;
-    write_outcome(a, &Write { key, offset: 0, bytes: b"from-a", imm: None }).unwrap();
-    let err = write_outcome(b, &Write { key, offset: 0, bytes: b"from-b", imm: None }).unwrap_err();
-    assert!(matches!(err, VerbsError::Fenced { token, .. } if token == tb.0), "{err}");
+    write_outcome(
+        a,
+        &Write {
+            key,
+            offset: 0,
+            bytes: b"from-a",
+            imm: None,
+        },
+    )
+    .unwrap();
+    let err = write_outcome(
+        b,
+        &Write {
+            key,
+            offset: 0,
+            bytes: b"from-b",
+            imm: None,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, VerbsError::Fenced { token, .. } if token == tb.0),
+        "{err}"
+    );
     assert_eq!(read(f, 0, 6), b"from-a");
     f.grant(tb).unwrap();
     assert_eq!(f.granted(), tb);
-    let err = write_outcome(a, &Write { key, offset: 0, bytes: b"stale!", imm: Some(1) }).unwrap_err();
-    assert!(matches!(err, VerbsError::Fenced { token, .. } if token == ta.0), "{err}");
+    let err = write_outcome(
+        a,
+        &Write {
+            key,
+            offset: 0,
+            bytes: b"stale!",
+            imm: Some(1),
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, VerbsError::Fenced { token, .. } if token == ta.0),
+        "{err}"
+    );
     assert_eq!(read(f, 0, 6), b"from-a", "a fenced write must not land");
-    write_outcome(b, &Write { key, offset: 0, bytes: b"from-b", imm: None }).unwrap();
+    write_outcome(
+        b,
+        &Write {
+            key,
+            offset: 0,
+            bytes: b"from-b",
+            imm: None,
+        },
+    )
+    .unwrap();
     assert_eq!(read(f, 0, 6), b"from-b");
     let mut ev = Vec::new();
     f.poll(&mut ev).unwrap();
-    assert!(!ev.iter().any(|e| matches!(e, FollowerEvent::Imm { .. })), "a fenced write's immediate must not arrive");
+    assert!(
+        !ev.iter().any(|e| matches!(e, FollowerEvent::Imm { .. })),
+        "a fenced write's immediate must not arrive"
+    );
 }
 
 /// Past-the-end and wrong-key writes are typed errors and leave the region zero.
 pub fn bad_writes_leave_the_region_alone(f: &mut dyn FollowerLink, l: &mut dyn LeaderLink) {
     let RemoteRegion { key, len } = l.remote();
-    let err = l.post_write(&Write { key, offset: len - 6, bytes: &[9u8; 10], imm: None }).unwrap_err();
-    assert!(matches!(err, VerbsError::OutOfBounds { len: 10, region_len, .. } if region_len == len), "{err}");
-    let err = l.post_write(&Write { key: key ^ 1, offset: 0, bytes: b"zz", imm: None }).unwrap_err();
+    let err = l
+        .post_write(&Write {
+            key,
+            offset: len - 6,
+            bytes: &[9u8; 10],
+            imm: None,
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, VerbsError::OutOfBounds { len: 10, region_len, .. } if region_len == len),
+        "{err}"
+    );
+    let err = l
+        .post_write(&Write {
+            key: key ^ 1,
+            offset: 0,
+            bytes: b"zz",
+            imm: None,
+        })
+        .unwrap_err();
     assert!(matches!(err, VerbsError::WrongKey { .. }), "{err}");
-    assert!(read(f, 0, len as usize).iter().all(|&b| b == 0), "refused writes must not land");
+    assert!(
+        read(f, 0, len as usize).iter().all(|&b| b == 0),
+        "refused writes must not land"
+    );
 }
 
 use decree_verbs::RemoteRegion;

@@ -1,0 +1,48 @@
+//! The TCP side of accepting leaders, shared by the tcp and rdma followers.
+
+use crate::VerbsError;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Accepts on the non-blocking `listener` until `stop`, handing each connection to `admit`.
+pub fn accept_until(
+    listener: &TcpListener,
+    stop: &AtomicBool,
+    what: &str,
+    mut admit: impl FnMut(TcpStream, SocketAddr),
+) {
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, from)) => admit(stream, from),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "{what} accept failed; no more leaders will be admitted");
+                return;
+            }
+        }
+    }
+}
+
+/// Makes a connected stream blocking, TCP_NODELAY, with bounded reads and writes.
+pub fn prepare(
+    stream: &TcpStream,
+    peer: &str,
+    read_timeout: Duration,
+    write_timeout: Duration,
+) -> Result<(), VerbsError> {
+    stream
+        .set_nonblocking(false)
+        .map_err(|e| VerbsError::os("set_nonblocking", peer, e))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| VerbsError::os("setsockopt(TCP_NODELAY)", peer, e))?;
+    stream
+        .set_read_timeout(Some(read_timeout))
+        .map_err(|e| VerbsError::os("setsockopt(SO_RCVTIMEO)", peer, e))?;
+    stream
+        .set_write_timeout(Some(write_timeout))
+        .map_err(|e| VerbsError::os("setsockopt(SO_SNDTIMEO)", peer, e))
+}
