@@ -36,7 +36,7 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 3)]
     replicas: u32,
     /// Directory for configs, secret, logs and pid files.
-    #[arg(long, default_value = "decree-cluster")]
+    #[arg(long, default_value = ".decree-data")]
     dir: PathBuf,
     /// Replica i listens on 127.0.0.1:(base_port + i).
     #[arg(long, default_value_t = 7400)]
@@ -53,7 +53,7 @@ pub struct UpArgs {
 #[derive(Args, Debug)]
 pub struct DownArgs {
     /// The cluster's directory.
-    #[arg(long, default_value = "decree-cluster")]
+    #[arg(long, default_value = ".decree-data")]
     dir: PathBuf,
     /// Also delete the directory (logs included).
     #[arg(long)]

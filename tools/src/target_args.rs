@@ -11,7 +11,7 @@ use std::path::PathBuf;
 #[derive(Args, Debug, Clone)]
 pub struct TargetArgs {
     /// Directory of a local cluster (holds cluster.toml).
-    #[arg(long, default_value = "decree-cluster")]
+    #[arg(long, default_value = ".decree-data")]
     pub cluster: PathBuf,
     /// Replica addresses (comma-separated), instead of --cluster.
     #[arg(long, value_delimiter = ',', requires = "secret_file")]
