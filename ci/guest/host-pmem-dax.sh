@@ -4,12 +4,14 @@
 # same NVDIMM: the guest page cache dies with the VM), boot a guest on a fresh NVDIMM image, append
 # log entries durably (dax: stores + clwb/clflushopt + sfence, no syscall; file: pwrite +
 # fdatasync), SIGKILL qemu mid-stream, boot again on the same image, recover, and check every entry
-# acknowledged on the console before the kill is present and intact. Exit 0 iff all pass.
+# acknowledged on the console before the kill is present and intact; then, with rxe up, check that
+# the device-DAX mapping registers as an RDMA memory region and the fsdax one is refused.
+# Exit 0 iff all pass.
 # DECREE_GUEST_TIMEOUT bounds each boot (default 300 s); PMEM_GUEST_MODES picks a subset.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
-cargo build --release -q -p decree-pmem --bin pmem-guest
+cargo build --release -q -p decree-pmem --features rdma-check --bin pmem-guest
 bin=$(realpath "${CARGO_TARGET_DIR:-target}/release/pmem-guest")
 work=$(mktemp -d "${TMPDIR:-/tmp}/decree-pmem-dax.XXXXXX")
 trap 'rm -rf "$work"' EXIT

@@ -30,6 +30,12 @@ case $mode in
 esac
 case $step in
   write) exec "$bin" write --path "$path" --backend "$backend" --marker "$arg" --marker-after 500;;
-  verify) exec "$bin" verify --path "$path" --backend "$backend" --acked "$arg";;
+  verify)
+    "$bin" verify --path "$path" --backend "$backend" --acked "$arg" || exit 1
+    [ "$mode" = file ] && exit 0
+    # The RDMA-target question: device-DAX must register as a memory region, fsdax must not.
+    "$PWD/tools/softroce/setup-rxe.sh" --pair > /tmp/rxe-setup.log 2>&1 || { cat /tmp/rxe-setup.log; exit 1; }
+    expect=ok; [ "$mode" = fsdax ] && expect=refused
+    exec "$bin" rdma-register --path "$path" --backend "$backend" --expect "$expect";;
   *) echo "suite-pmem-dax: unknown step $step"; exit 2;;
 esac

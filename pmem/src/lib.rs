@@ -30,6 +30,8 @@ pub mod lock;
 pub mod log;
 pub mod mapping;
 pub mod medium;
+#[cfg(feature = "rdma-check")]
+pub mod rdma_check;
 pub mod record;
 pub mod recovery;
 pub mod ring;

@@ -9,6 +9,9 @@
 //!         recovers and checks slots 0..K are present and intact (and any later ones intact).
 //!     pmem-guest devdax-map --path /dev/daxX.Y
 //!         maps the device whole and checks the mapping is 2 MiB aligned in address and length.
+//!     pmem-guest rdma-register --path P --backend dax|devdax --expect ok|refused
+//!         (feature rdma-check) maps the log as the backend does and registers the mapping as an
+//!         RDMA memory region with the first verbs device: device-DAX must succeed, fsdax is refused.
 
 use decree_engine::types::Ballot;
 use decree_pmem::dax::{DaxMedium, DEVDAX_ALIGN_BYTES};
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
         Some("write") => write(path, &backend, &flag("--marker").unwrap_or_default(), flag("--marker-after").and_then(|n| n.parse().ok()).unwrap_or(500)),
         Some("verify") => verify(path, &backend, flag("--acked").and_then(|n| n.parse().ok()).unwrap_or(0)),
         Some("devdax-map") => devdax_map(path),
+        Some("rdma-register") => rdma_register(path, &backend, flag("--expect").as_deref() == Some("ok")),
         _ => Err("usage: pmem-guest write|verify|devdax-map --path P ...".into()),
     };
     match result {
@@ -109,4 +113,26 @@ fn devdax_map(path: PathBuf) -> Result<(), String> {
     }
     println!("pmem-guest: device-DAX {} mapped at {addr:p}, {len} bytes (2 MiB aligned), flush {}, {}", path.display(), medium.flush_instr().name(), medium.resource());
     Ok(())
+}
+
+#[cfg(feature = "rdma-check")]
+fn rdma_register(path: PathBuf, backend: &str, expect_ok: bool) -> Result<(), String> {
+    let medium = match backend {
+        "devdax" => DaxMedium::devdax(&path),
+        _ => decree_pmem::file::open_or_create(&path, LOG_SIZE_BYTES).and_then(DaxMedium::fsdax),
+    }
+    .map_err(|e| e.to_string())?;
+    let (addr, len) = medium.region();
+    match (decree_pmem::rdma_check::register_region(addr, len), expect_ok) {
+        (Ok(device), true) => println!("pmem-guest: {backend} region of {len} bytes registered as an RDMA MR on {device}"),
+        (Err(why), false) => println!("pmem-guest: {backend} region refused for RDMA, as expected: {why}"),
+        (Ok(device), false) => return Err(format!("{backend} region registered on {device}, expected a refusal")),
+        (Err(why), true) => return Err(format!("{backend} region not registrable: {why}")),
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "rdma-check"))]
+fn rdma_register(_: PathBuf, _: &str, _: bool) -> Result<(), String> {
+    Err("built without the rdma-check feature".into())
 }
