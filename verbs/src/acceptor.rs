@@ -1,5 +1,8 @@
-//! The TCP side of accepting leaders, shared by the tcp and rdma followers.
+//! The TCP side channel both ways: followers accepting leaders, leaders dialling followers
+//! (shared by the tcp and rdma transports).
 
+use crate::conn::Conn;
+use crate::control::{TAG_HELLO, TAG_WELCOME};
 use crate::VerbsError;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,4 +48,23 @@ pub fn prepare(
     stream
         .set_write_timeout(Some(write_timeout))
         .map_err(|e| VerbsError::os("setsockopt(SO_SNDTIMEO)", peer, e))
+}
+
+/// Bound on each step of a handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Leader: connects to `addr`, sends `hello`, and returns the connection and the welcome's body.
+pub fn dial(addr: SocketAddr, hello: &[u8]) -> Result<(Conn<TcpStream>, Vec<u8>), VerbsError> {
+    let peer = addr.to_string();
+    let stream = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT).map_err(|e| {
+        VerbsError::Disconnected {
+            peer: peer.clone(),
+            reason: format!("connect: {e}"),
+        }
+    })?;
+    prepare(&stream, &peer, HANDSHAKE_TIMEOUT, HANDSHAKE_TIMEOUT)?;
+    let mut conn = Conn::new(stream, peer);
+    conn.send(TAG_HELLO, &[hello])?;
+    let welcome = conn.recv_tagged(TAG_WELCOME, "welcome")?;
+    Ok((conn, welcome))
 }

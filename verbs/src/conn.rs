@@ -124,6 +124,18 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
         }
     }
 
+    /// Blocks for the next message, which must carry `tag` (`name` is for the error).
+    pub fn recv_tagged(&mut self, tag: u8, name: &str) -> Result<Vec<u8>, VerbsError> {
+        let (got, body) = self.recv()?;
+        if got != tag {
+            return Err(VerbsError::Protocol {
+                peer: self.peer.clone(),
+                what: format!("expected {name}, got message tag {got}"),
+            });
+        }
+        Ok(body)
+    }
+
     fn take_message(&mut self) -> Result<Option<(u8, Vec<u8>)>, VerbsError> {
         if self.inbuf.len() < MSG_HEADER_BYTES {
             return Ok(None);

@@ -165,6 +165,13 @@ impl Mapping {
         }
     }
 
+    /// Copies bytes out from `offset`, refusing a range outside the mapping with a typed error.
+    pub fn copy_out(&self, offset: u64, out: &mut [u8]) -> Result<(), VerbsError> {
+        crate::transport::check_bounds("local region", offset, out.len(), self.len as u64)?;
+        self.read_at(offset as usize, out);
+        Ok(())
+    }
+
     /// The 8-byte-aligned word at `offset` as an atomic shared with the other processes.
     pub fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
         assert!(

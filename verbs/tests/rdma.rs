@@ -5,14 +5,15 @@
 
 mod common;
 
+use common::scenarios::*;
 use common::*;
 use decree_verbs::mapping::Mapping;
 use decree_verbs::rdma::{RdmaConfig, RdmaFollower, RdmaLeader};
 use decree_verbs::{
     Durability, FollowerEvent, FollowerLink, LeaderEvent, LeaderLink, LeaderToken, VerbsError,
-    Write, WriteId,
+    Write,
 };
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const A: LeaderToken = LeaderToken(0xA1);
 const B: LeaderToken = LeaderToken(0xB2);
@@ -23,14 +24,18 @@ fn dev(var: &str) -> String {
     })
 }
 
-fn follower(len: usize) -> RdmaFollower {
+fn follower_on(region: Mapping) -> RdmaFollower {
     init_logging();
     RdmaFollower::listen(
         "127.0.0.1:0".parse().unwrap(),
         RdmaConfig::new(&dev("DECREE_RDMA_DEV_A")),
-        Mapping::anonymous(len).unwrap(),
+        region,
     )
     .unwrap()
+}
+
+fn follower(len: usize) -> RdmaFollower {
+    follower_on(Mapping::anonymous(len).unwrap())
 }
 
 fn leader(f: &RdmaFollower, token: LeaderToken, tune: impl FnOnce(&mut RdmaConfig)) -> RdmaLeader {
@@ -39,49 +44,36 @@ fn leader(f: &RdmaFollower, token: LeaderToken, tune: impl FnOnce(&mut RdmaConfi
     RdmaLeader::connect(f.addr(), token, cfg).unwrap()
 }
 
-/// Polls until write `id` completes or fails; returns that event.
-fn outcome(l: &mut RdmaLeader, id: WriteId) -> LeaderEvent {
-    let mut ev = leader_wait(
-        l,
-        "write outcome",
-        |e| matches!(e, LeaderEvent::Completed { id: x, .. } | LeaderEvent::Failed { id: x, .. } if *x == id),
-    );
-    let at = ev.iter().position(|e| matches!(e, LeaderEvent::Completed { id: x, .. } | LeaderEvent::Failed { id: x, .. } if *x == id)).unwrap();
-    ev.swap_remove(at)
+/// A follower of `len` bytes and one leader `A` it has granted.
+fn granted_pair(len: usize, tune: impl FnOnce(&mut RdmaConfig)) -> (RdmaFollower, RdmaLeader) {
+    let mut f = follower(len);
+    let l = leader(&f, A, tune);
+    f.grant(A).unwrap();
+    (f, l)
+}
+
+fn w(key: u32, offset: u64, bytes: &[u8]) -> Write<'_> {
+    Write {
+        key,
+        offset,
+        bytes,
+        imm: None,
+    }
 }
 
 #[test]
 #[ignore = "needs two RDMA devices"]
 fn connect_register_write_inline_and_staged() {
-    let mut f = follower(1 << 20);
-    let mut l = leader(&f, A, |_| {});
-    f.grant(A).unwrap();
+    let (mut f, mut l) = granted_pair(1 << 20, |_| {});
     let key = l.remote().key;
     assert_eq!(l.remote().len, 1 << 20);
-    let small = b"inline-entry";
     let big: Vec<u8> = (0..8192u32).map(|i| (i * 7) as u8).collect();
-    let a = l
-        .post_write(&Write {
-            key,
-            offset: 64,
-            bytes: small,
-            imm: None,
-        })
-        .unwrap();
-    assert!(matches!(
-        outcome(&mut l, a),
-        LeaderEvent::Completed { durable: false, .. }
-    ));
-    let b = l
-        .post_write(&Write {
-            key,
-            offset: 4096,
-            bytes: &big,
-            imm: None,
-        })
-        .unwrap();
-    assert!(matches!(outcome(&mut l, b), LeaderEvent::Completed { .. }));
-    assert_eq!(read(&f, 64, small.len()), small);
+    assert!(
+        !write_outcome(&mut l, &w(key, 64, b"inline-entry")).unwrap(),
+        "follower-persists: a completion alone is not durable"
+    );
+    write_outcome(&mut l, &w(key, 4096, &big)).unwrap();
+    assert_eq!(read(&f, 64, 12), b"inline-entry");
     assert_eq!(read(&f, 4096, big.len()), big);
     let mut ev = Vec::new();
     f.poll(&mut ev).unwrap();
@@ -93,26 +85,16 @@ fn connect_register_write_inline_and_staged() {
 
 #[test]
 #[ignore = "needs two RDMA devices"]
-fn write_with_imm_reaches_the_follower_after_the_bytes() {
-    let mut f = follower(1 << 16);
-    let mut l = leader(&f, A, |_| {});
-    f.grant(A).unwrap();
-    let key = l.remote().key;
-    let id = l
-        .post_write(&Write {
-            key,
-            offset: 256,
-            bytes: b"with-imm",
-            imm: Some(0xDEC0DE),
-        })
-        .unwrap();
-    assert!(matches!(outcome(&mut l, id), LeaderEvent::Completed { .. }));
-    follower_wait(
-        &mut f,
-        "imm",
-        |e| matches!(e, FollowerEvent::Imm { imm: 0xDEC0DE, from } if *from == A),
-    );
-    assert_eq!(read(&f, 256, 8), b"with-imm");
+fn write_with_imm_lands_and_the_persisted_ack_returns() {
+    let (mut f, mut l) = granted_pair(1 << 16, |_| {});
+    write_lands_and_persisted_is_acknowledged(&mut f, &mut l, A);
+}
+
+#[test]
+#[ignore = "needs two RDMA devices"]
+fn control_messages_ride_the_side_channel() {
+    let (mut f, mut l) = granted_pair(4096, |_| {});
+    control_messages_cross(&mut f, &mut l, A);
 }
 
 #[test]
@@ -123,117 +105,54 @@ fn stale_leader_write_fails_after_the_follower_grants_a_newer_one() {
     let mut b = leader(&f, B, |_| {});
     f.grant(A).unwrap();
     let key = a.remote().key;
-    let id = a
-        .post_write(&Write {
-            key,
-            offset: 0,
-            bytes: b"from-a",
-            imm: None,
-        })
-        .unwrap();
-    assert!(matches!(outcome(&mut a, id), LeaderEvent::Completed { .. }));
-    let id = b
-        .post_write(&Write {
-            key,
-            offset: 0,
-            bytes: b"from-b",
-            imm: None,
-        })
-        .unwrap();
-    let ev = outcome(&mut b, id);
+    write_outcome(&mut a, &w(key, 0, b"from-a")).unwrap();
+    let err = write_outcome(&mut b, &w(key, 0, b"from-b")).unwrap_err();
     assert!(
-        matches!(
-            ev,
-            LeaderEvent::Failed {
-                error: VerbsError::Fenced { .. },
-                ..
-            }
-        ),
-        "ungranted leader must be refused: {ev:?}"
+        matches!(err, VerbsError::Fenced { token, .. } if token == B.0),
+        "ungranted leader must be refused: {err}"
     );
     f.grant(B).unwrap(); // revokes a; drops b's first QP, which broke on its refused write
     let mut b = leader(&f, B, |_| {}); // so b reconnects, and is admitted with write access
-    let id = a
-        .post_write(&Write {
-            key,
-            offset: 0,
-            bytes: b"stale!",
-            imm: None,
-        })
-        .unwrap();
-    match outcome(&mut a, id) {
-        LeaderEvent::Failed {
-            error: VerbsError::Fenced { token, .. },
-            ..
-        } => assert_eq!(token, A.0),
-        other => panic!("stale leader's write must fail as fenced, got {other:?}"),
-    }
+    let err = write_outcome(&mut a, &w(key, 0, b"stale!")).unwrap_err();
+    assert!(
+        matches!(err, VerbsError::Fenced { token, .. } if token == A.0),
+        "stale leader must be fenced: {err}"
+    );
     assert_eq!(read(&f, 0, 6), b"from-a", "the fenced write must not land");
-    let id = b
-        .post_write(&Write {
-            key,
-            offset: 0,
-            bytes: b"from-b",
-            imm: None,
-        })
-        .unwrap();
-    assert!(matches!(outcome(&mut b, id), LeaderEvent::Completed { .. }));
+    write_outcome(&mut b, &w(key, 0, b"from-b")).unwrap();
     assert_eq!(read(&f, 0, 6), b"from-b");
 }
 
 #[test]
 #[ignore = "needs two RDMA devices"]
-fn bad_writes_are_typed_errors_and_the_region_is_untouched() {
-    let mut f = follower(4096);
-    let mut l = leader(&f, A, |_| {});
-    f.grant(A).unwrap();
+fn bad_writes_are_typed_errors_and_the_nic_refuses_a_forged_key() {
+    let (mut f, mut l) = granted_pair(4096, |_| {});
+    bad_writes_leave_the_region_alone(&mut f, &mut l);
     let key = l.remote().key;
-    assert!(matches!(
-        l.post_write(&Write {
-            key,
-            offset: 4090,
-            bytes: &[1; 10],
-            imm: None
-        }),
-        Err(VerbsError::OutOfBounds { .. })
-    ));
-    assert!(matches!(
-        l.post_write(&Write {
-            key: key ^ 0x55,
-            offset: 0,
-            bytes: b"x",
-            imm: None
-        }),
-        Err(VerbsError::WrongKey { .. })
-    ));
-    // The follower's NIC enforces the key too: a forged key is refused remotely.
+    // Past the local checks, the follower's NIC enforces the key too.
     let id = l
-        .post_write_unchecked(&Write {
-            key: key ^ 0x55,
-            offset: 0,
-            bytes: b"forged",
-            imm: None,
-        })
+        .post_write_unchecked(&w(key ^ 0x55, 0, b"forged"))
         .unwrap();
-    assert!(matches!(
-        outcome(&mut l, id),
-        LeaderEvent::Failed {
-            error: VerbsError::Protocol { .. },
-            ..
-        }
-    ));
+    let ev = leader_wait(
+        &mut l,
+        "refusal",
+        |e| matches!(e, LeaderEvent::Failed { id: x, .. } if *x == id),
+    );
+    assert!(
+        ev.iter().any(|e| matches!(
+            e,
+            LeaderEvent::Failed {
+                error: VerbsError::Protocol { .. },
+                ..
+            }
+        )),
+        "{ev:?}"
+    );
     assert!(
         read(&f, 0, 4096).iter().all(|&b| b == 0),
         "refused writes must not land"
     );
-    let err = l
-        .post_write(&Write {
-            key,
-            offset: 0,
-            bytes: b"after",
-            imm: None,
-        })
-        .unwrap_err();
+    let err = l.post_write(&w(key, 0, b"after")).unwrap_err();
     assert!(
         matches!(err, VerbsError::Disconnected { .. }),
         "a QP in error refuses further posts: {err}"
@@ -243,35 +162,17 @@ fn bad_writes_are_typed_errors_and_the_region_is_untouched() {
 #[test]
 #[ignore = "needs two RDMA devices"]
 fn read_after_write_completes_durable_and_selective_signaling_completes_every_write() {
-    let mut f = follower(1 << 16);
-    let mut raw = leader(&f, A, |c| c.durability = Durability::ReadAfterWrite);
-    f.grant(A).unwrap();
+    let (mut f, mut raw) = granted_pair(1 << 16, |c| c.durability = Durability::ReadAfterWrite);
     let key = raw.remote().key;
-    let id = raw
-        .post_write(&Write {
-            key,
-            offset: 8,
-            bytes: b"durable?",
-            imm: None,
-        })
-        .unwrap();
-    assert!(matches!(
-        outcome(&mut raw, id),
-        LeaderEvent::Completed { durable: true, .. }
-    ));
+    assert!(
+        write_outcome(&mut raw, &w(key, 8, b"durable?")).unwrap(),
+        "read-after-write completions are durable"
+    );
     drop(raw);
     let mut sel = leader(&f, B, |c| c.signal_every = 4);
     f.grant(B).unwrap();
-    let ids: Vec<WriteId> = (0..10u64)
-        .map(|i| {
-            sel.post_write(&Write {
-                key,
-                offset: i * 16,
-                bytes: &[i as u8 + 1; 16],
-                imm: None,
-            })
-            .unwrap()
-        })
+    let ids: Vec<_> = (0..10u64)
+        .map(|i| sel.post_write(&w(key, i * 16, &[i as u8 + 1; 16])).unwrap())
         .collect();
     let ev = leader_wait(
         &mut sel,
@@ -288,43 +189,12 @@ fn read_after_write_completes_durable_and_selective_signaling_completes_every_wr
 
 #[test]
 #[ignore = "needs two RDMA devices"]
-fn control_messages_and_persisted_acks_ride_the_side_channel() {
-    let mut f = follower(4096);
-    let mut l = leader(&f, A, |_| {});
-    f.grant(A).unwrap();
-    l.send(&heartbeat(11)).unwrap();
-    let ev = follower_wait(&mut f, "heartbeat", |e| {
-        matches!(e, FollowerEvent::Message { .. })
-    });
-    assert!(ev.iter().any(|e| matches!(e, FollowerEvent::Message { envelope, from } if *envelope == heartbeat(11) && *from == A)));
-    f.send(A, &heartbeat(12)).unwrap();
-    f.ack_persisted(A, 4000).unwrap();
-    let ev = leader_wait(&mut l, "persisted", |e| {
-        matches!(e, LeaderEvent::Persisted { upto: 4000 })
-    });
-    assert!(ev
-        .iter()
-        .any(|e| matches!(e, LeaderEvent::Message(m) if *m == heartbeat(12))));
-}
-
-#[test]
-#[ignore = "needs two RDMA devices"]
 fn follower_gone_fails_outstanding_writes_within_the_timeout() {
-    let mut f = follower(4096);
-    let mut l = leader(&f, A, |c| c.write_timeout = Duration::from_millis(1500));
-    f.grant(A).unwrap();
+    let (f, mut l) = granted_pair(4096, |c| c.write_timeout = Duration::from_millis(1500));
     let key = l.remote().key;
     drop(f);
-    let start = std::time::Instant::now();
-    let id = l
-        .post_write(&Write {
-            key,
-            offset: 0,
-            bytes: b"into the void",
-            imm: None,
-        })
-        .unwrap();
-    let deadline = start + Duration::from_secs(20);
+    let id = l.post_write(&w(key, 0, b"into the void")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen = Vec::new();
     let failed = loop {
         let _ = l.poll(&mut seen); // the side channel reports the disconnect too
@@ -335,7 +205,7 @@ fn follower_gone_fails_outstanding_writes_within_the_timeout() {
             break format!("{e:?}");
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "write to a dead follower never failed: {seen:?}"
         );
         std::thread::sleep(Duration::from_millis(5));
@@ -352,30 +222,18 @@ fn device_dax_region_is_an_rdma_target() {
     let path = std::env::var("DECREE_DEVDAX").expect(
         "DECREE_DEVDAX unset: run in the guest with an NVDIMM (ci/guest/host-verbs-rdma.sh)",
     );
-    init_logging();
-    let region = Mapping::open_device(std::path::Path::new(&path), 2 << 20).unwrap();
-    let mut f = RdmaFollower::listen(
-        "127.0.0.1:0".parse().unwrap(),
-        RdmaConfig::new(&dev("DECREE_RDMA_DEV_A")),
-        region,
-    )
-    .unwrap();
+    let mut f = follower_on(Mapping::open_device(std::path::Path::new(&path), 2 << 20).unwrap());
     let mut l = leader(&f, A, |c| c.durability = Durability::ReadAfterWrite);
     f.grant(A).unwrap();
     let key = l.remote().key;
     let marker = format!("pmem-entry-{}", std::process::id());
-    let id = l
-        .post_write(&Write {
-            key,
-            offset: (1 << 20) + 8,
-            bytes: marker.as_bytes(),
-            imm: Some(7),
-        })
-        .unwrap();
-    assert!(matches!(
-        outcome(&mut l, id),
-        LeaderEvent::Completed { durable: true, .. }
-    ));
+    let write = Write {
+        key,
+        offset: (1 << 20) + 8,
+        bytes: marker.as_bytes(),
+        imm: Some(7),
+    };
+    assert!(write_outcome(&mut l, &write).unwrap());
     follower_wait(&mut f, "imm", |e| {
         matches!(e, FollowerEvent::Imm { imm: 7, .. })
     });

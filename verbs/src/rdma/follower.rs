@@ -3,13 +3,12 @@
 use super::ffi::{Context, Cq, Mr, Pd, Qp, QpEndpoint, ACCESS_REMOTE_RW};
 use super::handshake::{get_endpoint, Welcome};
 use super::RdmaConfig;
-use crate::acceptor::{accept_until, prepare};
+use crate::acceptor::{accept_until, prepare, HANDSHAKE_TIMEOUT};
 use crate::conn::{Conn, Fields};
 use crate::control::{
     decode_control, encode_control, TAG_CONTROL, TAG_HELLO, TAG_PERSISTED, TAG_WELCOME,
 };
 use crate::mapping::Mapping;
-use crate::transport::check_bounds;
 use crate::{FollowerEvent, FollowerLink, LeaderToken, RemoteRegion, VerbsError};
 use decree_engine::message::Envelope;
 use rdma_sys::ibv_wc_opcode;
@@ -17,7 +16,6 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 /// Receives kept posted per QP for WRITE_WITH_IMM.
 const RECV_DEPTH: u32 = 128;
@@ -123,20 +121,9 @@ impl RdmaFollower {
 /// Handshake with one leader: its hello (token + QP), our QP toward it, our welcome.
 fn admit(stream: TcpStream, from: SocketAddr, shared: &Shared) -> Result<(), VerbsError> {
     let peer = from.to_string();
-    prepare(
-        &stream,
-        &peer,
-        Duration::from_secs(5),
-        Duration::from_secs(5),
-    )?;
+    prepare(&stream, &peer, HANDSHAKE_TIMEOUT, HANDSHAKE_TIMEOUT)?;
     let mut conn = Conn::new(stream, peer.clone());
-    let (tag, body) = conn.recv()?;
-    if tag != TAG_HELLO {
-        return Err(VerbsError::Protocol {
-            peer,
-            what: format!("expected hello, got tag {tag}"),
-        });
-    }
+    let body = conn.recv_tagged(TAG_HELLO, "hello")?;
     let mut f = Fields::new(&body, &peer);
     let token = LeaderToken(f.u64()?);
     let remote = get_endpoint(&mut f)?;
@@ -182,14 +169,7 @@ impl FollowerLink for RdmaFollower {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), VerbsError> {
-        check_bounds(
-            "local region",
-            offset,
-            out.len(),
-            self.shared.region.len() as u64,
-        )?;
-        self.shared.region.read_at(offset as usize, out);
-        Ok(())
+        self.shared.region.copy_out(offset, out)
     }
 
     fn grant(&mut self, leader: LeaderToken) -> Result<(), VerbsError> {

@@ -3,11 +3,9 @@
 use super::ffi::{Completion, Context, Cq, Local, Mr, Pd, PostFlags, Qp, QpEndpoint, ACCESS_LOCAL};
 use super::handshake::{put_endpoint, Welcome};
 use super::RdmaConfig;
-use crate::acceptor::prepare;
+use crate::acceptor::dial;
 use crate::conn::{Conn, Fields};
-use crate::control::{
-    decode_control, encode_control, TAG_CONTROL, TAG_HELLO, TAG_PERSISTED, TAG_WELCOME,
-};
+use crate::control::{decode_control, encode_control, TAG_CONTROL, TAG_PERSISTED};
 use crate::durability::log_mode;
 use crate::mapping::Mapping;
 use crate::transport::{check_bounds, check_key};
@@ -19,7 +17,7 @@ use rdma_sys::ibv_wc_status;
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// wr_id bit marking the READ of read-after-write.
 const WR_READ: u64 = 1 << 62;
@@ -88,25 +86,9 @@ impl RdmaLeader {
             gid: ctx.gid(cfg.gid_index)?,
         };
 
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-            .map_err(|e| VerbsError::os("connect", &peer, e))?;
-        prepare(
-            &stream,
-            &peer,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-        )?;
-        let mut conn = Conn::new(stream, peer.clone());
         let mut hello = token.0.to_le_bytes().to_vec();
         put_endpoint(&mut hello, &local);
-        conn.send(TAG_HELLO, &[&hello])?;
-        let (tag, body) = conn.recv()?;
-        if tag != TAG_WELCOME {
-            return Err(VerbsError::Protocol {
-                peer,
-                what: format!("expected welcome, got tag {tag}"),
-            });
-        }
+        let (conn, body) = dial(addr, &hello)?;
         let remote = Welcome::decode(&body, &peer)?;
         qp.connect(local.psn, &remote.qp, cfg.gid_index, mtu, 0)?;
         log_mode("rdma", &peer, cfg.durability);

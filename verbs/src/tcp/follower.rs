@@ -231,14 +231,7 @@ impl FollowerLink for TcpFollower {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), VerbsError> {
-        check_bounds(
-            "local region",
-            offset,
-            out.len(),
-            self.shared.region.len() as u64,
-        )?;
-        self.shared.region.read_at(offset as usize, out);
-        Ok(())
+        self.shared.region.copy_out(offset, out)
     }
 
     fn grant(&mut self, leader: LeaderToken) -> Result<(), VerbsError> {

@@ -1,7 +1,7 @@
 //! The leader's side: writes and control messages on one connection, reconnecting with back-off.
 
 use super::Backoff;
-use crate::acceptor::prepare;
+use crate::acceptor;
 use crate::conn::{Conn, Fields};
 use crate::control::*;
 use crate::durability::log_mode;
@@ -60,27 +60,7 @@ fn dial(
     token: LeaderToken,
 ) -> Result<(Conn<TcpStream>, RemoteRegion), VerbsError> {
     let peer = addr.to_string();
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| {
-        VerbsError::Disconnected {
-            peer: peer.clone(),
-            reason: format!("connect: {e}"),
-        }
-    })?;
-    prepare(
-        &stream,
-        &peer,
-        Duration::from_secs(5),
-        Duration::from_secs(5),
-    )?;
-    let mut conn = Conn::new(stream, peer.clone());
-    conn.send(TAG_HELLO, &[&token.0.to_le_bytes()])?;
-    let (tag, body) = conn.recv()?;
-    if tag != TAG_WELCOME {
-        return Err(VerbsError::Protocol {
-            peer,
-            what: format!("expected welcome, got tag {tag}"),
-        });
-    }
+    let (conn, body) = acceptor::dial(addr, &token.0.to_le_bytes())?;
     let mut f = Fields::new(&body, &peer);
     let remote = RemoteRegion {
         key: f.u32()?,
