@@ -8,6 +8,19 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// Binds a non-blocking listener; returns it and the address it got (port 0 picks one).
+pub fn listen(bind: SocketAddr) -> Result<(TcpListener, SocketAddr), VerbsError> {
+    let listener =
+        TcpListener::bind(bind).map_err(|e| VerbsError::os("bind", bind.to_string(), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| VerbsError::os("getsockname", bind.to_string(), e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| VerbsError::os("set_nonblocking", addr.to_string(), e))?;
+    Ok((listener, addr))
+}
+
 /// Accepts on the non-blocking `listener` until `stop`, handing each connection to `admit`.
 pub fn accept_until(
     listener: &TcpListener,

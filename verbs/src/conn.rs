@@ -61,19 +61,7 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
                 Ok(0) => return Err(self.gone("connection closed while sending")),
                 Ok(n) => written += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(VerbsError::Timeout {
-                        peer: self.peer.clone(),
-                        what: "send".into(),
-                        timeout_ms: 0,
-                    })
-                }
-                Err(e) => return Err(self.gone(&e.to_string())),
+                Err(e) => return Err(self.io_error(e, "send")),
             }
         }
         Ok(())
@@ -107,19 +95,7 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
                 Ok(0) => return Err(self.gone("peer closed the connection")),
                 Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(VerbsError::Timeout {
-                        peer: self.peer.clone(),
-                        what: "receive".into(),
-                        timeout_ms: 0,
-                    })
-                }
-                Err(e) => return Err(self.gone(&e.to_string())),
+                Err(e) => return Err(self.io_error(e, "receive")),
             }
         }
     }
@@ -154,6 +130,19 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
         let body = self.inbuf[MSG_HEADER_BYTES..MSG_HEADER_BYTES + len].to_vec();
         self.inbuf.drain(..MSG_HEADER_BYTES + len);
         Ok(Some((tag, body)))
+    }
+
+    /// A socket timeout (SO_SNDTIMEO / SO_RCVTIMEO ran out) is a `Timeout`; anything else ends
+    /// the connection.
+    fn io_error(&self, e: std::io::Error, what: &str) -> VerbsError {
+        match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => VerbsError::Timeout {
+                peer: self.peer.clone(),
+                what: what.into(),
+                timeout_ms: 0,
+            },
+            _ => self.gone(&e.to_string()),
+        }
     }
 
     fn gone(&self, reason: &str) -> VerbsError {

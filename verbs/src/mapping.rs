@@ -51,11 +51,7 @@ impl Mapping {
     /// Maps an existing shared file of at least `min_len` bytes; returns its whole length.
     pub fn open_shared(path: &Path, min_len: usize) -> Result<Mapping, VerbsError> {
         let name = path.display().to_string();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| VerbsError::os("open", &name, e))?;
+        let file = open_rw(path, &name)?;
         let len = file
             .metadata()
             .map_err(|e| VerbsError::os("stat", &name, e))?
@@ -76,11 +72,7 @@ impl Mapping {
     /// registered for RDMA, so a follower's RDMA-target log on pmem lives there.
     pub fn open_device(path: &Path, len: usize) -> Result<Mapping, VerbsError> {
         let name = path.display().to_string();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| VerbsError::os("open", &name, e))?;
+        let file = open_rw(path, &name)?;
         Self::map(len, libc::MAP_SHARED, Some(file.into()), &name)
     }
 
@@ -182,6 +174,14 @@ impl Mapping {
         // living as long as `self`; AtomicU64 has the layout of u64.
         unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU64>() }
     }
+}
+
+fn open_rw(path: &Path, name: &str) -> Result<std::fs::File, VerbsError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| VerbsError::os("open", name, e))
 }
 
 impl Drop for Mapping {

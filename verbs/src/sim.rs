@@ -404,6 +404,16 @@ impl SimFollower {
     }
 }
 
+impl SimFollower {
+    fn to_leader(&self, to: LeaderToken, event: LeaderEvent) -> Result<(), VerbsError> {
+        let mut w = self.net.world.borrow_mut();
+        let leader = Self::leader_index(&w, self.node, to)?;
+        let dest = w.leaders[leader].node;
+        w.send(self.node, dest, Delivery::ToLeader { leader, event });
+        Ok(())
+    }
+}
+
 impl FollowerLink for SimFollower {
     fn local(&self) -> RemoteRegion {
         let w = self.net.world.borrow();
@@ -438,33 +448,11 @@ impl FollowerLink for SimFollower {
     }
 
     fn send(&mut self, to: LeaderToken, envelope: &Envelope) -> Result<(), VerbsError> {
-        let mut w = self.net.world.borrow_mut();
-        let leader = Self::leader_index(&w, self.node, to)?;
-        let dest = w.leaders[leader].node;
-        w.send(
-            self.node,
-            dest,
-            Delivery::ToLeader {
-                leader,
-                event: LeaderEvent::Message(envelope.clone()),
-            },
-        );
-        Ok(())
+        self.to_leader(to, LeaderEvent::Message(envelope.clone()))
     }
 
     fn ack_persisted(&mut self, to: LeaderToken, upto: u64) -> Result<(), VerbsError> {
-        let mut w = self.net.world.borrow_mut();
-        let leader = Self::leader_index(&w, self.node, to)?;
-        let dest = w.leaders[leader].node;
-        w.send(
-            self.node,
-            dest,
-            Delivery::ToLeader {
-                leader,
-                event: LeaderEvent::Persisted { upto },
-            },
-        );
-        Ok(())
+        self.to_leader(to, LeaderEvent::Persisted { upto })
     }
 
     fn poll(&mut self, out: &mut Vec<FollowerEvent>) -> Result<(), VerbsError> {

@@ -3,7 +3,7 @@
 use super::ffi::{Context, Cq, Mr, Pd, Qp, QpEndpoint, ACCESS_REMOTE_RW};
 use super::handshake::{get_endpoint, Welcome};
 use super::RdmaConfig;
-use crate::acceptor::{accept_until, prepare, HANDSHAKE_TIMEOUT};
+use crate::acceptor::{accept_until, listen, prepare, HANDSHAKE_TIMEOUT};
 use crate::conn::{Conn, Fields};
 use crate::control::{
     decode_control, encode_control, TAG_CONTROL, TAG_HELLO, TAG_PERSISTED, TAG_WELCOME,
@@ -12,7 +12,7 @@ use crate::mapping::Mapping;
 use crate::{FollowerEvent, FollowerLink, LeaderToken, RemoteRegion, VerbsError};
 use decree_engine::message::Envelope;
 use rdma_sys::ibv_wc_opcode;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -67,14 +67,7 @@ impl RdmaFollower {
         let cq = Cq::new(&ctx, 4096)?;
         // SAFETY: `region` is stored beside `mr` in `Shared` and outlives it (field order drops `mr` first).
         let mr = unsafe { Mr::register(&pd, region.as_ptr(), region.len(), ACCESS_REMOTE_RW)? };
-        let listener =
-            TcpListener::bind(bind).map_err(|e| VerbsError::os("bind", bind.to_string(), e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| VerbsError::os("getsockname", bind.to_string(), e))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| VerbsError::os("set_nonblocking", addr.to_string(), e))?;
+        let (listener, addr) = listen(bind)?;
         let shared = Arc::new(Shared {
             cfg,
             ctx,

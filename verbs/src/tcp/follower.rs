@@ -1,6 +1,6 @@
 //! The follower's side: an acceptor thread and a receiver thread per leader.
 
-use crate::acceptor::{accept_until, prepare};
+use crate::acceptor::{accept_until, listen, prepare};
 use crate::conn::{Conn, Fields};
 use crate::control::*;
 use crate::mapping::Mapping;
@@ -38,14 +38,7 @@ pub struct TcpFollower {
 impl TcpFollower {
     /// Accepts leaders on `bind` into a fresh region of `len` bytes.
     pub fn listen(bind: SocketAddr, len: usize) -> Result<TcpFollower, VerbsError> {
-        let listener =
-            TcpListener::bind(bind).map_err(|e| VerbsError::os("bind", bind.to_string(), e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| VerbsError::os("getsockname", bind.to_string(), e))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| VerbsError::os("set_nonblocking", addr.to_string(), e))?;
+        let (listener, addr) = listen(bind)?;
         let (tx, rx) = unbounded();
         let shared = Arc::new(Shared {
             region: Mapping::anonymous(len)?,
