@@ -36,3 +36,6 @@ pub use placement::{Placement, Role};
 pub use ring::Ring;
 pub use storage::{LogStorage, StorageError};
 pub use transport::PeerTransport;
+
+#[cfg(test)]
+mod tests;

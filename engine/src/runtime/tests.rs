@@ -1,0 +1,162 @@
+//! In-process tests of the runtime: three nodes wired by ring transports and in-memory storages,
+//! driven by their real core and persistence threads.
+
+use super::*;
+use crate::core::{CoreConfig, DurableWrite};
+use crate::durable::Durable;
+use crate::kv::{KvOp, KvReply, KvStore};
+use crate::message::Envelope;
+use crate::types::{ClientId, ReplicaId, Request};
+use bytes::Bytes;
+use crossbeam::channel::{self, Receiver, Sender};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+#[derive(Clone)]
+struct Reply(Sender<(u64, Response)>);
+
+impl Responder for Reply {
+    fn respond(&self, request_id: u64, response: Response) {
+        let _ = self.0.send((request_id, response));
+    }
+}
+
+type Inboxes = Arc<OnceLock<Vec<Arc<Ring<Event<Reply>>>>>>;
+
+struct RingTransport(Inboxes);
+
+impl PeerTransport for RingTransport {
+    fn send(&mut self, envelope: Envelope) {
+        let inboxes = self.0.get().expect("wired before start");
+        let _ = inboxes[envelope.to.0 as usize].push(Event::Peer(envelope));
+    }
+}
+
+/// Memory storage with a slow sync, counting syncs and staged writes.
+struct SlowStorage {
+    staged: Option<u64>,
+    writes: Arc<AtomicU64>,
+    syncs: Arc<AtomicU64>,
+}
+
+impl LogStorage for SlowStorage {
+    fn stage(&mut self, ticket: u64, _write: &DurableWrite) -> Result<(), StorageError> {
+        self.staged = Some(ticket);
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<Option<u64>, StorageError> {
+        std::thread::sleep(Duration::from_millis(2));
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(self.staged.take())
+    }
+    fn size_bytes(&self) -> u64 {
+        0
+    }
+}
+
+struct Cluster {
+    nodes: Vec<Node<Reply>>,
+    writes: Arc<AtomicU64>,
+    syncs: Arc<AtomicU64>,
+}
+
+fn start() -> Cluster {
+    let inboxes: Inboxes = Arc::default();
+    let voters: Vec<ReplicaId> = (0..3).map(ReplicaId).collect();
+    let (writes, syncs) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let configs: Vec<NodeConfig> = voters
+        .iter()
+        .map(|id| {
+            let mut config = NodeConfig::new(CoreConfig::new(*id, voters.clone()));
+            config.inbox_capacity = 4_096;
+            config
+        })
+        .collect();
+    let rings: Vec<_> = configs.iter().map(Node::<Reply>::inbox).collect();
+    assert!(inboxes.set(rings.clone()).is_ok());
+    let nodes = configs
+        .into_iter()
+        .zip(rings)
+        .map(|(config, inbox)| {
+            let storage = SlowStorage { staged: None, writes: writes.clone(), syncs: syncs.clone() };
+            Node::start(config, inbox, Durable::default(), KvStore::default(), RingTransport(inboxes.clone()), storage, Arc::new(NoopObserver))
+                .unwrap()
+        })
+        .collect();
+    Cluster { nodes, writes, syncs }
+}
+
+fn status(node: &Node<Reply>) -> NodeStatus {
+    let (tx, rx) = channel::unbounded();
+    node.inbox.push(Event::Status { request_id: 0, reply_to: Reply(tx) }).ok().unwrap();
+    match rx.recv_timeout(Duration::from_secs(2)).unwrap().1 {
+        Response::Status(status) => status,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn wait_leader(cluster: &Cluster) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(leader) = cluster.nodes.iter().position(|n| status(n).core.leading) {
+            return leader;
+        }
+        assert!(Instant::now() < deadline, "no leader within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn put(node: &Node<Reply>, client: u64, tx: &Sender<(u64, Response)>) {
+    let op = KvOp::Put { key: Bytes::from(format!("k{client}")), value: Bytes::from_static(b"v") }.encode();
+    let request = Request { client: ClientId(client), seq: 1, op };
+    assert!(node.inbox.push(Event::Request { request, request_id: client, reply_to: Reply(tx.clone()) }).is_ok());
+}
+
+fn collect(rx: &Receiver<(u64, Response)>, count: usize) -> Vec<(u64, Response)> {
+    (0..count).map(|_| rx.recv_timeout(Duration::from_secs(10)).expect("a reply within 10 s")).collect()
+}
+
+#[test]
+fn leader_replies_to_every_request_and_the_log_is_group_committed() {
+    let cluster = start();
+    let leader = wait_leader(&cluster);
+    let (tx, rx) = channel::unbounded();
+    // A stream (not one burst) so proposals, and their persist writes, arrive while a 2 ms sync runs.
+    for client in 0..500 {
+        put(&cluster.nodes[leader], client, &tx);
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    let replies = collect(&rx, 500);
+    for (_, response) in &replies {
+        let Response::Reply { payload, .. } = response else { panic!("{response:?}") };
+        assert_eq!(KvReply::decode(payload).unwrap(), KvReply::Done);
+    }
+    let (writes, syncs) = (cluster.writes.load(Ordering::Relaxed), cluster.syncs.load(Ordering::Relaxed));
+    assert!(syncs < writes, "no group commit: {syncs} syncs for {writes} staged writes");
+    for node in cluster.nodes {
+        node.shutdown();
+    }
+}
+
+#[test]
+fn a_follower_redirects_to_the_leader() {
+    let cluster = start();
+    let leader = wait_leader(&cluster);
+    let follower = (leader + 1) % 3;
+    // The follower learns the leader from its heartbeats.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status(&cluster.nodes[follower]).core.leader != Some(ReplicaId(leader as u32)) {
+        assert!(Instant::now() < deadline, "follower never learned the leader");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (tx, rx) = channel::unbounded();
+    put(&cluster.nodes[follower], 7, &tx);
+    let (id, response) = collect(&rx, 1).remove(0);
+    assert_eq!(id, 7);
+    assert_eq!(response, Response::Redirect { leader: Some(ReplicaId(leader as u32)) });
+    for node in cluster.nodes {
+        node.shutdown();
+    }
+}
