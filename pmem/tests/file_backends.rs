@@ -82,3 +82,28 @@ fn a_second_opener_is_refused_while_the_first_holds_the_log() {
     drop(first);
     open(&config).unwrap();
 }
+
+#[test]
+fn the_backend_choice_is_logged_with_its_reason() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || sink.clone()).finish();
+    let scratch = Scratch::new("logline");
+    let config = Config { path: scratch.path("log"), size_bytes: 1 << 20, backend: Backend::Auto };
+    tracing::subscriber::with_default(subscriber, || drop(open(&config).unwrap()));
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = text.lines().find(|l| l.contains("pmem backend selected")).unwrap_or_else(|| panic!("no selection line in {text}"));
+    assert!(line.contains("file-pwrite") && line.contains("MAP_SYNC refused"), "{line}");
+}
