@@ -239,3 +239,10 @@ fn device_dax_region_is_an_rdma_target() {
     });
     assert_eq!(read(&f, (1 << 20) + 8, marker.len()), marker.as_bytes());
 }
+
+#[test]
+#[ignore = "needs two RDMA devices"]
+fn records_land_and_the_follower_polls_their_validity_marker() {
+    let (mut f, mut l) = granted_pair(1 << 16, |_| {});
+    records_land_and_the_follower_polls_their_validity(&mut f, &mut l);
+}

@@ -126,3 +126,10 @@ fn child_writer() {
     )
     .unwrap();
 }
+
+#[test]
+fn records_land_and_the_follower_polls_their_validity_marker() {
+    let (mut f, mut l, path) = pair(1 << 16, Durability::FollowerPersists);
+    records_land_and_the_follower_polls_their_validity(&mut f, &mut l);
+    std::fs::remove_file(path).unwrap();
+}

@@ -184,3 +184,15 @@ fn partition_drops_traffic_until_healed() {
         )
     });
 }
+
+#[test]
+fn records_land_and_the_follower_polls_their_validity_marker() {
+    let net = SimNet::new(SimConfig {
+        delay_max: 20,
+        ..SimConfig::reliable(9)
+    });
+    let mut f = net.follower(1, 1 << 16);
+    let mut l = net.leader(0, 1, A);
+    f.grant(A).unwrap();
+    records_land_and_the_follower_polls_their_validity(&mut f, &mut l);
+}

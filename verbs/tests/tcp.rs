@@ -218,3 +218,11 @@ fn read_after_write_is_refused_on_tcp() {
         Err(VerbsError::Config(_))
     ));
 }
+
+#[test]
+fn records_land_and_the_follower_polls_their_validity_marker() {
+    let mut f = follower(1 << 16);
+    let mut l = leader(&f, A, TcpConfig::default());
+    f.grant(A).unwrap();
+    records_land_and_the_follower_polls_their_validity(&mut f, &mut l);
+}
