@@ -10,6 +10,8 @@ use std::os::fd::AsRawFd;
 
 /// Header bytes in front of every message.
 pub const MSG_HEADER_BYTES: usize = 5;
+/// Most slices one writev accepts (Linux's UIO_MAXIOV).
+const IOV_MAX: usize = 1024;
 /// Largest body accepted: a log write of up to 64 MiB plus its own header.
 pub const MAX_BODY_BYTES: usize = (64 << 20) + 64;
 
@@ -43,18 +45,31 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
     /// Sends one message whose body is the concatenation of `parts`, in one vectored write
     /// where the kernel allows.
     pub fn send(&mut self, tag: u8, parts: &[&[u8]]) -> Result<(), VerbsError> {
-        let body_len: usize = parts.iter().map(|p| p.len()).sum();
-        assert!(
-            body_len <= MAX_BODY_BYTES,
-            "invariant: message body within MAX_BODY_BYTES"
-        );
-        let mut header = [0u8; MSG_HEADER_BYTES];
-        header[0] = tag;
-        header[1..5].copy_from_slice(&(body_len as u32).to_le_bytes());
-        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
-        all.push(&header);
-        all.extend(parts.iter().copied().filter(|p| !p.is_empty()));
-        let total = MSG_HEADER_BYTES + body_len;
+        self.send_many(&[(tag, parts)])
+    }
+
+    /// Sends several messages in as few vectored writes as the kernel allows (batching).
+    pub fn send_many(&mut self, messages: &[(u8, &[&[u8]])]) -> Result<(), VerbsError> {
+        let headers: Vec<[u8; MSG_HEADER_BYTES]> = messages
+            .iter()
+            .map(|(tag, parts)| {
+                let body_len: usize = parts.iter().map(|p| p.len()).sum();
+                assert!(
+                    body_len <= MAX_BODY_BYTES,
+                    "invariant: message body within MAX_BODY_BYTES"
+                );
+                let mut header = [0u8; MSG_HEADER_BYTES];
+                header[0] = *tag;
+                header[1..5].copy_from_slice(&(body_len as u32).to_le_bytes());
+                header
+            })
+            .collect();
+        let mut all: Vec<&[u8]> = Vec::new();
+        for (header, (_, parts)) in headers.iter().zip(messages) {
+            all.push(header);
+            all.extend(parts.iter().copied().filter(|p| !p.is_empty()));
+        }
+        let total: usize = all.iter().map(|p| p.len()).sum();
         let mut written = 0;
         while written < total {
             match self.stream.write_vectored(&unwritten(&all, written)) {
@@ -155,13 +170,16 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
 
 /// The parts of `all` not yet written, as slices for one `writev`.
 fn unwritten<'a>(all: &[&'a [u8]], mut skip: usize) -> Vec<IoSlice<'a>> {
-    let mut out = Vec::with_capacity(all.len());
+    let mut out = Vec::with_capacity(all.len().min(IOV_MAX));
     for part in all {
         if skip >= part.len() {
             skip -= part.len();
         } else {
             out.push(IoSlice::new(&part[skip..]));
             skip = 0;
+            if out.len() == IOV_MAX {
+                break; // writev takes at most IOV_MAX slices; the rest go in the next call
+            }
         }
     }
     out

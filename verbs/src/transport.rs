@@ -105,6 +105,18 @@ pub trait LeaderLink {
     fn durability(&self) -> Durability;
     /// Posts a one-sided write; bounds and key are checked before anything is sent.
     fn post_write(&mut self, write: &Write<'_>) -> Result<WriteId, VerbsError>;
+    /// Posts several writes; transports that can (tcp) put them on the wire together. Stops at
+    /// the first refused write: the ids of those posted before it come back with the error.
+    fn post_batch(
+        &mut self,
+        writes: &[Write<'_>],
+        ids: &mut Vec<WriteId>,
+    ) -> Result<(), VerbsError> {
+        for w in writes {
+            ids.push(self.post_write(w)?);
+        }
+        Ok(())
+    }
     /// Sends one control message.
     fn send(&mut self, envelope: &Envelope) -> Result<(), VerbsError>;
     /// Appends what happened since the last poll to `out`; never blocks.

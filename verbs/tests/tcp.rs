@@ -226,3 +226,77 @@ fn records_land_and_the_follower_polls_their_validity_marker() {
     f.grant(A).unwrap();
     records_land_and_the_follower_polls_their_validity(&mut f, &mut l);
 }
+
+#[test]
+fn a_batch_goes_out_in_one_vectored_send_and_every_write_completes() {
+    let mut f = follower(1 << 20);
+    let mut l = leader(
+        &f,
+        A,
+        TcpConfig {
+            max_outstanding: 4096,
+            ..TcpConfig::default()
+        },
+    );
+    f.grant(A).unwrap();
+    let key = l.remote().key;
+    let payloads: Vec<Vec<u8>> = (0..1500u32)
+        .map(|i| vec![(i % 251) as u8; 1 + (i as usize % 300)])
+        .collect();
+    let writes: Vec<Write<'_>> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Write {
+            key,
+            offset: i as u64 * 512,
+            bytes: p,
+            imm: None,
+        })
+        .collect();
+    let mut ids = Vec::new();
+    l.post_batch(&writes, &mut ids).unwrap();
+    assert_eq!(
+        ids.len(),
+        1500,
+        "more messages than IOV_MAX slices still go out"
+    );
+    let last = *ids.last().unwrap();
+    let ev = leader_wait(
+        &mut l,
+        "last completion",
+        |e| matches!(e, LeaderEvent::Completed { id, .. } if *id == last),
+    );
+    assert_eq!(
+        ev.iter()
+            .filter(|e| matches!(e, LeaderEvent::Completed { .. }))
+            .count(),
+        1500
+    );
+    for (i, p) in payloads.iter().enumerate().step_by(97) {
+        assert_eq!(&read(&f, i as u64 * 512, p.len()), p);
+    }
+    let bad = [
+        Write {
+            key,
+            offset: 0,
+            bytes: b"ok",
+            imm: None,
+        },
+        Write {
+            key,
+            offset: 1 << 20,
+            bytes: b"past",
+            imm: None,
+        },
+    ];
+    assert!(matches!(
+        l.post_batch(&bad, &mut Vec::new()),
+        Err(VerbsError::OutOfBounds { .. })
+    ));
+    // Offset 0 holds the first payload (1 byte); the refused batch's "ok" would add a 'k'.
+    assert_eq!(
+        read(&f, 0, 2),
+        vec![payloads[0][0], 0],
+        "a refused batch sends nothing"
+    );
+}

@@ -69,6 +69,17 @@ fn dial(
     Ok((conn, remote))
 }
 
+/// The fixed part of a WRITE message: id, key, offset, imm flag, imm.
+fn write_head(id: u64, w: &Write<'_>) -> [u8; 25] {
+    let mut head = [0u8; 25];
+    head[0..8].copy_from_slice(&id.to_le_bytes());
+    head[8..12].copy_from_slice(&w.key.to_le_bytes());
+    head[12..20].copy_from_slice(&w.offset.to_le_bytes());
+    head[20] = u8::from(w.imm.is_some());
+    head[21..25].copy_from_slice(&w.imm.unwrap_or(0).to_le_bytes());
+    head
+}
+
 impl TcpLeader {
     /// Connects to the follower at `addr` as leader `token`.
     pub fn connect(
@@ -231,22 +242,39 @@ impl LeaderLink for TcpLeader {
     }
 
     fn post_write(&mut self, w: &Write<'_>) -> Result<WriteId, VerbsError> {
-        check_key(&self.peer, w.key, self.remote.key)?;
-        check_bounds(&self.peer, w.offset, w.bytes.len(), self.remote.len)?;
-        if self.outstanding.len() >= self.cfg.max_outstanding {
+        let mut ids = Vec::with_capacity(1);
+        self.post_batch(std::slice::from_ref(w), &mut ids)?;
+        Ok(ids[0])
+    }
+
+    fn post_batch(
+        &mut self,
+        writes: &[Write<'_>],
+        ids: &mut Vec<WriteId>,
+    ) -> Result<(), VerbsError> {
+        // Check every write first: a batch goes on the wire whole or not at all.
+        for w in writes {
+            check_key(&self.peer, w.key, self.remote.key)?;
+            check_bounds(&self.peer, w.offset, w.bytes.len(), self.remote.len)?;
+        }
+        if self.outstanding.len() + writes.len() > self.cfg.max_outstanding {
             return Err(VerbsError::QueueFull {
                 what: "tcp write window",
                 capacity: self.cfg.max_outstanding,
             });
         }
-        let id = self.next_id;
-        let mut head = [0u8; 25];
-        head[0..8].copy_from_slice(&id.to_le_bytes());
-        head[8..12].copy_from_slice(&w.key.to_le_bytes());
-        head[12..20].copy_from_slice(&w.offset.to_le_bytes());
-        head[20] = u8::from(w.imm.is_some());
-        head[21..25].copy_from_slice(&w.imm.unwrap_or(0).to_le_bytes());
-        if let Err(e) = self.conn()?.send(TAG_WRITE, &[&head, w.bytes]) {
+        let heads: Vec<[u8; 25]> = writes
+            .iter()
+            .enumerate()
+            .map(|(i, w)| write_head(self.next_id + i as u64, w))
+            .collect();
+        let parts: Vec<[&[u8]; 2]> = heads
+            .iter()
+            .zip(writes)
+            .map(|(h, w)| [&h[..], w.bytes])
+            .collect();
+        let messages: Vec<(u8, &[&[u8]])> = parts.iter().map(|p| (TAG_WRITE, &p[..])).collect();
+        if let Err(e) = self.conn()?.send_many(&messages) {
             let peer = self.peer.clone();
             self.lose(|| VerbsError::Disconnected {
                 peer: peer.clone(),
@@ -254,9 +282,13 @@ impl LeaderLink for TcpLeader {
             });
             return Err(e);
         }
-        self.next_id += 1;
-        self.outstanding.push_back((id, Instant::now()));
-        Ok(WriteId(id))
+        let now = Instant::now();
+        for _ in writes {
+            self.outstanding.push_back((self.next_id, now));
+            ids.push(WriteId(self.next_id));
+            self.next_id += 1;
+        }
+        Ok(())
     }
 
     fn send(&mut self, envelope: &Envelope) -> Result<(), VerbsError> {
