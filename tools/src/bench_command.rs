@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// Print one JSON line instead of text.
     #[arg(long)]
     json: bool,
+    /// Skip measuring the loopback TCP and fdatasync baselines.
+    #[arg(long)]
+    no_baseline: bool,
 }
 
 struct Outcome {
@@ -73,6 +76,8 @@ pub fn run(args: BenchArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let baseline_dir = if args.target.addrs.is_empty() { args.target.cluster.clone() } else { std::env::temp_dir() };
+    let baseline = if args.no_baseline { None } else { crate::bench_baseline::measure(&baseline_dir).ok() };
     let clients = args.clients.max(1);
     let duration = Duration::from_secs(args.duration_s.max(1));
     let start = Arc::new(Barrier::new(clients + 1));
@@ -101,7 +106,9 @@ pub fn run(args: BenchArgs) -> ExitCode {
             "{}",
             serde_json::json!({"clients": clients, "duration_s": elapsed_s, "payload_bytes": args.payload_bytes, "read_percent": args.read_percent,
                 "ops": ops, "errors": errors, "retries": retries, "ops_per_s": ops_per_s,
-                "p50_us": q(0.5), "p90_us": q(0.9), "p99_us": q(0.99), "p999_us": q(0.999), "max_us": all.max()})
+                "p50_us": q(0.5), "p90_us": q(0.9), "p99_us": q(0.99), "p999_us": q(0.999), "max_us": all.max(),
+                "baseline_tcp_rtt_p50_us": baseline.as_ref().map(|b| b.tcp_rtt_us.0),
+                "baseline_fdatasync_p50_us": baseline.as_ref().map(|b| b.fdatasync_us.0)})
         );
     } else {
         println!(
@@ -118,6 +125,17 @@ pub fn run(args: BenchArgs) -> ExitCode {
             q(0.999),
             all.max()
         );
+        if let Some(b) = &baseline {
+            println!(
+                "  baseline:   loopback TCP round trip p50 {} us (p99 {} us); 4 KiB write+fdatasync in {} p50 {} us (p99 {} us)",
+                b.tcp_rtt_us.0,
+                b.tcp_rtt_us.1,
+                baseline_dir.display(),
+                b.fdatasync_us.0,
+                b.fdatasync_us.1
+            );
+            println!("              a commit needs >= 2 round trips + 1 sync: ~{} us at p50 on this host", 2 * b.tcp_rtt_us.0 + b.fdatasync_us.0);
+        }
     }
     if ops == 0 {
         eprintln!("decree bench: no operation succeeded");

@@ -1,5 +1,6 @@
 //! The `decree` command line.
 
+mod bench_baseline;
 mod bench_command;
 mod cluster_command;
 mod doctor_command;
