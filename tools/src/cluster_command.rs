@@ -160,6 +160,18 @@ fn up(args: UpArgs) -> Result<(), String> {
             println!("cluster up: {} replicas, leader r{leader}; try `decree status --cluster {}`", file.members.len(), args.dir.display());
             return Ok(());
         }
+        // A replica that exited (port taken, bad log) will not come back by waiting: say why now.
+        if let Some(dead) = file.members.iter().find(|m| running_pid(&pid_path(&args.dir, m.id)).is_none()) {
+            let log_path = args.dir.join(format!("replica-{}.log", dead.id));
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            return Err(format!(
+                "replica r{} exited during start-up; last lines of {}:\n{}",
+                dead.id,
+                log_path.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     Err(format!("no leader elected within {} s; see {}/replica-*.log", args.wait_s, args.dir.display()))
