@@ -1,9 +1,11 @@
 //! Applies committed slots to a state machine exactly once per (client, seq): a retried request
 //! that already executed gets the cached reply instead of executing again.
 
+use crate::membership::Membership;
 use crate::state_machine::StateMachine;
-use crate::types::{ClientId, Slot, Value};
+use crate::types::{Checkpoint, ClientId, Slot, Value};
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// What applying one request produced.
@@ -35,18 +37,61 @@ pub struct Applier<S> {
     sessions: BTreeMap<ClientId, (u64, Bytes)>,
     next_slot: Slot,
     executed_count: u64,
+    membership: Membership,
+    config_slot: Option<Slot>,
+}
+
+/// What a checkpoint's data holds: the session table and the state machine's own serialization.
+#[derive(Serialize, Deserialize)]
+struct Image {
+    sessions: Vec<(ClientId, u64, Bytes)>,
+    state: Bytes,
 }
 
 impl<S: StateMachine> Applier<S> {
-    /// Wraps `state_machine`, expecting slot 0 next.
-    pub fn new(state_machine: S) -> Self {
-        Applier { state_machine, sessions: BTreeMap::new(), next_slot: 0, executed_count: 0 }
+    /// Wraps `state_machine`, expecting slot 0 next, in the initial configuration `membership`.
+    pub fn new(state_machine: S, membership: Membership) -> Self {
+        Applier { state_machine, sessions: BTreeMap::new(), next_slot: 0, executed_count: 0, membership, config_slot: None }
+    }
+
+    /// Rebuilds an applier from a checkpoint; `Err` if its data does not decode.
+    pub fn from_checkpoint(state_machine: S, checkpoint: &Checkpoint) -> Result<Self, String> {
+        let mut applier = Applier::new(state_machine, checkpoint.membership.clone());
+        applier.install(checkpoint)?;
+        Ok(applier)
+    }
+
+    /// Replaces the applied state with `checkpoint` (received from a peer); later applies continue
+    /// from its slot.
+    pub fn install(&mut self, checkpoint: &Checkpoint) -> Result<(), String> {
+        let image: Image = postcard::from_bytes(&checkpoint.data).map_err(|e| format!("checkpoint at slot {} does not decode: {e}", checkpoint.slot))?;
+        self.state_machine.load_checkpoint(&image.state)?;
+        self.sessions = image.sessions.into_iter().map(|(client, seq, reply)| (client, (seq, reply))).collect();
+        self.next_slot = checkpoint.slot;
+        self.membership = checkpoint.membership.clone();
+        self.config_slot = checkpoint.config_slot;
+        Ok(())
+    }
+
+    /// A checkpoint of everything applied so far (state, sessions, configuration).
+    pub fn checkpoint(&self) -> Checkpoint {
+        let image = Image {
+            sessions: self.sessions.iter().map(|(client, (seq, reply))| (*client, *seq, reply.clone())).collect(),
+            state: self.state_machine.save_checkpoint(),
+        };
+        let data = postcard::to_stdvec(&image).expect("encoding into a Vec cannot fail");
+        Checkpoint { slot: self.next_slot, membership: self.membership.clone(), config_slot: self.config_slot, data: Bytes::from(data) }
     }
 
     /// Applies the chosen value of `slot`; slots must come in order, each once.
     pub fn apply(&mut self, slot: Slot, value: &Value, results: &mut Vec<Applied>) {
         assert_eq!(slot, self.next_slot, "contract violated: apply-in-slot-order");
         self.next_slot += 1;
+        if let Value::Reconfig(membership) = value {
+            self.membership = membership.clone();
+            self.config_slot = Some(slot);
+            self.state_machine.on_configuration_change(membership);
+        }
         let Value::Batch(requests) = value else { return };
         for request in requests.iter() {
             let outcome = match self.sessions.get(&request.client) {
@@ -77,6 +122,11 @@ impl<S: StateMachine> Applier<S> {
     pub fn state_machine(&self) -> &S {
         &self.state_machine
     }
+
+    /// The wrapped state machine, for callbacks.
+    pub fn state_machine_mut(&mut self) -> &mut S {
+        &mut self.state_machine
+    }
 }
 
 #[cfg(test)]
@@ -93,7 +143,7 @@ mod tests {
 
     #[test]
     fn a_retried_request_executes_once_and_gets_the_cached_reply() {
-        let mut applier = Applier::new(KvStore::default());
+        let mut applier = Applier::new(KvStore::default(), Membership::new(vec![crate::types::ReplicaId(0)]));
         let mut out = Vec::new();
         applier.apply(0, &Value::Batch(Arc::from(vec![put(1, 1, "a")])), &mut out);
         applier.apply(1, &Value::Batch(Arc::from(vec![put(2, 1, "b"), put(1, 1, "a")])), &mut out);
@@ -107,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_request_older_than_the_clients_latest_is_stale() {
-        let mut applier = Applier::new(KvStore::default());
+        let mut applier = Applier::new(KvStore::default(), Membership::new(vec![crate::types::ReplicaId(0)]));
         let mut out = Vec::new();
         applier.apply(0, &Value::Batch(Arc::from(vec![put(1, 2, "new"), put(1, 1, "old")])), &mut out);
         assert_eq!(out[1].outcome, Outcome::Stale);
@@ -117,7 +167,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "apply-in-slot-order")]
     fn slots_out_of_order_break_a_contract() {
-        let mut applier = Applier::new(KvStore::default());
+        let mut applier = Applier::new(KvStore::default(), Membership::new(vec![crate::types::ReplicaId(0)]));
         applier.apply(1, &Value::Noop, &mut Vec::new());
     }
 }

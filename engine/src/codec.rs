@@ -147,7 +147,19 @@ pub fn validate(msg: &Message) -> Result<(), CodecError> {
             }
             validate_values(c.entries.iter().map(|e| &e.value))?;
         }
-        Message::Prepare(_) | Message::Accepted(_) | Message::Reject(_) | Message::Heartbeat(_) | Message::Fetch(_) => {}
+        Message::Snapshot(s) => {
+            let end = s.offset.checked_add(s.data.len() as u64);
+            if end.is_none_or(|end| end > s.total_bytes) {
+                return Err(CodecError::Invalid("snapshot chunk reaches past the checkpoint's size"));
+            }
+            s.membership.validate().map_err(|_| CodecError::Invalid("malformed configuration in a snapshot"))?;
+        }
+        Message::Prepare(_)
+        | Message::Accepted(_)
+        | Message::Reject(_)
+        | Message::Heartbeat(_)
+        | Message::Fetch(_)
+        | Message::SnapshotRequest(_) => {}
     }
     Ok(())
 }

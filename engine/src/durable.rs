@@ -3,7 +3,7 @@
 
 use crate::core::log::AcceptLog;
 use crate::core::DurableWrite;
-use crate::types::{Ballot, Slot, Value};
+use crate::types::{Ballot, Checkpoint, Slot, Value};
 use std::collections::BTreeMap;
 use thiserror::Error;
 
@@ -13,6 +13,7 @@ pub struct Durable {
     promised: Ballot,
     entries: BTreeMap<Slot, (Ballot, Value)>,
     commit: Slot,
+    checkpoint: Option<Checkpoint>,
 }
 
 /// Recovered records that cannot come from a correct replica.
@@ -37,8 +38,16 @@ impl Durable {
         match write {
             DurableWrite::Promise(ballot) => self.promised = self.promised.max(*ballot),
             DurableWrite::Commit(slot) => self.commit = self.commit.max(*slot),
+            DurableWrite::Checkpoint(checkpoint) => {
+                if self.checkpoint.as_ref().is_none_or(|held| held.slot < checkpoint.slot) {
+                    self.entries = self.entries.split_off(&checkpoint.slot);
+                    self.commit = self.commit.max(checkpoint.slot);
+                    self.checkpoint = Some(checkpoint.clone());
+                }
+            }
             DurableWrite::Entries(entries) => {
-                for entry in entries {
+                let base = self.base();
+                for entry in entries.iter().filter(|e| e.slot >= base) {
                     match self.entries.get(&entry.slot) {
                         Some((ballot, value)) if *ballot == entry.ballot && *value != entry.value => {
                             return Err(RecoveryError::Conflict { slot: entry.slot, ballot: entry.ballot });
@@ -55,9 +64,19 @@ impl Durable {
         Ok(())
     }
 
+    /// First slot the log holds: the checkpoint's slot, or 0.
+    pub fn base(&self) -> Slot {
+        self.checkpoint.as_ref().map_or(0, |c| c.slot)
+    }
+
+    /// The newest checkpoint stored.
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        self.checkpoint.as_ref()
+    }
+
     /// Checks the recovered state is one a correct replica could have written.
     pub fn validate(&self) -> Result<(), RecoveryError> {
-        let mut expected = 0; // no checkpoints yet: the log starts at slot 0
+        let mut expected = self.base();
         for slot in self.entries.keys() {
             if *slot != expected {
                 return Err(RecoveryError::Hole(expected));
@@ -83,13 +102,13 @@ impl Durable {
     }
 
     /// Splits into (promised, log, commit) for the core. The commit is clamped to the log held.
-    pub(crate) fn into_parts(self) -> (Ballot, AcceptLog, Slot) {
+    pub(crate) fn into_parts(self) -> (Ballot, AcceptLog, Slot, Option<Checkpoint>) {
         self.validate().expect("contract violated: recovered-log-contiguous");
-        let mut log = AcceptLog::new(0);
+        let mut log = AcceptLog::new(self.base());
         for (slot, (ballot, value)) in self.entries {
             log.put(slot, ballot, value);
         }
-        let commit = self.commit.min(log.end());
-        (self.promised, log, commit)
+        let commit = self.commit.min(log.end()).max(log.base());
+        (self.promised, log, commit, self.checkpoint)
     }
 }

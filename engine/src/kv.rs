@@ -125,4 +125,15 @@ impl StateMachine for KvStore {
         };
         reply.encode()
     }
+
+    fn save_checkpoint(&self) -> Bytes {
+        let pairs: Vec<(&Bytes, &Bytes)> = self.map.iter().collect();
+        Bytes::from(postcard::to_stdvec(&pairs).expect("encoding into a Vec cannot fail"))
+    }
+
+    fn load_checkpoint(&mut self, data: &[u8]) -> Result<(), String> {
+        let pairs: Vec<(Bytes, Bytes)> = postcard::from_bytes(data).map_err(|e| format!("kv checkpoint does not decode: {e}"))?;
+        self.map = pairs.into_iter().collect();
+        Ok(())
+    }
 }

@@ -35,6 +35,42 @@ pub enum Message {
     Fetch(Fetch),
     /// Entries the sender knows are chosen, answering a `Fetch`.
     Chosen(Chosen),
+    /// One chunk of a checkpoint, for a replica whose next slot was discarded.
+    Snapshot(SnapshotChunk),
+    /// The receiver of a checkpoint asks for the chunk at `offset` (acknowledging all before it).
+    SnapshotRequest(SnapshotRequest),
+}
+
+/// A chunk `offset .. offset + data.len()` of the checkpoint at `slot`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    /// The sender's promised ballot.
+    pub ballot: Ballot,
+    /// The checkpoint covers every slot below this.
+    pub slot: Slot,
+    /// The configuration after those slots.
+    pub membership: crate::membership::Membership,
+    /// Slot of the reconfig that produced it.
+    pub config_slot: Option<Slot>,
+    /// Size of the whole checkpoint.
+    pub total_bytes: u64,
+    /// crc32c of the whole checkpoint, checked once assembled.
+    pub checksum: u32,
+    /// Where this chunk starts.
+    pub offset: u64,
+    /// The chunk.
+    pub data: bytes::Bytes,
+}
+
+/// Asks for the chunk of the checkpoint at `slot` starting at `offset`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRequest {
+    /// The requester's promised ballot.
+    pub ballot: Ballot,
+    /// The checkpoint being assembled.
+    pub slot: Slot,
+    /// Bytes already held.
+    pub offset: u64,
 }
 
 /// A request for chosen entries from `from_slot` on.
@@ -75,6 +111,8 @@ pub struct Promise {
     pub ballot: Ballot,
     /// The acceptor knows every slot below this is chosen (its entries there are chosen values).
     pub commit: Slot,
+    /// First slot the acceptor still holds (slots below were discarded after a checkpoint).
+    pub log_base: Slot,
     /// Every entry the acceptor holds at or above the prepare's `from_slot`, ascending by slot.
     pub entries: Vec<Entry>,
 }
@@ -151,6 +189,8 @@ impl Message {
             Message::Heartbeat(m) => m.ballot,
             Message::Fetch(m) => m.ballot,
             Message::Chosen(m) => m.ballot,
+            Message::Snapshot(m) => m.ballot,
+            Message::SnapshotRequest(m) => m.ballot,
         }
     }
 
@@ -165,6 +205,8 @@ impl Message {
             Message::Heartbeat(_) => "heartbeat",
             Message::Fetch(_) => "fetch",
             Message::Chosen(_) => "chosen",
+            Message::Snapshot(_) => "snapshot",
+            Message::SnapshotRequest(_) => "snapshot-request",
         }
     }
 }

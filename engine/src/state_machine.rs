@@ -1,5 +1,7 @@
-//! The application's side of replication: a deterministic state machine fed committed commands.
+//! The application's side of replication: a deterministic state machine fed committed commands,
+//! with RSL's callbacks in Rust form.
 
+use crate::membership::Membership;
 use bytes::Bytes;
 
 /// A deterministic state machine. Every replica executes the same committed commands in the same
@@ -8,4 +10,22 @@ pub trait StateMachine {
     /// Executes one committed operation and returns its reply. Must be deterministic: no clocks,
     /// randomness or I/O that could differ between replicas.
     fn execute(&mut self, op: &[u8]) -> Bytes;
+
+    /// Serializes the whole state (RSL's SaveState). Called between two `execute`s; an
+    /// implementation with a large state should copy-on-write so the caller is not stalled.
+    fn save_checkpoint(&self) -> Bytes;
+
+    /// Replaces the state with a checkpoint produced by `save_checkpoint` (RSL's LoadState).
+    fn load_checkpoint(&mut self, data: &[u8]) -> Result<(), String>;
+
+    /// This replica became (`true`) or stopped being (`false`) the primary (RSL's NotifyStatus).
+    fn on_primary_change(&mut self, _primary: bool) {}
+
+    /// A configuration change was applied (RSL's NotifyConfigurationChanged).
+    fn on_configuration_change(&mut self, _membership: &Membership) {}
+
+    /// Whether this replica may campaign to become primary (RSL's CanBecomePrimary veto).
+    fn can_become_primary(&self) -> bool {
+        true
+    }
 }

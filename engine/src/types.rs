@@ -103,3 +103,24 @@ pub struct Entry {
     /// The accepted value.
     pub value: Value,
 }
+
+/// A state machine checkpoint: the applied state of every slot below `slot`, with the configuration
+/// in force after them. `data` is opaque to the protocol (the applier's serialization).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Every slot below this is reflected in `data`.
+    pub slot: Slot,
+    /// The configuration after applying every slot below `slot`.
+    pub membership: crate::membership::Membership,
+    /// Slot of the reconfig that produced `membership` (None: the initial configuration).
+    pub config_slot: Option<Slot>,
+    /// The serialized state.
+    pub data: Bytes,
+}
+
+impl Checkpoint {
+    /// crc32c of the data, checked after a transfer.
+    pub fn checksum(&self) -> u32 {
+        crc32c::crc32c(&self.data)
+    }
+}

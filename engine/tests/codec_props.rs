@@ -12,9 +12,17 @@ fn ballot() -> impl Strategy<Value = Ballot> {
     (0u64..1_000, 0u32..7).prop_map(|(round, leader)| Ballot { round, leader })
 }
 
+fn membership() -> impl Strategy<Value = decree_engine::membership::Membership> {
+    (prop::collection::btree_set(0u32..6, 1..4), prop::collection::btree_set(6u32..9, 0..3)).prop_map(|(voters, learners)| {
+        decree_engine::membership::Membership::try_new(voters.into_iter().map(ReplicaId).collect(), learners.into_iter().map(ReplicaId).collect())
+            .expect("disjoint, non-empty")
+    })
+}
+
 fn value() -> impl Strategy<Value = Value> {
     prop_oneof![
         Just(Value::Noop),
+        membership().prop_map(Value::Reconfig),
         prop::collection::vec((any::<u64>(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..64)), 0..5).prop_map(|rs| {
             Value::Batch(Arc::from(
                 rs.into_iter().map(|(c, s, op)| Request { client: ClientId(c), seq: s, op: Bytes::from(op) }).collect::<Vec<_>>(),
@@ -32,7 +40,7 @@ fn message() -> impl Strategy<Value = Message> {
                 .enumerate()
                 .map(|(i, (eb, value))| Entry { slot: i as u64 * 2, ballot: eb.min(b), value })
                 .collect();
-            Message::Promise(Promise { ballot: b, commit, entries })
+            Message::Promise(Promise { ballot: b, commit, log_base: 0, entries })
         }),
         (ballot(), 0u64..1 << 40, prop::collection::vec(value(), 0..6), any::<u64>())
             .prop_map(|(ballot, start, values, commit)| Message::Accept(Accept { ballot, start, values, commit })),
@@ -40,6 +48,17 @@ fn message() -> impl Strategy<Value = Message> {
         (ballot(), ballot()).prop_map(|(ballot, promised)| Message::Reject(Reject { ballot, reason: Rejection::Stale { promised } })),
         (ballot(), any::<u64>()).prop_map(|(ballot, horizon)| Message::Reject(Reject { ballot, reason: Rejection::Gap { horizon } })),
         (ballot(), any::<u64>()).prop_map(|(ballot, commit)| Message::Heartbeat(Heartbeat { ballot, commit })),
+        (ballot(), any::<u64>()).prop_map(|(ballot, from_slot)| Message::Fetch(Fetch { ballot, from_slot })),
+        (ballot(), 0u64..1 << 40, prop::collection::vec((ballot(), value()), 0..4)).prop_map(|(ballot, start, es)| {
+            let entries: Vec<Entry> = es.into_iter().enumerate().map(|(i, (b, value))| Entry { slot: start + i as u64, ballot: b, value }).collect();
+            let commit = start + entries.len() as u64;
+            Message::Chosen(Chosen { ballot, start, entries, commit })
+        }),
+        (ballot(), any::<u64>(), membership(), prop::collection::vec(any::<u8>(), 0..64), 0u64..64).prop_map(|(ballot, slot, membership, data, extra)| {
+            let total_bytes = data.len() as u64 + extra;
+            Message::Snapshot(SnapshotChunk { ballot, slot, membership, config_slot: None, total_bytes, checksum: 7, offset: extra, data: Bytes::from(data) })
+        }),
+        (ballot(), any::<u64>(), any::<u64>()).prop_map(|(ballot, slot, offset)| Message::SnapshotRequest(SnapshotRequest { ballot, slot, offset })),
     ]
 }
 
@@ -107,7 +126,7 @@ fn oversize_and_foreign_frames_are_refused_before_allocation() {
 fn structurally_invalid_promises_are_refused() {
     let b = Ballot { round: 1, leader: 0 };
     let entry = |slot| Entry { slot, ballot: b, value: Value::Noop };
-    let unordered = Message::Promise(Promise { ballot: b, commit: 0, entries: vec![entry(3), entry(2)] });
+    let unordered = Message::Promise(Promise { ballot: b, commit: 0, log_base: 0, entries: vec![entry(3), entry(2)] });
     let mut bytes = Vec::new();
     encode_frame(&Envelope { from: ReplicaId(0), to: ReplicaId(1), msg: unordered }, &mut bytes);
     assert!(matches!(decode_frame(&bytes), Err(CodecError::Invalid(_))));

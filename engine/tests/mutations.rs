@@ -66,3 +66,8 @@ fn committing_without_a_quorum_is_caught() {
 fn switching_configuration_before_the_change_is_chosen_is_caught() {
     assert_caught(Mutation::EarlyReconfig);
 }
+
+#[test]
+fn leading_without_the_checkpointed_prefix_is_caught() {
+    assert_caught(Mutation::IgnoreCheckpointGap);
+}

@@ -134,6 +134,12 @@ impl<M: Medium> Log<M> {
         match write {
             DurableWrite::Promise(ballot) => self.append_promise(*ballot),
             DurableWrite::Commit(slot) => self.append_commit(*slot),
+            DurableWrite::Checkpoint(checkpoint) => {
+                // The checkpoint's bytes are the driver's to store durably beside the log before
+                // it stages this write; the log drops the entries the checkpoint covers.
+                self.discard_prefix(checkpoint.slot)?;
+                Ok(self.tail_lsn)
+            }
             DurableWrite::Entries(entries) => {
                 // Encode all, check room for all, then stage: a batch is staged whole or not at all.
                 let mut payloads = Vec::with_capacity(entries.len());

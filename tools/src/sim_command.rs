@@ -108,6 +108,9 @@ struct Totals {
     elections: u64,
     slots: u64,
     sim_ms: u64,
+    reconfigs: u64,
+    checkpoints_taken: u64,
+    checkpoints_installed: u64,
 }
 
 impl Totals {
@@ -123,6 +126,9 @@ impl Totals {
         self.elections += r.elections_won;
         self.slots += r.slots_chosen;
         self.sim_ms += r.sim_ms;
+        self.reconfigs += r.reconfigs_proposed;
+        self.checkpoints_taken += r.checkpoints_taken;
+        self.checkpoints_installed += r.checkpoints_installed;
     }
 
     fn print(&self) {
@@ -139,6 +145,10 @@ impl Totals {
             per(self.slots),
             per(self.events),
             per(self.sim_ms) / 1000.0
+        );
+        println!(
+            "sim: totals: {} configuration changes proposed, {} checkpoints taken, {} checkpoints transferred and installed",
+            self.reconfigs, self.checkpoints_taken, self.checkpoints_installed
         );
     }
 }

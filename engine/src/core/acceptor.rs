@@ -28,7 +28,7 @@ impl Replica {
             self.leader_hint = None;
             self.reset_election_timer();
         }
-        let promise = Promise { ballot, commit: self.commit, entries: self.log.entries_from(prepare.from_slot) };
+        let promise = Promise { ballot, commit: self.commit, log_base: self.log.base(), entries: self.log.entries_from(prepare.from_slot) };
         self.send_when_durable(from, Message::Promise(promise));
     }
 

@@ -26,6 +26,12 @@ pub struct CoreConfig {
     pub max_values_per_accept: usize,
     /// Most client requests a leader queues while its window is full; beyond it they are refused.
     pub max_pending_requests: usize,
+    /// Bytes per checkpoint chunk sent to a lagging replica.
+    pub snapshot_chunk_bytes: usize,
+    /// Largest checkpoint a replica will buffer from a peer.
+    pub max_snapshot_bytes: u64,
+    /// Slots kept below a checkpoint, so a replica slightly behind gets entries, not a checkpoint.
+    pub checkpoint_retain_slots: u64,
     /// Seeds the core's own randomness (election back-off), so a run replays exactly.
     pub seed: u64,
     /// Deliberate protocol breakage for mutation tests.
@@ -50,6 +56,9 @@ impl CoreConfig {
             max_batch_bytes: 1 << 20,
             max_values_per_accept: 64,
             max_pending_requests: 65_536,
+            snapshot_chunk_bytes: 64 << 10,
+            max_snapshot_bytes: 1 << 30,
+            checkpoint_retain_slots: 64,
             seed: id.0 as u64,
             #[cfg(feature = "mutations")]
             mutation: Mutation::None,
@@ -71,6 +80,9 @@ impl CoreConfig {
         }
         if self.window_slots == 0 || self.max_batch_requests == 0 || self.max_batch_bytes == 0 {
             return Err("window_slots, max_batch_requests and max_batch_bytes must be > 0".into());
+        }
+        if self.snapshot_chunk_bytes == 0 || self.snapshot_chunk_bytes > crate::codec::MAX_FRAME_PAYLOAD_BYTES / 2 {
+            return Err("snapshot_chunk_bytes must be in 1..=MAX_FRAME_PAYLOAD_BYTES/2".into());
         }
         if self.max_values_per_accept == 0 || self.max_values_per_accept > crate::codec::MAX_ENTRIES_PER_MESSAGE {
             return Err("max_values_per_accept must be in 1..=MAX_ENTRIES_PER_MESSAGE".into());
@@ -96,4 +108,6 @@ pub enum Mutation {
     CommitWithoutQuorum,
     /// A new configuration takes effect when proposed instead of when chosen.
     EarlyReconfig,
+    /// A candidate ignores that a promiser discarded slots it has not learned (checkpointed away).
+    IgnoreCheckpointGap,
 }

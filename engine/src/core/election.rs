@@ -38,7 +38,7 @@ impl Replica {
             max_commit: self.commit,
         });
         self.reset_election_timer();
-        let own = Promise { ballot, commit: self.commit, entries: self.log.entries_from(from_slot) };
+        let own = Promise { ballot, commit: self.commit, log_base: self.log.base(), entries: self.log.entries_from(from_slot) };
         self.send_when_durable(self.id(), Message::Promise(own));
         let me = self.id();
         let voters: Vec<ReplicaId> = self.membership.voters().to_vec();
@@ -52,6 +52,19 @@ impl Replica {
         let is_voter = self.membership.is_voter(from);
         let Role::Candidate(election) = &mut self.role else { return };
         if promise.ballot != election.ballot || !is_voter || !election.promised_by.insert(from) {
+            return;
+        }
+        #[cfg(feature = "mutations")]
+        let gap_checked = self.cfg.mutation != super::Mutation::IgnoreCheckpointGap;
+        #[cfg(not(feature = "mutations"))]
+        let gap_checked = true;
+        let Role::Candidate(election) = &mut self.role else { return };
+        if gap_checked && promise.log_base > election.from_slot {
+            // The promiser discarded slots this candidate has not learned: they are only in its
+            // checkpoint, so re-proposing them is impossible. Stand down and fetch the checkpoint.
+            self.role = Role::Follower;
+            self.reset_election_timer();
+            self.request_snapshot(from, promise.log_base);
             return;
         }
         election.max_commit = election.max_commit.max(promise.commit);
@@ -156,6 +169,7 @@ mod tests {
         let from_1 = Promise {
             ballot: ballot(3, 0),
             commit: 0,
+            log_base: 0,
             entries: vec![
                 Entry { slot: 0, ballot: ballot(1, 1), value: a },
                 Entry { slot: 1, ballot: ballot(1, 1), value: b.clone() },
@@ -163,7 +177,7 @@ mod tests {
                 Entry { slot: 3, ballot: ballot(1, 1), value: d.clone() },
             ],
         };
-        let from_2 = Promise { ballot: ballot(3, 0), commit: 0, entries: vec![Entry { slot: 0, ballot: ballot(2, 2), value: c.clone() }] };
+        let from_2 = Promise { ballot: ballot(3, 0), commit: 0, log_base: 0, entries: vec![Entry { slot: 0, ballot: ballot(2, 2), value: c.clone() }] };
         // Its own promise is not durable yet, so it needs both others.
         deliver(&mut r, 2_001, 1, Message::Promise(from_1));
         assert!(!r.status().leading, "one promise is not a majority while its own is not durable");
@@ -189,6 +203,7 @@ mod tests {
         let promise = Promise {
             ballot: ballot(3, 0),
             commit: 0,
+            log_base: 0,
             entries: vec![Entry { slot: 0, ballot: ballot(2, 2), value: high.clone() }],
         };
         // Its own log holds nothing; r1 reports the higher-ballot value.

@@ -3,7 +3,7 @@
 
 use crate::membership::Membership;
 use crate::message::{Envelope, Message};
-use crate::types::{Ballot, ClientId, Entry, ReplicaId, Request, Slot, Value};
+use crate::types::{Ballot, Checkpoint, ClientId, Entry, ReplicaId, Request, Slot, Value};
 
 /// Something the driver tells the core. `now_ms` travels beside it in `Replica::step`.
 #[derive(Clone, Debug)]
@@ -17,6 +17,9 @@ pub enum Input {
     /// An administrator asks to replace the configuration (add, remove, replace members, promote
     /// learners). Only the leader proposes it; the answer comes as `Command::Admin`.
     ChangeMembership(Membership),
+    /// The state machine took a checkpoint of every slot below `checkpoint.slot`. The core stores
+    /// it (a `Persist`), then discards the log below it and serves it to replicas that lag behind.
+    CheckpointTaken(Checkpoint),
     /// Every persist command with `ticket <= upto` is durable (storages complete in FIFO order).
     Persisted {
         /// Highest durable ticket.
@@ -54,6 +57,9 @@ pub enum Command {
     },
     /// The answer to an administrative input.
     Admin(AdminReply),
+    /// Replace the state machine's state with this checkpoint (received from a peer); later
+    /// `Apply` commands continue from `checkpoint.slot`.
+    InstallCheckpoint(Checkpoint),
     /// This replica became leader (`true`) or stopped being leader (`false`).
     LeadershipChanged {
         /// Whether it now leads.
@@ -89,6 +95,8 @@ pub enum DurableWrite {
     Entries(Vec<Entry>),
     /// Every slot below this is chosen. Written lazily; a lower value after restart is still safe.
     Commit(Slot),
+    /// A checkpoint: store it; entries below its slot may then be discarded.
+    Checkpoint(Checkpoint),
 }
 
 impl Command {

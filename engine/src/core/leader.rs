@@ -20,6 +20,8 @@ pub(crate) struct Progress {
     pub matched_at_heartbeat: Slot,
     /// When it last answered at our ballot.
     pub last_ack_ms: u64,
+    /// A checkpoint chunk is on its way (the follower's next slot was discarded).
+    pub snapshot_in_flight: bool,
 }
 
 /// State that exists only while leading.
@@ -42,7 +44,7 @@ pub(crate) struct Leadership {
 impl Progress {
     /// A follower assumed to need everything from `next` on.
     pub(crate) fn new(next: Slot, now_ms: u64) -> Self {
-        Progress { next, matched: 0, matched_at_heartbeat: 0, last_ack_ms: now_ms }
+        Progress { next, matched: 0, matched_at_heartbeat: 0, last_ack_ms: now_ms, snapshot_in_flight: false }
     }
 }
 
@@ -127,9 +129,20 @@ impl Replica {
         let chunk = self.cfg.max_values_per_accept;
         let commit = self.commit;
         let end = self.horizon; // only this leader's own proposals, never stale entries past them
+        let base = self.log.base();
         let Role::Leader(leadership) = &mut self.role else { return };
         let ballot = leadership.ballot;
         let Some(progress) = leadership.progress.get_mut(&follower) else { return };
+        if progress.next < base {
+            // Its next slot was discarded: it needs the checkpoint first (the follower then
+            // drives the transfer with its requests).
+            if !progress.snapshot_in_flight {
+                progress.snapshot_in_flight = true;
+                self.send_snapshot_chunk(follower, 0, 0);
+            }
+            return;
+        }
+        progress.snapshot_in_flight = false;
         let mut sends = Vec::new();
         while progress.next < end && progress.next < progress.matched.saturating_add(in_flight_limit) {
             let start = progress.next;
@@ -151,9 +164,10 @@ impl Replica {
         }
         let Some(progress) = leadership.progress.get_mut(&from) else { return };
         progress.last_ack_ms = now_ms;
+        // Even an old horizon moves `next` forward: a rewind may have pushed it below it.
+        progress.next = progress.next.max(accepted.upto);
         if accepted.upto > progress.matched {
             progress.matched = accepted.upto;
-            progress.next = progress.next.max(accepted.upto);
             self.advance_commit();
         }
         self.replicate(from);
@@ -238,6 +252,9 @@ impl Replica {
             for progress in leadership.progress.values_mut() {
                 if progress.matched == progress.matched_at_heartbeat && progress.next > progress.matched {
                     progress.next = progress.matched; // stalled: resend what may have been lost
+                }
+                if progress.matched == progress.matched_at_heartbeat {
+                    progress.snapshot_in_flight = false; // a chunk or request may have been lost
                 }
                 progress.matched_at_heartbeat = progress.matched;
             }

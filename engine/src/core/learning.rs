@@ -20,6 +20,11 @@ impl Replica {
     }
 
     pub(crate) fn on_fetch(&mut self, from: ReplicaId, fetch: Fetch) {
+        if fetch.from_slot < self.log.base() && fetch.from_slot < self.commit {
+            // What it lacks was discarded here: it gets the checkpoint instead.
+            self.send_snapshot_chunk(from, 0, 0);
+            return;
+        }
         let start = fetch.from_slot.max(self.log.base());
         if start >= self.commit {
             return; // it knows nothing more than the requester

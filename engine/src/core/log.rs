@@ -57,6 +57,17 @@ impl AcceptLog {
         }
     }
 
+    /// Forgets every slot below `slot` (covered by a checkpoint). Past the end, the log restarts
+    /// empty at `slot`.
+    pub fn discard_below(&mut self, slot: Slot) {
+        if slot <= self.base {
+            return;
+        }
+        let drop = ((slot - self.base) as usize).min(self.slots.len());
+        self.slots.drain(..drop);
+        self.base = slot;
+    }
+
     /// The entries at `from ..` (clamped to the log), ascending.
     pub fn entries_from(&self, from: Slot) -> Vec<Entry> {
         let start = from.max(self.base);

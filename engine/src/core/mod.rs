@@ -38,6 +38,7 @@ pub mod io;
 mod leader;
 mod reconfig;
 mod learning;
+mod checkpoint;
 pub mod log;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -51,7 +52,7 @@ use crate::contract;
 use crate::durable::Durable;
 use crate::membership::Membership;
 use crate::message::{Envelope, Message};
-use crate::types::{Ballot, ClientId, Entry, ReplicaId, Request, Slot, Value};
+use crate::types::{Ballot, Checkpoint, ClientId, Entry, ReplicaId, Request, Slot, Value};
 use durability::Durability;
 use election::Election;
 use leader::Leadership;
@@ -95,6 +96,12 @@ pub struct Replica {
     pub(crate) membership: Membership,
     /// Slot of the reconfig that produced `membership` (None: the initial configuration).
     pub(crate) config_slot: Option<Slot>,
+    /// The newest checkpoint, served to replicas whose next slot was discarded.
+    pub(crate) checkpoint: Option<Checkpoint>,
+    /// A checkpoint being received from a peer.
+    pub(crate) incoming: Option<checkpoint::Incoming>,
+    /// Log prefixes to discard once the checkpoint write with that ticket is durable.
+    pub(crate) pending_discards: std::collections::VecDeque<(u64, Slot)>,
     pub(crate) rng: fastrand::Rng,
     pub(crate) now_ms: u64,
     pub(crate) promised: Ballot,
@@ -127,11 +134,15 @@ impl Replica {
         if let Err(why) = cfg.validate() {
             panic!("invalid core configuration: {why}");
         }
-        let (promised, log, commit) = durable.into_parts();
+        let (promised, log, commit, checkpoint) = durable.into_parts();
         let rng = fastrand::Rng::with_seed(cfg.seed);
+        let log_base = log.base();
         let mut replica = Replica {
             membership: cfg.membership.clone(),
-            config_slot: None,
+            config_slot: checkpoint.as_ref().and_then(|c| c.config_slot),
+            checkpoint: None,
+            incoming: None,
+            pending_discards: std::collections::VecDeque::new(),
             rng,
             now_ms: 0,
             promised,
@@ -149,9 +160,13 @@ impl Replica {
             out: Vec::new(),
             log,
             commit,
-            applied: 0,
+            applied: log_base,
             cfg,
         };
+        if let Some(checkpoint) = checkpoint {
+            replica.membership = checkpoint.membership.clone();
+            replica.checkpoint = Some(checkpoint);
+        }
         replica.adopt_committed_configuration();
         replica
     }
@@ -171,6 +186,7 @@ impl Replica {
             Input::Propose(requests) => self.on_propose(requests),
             Input::Persisted { upto } => self.on_persisted(upto),
             Input::ChangeMembership(membership) => self.on_change_membership(membership),
+            Input::CheckpointTaken(checkpoint) => self.on_checkpoint_taken(checkpoint),
         }
         self.flush_entries();
         self.apply_committed();
@@ -215,6 +231,11 @@ impl Replica {
         (self.now_ms.saturating_sub(heard) <= self.cfg.election_timeout_max_ms).then_some(self.leader_hint?)
     }
 
+    /// First slot still held in the log (slots below were discarded after a checkpoint).
+    pub fn log_base(&self) -> Slot {
+        self.log.base()
+    }
+
     /// The chosen value of a committed slot, if still held.
     pub fn committed_value(&self, slot: Slot) -> Option<&crate::types::Value> {
         if slot >= self.commit {
@@ -255,6 +276,8 @@ impl Replica {
             Message::Heartbeat(m) => self.on_heartbeat(from, m),
             Message::Fetch(m) => self.on_fetch(from, m),
             Message::Chosen(m) => self.on_chosen(from, m),
+            Message::Snapshot(m) => self.on_snapshot_chunk(from, m),
+            Message::SnapshotRequest(m) => self.on_snapshot_request(from, m),
         }
     }
 
@@ -301,6 +324,7 @@ impl Replica {
 
     fn on_persisted(&mut self, upto: u64) {
         let released = self.durability.complete(upto);
+        self.discard_checkpointed(upto);
         for envelope in released {
             if envelope.to == self.id() {
                 self.on_receive_own(envelope);

@@ -78,7 +78,7 @@ pub fn leader_of_three() -> Replica {
     assert!(sent(&out).iter().any(|(_, m)| matches!(m, Message::Prepare(_))), "election started");
     let out = persist_all(&mut r, 1_000, &out);
     assert!(out.is_empty() || !r.status().leading);
-    let promise = crate::message::Promise { ballot: ballot(1, 0), commit: 0, entries: vec![] };
+    let promise = crate::message::Promise { ballot: ballot(1, 0), commit: 0, log_base: 0, entries: vec![] };
     let out = deliver(&mut r, 1_001, 1, Message::Promise(promise));
     assert!(r.status().leading, "replica 0 leads after a majority of promises");
     let _ = persist_all(&mut r, 1_001, &out);

@@ -60,9 +60,10 @@ impl<S: StateMachine, T: PeerTransport, R: Responder, O: Observer> Driver<S, T, 
         observer: Arc<O>,
         tick_ms: u64,
     ) -> Self {
+        let membership = core.status().membership;
         Driver {
             core,
-            applier: Applier::new(state_machine),
+            applier: Applier::new(state_machine, membership),
             transport,
             persist,
             inbox,
@@ -181,6 +182,13 @@ impl<S: StateMachine, T: PeerTransport, R: Responder, O: Observer> Driver<S, T, 
                 }
             }
             Command::Admin(reply) => tracing::info!(?reply, "administrative request answered"),
+            Command::InstallCheckpoint(checkpoint) => {
+                let slot = checkpoint.slot;
+                match self.applier.install(&checkpoint) {
+                    Ok(()) => tracing::info!(slot, "installed a checkpoint received from a peer"),
+                    Err(why) => panic!("checkpoint at slot {slot} received intact but not loadable: {why}"),
+                }
+            }
             Command::LeadershipChanged { leading, ballot } => {
                 tracing::info!(leading, %ballot, "leadership changed");
                 self.observer.on_leadership(leading, ballot);

@@ -67,6 +67,10 @@ pub struct SimConfig {
     pub max_drift_ppm: u64,
     /// Client request timeout before it retries elsewhere.
     pub client_timeout_ms: u64,
+    /// Replicas checkpoint every this many applied slots (0: never).
+    pub checkpoint_every_slots: u64,
+    /// Log slots kept below a checkpoint.
+    pub checkpoint_retain_slots: u64,
 }
 
 impl SimConfig {
@@ -101,6 +105,8 @@ impl SimConfig {
             partition_every_ms: [0, 400, 1_000][rng.usize(0..3)],
             max_drift_ppm: [0, 1_000, 20_000][rng.usize(0..3)],
             client_timeout_ms: 200,
+            checkpoint_every_slots: [0, 0, 10, 40][rng.usize(0..4)],
+            checkpoint_retain_slots: [0, 5][rng.usize(0..2)],
         }
     }
 }
@@ -189,6 +195,10 @@ pub struct Report {
     pub slots_chosen: u64,
     /// Configuration changes proposed.
     pub reconfigs_proposed: u64,
+    /// Checkpoints taken by replicas.
+    pub checkpoints_taken: u64,
+    /// Checkpoints received from a peer and installed.
+    pub checkpoints_installed: u64,
 }
 
 impl Report {

@@ -82,6 +82,7 @@ struct Node {
     clock_offset_us: u64,
     clock_rate_ppm: i64,
     commit_checked: Slot,
+    last_checkpoint: Slot,
 }
 
 impl Node {
@@ -120,13 +121,14 @@ impl World {
         let nodes = (0..config.pool)
             .map(|_| Node {
                 core: None,
-                applier: Applier::new(KvStore::default()),
+                applier: Applier::new(KvStore::default(), Membership::new((0..config.voters as u32).map(ReplicaId).collect())),
                 storage: SimStorage::default(),
                 incarnation: 0,
                 awaiting: BTreeSet::new(),
                 clock_offset_us: rng.u64(0..1_000_000),
                 clock_rate_ppm: rng.i64(-(config.max_drift_ppm as i64)..=config.max_drift_ppm as i64),
                 commit_checked: 0,
+                last_checkpoint: 0,
             })
             .collect();
         let clients = (0..config.clients).map(|_| SimClient::new(rng.usize(0..config.pool))).collect();
@@ -207,6 +209,11 @@ impl World {
             }
         }
         self.sweep_committed()?;
+        if self.options.trace {
+            for (index, node) in self.nodes.iter().enumerate() {
+                eprintln!("final node {index}: applied {} {:?}", node.applier.next_slot(), node.core.as_ref().map(|c| c.status()));
+            }
+        }
         self.check_converged()?;
         self.check_history()?;
         self.report.sim_ms = self.now_us / 1_000;
@@ -231,6 +238,9 @@ impl World {
         let voters = (0..self.config.voters as u32).map(ReplicaId).collect();
         let mut config = CoreConfig::new(ReplicaId(node as u32), voters);
         config.seed = self.seed ^ ((node as u64) << 32) ^ self.nodes[node].incarnation.wrapping_mul(0x9e37_79b9);
+        // Small chunks and a short retained tail, so transfers are chunked, cut and resumed.
+        config.snapshot_chunk_bytes = 64;
+        config.checkpoint_retain_slots = self.config.checkpoint_retain_slots;
         #[cfg(feature = "mutations")]
         {
             config.mutation = self.options.mutation;
@@ -242,10 +252,15 @@ impl World {
     fn start_node(&mut self, node: usize) {
         let config = self.core_config(node);
         let durable = self.nodes[node].storage.recover();
+        let initial = config.membership.clone();
         let state = &mut self.nodes[node];
+        state.applier = match durable.checkpoint() {
+            Some(checkpoint) => Applier::from_checkpoint(KvStore::default(), checkpoint).expect("a stored checkpoint loads"),
+            None => Applier::new(KvStore::default(), initial),
+        };
         state.core = Some(Replica::recover(config, durable));
-        state.applier = Applier::new(KvStore::default());
-        state.commit_checked = 0;
+        state.commit_checked = state.core.as_ref().map_or(0, |c| c.log_base());
+        state.last_checkpoint = state.applier.next_slot();
         let incarnation = state.incarnation;
         let phase = self.rng.u64(0..TICK_US);
         self.after(phase, Event::Tick { node, incarnation });
@@ -355,7 +370,21 @@ impl World {
         }
         self.commands = commands;
         result?;
-        self.check_new_commits(node)
+        self.check_new_commits(node)?;
+        self.maybe_checkpoint(node)
+    }
+
+    /// Takes a checkpoint every `checkpoint_every_slots` applied slots (the driver's policy).
+    fn maybe_checkpoint(&mut self, node: usize) -> Result<(), Violation> {
+        let every = self.config.checkpoint_every_slots;
+        let state = &mut self.nodes[node];
+        if every == 0 || state.core.is_none() || state.applier.next_slot() < state.last_checkpoint + every {
+            return Ok(());
+        }
+        let checkpoint = state.applier.checkpoint();
+        state.last_checkpoint = checkpoint.slot;
+        self.report.checkpoints_taken += 1;
+        self.step(node, Input::CheckpointTaken(checkpoint))
     }
 
     fn execute(&mut self, node: usize, command: Command) -> Result<(), Violation> {
@@ -399,6 +428,13 @@ impl World {
                         self.respond(client, seq, Response::Redirect(leader));
                     }
                 }
+            }
+            Command::InstallCheckpoint(checkpoint) => {
+                self.report.checkpoints_installed += 1;
+                let state = &mut self.nodes[node];
+                state.applier.install(&checkpoint).map_err(Violation::Diverged)?;
+                state.last_checkpoint = checkpoint.slot;
+                state.commit_checked = state.commit_checked.max(checkpoint.slot);
             }
             Command::Admin(reply) => {
                 if let crate::core::AdminReply::ReconfigProposed { .. } = reply {
@@ -614,7 +650,8 @@ impl World {
     fn check_new_commits(&mut self, node: usize) -> Result<(), Violation> {
         let Some(core) = self.nodes[node].core.as_ref() else { return Ok(()) };
         let commit = core.status().commit;
-        for slot in self.nodes[node].commit_checked..commit {
+        let from = self.nodes[node].commit_checked.max(core.log_base());
+        for slot in from..commit {
             self.safety.check_committed(node, slot, core.committed_value(slot))?;
         }
         self.nodes[node].commit_checked = commit;
@@ -625,7 +662,7 @@ impl World {
     fn sweep_committed(&self) -> Result<(), Violation> {
         for (index, node) in self.nodes.iter().enumerate() {
             let Some(core) = node.core.as_ref() else { continue };
-            for slot in 0..core.status().commit {
+            for slot in core.log_base()..core.status().commit {
                 self.safety.check_committed(index, slot, core.committed_value(slot))?;
             }
         }
