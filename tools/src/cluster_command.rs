@@ -44,6 +44,10 @@ pub struct UpArgs {
     /// Replica i serves metrics on 127.0.0.1:(metrics_base_port + i).
     #[arg(long, default_value_t = 9400)]
     metrics_base_port: u16,
+    /// Size of each replica's log file. There are no checkpoints yet, so the log holds every
+    /// write since the cluster was created: size it for the run (about 230 bytes per 64-byte put).
+    #[arg(long, default_value_t = 256)]
+    log_size_mib: u64,
     /// Wait this long for a leader before giving up.
     #[arg(long, default_value_t = 15)]
     wait_s: u64,
@@ -88,7 +92,8 @@ fn running_pid(path: &Path) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let state = stat.rsplit(')').next()?.split_whitespace().next()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let is_replica = String::from_utf8_lossy(&cmdline).contains("replica");
+    // Right after spawn the kernel may still be exec'ing the child: its cmdline reads empty then.
+    let is_replica = cmdline.is_empty() || String::from_utf8_lossy(&cmdline).contains("replica");
     (state != "Z" && is_replica).then_some(pid)
 }
 
@@ -103,7 +108,8 @@ fn write_configs(args: &UpArgs) -> Result<ClusterFile, String> {
         (0..args.replicas).map(|id| Member { id, addr: format!("127.0.0.1:{}", args.base_port as u32 + id) }).collect();
     let metrics: Vec<String> = (0..args.replicas).map(|id| format!("127.0.0.1:{}", args.metrics_base_port as u32 + id)).collect();
     for id in 0..args.replicas {
-        let config = ReplicaConfig::local(id, members.clone(), format!("r{id}").into(), "secret".into(), Some(metrics[id as usize].clone()));
+        let mut config = ReplicaConfig::local(id, members.clone(), format!("r{id}").into(), "secret".into(), Some(metrics[id as usize].clone()));
+        config.log.size_mib = args.log_size_mib;
         let text = toml::to_string_pretty(&config).map_err(|e| e.to_string())?;
         let path = dir.join(format!("replica-{id}.toml"));
         std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
