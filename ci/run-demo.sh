@@ -8,7 +8,9 @@ clients=${DEMO_CLIENTS:-8}
 seconds=${DEMO_SECONDS:-5}
 payload=${DEMO_PAYLOAD:-64}
 base_port=${DEMO_BASE_PORT:-7400}
-dir=${DEMO_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/decree-demo.XXXXXX")}
+# Under the checkout (gitignored), not /tmp: /tmp may be tmpfs, where fdatasync costs nothing and
+# the numbers would flatter the log.
+dir=${DEMO_DIR:-.decree-data/demo-$$}
 
 echo "== building decree (release)"
 cargo build --release -q -p decree-tools
@@ -17,7 +19,7 @@ bin="${CARGO_TARGET_DIR:-target}/release/decree"
 cleanup() {
   echo "== tearing the cluster down"
   "$bin" cluster down --dir "$dir/cluster" --purge || true
-  rmdir "$dir" 2>/dev/null || true
+  rmdir "$dir" .decree-data 2>/dev/null || true
 }
 trap cleanup EXIT
 

@@ -139,7 +139,7 @@ impl Drop for Net {
             let _ = child.wait();
         }
         self.teardown_links();
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("DECREE_KEEP_LOGS").is_some() {
             eprintln!("replica logs kept in {}", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
