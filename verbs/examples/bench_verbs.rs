@@ -77,12 +77,12 @@ fn spin_until(mut done: impl FnMut() -> bool, what: &str) {
 
 /// Baseline: two processes bounce a counter through two cache lines of a shared mapping.
 fn shm_pingpong(exe: &std::path::Path, path: &std::path::Path, iters: u64) -> f64 {
-    let pp = decree_verbs::mapping::Mapping::create_shared(path, 4096).unwrap();
+    let pp = decree_verbs::mapping::Mapping::create_shared(path, 8192).unwrap();
     let mut child = std::process::Command::new(exe)
         .args(["pingpong-child", path.to_str().unwrap(), &iters.to_string()])
         .spawn()
         .unwrap();
-    let (ping, pong) = (pp.atomic_u64(0), pp.atomic_u64(256)); // 256 apart: no adjacent-line prefetch sharing
+    let (ping, pong) = (pp.atomic_u64(0), pp.atomic_u64(4096)); // separate pages, like the region's entry and ack words
     let mut base = hist();
     spin_until(
         || pong.load(Ordering::Acquire) == u64::MAX,
@@ -165,7 +165,7 @@ fn shm(iters: u64) {
 
 fn pingpong_child(path: &str, iters: u64) {
     let m = decree_verbs::mapping::Mapping::open_shared(std::path::Path::new(path), 4096).unwrap();
-    let (ping, pong) = (m.atomic_u64(0), m.atomic_u64(256));
+    let (ping, pong) = (m.atomic_u64(0), m.atomic_u64(4096));
     pong.store(u64::MAX, Ordering::Release);
     for i in 1..=iters {
         spin_until(|| ping.load(Ordering::Acquire) == i, "ping");
