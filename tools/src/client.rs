@@ -90,8 +90,12 @@ pub fn dial(addr: &str, secret: &[u8], timeout: Duration) -> Result<TcpStream, C
     let mut stream = TcpStream::connect_timeout(&resolve(addr).map_err(io)?, timeout).map_err(io)?;
     stream.set_nodelay(true).map_err(io)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    auth::connect(&mut stream, secret, Peer::Client)?;
-    Ok(stream)
+    match auth::connect(&mut stream, secret, Peer::Client) {
+        Ok(()) => Ok(stream),
+        // A slow or dying replica is worth a retry elsewhere; a refused secret is not.
+        Err(AuthError::Io(e)) => Err(io(e)),
+        Err(e) => Err(ClientError::Auth(e)),
+    }
 }
 
 impl Client {
@@ -247,4 +251,78 @@ fn read_reply(reader: &mut BufReader<TcpStream>, buf: &mut Vec<u8>, addr: &str) 
         WireError::Io(io) => ClientError::Unexpected(format!("{addr}: {io}")),
         other => ClientError::Unexpected(format!("{addr}: bad reply frame: {other}")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    const KEY: &[u8] = b"client-test-secret-0123456789";
+
+    /// A fake replica: the first connection swallows its request (a lost reply), the second answers.
+    /// Returns the (client, seq) of every request it saw.
+    fn flaky_replica(listener: TcpListener) -> std::thread::JoinHandle<Vec<(u64, u64)>> {
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for attempt in 0..2 {
+                let (mut stream, _) = listener.accept().unwrap();
+                assert_eq!(auth::accept(&mut stream, KEY).unwrap(), Peer::Client);
+                let frame: ClientFrame = wire::read_frame(&mut stream, &mut Vec::new()).unwrap();
+                let ClientFrame::Request { request_id, client, seq, .. } = frame else { panic!("{frame:?}") };
+                seen.push((client, seq));
+                if attempt == 1 {
+                    let reply = ServerFrame::Reply { request_id, seq, payload: KvReply::Done.encode() };
+                    wire::write_frame(&mut stream, &reply).unwrap();
+                } else {
+                    // Swallow the request; wait until the client gives up on this connection.
+                    let mut rest = Vec::new();
+                    let _ = std::io::Read::read_to_end(&mut stream, &mut rest);
+                }
+            }
+            seen
+        })
+    }
+
+    #[test]
+    fn a_retry_after_a_lost_reply_reuses_the_same_client_and_seq() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let replica = flaky_replica(listener);
+        let mut config = ClientConfig::new(vec![addr], KEY.to_vec());
+        config.attempt_timeout_ms = 200;
+        let mut client = Client::new(config);
+        client.put(b"k", b"v").unwrap();
+        let seen = replica.join().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0], seen[1], "the retry must carry the same (client, seq)");
+        assert_eq!(seen[0], (client.client_id(), 1));
+        assert!(client.retries >= 1);
+    }
+
+    #[test]
+    fn a_redirect_is_followed_to_the_named_leader() {
+        let (follower, leader) = (TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("127.0.0.1:0").unwrap());
+        let leader_addr = leader.local_addr().unwrap().to_string();
+        let follower_addr = follower.local_addr().unwrap().to_string();
+        let redirect_to = leader_addr.clone();
+        let follower = std::thread::spawn(move || {
+            let (mut stream, _) = follower.accept().unwrap();
+            auth::accept(&mut stream, KEY).unwrap();
+            let ClientFrame::Request { request_id, .. } = wire::read_frame(&mut stream, &mut Vec::new()).unwrap() else { panic!() };
+            let redirect = ServerFrame::Redirect { request_id, leader: Some(1), leader_addr: Some(redirect_to) };
+            wire::write_frame(&mut stream, &redirect).unwrap();
+        });
+        let leader = std::thread::spawn(move || {
+            let (mut stream, _) = leader.accept().unwrap();
+            auth::accept(&mut stream, KEY).unwrap();
+            let ClientFrame::Request { request_id, seq, .. } = wire::read_frame(&mut stream, &mut Vec::new()).unwrap() else { panic!() };
+            let reply = ServerFrame::Reply { request_id, seq, payload: KvReply::Value(Some(Bytes::from_static(b"v"))).encode() };
+            wire::write_frame(&mut stream, &reply).unwrap();
+        });
+        let mut client = Client::new(ClientConfig::new(vec![follower_addr], KEY.to_vec()));
+        assert_eq!(client.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        follower.join().unwrap();
+        leader.join().unwrap();
+    }
 }

@@ -227,3 +227,29 @@ mod tests {
         assert!(matches!(read_frame::<ClientFrame>(&mut huge.as_slice(), &mut Vec::new()), Err(WireError::Oversize(_))));
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Bytes from the network never panic the decoder, and it never reads past a refused header.
+        #[test]
+        fn arbitrary_bytes_decode_to_an_error_or_a_frame(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = read_frame::<ClientFrame>(&mut bytes.as_slice(), &mut Vec::new());
+        }
+
+        /// Every request frame round-trips, and any single flipped payload bit is caught.
+        #[test]
+        fn requests_roundtrip_and_bit_flips_are_refused(request_id: u64, client: u64, seq: u64, op in proptest::collection::vec(any::<u8>(), 0..512), flip in any::<prop::sample::Index>()) {
+            let frame = ClientFrame::Request { request_id, client, seq, op: Bytes::from(op) };
+            let mut out = Vec::new();
+            encode(&frame, &mut out);
+            prop_assert_eq!(read_frame::<ClientFrame>(&mut out.as_slice(), &mut Vec::new()).unwrap(), frame);
+            let at = CLIENT_HEADER_BYTES + flip.index(out.len() - CLIENT_HEADER_BYTES);
+            out[at] ^= 1;
+            prop_assert!(read_frame::<ClientFrame>(&mut out.as_slice(), &mut Vec::new()).is_err());
+        }
+    }
+}
