@@ -5,6 +5,7 @@
 //! protection domain) alive as long as their children. libibverbs objects are thread-safe, so the
 //! wrappers are `Send + Sync`.
 
+use crate::mapping::Mapping;
 use crate::VerbsError;
 use rdma_sys::*;
 use std::ffi::CStr;
@@ -216,7 +217,7 @@ impl Mr {
     /// # Errors
     /// `MemlockTooLow` on ENOMEM (RLIMIT_MEMLOCK); `Os` with EOPNOTSUPP for memory that cannot be
     /// pinned long-term (fsdax), EFAULT for an unmapped range.
-    pub unsafe fn register(
+    unsafe fn register(
         pd: &Arc<Pd>,
         addr: *mut u8,
         len: usize,
@@ -254,6 +255,62 @@ impl Mr {
         // SAFETY: as above.
         unsafe { self.raw.as_ref().addr as u64 }
     }
+}
+
+/// Memory registered with the device, owned together with its registration. Field order drops
+/// the MR (deregistration) before the mapping is unmapped, so the device never holds a
+/// registration over memory that is gone.
+pub struct Registered {
+    mr: Mr,
+    map: Mapping,
+}
+
+impl Registered {
+    /// Registers all of `map` with `access`.
+    ///
+    /// # Errors
+    /// As `ibv_reg_mr`: `MemlockTooLow` (ENOMEM), `Os` with EOPNOTSUPP for fsdax pages.
+    pub fn new(pd: &Arc<Pd>, map: Mapping, access: u32) -> Result<Registered, VerbsError> {
+        // SAFETY: `map` moves into the value that owns the MR and is unmapped only after the MR
+        // is deregistered (field order), so the registered range stays mapped while registered.
+        let mr = unsafe { Mr::register(pd, map.as_ptr(), map.len(), access)? };
+        Ok(Registered { mr, map })
+    }
+
+    /// The registration (keys, address).
+    pub fn mr(&self) -> &Mr {
+        &self.mr
+    }
+
+    /// The memory.
+    pub fn map(&self) -> &Mapping {
+        &self.map
+    }
+
+    fn local(&self, offset: usize, len: usize) -> Local {
+        assert!(
+            offset.checked_add(len).is_some_and(|e| e <= self.map.len()),
+            "invariant: local range inside its registration"
+        );
+        Local {
+            addr: self.mr.addr() + offset as u64,
+            len: len as u32,
+            lkey: self.mr.lkey(),
+        }
+    }
+}
+
+/// Where a write's payload comes from.
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    /// Copied into the work request during the post (at most the QP's `max_inline` bytes).
+    Inline(&'a [u8]),
+    /// `len` bytes at `offset` of a registered buffer. Changing them before the write completes
+    /// changes what is sent (a logic error, not a memory error: the registration keeps the
+    /// memory mapped, and a dropped registration fails the request instead).
+    Registered(&'a Registered, usize, usize),
+    /// No payload (a zero-length write: completes after every earlier one).
+    Nothing,
 }
 
 impl Drop for Mr {
@@ -388,22 +445,10 @@ unsafe impl Sync for Qp {}
 
 /// One scatter entry of a local registered buffer.
 #[derive(Clone, Copy, Debug)]
-pub struct Local {
-    /// Address.
-    pub addr: u64,
-    /// Length.
-    pub len: u32,
-    /// Local key of the MR that covers it.
-    pub lkey: u32,
-}
-
-/// How a write is posted.
-#[derive(Clone, Copy, Debug)]
-pub struct PostFlags {
-    /// Ask for a completion.
-    pub signaled: bool,
-    /// Copy the payload into the work request (no lkey needed, buffer reusable at once).
-    pub inline: bool,
+struct Local {
+    addr: u64,
+    len: u32,
+    lkey: u32,
 }
 
 impl Qp {
@@ -564,59 +609,93 @@ impl Qp {
         )
     }
 
-    /// Posts an RDMA WRITE (with immediate when `imm` is set) of `local` to `remote_addr`/`rkey`.
-    ///
-    /// # Safety
-    /// Unless `flags.inline`, `local` must stay registered and unchanged until the write's
-    /// completion (or a later signaled one) is polled.
+    /// Posts an RDMA WRITE (WRITE_WITH_IMM when `imm` is set) of `src` to `remote_addr`/`rkey`,
+    /// asking for a completion when `signaled`.
     ///
     /// # Errors
     /// `Os` from ibv_post_send (ENOMEM: send queue full; EINVAL: inline payload too large).
-    pub unsafe fn post_write(
+    pub fn post_write(
         &self,
         wr_id: u64,
-        local: Local,
+        src: Source<'_>,
         remote_addr: u64,
         rkey: u32,
         imm: Option<u32>,
-        flags: PostFlags,
+        signaled: bool,
     ) -> Result<(), VerbsError> {
         let opcode = if imm.is_some() {
             ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM
         } else {
             ibv_wr_opcode::IBV_WR_RDMA_WRITE
         };
-        self.post(wr_id, opcode, local, remote_addr, rkey, imm, flags)
+        let (local, inline) = match src {
+            Source::Inline(bytes) => (
+                Local {
+                    addr: bytes.as_ptr() as u64,
+                    len: bytes.len() as u32,
+                    lkey: 0,
+                },
+                true,
+            ),
+            Source::Registered(reg, offset, len) => (reg.local(offset, len), false),
+            Source::Nothing => (
+                Local {
+                    addr: 0,
+                    len: 0,
+                    lkey: 0,
+                },
+                false,
+            ),
+        };
+        // SAFETY: inline bytes are copied during the call; registered memory stays mapped while
+        // registered (see `Registered`); a zero-length write touches no local memory.
+        unsafe {
+            self.post(
+                wr_id,
+                opcode,
+                local,
+                remote_addr,
+                rkey,
+                imm,
+                signaled,
+                inline,
+            )
+        }
     }
 
-    /// Posts an RDMA READ of `local.len` bytes from `remote_addr` into `local` (always signaled).
-    ///
-    /// # Safety
-    /// `local` must stay registered until the completion is polled.
+    /// Posts a signaled RDMA READ of `len` bytes from `remote_addr` into `into` at `offset`.
     ///
     /// # Errors
     /// As `post_write`.
-    pub unsafe fn post_read(
+    pub fn post_read(
         &self,
         wr_id: u64,
-        local: Local,
+        into: &Registered,
+        offset: usize,
+        len: usize,
         remote_addr: u64,
         rkey: u32,
     ) -> Result<(), VerbsError> {
-        self.post(
-            wr_id,
-            ibv_wr_opcode::IBV_WR_RDMA_READ,
-            local,
-            remote_addr,
-            rkey,
-            None,
-            PostFlags {
-                signaled: true,
-                inline: false,
-            },
-        )
+        let local = into.local(offset, len);
+        // SAFETY: the target is registered memory (see `Registered`); the device writes only
+        // inside the registered range.
+        unsafe {
+            self.post(
+                wr_id,
+                ibv_wr_opcode::IBV_WR_RDMA_READ,
+                local,
+                remote_addr,
+                rkey,
+                None,
+                true,
+                false,
+            )
+        }
     }
 
+    /// # Safety
+    /// `local` must name memory that stays valid for the device until the request completes
+    /// (registered memory, or bytes copied because `inline`).
     #[allow(clippy::too_many_arguments)]
     unsafe fn post(
         &self,
@@ -626,7 +705,8 @@ impl Qp {
         remote_addr: u64,
         rkey: u32,
         imm: Option<u32>,
-        flags: PostFlags,
+        signaled: bool,
+        inline: bool,
     ) -> Result<(), VerbsError> {
         let mut sge = ibv_sge {
             addr: local.addr,
@@ -639,10 +719,10 @@ impl Qp {
         wr.num_sge = i32::from(local.len > 0);
         wr.opcode = opcode;
         let mut send_flags = 0;
-        if flags.signaled {
+        if signaled {
             send_flags |= ibv_send_flags::IBV_SEND_SIGNALED.0;
         }
-        if flags.inline {
+        if inline {
             send_flags |= ibv_send_flags::IBV_SEND_INLINE.0;
         }
         wr.send_flags = send_flags;

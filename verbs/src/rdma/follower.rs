@@ -1,6 +1,6 @@
 //! The follower's side: a registered region, one RC QP per connected leader, and the fence.
 
-use super::ffi::{Context, Cq, Mr, Pd, Qp, QpEndpoint, ACCESS_REMOTE_RW};
+use super::ffi::{Context, Cq, Pd, Qp, QpEndpoint, Registered, ACCESS_REMOTE_RW};
 use super::handshake::{get_endpoint, Welcome};
 use super::RdmaConfig;
 use crate::acceptor::{accept_until, listen, prepare, HANDSHAKE_TIMEOUT};
@@ -31,8 +31,7 @@ struct Shared {
     ctx: Arc<Context>,
     pd: Arc<Pd>,
     cq: Arc<Cq>,
-    mr: Mr,
-    region: Mapping,
+    region: Registered,
     /// The fence: the granted leader, and every connected leader's QP. One lock, so a QP is
     /// created with the access its leader should have and a grant sees every QP.
     state: Mutex<(LeaderToken, Vec<Peer>)>,
@@ -65,15 +64,13 @@ impl RdmaFollower {
         ctx.gid(cfg.gid_index)?; // fail now, not per connection
         let pd = Pd::new(&ctx)?;
         let cq = Cq::new(&ctx, 4096)?;
-        // SAFETY: `region` is stored beside `mr` in `Shared` and outlives it (field order drops `mr` first).
-        let mr = unsafe { Mr::register(&pd, region.as_ptr(), region.len(), ACCESS_REMOTE_RW)? };
+        let region = Registered::new(&pd, region, ACCESS_REMOTE_RW)?;
         let (listener, addr) = listen(bind)?;
         let shared = Arc::new(Shared {
             cfg,
             ctx,
             pd,
             cq,
-            mr,
             region,
             state: Mutex::new((LeaderToken::NONE, Vec::new())),
         });
@@ -91,7 +88,7 @@ impl RdmaFollower {
                 })
                 .map_err(|e| VerbsError::os("spawn", "rdma accept thread", e))?
         };
-        tracing::info!(device = %shared.cfg.device, %addr, len = shared.region.len(), rkey = shared.mr.rkey(), "rdma follower listening");
+        tracing::info!(device = %shared.cfg.device, %addr, len = shared.region.map().len(), rkey = shared.region.mr().rkey(), "rdma follower listening");
         Ok(RdmaFollower {
             shared,
             addr,
@@ -142,9 +139,9 @@ fn admit(stream: TcpStream, from: SocketAddr, shared: &Shared) -> Result<(), Ver
         qp.post_recv(u64::from(i))?;
     }
     let welcome = Welcome {
-        addr: shared.mr.addr(),
-        rkey: shared.mr.rkey(),
-        len: shared.region.len() as u64,
+        addr: shared.region.mr().addr(),
+        rkey: shared.region.mr().rkey(),
+        len: shared.region.map().len() as u64,
         qp: local,
     };
     conn.send(TAG_WELCOME, &[&welcome.encode()])?;
@@ -156,13 +153,13 @@ fn admit(stream: TcpStream, from: SocketAddr, shared: &Shared) -> Result<(), Ver
 impl FollowerLink for RdmaFollower {
     fn local(&self) -> RemoteRegion {
         RemoteRegion {
-            key: self.shared.mr.rkey(),
-            len: self.shared.region.len() as u64,
+            key: self.shared.region.mr().rkey(),
+            len: self.shared.region.map().len() as u64,
         }
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), VerbsError> {
-        self.shared.region.copy_out(offset, out)
+        self.shared.region.map().copy_out(offset, out)
     }
 
     fn grant(&mut self, leader: LeaderToken) -> Result<(), VerbsError> {

@@ -1,6 +1,6 @@
 //! The leader's side: RDMA WRITE / WRITE_WITH_IMM into one follower's region.
 
-use super::ffi::{Completion, Context, Cq, Local, Mr, Pd, PostFlags, Qp, QpEndpoint, ACCESS_LOCAL};
+use super::ffi::{Completion, Context, Cq, Pd, Qp, QpEndpoint, Registered, Source, ACCESS_LOCAL};
 use super::handshake::{put_endpoint, Welcome};
 use super::RdmaConfig;
 use crate::acceptor::dial;
@@ -39,10 +39,8 @@ pub struct RdmaLeader {
     remote: Welcome,
     qp: Qp,
     cq: Arc<Cq>,
-    staging_mr: Mr,
-    staging: Mapping,
-    scratch_mr: Mr,
-    _scratch: Mapping,
+    staging: Registered,
+    scratch: Registered,
     conn: Conn<TcpStream>,
     next_id: u64,
     outstanding: VecDeque<Outstanding>,
@@ -71,14 +69,13 @@ impl RdmaLeader {
         let depth = cfg.max_outstanding as u32 * 2 + 2; // a READ per write in read-after-write, plus a flush
         let cq = Cq::new(&ctx, depth as i32 * 2)?;
         let qp = Qp::new(&pd, &cq, depth, 1, cfg.max_inline)?;
-        let staging = Mapping::anonymous(cfg.max_outstanding * cfg.staging_slot_bytes)?;
-        // SAFETY: `staging` lives in the same struct as its MR and is dropped after it (field order).
-        let staging_mr =
-            unsafe { Mr::register(&pd, staging.as_ptr(), staging.len(), ACCESS_LOCAL)? };
-        let scratch = Mapping::anonymous(4096)?;
-        // SAFETY: as above, for the READ target.
-        let scratch_mr =
-            unsafe { Mr::register(&pd, scratch.as_ptr(), scratch.len(), ACCESS_LOCAL)? };
+        let staging = Registered::new(
+            &pd,
+            Mapping::anonymous(cfg.max_outstanding * cfg.staging_slot_bytes)?,
+            ACCESS_LOCAL,
+        )?;
+        // Where the READs of read-after-write land; their bytes are never looked at.
+        let scratch = Registered::new(&pd, Mapping::anonymous(4096)?, ACCESS_LOCAL)?;
         let (lid, mtu) = ctx.port()?;
         let local = QpEndpoint {
             qpn: qp.qpn(),
@@ -103,10 +100,8 @@ impl RdmaLeader {
             remote,
             qp,
             cq,
-            staging_mr,
             staging,
-            scratch_mr,
-            _scratch: scratch,
+            scratch,
             conn,
             next_id: 0,
             outstanding: VecDeque::new(),
@@ -144,50 +139,29 @@ impl RdmaLeader {
         }
         let id = self.next_id;
         let inline = !w.bytes.is_empty() && w.bytes.len() <= self.qp.max_inline as usize;
-        let local = if inline {
-            Local {
-                addr: w.bytes.as_ptr() as u64,
-                len: w.bytes.len() as u32,
-                lkey: 0,
-            }
+        let src = if inline {
+            Source::Inline(w.bytes)
         } else {
             // Slot `id % max` is free: fewer than `max` writes are outstanding and they retire in order.
             let at = (id as usize % self.cfg.max_outstanding) * slot_bytes;
-            self.staging.write_at(at, w.bytes);
-            Local {
-                addr: self.staging_mr.addr() + at as u64,
-                len: w.bytes.len() as u32,
-                lkey: self.staging_mr.lkey(),
-            }
+            self.staging.map().write_at(at, w.bytes);
+            Source::Registered(&self.staging, at, w.bytes.len())
         };
         let raw = self.cfg.durability == Durability::ReadAfterWrite;
         let signaled = !raw && (id + 1) % u64::from(self.cfg.signal_every) == 0;
-        let remote_addr = self.remote.addr + w.offset;
-        // SAFETY: inline payloads are copied during the call; staged ones sit in a slot that is
-        // not reused before this write retires.
-        unsafe {
-            self.qp.post_write(
-                id,
-                local,
-                remote_addr,
-                w.key,
-                w.imm,
-                PostFlags { signaled, inline },
-            )?
-        };
+        self.qp
+            .post_write(id, src, self.remote.addr + w.offset, w.key, w.imm, signaled)?;
         if raw {
-            let len = w.bytes.len().clamp(1, 8) as u32;
-            let at = w.offset.min(self.remote.len.saturating_sub(u64::from(len)));
-            let scratch = Local {
-                addr: self.scratch_mr.addr(),
+            let len = w.bytes.len().clamp(1, 8);
+            let at = w.offset.min(self.remote.len.saturating_sub(len as u64));
+            self.qp.post_read(
+                id | WR_READ,
+                &self.scratch,
+                0,
                 len,
-                lkey: self.scratch_mr.lkey(),
-            };
-            // SAFETY: the scratch MR lives as long as the QP; READ results are never read.
-            unsafe {
-                self.qp
-                    .post_read(id | WR_READ, scratch, self.remote.addr + at, w.key)?
-            };
+                self.remote.addr + at,
+                w.key,
+            )?;
         }
         self.tail_unsignaled = !signaled && !raw;
         self.next_id += 1;
@@ -202,25 +176,14 @@ impl RdmaLeader {
     /// Posts a zero-length signaled write so unsignaled writes at the tail complete.
     fn flush_tail(&mut self) -> Result<(), VerbsError> {
         let last = self.next_id - 1;
-        let none = Local {
-            addr: 0,
-            len: 0,
-            lkey: 0,
-        };
-        // SAFETY: a zero-length write has no local buffer.
-        unsafe {
-            self.qp.post_write(
-                last | WR_FLUSH,
-                none,
-                self.remote.addr,
-                self.remote.rkey,
-                None,
-                PostFlags {
-                    signaled: true,
-                    inline: false,
-                },
-            )?
-        };
+        self.qp.post_write(
+            last | WR_FLUSH,
+            Source::Nothing,
+            self.remote.addr,
+            self.remote.rkey,
+            None,
+            true,
+        )?;
         self.tail_unsignaled = false;
         Ok(())
     }
