@@ -246,3 +246,31 @@ fn records_land_and_the_follower_polls_their_validity_marker() {
     let (mut f, mut l) = granted_pair(1 << 16, |_| {});
     records_land_and_the_follower_polls_their_validity(&mut f, &mut l);
 }
+
+#[test]
+#[ignore = "needs two RDMA devices"]
+fn garbage_on_the_side_channel_is_refused_and_the_follower_keeps_serving() {
+    use std::io::Write as _;
+    let mut f = follower(4096);
+    // A hello too short to hold a QP endpoint, then bytes that are no message at all.
+    let mut raw = std::net::TcpStream::connect(f.addr()).unwrap();
+    raw.write_all(&[1, 3, 0, 0, 0, 0xde, 0xad, 0xbe]).unwrap();
+    let mut junk = std::net::TcpStream::connect(f.addr()).unwrap();
+    junk.write_all(&[0xff; 64]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(f.connected(), 0, "no leader admitted from garbage");
+    let mut l = leader(&f, A, |_| {});
+    f.grant(A).unwrap();
+    let key = l.remote().key;
+    write_outcome(&mut l, &w(key, 0, b"still serving")).unwrap();
+    assert_eq!(read(&f, 0, 13), b"still serving");
+    // Control messages still flow on the admitted leader's channel.
+    l.send(&heartbeat(1)).unwrap();
+    follower_wait(&mut f, "heartbeat", |e| {
+        matches!(e, FollowerEvent::Message { .. })
+    });
+    assert!(
+        read(&f, 13, 4096 - 13).iter().all(|&b| b == 0),
+        "nothing else landed"
+    );
+}
