@@ -14,6 +14,17 @@ use std::time::Duration;
 
 /// Time a new connection has to authenticate.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most connections served at once (each holds a thread or two); beyond it new ones are closed.
+pub const MAX_CONNECTIONS: usize = 1_024;
+
+/// Decrements the open-connection count when a connection thread ends.
+struct Slot<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Accepts until `ctx.stop`.
 pub fn serve(listener: TcpListener, ctx: Arc<Context>) {
@@ -21,11 +32,24 @@ pub fn serve(listener: TcpListener, ctx: Arc<Context>) {
     while !ctx.stop.load(Ordering::Acquire) {
         match listener.accept() {
             Ok((stream, remote)) => {
+                if ctx.connections.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                    ctx.connections.fetch_sub(1, Ordering::AcqRel);
+                    tracing::warn!(%remote, limit = MAX_CONNECTIONS, "connection refused: too many open connections");
+                    drop(stream);
+                    continue;
+                }
                 let ctx = ctx.clone();
-                let _ = std::thread::Builder::new().name("decree-conn".into()).spawn(move || {
-                    ctx.placement.pin_current(Role::Io);
-                    handle(stream, remote.to_string(), ctx);
+                let spawned = std::thread::Builder::new().name("decree-conn".into()).spawn({
+                    let ctx = ctx.clone();
+                    move || {
+                        ctx.placement.pin_current(Role::Io);
+                        handle(stream, remote.to_string(), ctx);
+                    }
                 });
+                if let Err(error) = spawned {
+                    ctx.connections.fetch_sub(1, Ordering::AcqRel);
+                    tracing::warn!(%error, "connection dropped: cannot start its thread");
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(2)),
             Err(error) => {
@@ -37,6 +61,8 @@ pub fn serve(listener: TcpListener, ctx: Arc<Context>) {
 }
 
 fn handle(mut stream: TcpStream, remote: String, ctx: Arc<Context>) {
+    let counter = ctx.clone();
+    let _slot = Slot(&counter.connections);
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));

@@ -64,6 +64,8 @@ pub struct Context {
     pub stop: Arc<AtomicBool>,
     /// CPU placement of I/O threads.
     pub placement: Placement,
+    /// Connections open now (capped at `listener::MAX_CONNECTIONS`).
+    pub connections: std::sync::atomic::AtomicUsize,
 }
 
 fn bind(addr: &str) -> Result<TcpListener, ServeError> {
@@ -103,6 +105,7 @@ pub fn run(config: ReplicaConfig) -> Result<(), ServeError> {
         members: config.members.iter().map(|m| (m.id, m.addr.clone())).collect(),
         stop: stop.clone(),
         placement,
+        connections: std::sync::atomic::AtomicUsize::new(0),
     });
     std::thread::Builder::new()
         .name("decree-accept".into())
