@@ -182,9 +182,6 @@ impl<S: StateMachine, T: PeerTransport, R: Responder, O: Observer> Driver<S, T, 
                 }
             }
             Command::Admin(reply) => tracing::info!(?reply, "administrative request answered"),
-            Command::ReadReady { id, .. } | Command::ReadRefused { id, .. } => {
-                tracing::warn!(id, "read answer for a read this driver never issued");
-            }
             Command::InstallCheckpoint(checkpoint) => {
                 let slot = checkpoint.slot;
                 match self.applier.install(&checkpoint) {
