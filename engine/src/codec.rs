@@ -159,7 +159,8 @@ pub fn validate(msg: &Message) -> Result<(), CodecError> {
         | Message::Reject(_)
         | Message::Heartbeat(_)
         | Message::Fetch(_)
-        | Message::SnapshotRequest(_) => {}
+        | Message::SnapshotRequest(_)
+        | Message::TimeoutNow(_) => {}
     }
     Ok(())
 }

@@ -106,6 +106,11 @@ impl KvStore {
         }
     }
 
+    /// The value held at `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
+        self.map.get(key)
+    }
+
     /// Number of keys held.
     pub fn len(&self) -> usize {
         self.map.len()

@@ -39,6 +39,8 @@ pub enum Message {
     Snapshot(SnapshotChunk),
     /// The receiver of a checkpoint asks for the chunk at `offset` (acknowledging all before it).
     SnapshotRequest(SnapshotRequest),
+    /// Leadership transfer: campaign now.
+    TimeoutNow(TimeoutNow),
 }
 
 /// A chunk `offset .. offset + data.len()` of the checkpoint at `slot`.
@@ -102,6 +104,9 @@ pub struct Prepare {
     pub ballot: Ballot,
     /// The candidate knows every slot below this is chosen; phase 1 covers the rest.
     pub from_slot: Slot,
+    /// The campaign was asked for by the leader (leadership transfer): promise even though the
+    /// leader was heard from recently.
+    pub transfer: bool,
 }
 
 /// Phase 1b.
@@ -137,6 +142,9 @@ pub struct Accepted {
     pub ballot: Ballot,
     /// Every slot below this is durably accepted at `ballot` or durably known chosen.
     pub upto: Slot,
+    /// The highest heartbeat round of this ballot's leader the acceptor has seen (read-index
+    /// confirmation: a majority echoing round `r` confirms leadership after `r` was sent).
+    pub round: u64,
 }
 
 /// Why an acceptor refused.
@@ -175,6 +183,16 @@ pub struct Heartbeat {
     pub ballot: Ballot,
     /// The leader's commit index.
     pub commit: Slot,
+    /// Heartbeat round, echoed back in `Accepted.round`.
+    pub round: u64,
+}
+
+/// The leader hands over: the receiver starts an election at once, and others promise to it even
+/// though they heard from the leader recently.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutNow {
+    /// The handing-over leader's ballot.
+    pub ballot: Ballot,
 }
 
 impl Message {
@@ -191,6 +209,7 @@ impl Message {
             Message::Chosen(m) => m.ballot,
             Message::Snapshot(m) => m.ballot,
             Message::SnapshotRequest(m) => m.ballot,
+            Message::TimeoutNow(m) => m.ballot,
         }
     }
 
@@ -207,6 +226,7 @@ impl Message {
             Message::Chosen(_) => "chosen",
             Message::Snapshot(_) => "snapshot",
             Message::SnapshotRequest(_) => "snapshot-request",
+            Message::TimeoutNow(_) => "timeout-now",
         }
     }
 }

@@ -47,14 +47,14 @@ proptest! {
         let mut out = Vec::new();
         for step in steps {
             let input = match step {
-                Step::Prepare { round, from, from_slot } => envelope(from, Message::Prepare(Prepare { ballot: Ballot::new(round, ReplicaId(from)), from_slot })),
+                Step::Prepare { round, from, from_slot } => envelope(from, Message::Prepare(Prepare { ballot: Ballot::new(round, ReplicaId(from)), from_slot, transfer: false })),
                 Step::Accept { round, from, start, count, commit } => {
                     // Peers behave like correct leaders: whatever the ballot, a slot's value is the same
                     // (a chosen value never changes), so any contract that fires is the replica's fault.
                     let values = (0..count).map(|i| Value::Batch(Arc::from(vec![Request { client: ClientId(1), seq: start + i, op: Default::default() }]))).collect();
                     envelope(from, Message::Accept(Accept { ballot: Ballot::new(round, ReplicaId(from)), start, values, commit }))
                 }
-                Step::Heartbeat { round, from, commit } => envelope(from, Message::Heartbeat(Heartbeat { ballot: Ballot::new(round, ReplicaId(from)), commit })),
+                Step::Heartbeat { round, from, commit } => envelope(from, Message::Heartbeat(Heartbeat { ballot: Ballot::new(round, ReplicaId(from)), commit, round: 0 })),
                 Step::Tick { advance_ms } => { now_ms += advance_ms; Input::Tick }
                 Step::Propose => Input::Propose(vec![Request { client: ClientId(9), seq: now_ms, op: Default::default() }]),
                 Step::CompleteOne | Step::CompleteAll => {

@@ -33,7 +33,7 @@ fn value() -> impl Strategy<Value = Value> {
 
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (ballot(), any::<u64>()).prop_map(|(ballot, from_slot)| Message::Prepare(Prepare { ballot, from_slot })),
+        (ballot(), any::<u64>()).prop_map(|(ballot, from_slot)| Message::Prepare(Prepare { ballot, from_slot, transfer: false })),
         (ballot(), any::<u64>(), prop::collection::vec((ballot(), value()), 0..6)).prop_map(|(b, commit, es)| {
             let entries = es
                 .into_iter()
@@ -44,10 +44,10 @@ fn message() -> impl Strategy<Value = Message> {
         }),
         (ballot(), 0u64..1 << 40, prop::collection::vec(value(), 0..6), any::<u64>())
             .prop_map(|(ballot, start, values, commit)| Message::Accept(Accept { ballot, start, values, commit })),
-        (ballot(), any::<u64>()).prop_map(|(ballot, upto)| Message::Accepted(Accepted { ballot, upto })),
+        (ballot(), any::<u64>()).prop_map(|(ballot, upto)| Message::Accepted(Accepted { ballot, upto, round: 0 })),
         (ballot(), ballot()).prop_map(|(ballot, promised)| Message::Reject(Reject { ballot, reason: Rejection::Stale { promised } })),
         (ballot(), any::<u64>()).prop_map(|(ballot, horizon)| Message::Reject(Reject { ballot, reason: Rejection::Gap { horizon } })),
-        (ballot(), any::<u64>()).prop_map(|(ballot, commit)| Message::Heartbeat(Heartbeat { ballot, commit })),
+        (ballot(), any::<u64>()).prop_map(|(ballot, commit)| Message::Heartbeat(Heartbeat { ballot, commit, round: 0 })),
         (ballot(), any::<u64>()).prop_map(|(ballot, from_slot)| Message::Fetch(Fetch { ballot, from_slot })),
         (ballot(), 0u64..1 << 40, prop::collection::vec((ballot(), value()), 0..4)).prop_map(|(ballot, start, es)| {
             let entries: Vec<Entry> = es.into_iter().enumerate().map(|(i, (b, value))| Entry { slot: start + i as u64, ballot: b, value }).collect();

@@ -71,3 +71,8 @@ fn switching_configuration_before_the_change_is_chosen_is_caught() {
 fn leading_without_the_checkpointed_prefix_is_caught() {
     assert_caught(Mutation::IgnoreCheckpointGap);
 }
+
+#[test]
+fn reading_without_confirming_leadership_is_caught() {
+    assert_caught(Mutation::ReadWithoutConfirmation);
+}

@@ -111,6 +111,9 @@ struct Totals {
     reconfigs: u64,
     checkpoints_taken: u64,
     checkpoints_installed: u64,
+    transfers: u64,
+    index_reads: u64,
+    fast_reads: u64,
 }
 
 impl Totals {
@@ -129,12 +132,15 @@ impl Totals {
         self.reconfigs += r.reconfigs_proposed;
         self.checkpoints_taken += r.checkpoints_taken;
         self.checkpoints_installed += r.checkpoints_installed;
+        self.transfers += r.transfers_started;
+        self.index_reads += r.index_reads;
+        self.fast_reads += r.fast_reads;
     }
 
     fn print(&self) {
         let per = |x: u64| x as f64 / self.seeds.max(1) as f64;
         println!(
-            "sim: per seed: {:.0} faults ({:.0} dropped, {:.0} duplicated, {:.1} crashes, {:.1} partitions), {:.1} elections won, {:.0} client ops checked linearizable, {:.0} slots chosen, {:.0} events, {:.1} s simulated",
+            "sim: per seed: {:.0} faults ({:.0} dropped, {:.0} duplicated, {:.1} crashes, {:.1} partitions), {:.1} elections won, {:.0} client ops completed, {:.0} slots chosen, {:.0} events, {:.1} s simulated",
             per(self.faults),
             per(self.dropped),
             per(self.duplicated),
@@ -147,8 +153,8 @@ impl Totals {
             per(self.sim_ms) / 1000.0
         );
         println!(
-            "sim: totals: {} configuration changes proposed, {} checkpoints taken, {} checkpoints transferred and installed",
-            self.reconfigs, self.checkpoints_taken, self.checkpoints_installed
+            "sim: totals: {} configuration changes proposed, {} checkpoints taken, {} checkpoints transferred and installed, {} leadership transfers, {} read-index reads, {} fast reads checked",
+            self.reconfigs, self.checkpoints_taken, self.checkpoints_installed, self.transfers, self.index_reads, self.fast_reads
         );
     }
 }

@@ -17,7 +17,7 @@ impl Replica {
             return;
         }
         if ballot > self.promised {
-            if let Some(leader) = self.live_leader().filter(|leader| *leader != from) {
+            if let Some(leader) = self.live_leader().filter(|leader| *leader != from && !prepare.transfer) {
                 // Leader stickiness: a replica that cannot see the leader must not depose it
                 // while the rest still can. (The leader itself may re-run phase 1, e.g. after a
                 // configuration change.)
@@ -75,7 +75,7 @@ impl Replica {
         self.learn_commit(accept.commit.min(self.horizon));
         #[cfg(feature = "mutations")]
         if self.mutated(super::Mutation::AckBeforePersist) {
-            self.send(from, Message::Accepted(Accepted { ballot, upto: self.horizon }));
+            self.send(from, Message::Accepted(Accepted { ballot, upto: self.horizon, round: 0 }));
         }
     }
 
@@ -89,10 +89,11 @@ impl Replica {
             return;
         }
         self.follow(ballot);
+        self.leader_round_seen = self.leader_round_seen.max(heartbeat.round);
         self.learn_commit(heartbeat.commit.min(self.horizon));
         if self.durability.durable_ballot() == self.promised {
             let upto = self.durability.durable_horizon();
-            self.send(from, Message::Accepted(Accepted { ballot, upto }));
+            self.send(from, Message::Accepted(Accepted { ballot, upto, round: self.leader_round_seen }));
         }
     }
 
@@ -107,7 +108,7 @@ impl Replica {
             return;
         }
         let upto = self.durability.durable_horizon();
-        self.send(ballot.owner(), Message::Accepted(Accepted { ballot, upto }));
+        self.send(ballot.owner(), Message::Accepted(Accepted { ballot, upto, round: self.leader_round_seen }));
     }
 
     /// A message from the leader of `ballot` (>= promised): follow it.
@@ -126,6 +127,7 @@ impl Replica {
         contract!(self, ballot > self.promised, "promise-only-rises", "{ballot} <= {}", self.promised);
         self.step_down(ballot);
         self.promised = ballot;
+        self.leader_round_seen = 0;
         self.horizon = self.commit;
         self.persist(DurableWrite::Promise(ballot));
     }
@@ -160,7 +162,7 @@ impl Replica {
             self.unpersisted.push(Entry { slot, ballot: accept.ballot, value });
         }
         let upto = end;
-        self.send_when_durable(from, Message::Accepted(Accepted { ballot: accept.ballot, upto }));
+        self.send_when_durable(from, Message::Accepted(Accepted { ballot: accept.ballot, upto, round: 0 }));
     }
 }
 
@@ -179,7 +181,7 @@ mod tests {
     #[test]
     fn promise_is_held_until_the_promised_ballot_is_durable() {
         let mut r = replica(1, 3);
-        let out = deliver(&mut r, 10, 0, Message::Prepare(Prepare { ballot: ballot(1, 0), from_slot: 0 }));
+        let out = deliver(&mut r, 10, 0, Message::Prepare(Prepare { ballot: ballot(1, 0), from_slot: 0, transfer: false }));
         assert!(sent(&out).is_empty(), "no promise before persist: {out:?}");
         assert_eq!(persists(&out)[0].1, DurableWrite::Promise(ballot(1, 0)));
         let out = persist_all(&mut r, 11, &out);
@@ -189,10 +191,10 @@ mod tests {
     #[test]
     fn prepare_below_the_promise_is_rejected_with_the_promise() {
         let mut r = replica(1, 3);
-        let out = deliver(&mut r, 10, 2, Message::Prepare(Prepare { ballot: ballot(2, 2), from_slot: 0 }));
+        let out = deliver(&mut r, 10, 2, Message::Prepare(Prepare { ballot: ballot(2, 2), from_slot: 0, transfer: false }));
         persist_all(&mut r, 10, &out);
         // Let the stickiness window pass, so only the ballot order decides.
-        let out = deliver(&mut r, 1_000, 0, Message::Prepare(Prepare { ballot: ballot(1, 0), from_slot: 0 }));
+        let out = deliver(&mut r, 1_000, 0, Message::Prepare(Prepare { ballot: ballot(1, 0), from_slot: 0, transfer: false }));
         let reply = sent(&out);
         assert!(matches!(reply[..], [(_, Message::Reject(ref rej))] if rej.reason == Rejection::Stale { promised: ballot(2, 2) }));
     }
@@ -200,7 +202,7 @@ mod tests {
     #[test]
     fn accept_below_the_promise_is_rejected_and_not_stored() {
         let mut r = replica(1, 3);
-        let out = deliver(&mut r, 10, 2, Message::Prepare(Prepare { ballot: ballot(2, 2), from_slot: 0 }));
+        let out = deliver(&mut r, 10, 2, Message::Prepare(Prepare { ballot: ballot(2, 2), from_slot: 0, transfer: false }));
         persist_all(&mut r, 10, &out);
         let out = deliver(&mut r, 11, 0, accept(1, 0, 0, 1, 0));
         assert!(persists(&out).is_empty(), "nothing persisted from a stale accept");
@@ -215,7 +217,7 @@ mod tests {
         assert!(sent(&out).is_empty(), "no acknowledgement before persist");
         let out = persist_all(&mut r, 11, &out);
         let acks = sent(&out);
-        assert_eq!(acks, vec![(ReplicaId(0), Message::Accepted(Accepted { ballot: ballot(1, 0), upto: 3 }))]);
+        assert_eq!(acks, vec![(ReplicaId(0), Message::Accepted(Accepted { ballot: ballot(1, 0), upto: 3, round: 0 }))]);
     }
 
     #[test]
@@ -244,7 +246,7 @@ mod tests {
         let mut r = replica(1, 3);
         let out = deliver(&mut r, 10, 0, accept(1, 0, 0, 2, 0));
         persist_all(&mut r, 10, &out);
-        let out = deliver(&mut r, 11, 0, Message::Heartbeat(Heartbeat { ballot: ballot(1, 0), commit: 10 }));
+        let out = deliver(&mut r, 11, 0, Message::Heartbeat(Heartbeat { ballot: ballot(1, 0), commit: 10, round: 0 }));
         assert_eq!(r.status().commit, 2, "commit is capped at what this replica holds at the leader's ballot");
         let applied: Vec<u64> = out.iter().filter_map(|c| match c { super::super::Command::Apply { slot, .. } => Some(*slot), _ => None }).collect();
         assert_eq!(applied, vec![0, 1]);

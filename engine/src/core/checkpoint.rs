@@ -98,7 +98,7 @@ impl Replica {
             // Already past it: tell a leader where we are so it resumes with entries.
             if self.durability.durable_ballot() == self.promised && chunk.ballot == self.promised {
                 let upto = self.durability.durable_horizon();
-                self.send(from, Message::Accepted(crate::message::Accepted { ballot: self.promised, upto }));
+                self.send(from, Message::Accepted(crate::message::Accepted { ballot: self.promised, upto, round: self.leader_round_seen }));
             }
             return;
         }

@@ -110,4 +110,7 @@ pub enum Mutation {
     EarlyReconfig,
     /// A candidate ignores that a promiser discarded slots it has not learned (checkpointed away).
     IgnoreCheckpointGap,
+    /// The leader serves linearizable reads from local state without confirming it still leads
+    /// (no quorum round, and no check-quorum step-down either: the classic stale-leader read).
+    ReadWithoutConfirmation,
 }

@@ -22,8 +22,17 @@ pub(crate) struct Election {
 }
 
 impl Replica {
+    /// Starts phase 1 because the leader asked this replica to take over.
+    pub(crate) fn start_election_for_transfer(&mut self) {
+        self.campaign(true);
+    }
+
     /// Starts phase 1 for a fresh ballot above every round seen.
     pub(crate) fn start_election(&mut self) {
+        self.campaign(false);
+    }
+
+    fn campaign(&mut self, transfer: bool) {
         let round = self.promised.round.max(self.max_round_seen) + 1;
         let ballot = Ballot::new(round, self.id());
         self.adopt_ballot(ballot);
@@ -43,7 +52,7 @@ impl Replica {
         let me = self.id();
         let voters: Vec<ReplicaId> = self.membership.voters().to_vec();
         for voter in voters.into_iter().filter(|v| *v != me) {
-            self.send(voter, Message::Prepare(Prepare { ballot, from_slot }));
+            self.send(voter, Message::Prepare(Prepare { ballot, from_slot, transfer }));
         }
     }
 
@@ -125,6 +134,7 @@ impl Replica {
         self.learn_commit(new_commit);
         let mut leadership = super::leader::Leadership::new(ballot, &self.membership, self.id(), election.from_slot, self.now_ms);
         leadership.reconfig_pending = cut.filter(|slot| *slot >= self.commit);
+        leadership.phase1_end = end;
         self.role = Role::Leader(leadership);
         self.leader_hint = Some(self.id());
         self.out.push(Command::LeadershipChanged { leading: true, ballot });
@@ -137,6 +147,10 @@ impl Replica {
         match std::mem::replace(&mut self.role, Role::Follower) {
             Role::Leader(leadership) => {
                 self.out.push(Command::LeadershipChanged { leading: false, ballot: seen });
+                let hint = (seen.owner() != self.id()).then_some(seen.owner());
+                for read in &leadership.reads {
+                    self.out.push(Command::ReadRefused { id: read.id, leader: hint });
+                }
                 let refused = leadership.pending.iter().map(|r| (r.client, r.seq)).collect();
                 self.leader_hint = (seen.owner() != self.id()).then_some(seen.owner());
                 self.last_leader_contact_ms = self.leader_hint.map(|_| self.now_ms);
@@ -161,7 +175,7 @@ mod tests {
         let mut r = replica(0, 3);
         step(&mut r, 0, Input::Tick);
         // Having seen round 2, the next election uses round 3.
-        deliver(&mut r, 1, 2, Message::Heartbeat(Heartbeat { ballot: ballot(2, 2), commit: 0 }));
+        deliver(&mut r, 1, 2, Message::Heartbeat(Heartbeat { ballot: ballot(2, 2), commit: 0, round: 0 }));
         let out = step(&mut r, 2_000, Input::Tick);
         let prepares: Vec<_> = sent(&out).into_iter().filter(|(_, m)| matches!(m, Message::Prepare(_))).collect();
         assert_eq!(prepares.len(), 2, "prepare goes to both other voters");
@@ -196,7 +210,7 @@ mod tests {
     fn phase1_prefers_the_higher_ballot_when_promises_disagree() {
         let mut r = replica(0, 3);
         step(&mut r, 0, Input::Tick);
-        deliver(&mut r, 1, 2, Message::Heartbeat(Heartbeat { ballot: ballot(2, 2), commit: 0 }));
+        deliver(&mut r, 1, 2, Message::Heartbeat(Heartbeat { ballot: ballot(2, 2), commit: 0, round: 0 }));
         let out = step(&mut r, 2_000, Input::Tick);
         persist_all(&mut r, 2_000, &out); // own promise durable: one more makes a majority
         let (low, high) = (batch(1, 1, "low"), batch(2, 1, "high"));

@@ -17,6 +17,26 @@ pub enum Input {
     /// An administrator asks to replace the configuration (add, remove, replace members, promote
     /// learners). Only the leader proposes it; the answer comes as `Command::Admin`.
     ChangeMembership(Membership),
+    /// A linearizable read at the leader (read-index): answered by `ReadReady` once leadership is
+    /// confirmed by a majority after the read arrived and everything chosen before it is applied.
+    Read {
+        /// The driver's id for the read.
+        id: u64,
+    },
+    /// A bounded-staleness read at any replica (RSL's fast read): answered by `ReadReady` once this
+    /// replica has applied at least `min_slot` slots (e.g. the slot of the client's last write).
+    FastRead {
+        /// The driver's id for the read.
+        id: u64,
+        /// Serve only once this many slots are applied here.
+        min_slot: Slot,
+    },
+    /// Hand leadership to `to` (or, with `None`, to the most caught-up voter), with no
+    /// unavailability beyond about one round trip. Answered with `Command::Admin`.
+    TransferLeadership {
+        /// The voter to hand over to.
+        to: Option<ReplicaId>,
+    },
     /// The state machine took a checkpoint of every slot below `checkpoint.slot`. The core stores
     /// it (a `Persist`), then discards the log below it and serves it to replicas that lag behind.
     CheckpointTaken(Checkpoint),
@@ -57,6 +77,20 @@ pub enum Command {
     },
     /// The answer to an administrative input.
     Admin(AdminReply),
+    /// Read `id` may now be served from the state machine, which reflects every slot below `slot`.
+    ReadReady {
+        /// The read.
+        id: u64,
+        /// Slots applied when it is served (a client passes it as `min_slot` later for monotonic reads).
+        slot: Slot,
+    },
+    /// Read `id` cannot be served here.
+    ReadRefused {
+        /// The read.
+        id: u64,
+        /// The leader to ask instead, if known.
+        leader: Option<ReplicaId>,
+    },
     /// Replace the state machine's state with this checkpoint (received from a peer); later
     /// `Apply` commands continue from `checkpoint.slot`.
     InstallCheckpoint(Checkpoint),
@@ -76,6 +110,11 @@ pub enum AdminReply {
     ReconfigProposed {
         /// Slot of the `Value::Reconfig`.
         slot: Slot,
+    },
+    /// Leadership is being handed to `to`.
+    TransferStarted {
+        /// The voter taking over.
+        to: ReplicaId,
     },
     /// The change was refused.
     Refused {

@@ -22,6 +22,12 @@ pub(crate) struct Progress {
     pub last_ack_ms: u64,
     /// A checkpoint chunk is on its way (the follower's next slot was discarded).
     pub snapshot_in_flight: bool,
+    /// Highest heartbeat round it echoed.
+    pub round: u64,
+    /// The horizon in its latest acknowledgement (it can fall below `matched` after a restart).
+    pub reported: Slot,
+    /// `reported` at the previous heartbeat.
+    pub reported_at_heartbeat: Slot,
 }
 
 /// State that exists only while leading.
@@ -39,12 +45,22 @@ pub(crate) struct Leadership {
     pub since_ms: u64,
     /// A reconfig at this slot is not yet chosen: nothing is proposed past it.
     pub reconfig_pending: Option<Slot>,
+    /// End of the slots phase 1 re-proposed: a read-index never goes below it.
+    pub phase1_end: Slot,
+    /// Heartbeat rounds sent for read confirmation.
+    pub read_round: u64,
+    /// A read arrived since the last round: start one at the end of the step.
+    pub read_round_due: bool,
+    /// Linearizable reads waiting for confirmation and apply.
+    pub reads: VecDeque<super::reads::PendingRead>,
+    /// A leadership hand-over in progress: no new proposals meanwhile.
+    pub transfer: Option<super::transfer::Transfer>,
 }
 
 impl Progress {
     /// A follower assumed to need everything from `next` on.
     pub(crate) fn new(next: Slot, now_ms: u64) -> Self {
-        Progress { next, matched: 0, matched_at_heartbeat: 0, last_ack_ms: now_ms, snapshot_in_flight: false }
+        Progress { next, matched: 0, matched_at_heartbeat: 0, last_ack_ms: now_ms, snapshot_in_flight: false, round: 0, reported: 0, reported_at_heartbeat: 0 }
     }
 }
 
@@ -58,6 +74,11 @@ impl Leadership {
             next_heartbeat_ms: now_ms,
             since_ms: now_ms,
             reconfig_pending: None,
+            phase1_end: from_slot,
+            read_round: 0,
+            read_round_due: false,
+            reads: VecDeque::new(),
+            transfer: None,
         }
     }
 }
@@ -83,14 +104,18 @@ impl Replica {
     }
 
     /// Cuts pending requests into batches while the window has room, one slot per batch.
-    fn fill_window(&mut self) {
+    pub(crate) fn fill_window(&mut self) {
         let window_end = self.commit + self.cfg.window_slots;
         let (max_requests, max_bytes) = (self.cfg.max_batch_requests, self.cfg.max_batch_bytes);
         let Role::Leader(leadership) = &mut self.role else { return };
         let ballot = leadership.ballot;
         let mut proposed = false;
         // Proposals extend the horizon (stale entries past it, from older ballots, are overwritten).
-        while !leadership.pending.is_empty() && self.horizon < window_end && leadership.reconfig_pending.is_none() {
+        while !leadership.pending.is_empty()
+            && self.horizon < window_end
+            && leadership.reconfig_pending.is_none()
+            && leadership.transfer.is_none()
+        {
             let mut batch = Vec::new();
             let mut size_bytes = 0;
             while let Some(request) = leadership.pending.front() {
@@ -124,7 +149,7 @@ impl Replica {
     }
 
     /// Sends the next chunks of the log to `follower`, bounded by its in-flight allowance.
-    fn replicate(&mut self, follower: ReplicaId) {
+    pub(crate) fn replicate(&mut self, follower: ReplicaId) {
         let in_flight_limit = self.cfg.window_slots + self.cfg.max_values_per_accept as u64;
         let chunk = self.cfg.max_values_per_accept;
         let commit = self.commit;
@@ -164,6 +189,8 @@ impl Replica {
         }
         let Some(progress) = leadership.progress.get_mut(&from) else { return };
         progress.last_ack_ms = now_ms;
+        progress.round = progress.round.max(accepted.round);
+        progress.reported = accepted.upto;
         // Even an old horizon moves `next` forward: a rewind may have pushed it below it.
         progress.next = progress.next.max(accepted.upto);
         if accepted.upto > progress.matched {
@@ -171,6 +198,7 @@ impl Replica {
             self.advance_commit();
         }
         self.replicate(from);
+        self.advance_transfer();
     }
 
     pub(crate) fn on_reject(&mut self, from: ReplicaId, reject: Reject) {
@@ -240,7 +268,12 @@ impl Replica {
         if self.now_ms < leadership.next_heartbeat_ms {
             return;
         }
-        let judged = self.now_ms >= leadership.since_ms + self.cfg.election_timeout_max_ms;
+        #[allow(unused_mut)]
+        let mut judged = self.now_ms >= leadership.since_ms + self.cfg.election_timeout_max_ms;
+        #[cfg(feature = "mutations")]
+        if self.mutated(super::Mutation::ReadWithoutConfirmation) {
+            judged = false;
+        }
         if judged && !self.has_quorum_contact() {
             // Check-quorum: a leader cut off from a majority stops taking requests it cannot commit.
             let ballot = self.promised;
@@ -255,18 +288,25 @@ impl Replica {
                 }
                 if progress.matched == progress.matched_at_heartbeat {
                     progress.snapshot_in_flight = false; // a chunk or request may have been lost
+                    if progress.reported < progress.next && progress.reported == progress.reported_at_heartbeat {
+                        // It keeps reporting less than we sent (it restarted and lost its
+                        // volatile horizon): resend from what it reports.
+                        progress.next = progress.reported;
+                    }
                 }
                 progress.matched_at_heartbeat = progress.matched;
+                progress.reported_at_heartbeat = progress.reported;
             }
             leadership.next_heartbeat_ms = self.now_ms + self.cfg.heartbeat_interval_ms;
         }
         self.broadcast_heartbeat();
         self.replicate_all();
+        self.advance_transfer();
     }
 
     pub(crate) fn broadcast_heartbeat(&mut self) {
         let Role::Leader(leadership) = &self.role else { return };
-        let heartbeat = Heartbeat { ballot: leadership.ballot, commit: self.commit };
+        let heartbeat = Heartbeat { ballot: leadership.ballot, commit: self.commit, round: leadership.read_round };
         let followers: Vec<ReplicaId> = leadership.progress.keys().copied().collect();
         for follower in followers {
             self.send(follower, Message::Heartbeat(heartbeat.clone()));
@@ -318,7 +358,7 @@ mod tests {
         let out = persist_all(&mut r, 2_001, &outs);
         assert!(r.status().commit == 0 && out.iter().all(|c| !matches!(c, Command::Apply { .. })), "own vote alone commits nothing");
         let ballot = r.promised;
-        let out = deliver(&mut r, 2_002, 1, Message::Accepted(Accepted { ballot, upto: 4 }));
+        let out = deliver(&mut r, 2_002, 1, Message::Accepted(Accepted { ballot, upto: 4, round: 0 }));
         assert_eq!(r.status().commit, 4, "own durable vote + one follower is a majority");
         // The window slid by 4: the 10 queued requests go out in one batch.
         assert_eq!(r.status().log_end, window + 1);
@@ -332,7 +372,7 @@ mod tests {
         let mut r = leader_of_three();
         let out = step(&mut r, 2_000, Input::Propose(vec![request(7, 1, "x")]));
         let ballot = r.promised;
-        deliver(&mut r, 2_001, 1, Message::Accepted(Accepted { ballot, upto: 1 }));
+        deliver(&mut r, 2_001, 1, Message::Accepted(Accepted { ballot, upto: 1, round: 0 }));
         assert_eq!(r.status().commit, 0, "leader's own write not yet durable: one follower is not a majority");
         let out = persist_all(&mut r, 2_002, &out);
         assert_eq!(r.status().commit, 1);

@@ -38,6 +38,8 @@ pub mod io;
 mod leader;
 mod reconfig;
 mod learning;
+mod reads;
+mod transfer;
 mod checkpoint;
 pub mod log;
 #[cfg(test)]
@@ -120,6 +122,10 @@ pub struct Replica {
     pub(crate) started: bool,
     pub(crate) next_commit_persist_ms: u64,
     pub(crate) max_round_seen: u64,
+    /// Highest heartbeat round seen from the leader of `promised` (echoed for read-index).
+    pub(crate) leader_round_seen: u64,
+    /// Fast reads waiting for this replica to apply far enough.
+    pub(crate) waiting_fast_reads: Vec<(u64, Slot)>,
     pub(crate) out: Vec<Command>,
 }
 
@@ -157,6 +163,8 @@ impl Replica {
             started: false,
             next_commit_persist_ms: 0,
             max_round_seen: promised.round,
+            leader_round_seen: 0,
+            waiting_fast_reads: Vec::new(),
             out: Vec::new(),
             log,
             commit,
@@ -167,6 +175,12 @@ impl Replica {
             replica.membership = checkpoint.membership.clone();
             replica.checkpoint = Some(checkpoint);
         }
+        // Entries past the commit index durably accepted at the promised ballot still count: the
+        // horizon covers them, so the leader need not resend them after a restart.
+        while replica.log.get(replica.horizon).is_some_and(|cell| cell.ballot == promised && promised != Ballot::ZERO) {
+            replica.horizon += 1;
+        }
+        replica.durability = Durability::new(promised, replica.horizon);
         replica.adopt_committed_configuration();
         replica
     }
@@ -187,9 +201,14 @@ impl Replica {
             Input::Persisted { upto } => self.on_persisted(upto),
             Input::ChangeMembership(membership) => self.on_change_membership(membership),
             Input::CheckpointTaken(checkpoint) => self.on_checkpoint_taken(checkpoint),
+            Input::Read { id } => self.on_read(id),
+            Input::FastRead { id, min_slot } => self.on_fast_read(id, min_slot),
+            Input::TransferLeadership { to } => self.on_transfer_leadership(to),
         }
+        self.start_read_round();
         self.flush_entries();
         self.apply_committed();
+        self.serve_reads();
         self.check_invariants();
         commands.append(&mut self.out);
     }
@@ -278,6 +297,7 @@ impl Replica {
             Message::Chosen(m) => self.on_chosen(from, m),
             Message::Snapshot(m) => self.on_snapshot_chunk(from, m),
             Message::SnapshotRequest(m) => self.on_snapshot_request(from, m),
+            Message::TimeoutNow(m) => self.on_timeout_now(from, m),
         }
     }
 

@@ -4,6 +4,20 @@
 use crate::kv::{KvOp, KvReply};
 use bytes::Bytes;
 
+/// How a read travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Through the log like a write (and every write).
+    Log,
+    /// Linearizable read-index read at the leader.
+    Index,
+    /// Bounded-staleness read at any replica, at least as fresh as `min_slot`.
+    Fast {
+        /// The highest slot this client has seen.
+        min_slot: u64,
+    },
+}
+
 /// An operation waiting for its reply.
 #[derive(Clone, Debug)]
 pub struct InFlight {
@@ -11,6 +25,8 @@ pub struct InFlight {
     pub op: KvOp,
     /// When it was first invoked.
     pub call_us: u64,
+    /// How it travels.
+    pub mode: ReadMode,
 }
 
 /// A completed operation, for the linearizability check.
@@ -43,12 +59,14 @@ pub struct SimClient {
     pub done: bool,
     /// Redirects followed in a row for the current operation (hints can be stale and circular).
     pub redirects_in_a_row: u32,
+    /// Highest slot any reply reflected (writes: their slot + 1; reads: the slot served at).
+    pub seen_slot: u64,
 }
 
 impl SimClient {
     /// A client that starts at replica `target`.
     pub fn new(target: usize) -> Self {
-        SimClient { seq: 0, current: None, target, generation: 0, heal_ops_left: None, done: false, redirects_in_a_row: 0 }
+        SimClient { seq: 0, current: None, target, generation: 0, heal_ops_left: None, done: false, redirects_in_a_row: 0, seen_slot: 0 }
     }
 }
 

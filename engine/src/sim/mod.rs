@@ -71,6 +71,8 @@ pub struct SimConfig {
     pub checkpoint_every_slots: u64,
     /// Log slots kept below a checkpoint.
     pub checkpoint_retain_slots: u64,
+    /// Mean time between leadership transfer requests (0: none).
+    pub transfer_every_ms: u64,
 }
 
 impl SimConfig {
@@ -107,6 +109,7 @@ impl SimConfig {
             client_timeout_ms: 200,
             checkpoint_every_slots: [0, 0, 10, 40][rng.usize(0..4)],
             checkpoint_retain_slots: [0, 5][rng.usize(0..2)],
+            transfer_every_ms: [0, 0, 300][rng.usize(0..3)],
         }
     }
 }
@@ -156,6 +159,22 @@ pub enum Violation {
     },
     /// Replicas did not converge to the same state after healing.
     Diverged(String),
+    /// A fast read was served below the slot the client asked for.
+    StaleRead {
+        /// Replica index.
+        node: usize,
+        /// Slot served at.
+        slot: Slot,
+        /// Slot asked for.
+        min_slot: Slot,
+    },
+    /// A read returned a value that is not the key's value at the slot it was served at.
+    WrongRead {
+        /// Replica index.
+        node: usize,
+        /// Slot served at.
+        slot: Slot,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -199,6 +218,12 @@ pub struct Report {
     pub checkpoints_taken: u64,
     /// Checkpoints received from a peer and installed.
     pub checkpoints_installed: u64,
+    /// Leadership transfers started.
+    pub transfers_started: u64,
+    /// Linearizable read-index reads served (checked in the history).
+    pub index_reads: u64,
+    /// Fast reads served (checked against the chosen sequence at their slot).
+    pub fast_reads: u64,
 }
 
 impl Report {

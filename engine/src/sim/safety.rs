@@ -3,12 +3,14 @@
 //! a prefix of one sequence.
 
 use super::Violation;
+use crate::applier::{Applier, Outcome};
+use crate::kv::{KvOp, KvStore};
 use crate::membership::Membership;
+use bytes::Bytes;
 use crate::types::{Ballot, Entry, ReplicaId, Slot, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The global view the checks compare every replica against.
-#[derive(Debug)]
 pub struct SafetyChecker {
     /// Configurations by the first slot they decide, from the learned sequence's reconfigs.
     configurations: Vec<(Slot, Membership)>,
@@ -18,16 +20,22 @@ pub struct SafetyChecker {
     accepts: HashMap<(Slot, Ballot), (Value, BTreeSet<usize>)>,
     /// Slots chosen by the Paxos definition: a majority durably accepted one (ballot, value).
     chosen: BTreeMap<Slot, Value>,
+    /// The learned sequence applied to a reference state machine...
+    reference: Applier<KvStore>,
+    /// ...recording each key's value after every slot that changed it: (slots applied, value).
+    key_history: HashMap<Bytes, Vec<(Slot, Option<Bytes>)>>,
 }
 
 impl SafetyChecker {
     /// A checker for a group that starts with `initial`.
     pub fn new(initial: Membership) -> Self {
         SafetyChecker {
-            configurations: vec![(0, initial)],
             learned: Vec::new(),
             accepts: HashMap::new(),
             chosen: BTreeMap::new(),
+            reference: Applier::new(KvStore::default(), initial.clone()),
+            key_history: HashMap::new(),
+            configurations: vec![(0, initial)],
         }
     }
 
@@ -106,6 +114,7 @@ impl SafetyChecker {
                 }
             }
             self.learned.push(value.clone());
+            self.record_reference(slot, value);
             if let Value::Reconfig(membership) = value {
                 self.configurations.push((slot + 1, membership.clone()));
             }
@@ -114,6 +123,39 @@ impl SafetyChecker {
             self.evaluate(slot + 1)?;
         } else {
             return Err(Violation::AppliedDiverged { node, slot });
+        }
+        Ok(())
+    }
+
+    /// Applies a newly learned slot to the reference and records what each write left its key at.
+    fn record_reference(&mut self, slot: Slot, value: &Value) {
+        let mut results = Vec::new();
+        self.reference.apply(slot, value, &mut results);
+        let Value::Batch(requests) = value else { return };
+        for (request, result) in requests.iter().zip(results) {
+            if !matches!(result.outcome, Outcome::Executed(_)) {
+                continue;
+            }
+            if let Ok(op @ (KvOp::Put { .. } | KvOp::Cas { .. })) = KvOp::decode(&request.op) {
+                let after = self.reference.state_machine().get(op.key()).cloned();
+                self.key_history.entry(op.key().clone()).or_default().push((slot + 1, after));
+            }
+        }
+    }
+
+    /// A read at replica `node` of `key` with `slot` slots applied returned `value`: it must be the
+    /// key's value after exactly those slots of the one sequence.
+    pub fn check_read(&self, node: usize, key: &Bytes, slot: Slot, value: Option<&Bytes>) -> Result<(), Violation> {
+        if slot as usize > self.learned.len() {
+            return Err(Violation::WrongRead { node, slot });
+        }
+        let expected = self
+            .key_history
+            .get(key)
+            .and_then(|history| history.iter().rev().find(|(at, _)| *at <= slot))
+            .and_then(|(_, value)| value.as_ref());
+        if expected != value {
+            return Err(Violation::WrongRead { node, slot });
         }
         Ok(())
     }

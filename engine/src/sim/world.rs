@@ -1,7 +1,7 @@
 //! The simulated world: replicas, their storage and clocks, the network and the clients, driven
 //! by one event queue and one seeded generator.
 
-use super::client::{next_op, Completed, InFlight, SimClient};
+use super::client::{next_op, Completed, InFlight, ReadMode, SimClient};
 use super::kv_model::KvRegister;
 use super::linearizability::{self, Operation};
 use super::network::{Delivery, Network, NetworkFaults};
@@ -26,7 +26,10 @@ const SWEEP_EVERY_EVENTS: u64 = 4_096;
 /// A client's view of a reply.
 #[derive(Clone, Debug)]
 enum Response {
-    Reply(Bytes),
+    /// A write's (or log read's) reply and the slot count it is reflected in.
+    Reply(Bytes, Slot),
+    /// A read served without the log, and the slot count it reflects.
+    ReadValue(Option<Bytes>, Slot),
     Redirect(Option<ReplicaId>),
 }
 
@@ -34,6 +37,8 @@ enum Response {
 enum Event {
     Deliver { to: usize, envelope: Envelope },
     ClientRequest { node: usize, request: Request },
+    ClientRead { node: usize, client: usize, seq: u64, key: Bytes, mode: ReadMode },
+    Transfer,
     ClientResponse { client: usize, seq: u64, response: Response },
     ClientSend { client: usize, generation: u64 },
     ClientTimeout { client: usize, generation: u64 },
@@ -79,6 +84,8 @@ struct Node {
     storage: SimStorage,
     incarnation: u64,
     awaiting: BTreeSet<(ClientId, u64)>,
+    /// Reads handed to the core: id -> (client, seq, key, mode).
+    reads: BTreeMap<u64, (usize, u64, Bytes, ReadMode)>,
     clock_offset_us: u64,
     clock_rate_ppm: i64,
     commit_checked: Slot,
@@ -112,6 +119,7 @@ pub struct World {
     written: Vec<Bytes>,
     report: Report,
     commands: Vec<Command>,
+    next_read_id: u64,
 }
 
 impl World {
@@ -125,6 +133,7 @@ impl World {
                 storage: SimStorage::default(),
                 incarnation: 0,
                 awaiting: BTreeSet::new(),
+                reads: BTreeMap::new(),
                 clock_offset_us: rng.u64(0..1_000_000),
                 clock_rate_ppm: rng.i64(-(config.max_drift_ppm as i64)..=config.max_drift_ppm as i64),
                 commit_checked: 0,
@@ -151,6 +160,7 @@ impl World {
             written: Vec::new(),
             report: Report { seed, ..Report::default() },
             commands: Vec::new(),
+            next_read_id: 0,
             config,
         }
     }
@@ -171,6 +181,10 @@ impl World {
         if self.config.partition_every_ms > 0 {
             let at = self.rng.u64(0..2 * self.config.partition_every_ms * 1_000);
             self.schedule(at, Event::PartitionStart);
+        }
+        if self.config.transfer_every_ms > 0 {
+            let at = self.rng.u64(0..2 * self.config.transfer_every_ms * 1_000);
+            self.schedule(at, Event::Transfer);
         }
         if self.config.reconfig_every_ms > 0 {
             let at = self.rng.u64(0..2 * self.config.reconfig_every_ms * 1_000);
@@ -276,6 +290,20 @@ impl World {
                 self.nodes[node].awaiting.insert((request.client, request.seq));
                 self.step(node, Input::Propose(vec![request]))
             }
+            Event::ClientRead { node, client, seq, key, mode } => {
+                if self.nodes[node].core.is_none() {
+                    return Ok(());
+                }
+                self.next_read_id += 1;
+                let id = self.next_read_id;
+                self.nodes[node].reads.insert(id, (client, seq, key, mode));
+                let input = match mode {
+                    ReadMode::Fast { min_slot } => Input::FastRead { id, min_slot },
+                    _ => Input::Read { id },
+                };
+                self.step(node, input)
+            }
+            Event::Transfer => self.transfer(),
             Event::ClientResponse { client, seq, response } => {
                 self.on_client_response(client, seq, response);
                 Ok(())
@@ -419,7 +447,7 @@ impl World {
                         Outcome::Executed(reply) | Outcome::Duplicate(reply) => reply,
                         Outcome::Stale => continue,
                     };
-                    self.respond(result.client, result.seq, Response::Reply(reply));
+                    self.respond(result.client, result.seq, Response::Reply(reply, slot + 1));
                 }
             }
             Command::Redirect { requests, leader } => {
@@ -427,6 +455,29 @@ impl World {
                     if self.nodes[node].awaiting.remove(&(client, seq)) {
                         self.respond(client, seq, Response::Redirect(leader));
                     }
+                }
+            }
+            Command::ReadReady { id, slot } => {
+                let state = &mut self.nodes[node];
+                let Some((client, seq, key, mode)) = state.reads.remove(&id) else { return Ok(()) };
+                if state.applier.next_slot() != slot {
+                    return Err(Violation::Diverged(format!("read served at slot {slot} but {} applied", state.applier.next_slot())));
+                }
+                let value = state.applier.state_machine().get(&key).cloned();
+                if let ReadMode::Fast { min_slot } = mode {
+                    self.report.fast_reads += 1;
+                    if slot < min_slot {
+                        return Err(Violation::StaleRead { node, slot, min_slot });
+                    }
+                    self.safety.check_read(node, &key, slot, value.as_ref())?;
+                } else {
+                    self.report.index_reads += 1;
+                }
+                self.respond(ClientId(client as u64), seq, Response::ReadValue(value, slot));
+            }
+            Command::ReadRefused { id, leader } => {
+                if let Some((client, seq, _, _)) = self.nodes[node].reads.remove(&id) {
+                    self.respond(ClientId(client as u64), seq, Response::Redirect(leader));
                 }
             }
             Command::InstallCheckpoint(checkpoint) => {
@@ -437,8 +488,10 @@ impl World {
                 state.commit_checked = state.commit_checked.max(checkpoint.slot);
             }
             Command::Admin(reply) => {
-                if let crate::core::AdminReply::ReconfigProposed { .. } = reply {
-                    self.report.reconfigs_proposed += 1;
+                match reply {
+                    crate::core::AdminReply::ReconfigProposed { .. } => self.report.reconfigs_proposed += 1,
+                    crate::core::AdminReply::TransferStarted { .. } => self.report.transfers_started += 1,
+                    crate::core::AdminReply::Refused { .. } => {}
                 }
             }
             Command::LeadershipChanged { leading, .. } => {
@@ -486,7 +539,16 @@ impl World {
         if let KvOp::Put { value, .. } | KvOp::Cas { new: value, .. } = &op {
             self.written.push(value.clone());
         }
-        self.clients[client].current = Some(InFlight { op, call_us: self.now_us });
+        let mode = match (&op, self.rng.u32(0..3)) {
+            (KvOp::Get { .. }, 1) => ReadMode::Index,
+            (KvOp::Get { .. }, 2) => ReadMode::Fast { min_slot: self.clients[client].seen_slot },
+            _ => ReadMode::Log,
+        };
+        if let ReadMode::Fast { .. } = mode {
+            // A fast read may go to any replica.
+            self.clients[client].target = self.rng.usize(0..self.nodes.len());
+        }
+        self.clients[client].current = Some(InFlight { op, call_us: self.now_us, mode });
         self.send_request(client);
     }
 
@@ -496,8 +558,17 @@ impl World {
         c.generation += 1;
         let generation = c.generation;
         let node = c.target;
-        let request = Request { client: ClientId(client as u64), seq: c.seq, op: in_flight.op.encode() };
-        self.transmit(None, |_| Event::ClientRequest { node, request: request.clone() });
+        let seq = c.seq;
+        match (&in_flight.op, in_flight.mode) {
+            (KvOp::Get { key }, mode) if mode != ReadMode::Log => {
+                let key = key.clone();
+                self.transmit(None, |_| Event::ClientRead { node, client, seq, key: key.clone(), mode });
+            }
+            _ => {
+                let request = Request { client: ClientId(client as u64), seq, op: in_flight.op.encode() };
+                self.transmit(None, |_| Event::ClientRequest { node, request: request.clone() });
+            }
+        }
         self.after(self.config.client_timeout_ms * 1_000, Event::ClientTimeout { client, generation });
     }
 
@@ -507,11 +578,19 @@ impl World {
             return; // an old or duplicated reply
         }
         match response {
-            Response::Reply(bytes) => {
+            Response::Reply(_, slot) | Response::ReadValue(_, slot) => {
                 c.redirects_in_a_row = 0;
+                c.seen_slot = c.seen_slot.max(slot);
                 let in_flight = c.current.take().expect("checked above");
-                let reply = KvReply::decode(&bytes).unwrap_or(KvReply::Malformed);
-                self.history.push(Completed { call_us: in_flight.call_us, return_us: self.now_us, op: in_flight.op, reply });
+                let reply = match response {
+                    Response::Reply(bytes, _) => KvReply::decode(&bytes).unwrap_or(KvReply::Malformed),
+                    Response::ReadValue(value, _) => KvReply::Value(value),
+                    Response::Redirect(_) => unreachable!("matched above"),
+                };
+                if !matches!(in_flight.mode, ReadMode::Fast { .. }) {
+                    // Fast reads are not linearizable by design; they were checked when served.
+                    self.history.push(Completed { call_us: in_flight.call_us, return_us: self.now_us, op: in_flight.op, reply });
+                }
                 self.report.operations += 1;
                 if let Some(left) = c.heal_ops_left.as_mut() {
                     *left -= 1;
@@ -548,6 +627,7 @@ impl World {
             let state = &mut self.nodes[node];
             state.core = None;
             state.awaiting.clear();
+            state.reads.clear();
             state.incarnation += 1;
             self.report.lost_writes += state.storage.crash() as u64;
             self.report.crashes += 1;
@@ -614,13 +694,29 @@ impl World {
         let voters: Vec<ReplicaId> = ids[..size].iter().map(|i| ReplicaId(*i)).collect();
         let learners: Vec<ReplicaId> = ids[size..].iter().filter(|_| self.rng.bool()).map(|i| ReplicaId(*i)).collect();
         let membership = Membership::try_new(voters, learners).expect("drawn configurations are well formed");
-        let leader = (0..pool)
+        let target = self.apparent_leader().unwrap_or_else(|| self.rng.usize(0..pool));
+        self.step(target, Input::ChangeMembership(membership))
+    }
+
+    /// An administrator asks the leader to hand over (to a random voter, or the best one).
+    fn transfer(&mut self) -> Result<(), Violation> {
+        if self.healed {
+            return Ok(());
+        }
+        let gap = self.rng.u64(0..2 * self.config.transfer_every_ms * 1_000);
+        self.after(gap, Event::Transfer);
+        let Some(leader) = self.apparent_leader() else { return Ok(()) };
+        let to = if self.rng.bool() { None } else { Some(ReplicaId(self.rng.u32(0..self.nodes.len() as u32))) };
+        self.step(leader, Input::TransferLeadership { to })
+    }
+
+    /// The live replica claiming leadership at the highest ballot.
+    fn apparent_leader(&self) -> Option<usize> {
+        (0..self.nodes.len())
             .filter_map(|n| self.nodes[n].core.as_ref().map(|c| (c.status(), n)))
             .filter(|(status, _)| status.leading)
             .max_by_key(|(status, _)| status.promised)
-            .map(|(_, n)| n);
-        let target = leader.unwrap_or_else(|| self.rng.usize(0..pool));
-        self.step(target, Input::ChangeMembership(membership))
+            .map(|(_, n)| n)
     }
 
     /// Faults stop: links heal, crashed replicas restart, clients run their last operations.
