@@ -44,10 +44,13 @@ pub struct UpArgs {
     /// Replica i serves metrics on 127.0.0.1:(metrics_base_port + i).
     #[arg(long, default_value_t = 9400)]
     metrics_base_port: u16,
-    /// Size of each replica's log file. There are no checkpoints yet, so the log holds every
-    /// write since the cluster was created: size it for the run (about 230 bytes per 64-byte put).
+    /// Size of each replica's log file.
     #[arg(long, default_value_t = 256)]
     log_size_mib: u64,
+    /// Checkpoint every this many applied slots and discard the log below (0: never, and the log
+    /// then holds every write: about 230 bytes per 64-byte put).
+    #[arg(long, default_value_t = 10_000)]
+    checkpoint_every_slots: u64,
     /// Wait this long for a leader before giving up.
     #[arg(long, default_value_t = 15)]
     wait_s: u64,
@@ -110,6 +113,7 @@ fn write_configs(args: &UpArgs) -> Result<ClusterFile, String> {
     for id in 0..args.replicas {
         let mut config = ReplicaConfig::local(id, members.clone(), format!("r{id}").into(), "secret".into(), Some(metrics[id as usize].clone()));
         config.log.size_mib = args.log_size_mib;
+        config.log.checkpoint_every_slots = args.checkpoint_every_slots;
         let text = toml::to_string_pretty(&config).map_err(|e| e.to_string())?;
         let path = dir.join(format!("replica-{id}.toml"));
         std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;

@@ -63,6 +63,10 @@ pub struct LogSection {
     /// Size of a log file created on first start.
     #[serde(default = "default_log_size_mib")]
     pub size_mib: u64,
+    /// Checkpoint the state machine every this many applied slots, then discard the log below it
+    /// (0: never; the log then keeps every write and eventually fills).
+    #[serde(default = "default_checkpoint_every_slots")]
+    pub checkpoint_every_slots: u64,
 }
 
 /// Transport between replicas.
@@ -151,6 +155,9 @@ fn default_backend() -> String {
 fn default_log_size_mib() -> u64 {
     256
 }
+fn default_checkpoint_every_slots() -> u64 {
+    10_000
+}
 fn default_transport() -> String {
     "tcp".into()
 }
@@ -170,7 +177,12 @@ fn default_true() -> bool {
     true
 }
 fn default_log() -> LogSection {
-    LogSection { backend: default_backend(), path: None, size_mib: default_log_size_mib() }
+    LogSection {
+        backend: default_backend(),
+        path: None,
+        size_mib: default_log_size_mib(),
+        checkpoint_every_slots: default_checkpoint_every_slots(),
+    }
 }
 fn default_transport_section() -> TransportSection {
     TransportSection { kind: default_transport() }
@@ -289,6 +301,7 @@ impl ReplicaConfig {
         let mut node = NodeConfig::new(self.core_config());
         node.placement = self.placement();
         node.tick_ms = self.timeouts.tick_ms;
+        node.checkpoint_every_slots = self.log.checkpoint_every_slots;
         if let Some(spins) = self.placement.spin_iterations {
             node.spin_iterations = spins;
         }

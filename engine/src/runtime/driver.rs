@@ -45,25 +45,30 @@ pub struct Driver<S, T, R, O> {
     applied: Vec<Applied>,
     started: Instant,
     tick_ms: u64,
+    checkpoint_every_slots: u64,
+    last_checkpoint_slot: u64,
 }
 
 impl<S: StateMachine, T: PeerTransport, R: Responder, O: Observer> Driver<S, T, R, O> {
-    /// Wires a recovered core to its rings, transport and state machine.
+    /// Wires a recovered core and applier (built from the same recovered checkpoint, if any) to
+    /// their rings and transport. A checkpoint is taken every `checkpoint_every_slots` applied
+    /// slots (0: never).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         core: Replica,
-        state_machine: S,
+        applier: Applier<S>,
         transport: T,
         persist: Arc<Ring<PersistJob>>,
         inbox: Arc<Ring<Event<R>>>,
         shared: Arc<Shared>,
         observer: Arc<O>,
         tick_ms: u64,
+        checkpoint_every_slots: u64,
     ) -> Self {
-        let membership = core.status().membership;
+        let last_checkpoint_slot = applier.next_slot();
         Driver {
             core,
-            applier: Applier::new(state_machine, membership),
+            applier,
             transport,
             persist,
             inbox,
@@ -75,6 +80,8 @@ impl<S: StateMachine, T: PeerTransport, R: Responder, O: Observer> Driver<S, T, 
             applied: Vec::with_capacity(1024),
             started: Instant::now(),
             tick_ms: tick_ms.max(1),
+            checkpoint_every_slots,
+            last_checkpoint_slot,
         }
     }
 
@@ -148,6 +155,21 @@ impl<S: StateMachine, T: PeerTransport, R: Responder, O: Observer> Driver<S, T, 
             self.execute(command);
         }
         self.commands = commands;
+        self.maybe_checkpoint();
+    }
+
+    /// The checkpoint policy: every `checkpoint_every_slots` applied slots, hand the core a
+    /// checkpoint so it can persist it and discard the log below it (bounding the log's size).
+    fn maybe_checkpoint(&mut self) {
+        let every = self.checkpoint_every_slots;
+        if every == 0 || self.applier.next_slot() < self.last_checkpoint_slot + every {
+            return;
+        }
+        let checkpoint = self.applier.checkpoint();
+        self.last_checkpoint_slot = checkpoint.slot;
+        self.observer.on_checkpoint(checkpoint.slot, checkpoint.data.len());
+        tracing::debug!(slot = checkpoint.slot, bytes = checkpoint.data.len(), "checkpoint taken");
+        self.step(Input::CheckpointTaken(checkpoint));
     }
 
     fn execute(&mut self, command: Command) {
@@ -182,10 +204,16 @@ impl<S: StateMachine, T: PeerTransport, R: Responder, O: Observer> Driver<S, T, 
                 }
             }
             Command::Admin(reply) => tracing::info!(?reply, "administrative request answered"),
+            Command::ReadReady { id, .. } | Command::ReadRefused { id, .. } => {
+                tracing::warn!(id, "read answer for a read this driver never issued");
+            }
             Command::InstallCheckpoint(checkpoint) => {
                 let slot = checkpoint.slot;
                 match self.applier.install(&checkpoint) {
-                    Ok(()) => tracing::info!(slot, "installed a checkpoint received from a peer"),
+                    Ok(()) => {
+                        self.last_checkpoint_slot = slot;
+                        tracing::info!(slot, "installed a checkpoint received from a peer");
+                    }
                     Err(why) => panic!("checkpoint at slot {slot} received intact but not loadable: {why}"),
                 }
             }

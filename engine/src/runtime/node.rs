@@ -10,6 +10,7 @@ use super::ring::Ring;
 use super::shared::Shared;
 use super::storage::LogStorage;
 use super::transport::PeerTransport;
+use crate::applier::Applier;
 use crate::core::{CoreConfig, Replica};
 use crate::durable::Durable;
 use crate::state_machine::StateMachine;
@@ -32,6 +33,8 @@ pub struct NodeConfig {
     pub persist_capacity: usize,
     /// Busy-wait iterations before an idle thread yields, then parks.
     pub spin_iterations: u32,
+    /// Take a checkpoint (and let the log discard below it) every this many applied slots; 0 never.
+    pub checkpoint_every_slots: u64,
 }
 
 impl NodeConfig {
@@ -44,6 +47,7 @@ impl NodeConfig {
             inbox_capacity: 65_536,
             persist_capacity: 16_384,
             spin_iterations: super::idle::DEFAULT_SPIN_ITERATIONS,
+            checkpoint_every_slots: 10_000,
         }
     }
 }
@@ -83,6 +87,12 @@ impl<R: Responder> Node<R> {
         let shared = Arc::new(Shared::default());
         shared.log_bytes.store(storage.size_bytes(), Ordering::Relaxed);
         let persist: Arc<Ring<PersistJob>> = Arc::new(Ring::new(config.persist_capacity));
+        // The applier starts from the same checkpoint the core recovers (or from scratch).
+        let applier = match durable.checkpoint() {
+            Some(checkpoint) => Applier::from_checkpoint(state_machine, checkpoint)
+                .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("stored checkpoint does not load: {why}")))?,
+            None => Applier::new(state_machine, config.core.membership.clone()),
+        };
         let core = Replica::recover(config.core.clone(), durable);
         let mut threads = Vec::new();
         {
@@ -95,7 +105,17 @@ impl<R: Responder> Node<R> {
             })?);
         }
         {
-            let driver = Driver::new(core, state_machine, transport, persist, inbox.clone(), shared.clone(), observer, config.tick_ms);
+            let driver = Driver::new(
+                core,
+                applier,
+                transport,
+                persist,
+                inbox.clone(),
+                shared.clone(),
+                observer,
+                config.tick_ms,
+                config.checkpoint_every_slots,
+            );
             let placement = config.placement.clone();
             let idler = Idler::new(config.spin_iterations, super::idle::DEFAULT_YIELD_ITERATIONS);
             threads.push(std::thread::Builder::new().name("decree-core".into()).spawn(move || {

@@ -12,6 +12,8 @@ pub trait Observer: Send + Sync + 'static {
     fn on_reply(&self, _latency_us: u64) {}
     /// Leadership changed.
     fn on_leadership(&self, _leading: bool, _ballot: Ballot) {}
+    /// A checkpoint of every slot below `slot` (`bytes` of state) was taken.
+    fn on_checkpoint(&self, _slot: u64, _bytes: usize) {}
     /// One group commit persisted `writes` durable writes; the log now holds `log_bytes`.
     fn on_group_commit(&self, _writes: usize, _log_bytes: u64) {}
 }

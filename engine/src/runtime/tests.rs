@@ -38,12 +38,16 @@ struct SlowStorage {
     staged: Option<u64>,
     writes: Arc<AtomicU64>,
     syncs: Arc<AtomicU64>,
+    checkpoints: Arc<AtomicU64>,
 }
 
 impl LogStorage for SlowStorage {
     fn stage(&mut self, ticket: u64, _write: &DurableWrite) -> Result<(), StorageError> {
         self.staged = Some(ticket);
         self.writes.fetch_add(1, Ordering::Relaxed);
+        if matches!(_write, DurableWrite::Checkpoint(_)) {
+            self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
     fn sync(&mut self) -> Result<Option<u64>, StorageError> {
@@ -60,17 +64,23 @@ struct Cluster {
     nodes: Vec<Node<Reply>>,
     writes: Arc<AtomicU64>,
     syncs: Arc<AtomicU64>,
+    checkpoints: Arc<AtomicU64>,
 }
 
 fn start() -> Cluster {
+    start_with(0)
+}
+
+fn start_with(checkpoint_every_slots: u64) -> Cluster {
     let inboxes: Inboxes = Arc::default();
     let voters: Vec<ReplicaId> = (0..3).map(ReplicaId).collect();
-    let (writes, syncs) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (writes, syncs, checkpoints) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let configs: Vec<NodeConfig> = voters
         .iter()
         .map(|id| {
             let mut config = NodeConfig::new(CoreConfig::new(*id, voters.clone()));
             config.inbox_capacity = 4_096;
+            config.checkpoint_every_slots = checkpoint_every_slots;
             config
         })
         .collect();
@@ -80,12 +90,12 @@ fn start() -> Cluster {
         .into_iter()
         .zip(rings)
         .map(|(config, inbox)| {
-            let storage = SlowStorage { staged: None, writes: writes.clone(), syncs: syncs.clone() };
+            let storage = SlowStorage { staged: None, writes: writes.clone(), syncs: syncs.clone(), checkpoints: checkpoints.clone() };
             Node::start(config, inbox, Durable::default(), KvStore::default(), RingTransport(inboxes.clone()), storage, Arc::new(NoopObserver))
                 .unwrap()
         })
         .collect();
-    Cluster { nodes, writes, syncs }
+    Cluster { nodes, writes, syncs, checkpoints }
 }
 
 fn status(node: &Node<Reply>) -> NodeStatus {
@@ -109,8 +119,12 @@ fn wait_leader(cluster: &Cluster) -> usize {
 }
 
 fn put(node: &Node<Reply>, client: u64, tx: &Sender<(u64, Response)>) {
+    put_seq(node, client, 1, tx);
+}
+
+fn put_seq(node: &Node<Reply>, client: u64, seq: u64, tx: &Sender<(u64, Response)>) {
     let op = KvOp::Put { key: Bytes::from(format!("k{client}")), value: Bytes::from_static(b"v") }.encode();
-    let request = Request { client: ClientId(client), seq: 1, op };
+    let request = Request { client: ClientId(client), seq, op };
     assert!(node.inbox.push(Event::Request { request, request_id: client, reply_to: Reply(tx.clone()) }).is_ok());
 }
 
@@ -156,6 +170,24 @@ fn a_follower_redirects_to_the_leader() {
     let (id, response) = collect(&rx, 1).remove(0);
     assert_eq!(id, 7);
     assert_eq!(response, Response::Redirect { leader: Some(ReplicaId(leader as u32)) });
+    for node in cluster.nodes {
+        node.shutdown();
+    }
+}
+
+#[test]
+fn the_driver_takes_checkpoints_and_the_storage_persists_them() {
+    let cluster = start_with(5);
+    let leader = wait_leader(&cluster);
+    let (tx, rx) = channel::unbounded();
+    // One request at a time: one slot each, so 40 slots pass 5-slot checkpoint marks 8 times.
+    for seq in 1..=40 {
+        put_seq(&cluster.nodes[leader], 1, seq, &tx);
+        collect(&rx, 1);
+    }
+    let applied = status(&cluster.nodes[leader]).core.applied;
+    assert!(applied >= 40, "applied {applied}");
+    assert!(cluster.checkpoints.load(Ordering::Relaxed) >= 3, "no checkpoints reached storage");
     for node in cluster.nodes {
         node.shutdown();
     }

@@ -17,6 +17,8 @@ pub struct Metrics {
     applied_slots: Counter,
     executed_requests: Counter,
     elections_won: Counter,
+    checkpoints: Counter,
+    checkpoint_slot: Gauge,
     leading: Gauge,
     log_bytes: Gauge,
     batch_requests: Histogram,
@@ -32,6 +34,8 @@ impl Metrics {
             applied_slots: Counter::default(),
             executed_requests: Counter::default(),
             elections_won: Counter::default(),
+            checkpoints: Counter::default(),
+            checkpoint_slot: Gauge::default(),
             leading: Gauge::default(),
             log_bytes: Gauge::default(),
             batch_requests: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
@@ -42,6 +46,8 @@ impl Metrics {
         registry.register("applied_slots", "Log slots committed and applied here", m.applied_slots.clone());
         registry.register("applied_requests", "Client requests in applied slots", m.executed_requests.clone());
         registry.register("elections_won", "Times this replica became leader", m.elections_won.clone());
+        registry.register("checkpoints", "Checkpoints taken here", m.checkpoints.clone());
+        registry.register("checkpoint_slot", "Slot of the newest checkpoint taken here", m.checkpoint_slot.clone());
         registry.register("leading", "1 while this replica leads", m.leading.clone());
         registry.register("log_bytes", "Bytes held by the persistent log", m.log_bytes.clone());
         registry.register("batch_requests", "Client requests per proposal", m.batch_requests.clone());
@@ -78,6 +84,10 @@ impl Observer for Metrics {
             self.elections_won.inc();
         }
         self.leading.set(leading as i64);
+    }
+    fn on_checkpoint(&self, slot: u64, _bytes: usize) {
+        self.checkpoints.inc();
+        self.checkpoint_slot.set(slot as i64);
     }
     fn on_group_commit(&self, writes: usize, log_bytes: u64) {
         self.group_commit_writes.observe(writes as f64);

@@ -2,6 +2,7 @@
 //! persistence threads), the peer transport, the authenticated listener and the metrics endpoint,
 //! and shuts down gracefully on SIGTERM / SIGINT.
 
+pub mod checkpoint_file;
 pub mod listener;
 pub mod metrics;
 pub mod peers;
