@@ -6,7 +6,7 @@ use crate::control::*;
 use crate::mapping::Mapping;
 use crate::transport::check_bounds;
 use crate::{FollowerEvent, FollowerLink, LeaderToken, RemoteRegion, VerbsError};
-use crossbeam::channel::{unbounded, Receiver, Sender};
+use crossbeam::channel::{bounded, Receiver, Sender};
 use decree_engine::message::Envelope;
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 type Writer = Arc<Mutex<Conn<TcpStream>>>;
+
+/// Follower events buffered between the receiver threads and `poll`.
+const EVENT_QUEUE: usize = 1 << 16;
 
 struct Shared {
     region: Mapping,
@@ -39,7 +42,9 @@ impl TcpFollower {
     /// Accepts leaders on `bind` into a fresh region of `len` bytes.
     pub fn listen(bind: SocketAddr, len: usize) -> Result<TcpFollower, VerbsError> {
         let (listener, addr) = listen(bind)?;
-        let (tx, rx) = unbounded();
+        // Bounded: a follower that stops polling stalls its receivers, which stalls the TCP
+        // stream, so the leader's writes time out instead of this queue growing without end.
+        let (tx, rx) = bounded(EVENT_QUEUE);
         let shared = Arc::new(Shared {
             region: Mapping::anonymous(len)?,
             key: fastrand::u32(1..),
