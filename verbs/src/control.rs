@@ -63,6 +63,7 @@ mod tests {
             msg: Message::Heartbeat(Heartbeat {
                 ballot: Ballot::default(),
                 commit: 9,
+                round: 4,
             }),
         }
     }

@@ -19,6 +19,7 @@ pub fn heartbeat(commit: u64) -> Envelope {
                 leader: 1,
             },
             commit,
+            round: commit,
         }),
     }
 }
