@@ -14,6 +14,7 @@ pub struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
     _fd: Option<OwnedFd>,
+    persistent: bool,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; concurrent access goes through
@@ -67,13 +68,15 @@ impl Mapping {
         Self::map(len, libc::MAP_SHARED, Some(file.into()), &name)
     }
 
-    /// Maps the first `len` bytes of a device, e.g. a device-DAX namespace (/dev/daxN.M: `len`
-    /// a multiple of its 2 MiB alignment). Unlike fsdax files, device-DAX memory can be
+    /// Maps the first `len` bytes of a device-DAX namespace (/dev/daxN.M: `len` a multiple of
+    /// its 2 MiB alignment) and marks the mapping persistent. Unlike fsdax files, device-DAX memory can be
     /// registered for RDMA, so a follower's RDMA-target log on pmem lives there.
     pub fn open_device(path: &Path, len: usize) -> Result<Mapping, VerbsError> {
         let name = path.display().to_string();
         let file = open_rw(path, &name)?;
-        Self::map(len, libc::MAP_SHARED, Some(file.into()), &name)
+        let mut map = Self::map(len, libc::MAP_SHARED, Some(file.into()), &name)?;
+        map.persistent = true;
+        Ok(map)
     }
 
     fn map(len: usize, flags: i32, fd: Option<OwnedFd>, name: &str) -> Result<Mapping, VerbsError> {
@@ -103,7 +106,18 @@ impl Mapping {
             ));
         }
         let ptr = NonNull::new(p.cast::<u8>()).expect("mmap returned null without MAP_FAILED");
-        Ok(Mapping { ptr, len, _fd: fd })
+        Ok(Mapping {
+            ptr,
+            len,
+            _fd: fd,
+            persistent: false,
+        })
+    }
+
+    /// Whether the memory is persistent (a device-DAX namespace mapped by `open_device`): only
+    /// then does a completed RDMA READ after a WRITE say the bytes are durable.
+    pub fn is_persistent(&self) -> bool {
+        self.persistent
     }
 
     /// Size in bytes.

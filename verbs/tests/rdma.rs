@@ -161,12 +161,18 @@ fn bad_writes_are_typed_errors_and_the_nic_refuses_a_forged_key() {
 
 #[test]
 #[ignore = "needs two RDMA devices"]
-fn read_after_write_completes_durable_and_selective_signaling_completes_every_write() {
+fn read_after_write_falls_back_over_dram_and_selective_signaling_completes_every_write() {
+    // Over DRAM, a READ proves arrival only: the mode in force falls back to follower-persists.
     let (mut f, mut raw) = granted_pair(1 << 16, |c| c.durability = Durability::ReadAfterWrite);
+    assert_eq!(
+        raw.durability(),
+        Durability::FollowerPersists,
+        "detected: the region is not pmem"
+    );
     let key = raw.remote().key;
     assert!(
-        write_outcome(&mut raw, &w(key, 8, b"durable?")).unwrap(),
-        "read-after-write completions are durable"
+        !write_outcome(&mut raw, &w(key, 8, b"durable?")).unwrap(),
+        "not durable over DRAM"
     );
     drop(raw);
     let mut sel = leader(&f, B, |c| c.signal_every = 4);
@@ -224,6 +230,11 @@ fn device_dax_region_is_an_rdma_target() {
     );
     let mut f = follower_on(Mapping::open_device(std::path::Path::new(&path), 2 << 20).unwrap());
     let mut l = leader(&f, A, |c| c.durability = Durability::ReadAfterWrite);
+    assert_eq!(
+        l.durability(),
+        Durability::ReadAfterWrite,
+        "device-DAX is persistent: the mode holds"
+    );
     f.grant(A).unwrap();
     let key = l.remote().key;
     let marker = format!("pmem-entry-{}", std::process::id());
@@ -233,7 +244,10 @@ fn device_dax_region_is_an_rdma_target() {
         bytes: marker.as_bytes(),
         imm: Some(7),
     };
-    assert!(write_outcome(&mut l, &write).unwrap());
+    assert!(
+        write_outcome(&mut l, &write).unwrap(),
+        "read-after-write on pmem completes durable"
+    );
     follower_wait(&mut f, "imm", |e| {
         matches!(e, FollowerEvent::Imm { imm: 7, .. })
     });

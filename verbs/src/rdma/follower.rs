@@ -143,6 +143,7 @@ fn admit(stream: TcpStream, from: SocketAddr, shared: &Shared) -> Result<(), Ver
         rkey: shared.region.mr().rkey(),
         len: shared.region.map().len() as u64,
         qp: local,
+        persistent: shared.region.map().is_persistent(),
     };
     conn.send(TAG_WELCOME, &[&welcome.encode()])?;
     tracing::info!(%peer, token = token.0, qpn = local.qpn, "rdma leader admitted");

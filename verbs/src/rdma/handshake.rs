@@ -35,6 +35,8 @@ pub struct Welcome {
     pub len: u64,
     /// The follower's QP.
     pub qp: QpEndpoint,
+    /// The region is persistent memory (device-DAX), so read-after-write can prove durability.
+    pub persistent: bool,
 }
 
 impl Welcome {
@@ -45,6 +47,7 @@ impl Welcome {
         out.extend_from_slice(&self.rkey.to_le_bytes());
         out.extend_from_slice(&self.len.to_le_bytes());
         put_endpoint(&mut out, &self.qp);
+        out.push(u8::from(self.persistent));
         out
     }
 
@@ -56,6 +59,7 @@ impl Welcome {
             rkey: f.u32()?,
             len: f.u64()?,
             qp: get_endpoint(&mut f)?,
+            persistent: f.u8()? != 0,
         })
     }
 }
@@ -76,6 +80,7 @@ mod tests {
                 lid: 0,
                 gid: [7; 16],
             },
+            persistent: true,
         };
         let body = w.encode();
         assert_eq!(Welcome::decode(&body, "p").unwrap(), w);

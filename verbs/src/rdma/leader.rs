@@ -31,6 +31,17 @@ struct Outstanding {
     checked: bool,
 }
 
+/// The mode that can actually hold: a READ after a WRITE proves durability only when the
+/// follower's region is persistent memory; over DRAM it proves arrival, so the follower must
+/// persist and acknowledge instead. Detected from the follower's welcome and logged.
+fn effective_durability(configured: Durability, remote_persistent: bool, peer: &str) -> Durability {
+    if configured == Durability::ReadAfterWrite && !remote_persistent {
+        tracing::warn!(peer, "read-after-write configured, but the follower's region is not persistent memory: using follower-persists");
+        return Durability::FollowerPersists;
+    }
+    configured
+}
+
 /// A leader's RC connection to one follower.
 pub struct RdmaLeader {
     peer: String,
@@ -57,7 +68,7 @@ impl RdmaLeader {
     pub fn connect(
         addr: SocketAddr,
         token: LeaderToken,
-        cfg: RdmaConfig,
+        mut cfg: RdmaConfig,
     ) -> Result<RdmaLeader, VerbsError> {
         assert!(
             cfg.max_outstanding > 0 && cfg.signal_every > 0,
@@ -89,6 +100,7 @@ impl RdmaLeader {
         let (conn, body) = dial(addr, &hello)?;
         let remote = Welcome::decode(&body, &peer)?;
         qp.connect(local.psn, &remote.qp, cfg.gid_index, mtu, 0)?;
+        cfg.durability = effective_durability(cfg.durability, remote.persistent, &peer);
         log_mode("rdma", &peer, cfg.durability);
         if cfg.durability != Durability::Volatile {
             tracing::info!(peer = %peer, "RDMA FLUSH is not offered by this verbs API; using {}", cfg.durability);
