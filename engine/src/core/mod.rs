@@ -126,6 +126,8 @@ pub struct Replica {
     pub(crate) leader_round_seen: u64,
     /// Fast reads waiting for this replica to apply far enough.
     pub(crate) waiting_fast_reads: Vec<(u64, Slot)>,
+    /// The state machine lets this replica campaign (RSL's CanBecomePrimary veto).
+    pub(crate) candidacy_allowed: bool,
     pub(crate) out: Vec<Command>,
 }
 
@@ -165,6 +167,7 @@ impl Replica {
             max_round_seen: promised.round,
             leader_round_seen: 0,
             waiting_fast_reads: Vec::new(),
+            candidacy_allowed: true,
             out: Vec::new(),
             log,
             commit,
@@ -211,6 +214,12 @@ impl Replica {
         self.serve_reads();
         self.check_invariants();
         commands.append(&mut self.out);
+    }
+
+    /// Whether this replica may campaign: the driver passes the state machine's
+    /// `can_become_primary` here. A vetoed voter still votes and accepts; it only never campaigns.
+    pub fn set_candidacy(&mut self, allowed: bool) {
+        self.candidacy_allowed = allowed;
     }
 
     /// This replica's id.
@@ -306,7 +315,7 @@ impl Replica {
             Role::Leader(_) => self.leader_tick(),
             Role::Follower | Role::Candidate(_) => {
                 if self.now_ms >= self.election_deadline_ms {
-                    if self.membership.is_voter(self.id()) {
+                    if self.membership.is_voter(self.id()) && self.candidacy_allowed {
                         self.start_election();
                     } else {
                         // It cannot campaign; maybe a configuration it has not learned made it a

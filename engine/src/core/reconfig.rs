@@ -55,7 +55,7 @@ impl Replica {
         self.membership = membership;
         self.config_slot = Some(slot);
         if let Role::Leader(_) = self.role {
-            if self.membership.is_voter(self.id()) {
+            if self.membership.is_voter(self.id()) && self.candidacy_allowed {
                 // Slots past `slot` need a phase 1 in the new configuration.
                 self.start_election();
             } else {

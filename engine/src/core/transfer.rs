@@ -71,7 +71,7 @@ impl Replica {
 
     pub(crate) fn on_timeout_now(&mut self, from: ReplicaId, timeout: TimeoutNow) {
         let asked_by_our_leader = timeout.ballot == self.promised && from == timeout.ballot.owner();
-        if asked_by_our_leader && matches!(self.role, Role::Follower) && self.membership.is_voter(self.id()) {
+        if asked_by_our_leader && matches!(self.role, Role::Follower) && self.membership.is_voter(self.id()) && self.candidacy_allowed {
             self.start_election_for_transfer();
         }
     }

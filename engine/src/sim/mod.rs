@@ -73,6 +73,8 @@ pub struct SimConfig {
     pub checkpoint_retain_slots: u64,
     /// Mean time between leadership transfer requests (0: none).
     pub transfer_every_ms: u64,
+    /// Replica 0's state machine vetoes its candidacy (it must never lead, yet the group must live).
+    pub veto_one_replica: bool,
 }
 
 impl SimConfig {
@@ -110,6 +112,7 @@ impl SimConfig {
             checkpoint_every_slots: [0, 0, 10, 40][rng.usize(0..4)],
             checkpoint_retain_slots: [0, 5][rng.usize(0..2)],
             transfer_every_ms: [0, 0, 300][rng.usize(0..3)],
+            veto_one_replica: rng.u32(0..8) == 0,
         }
     }
 }

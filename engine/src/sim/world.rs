@@ -12,6 +12,7 @@ use crate::applier::{Applier, Outcome};
 use crate::core::{Command, CoreConfig, DurableWrite, Input, Replica};
 use crate::kv::{KvOp, KvReply, KvStore};
 use crate::membership::Membership;
+use crate::state_machine::StateMachine;
 use crate::message::{Envelope, Message};
 use crate::types::{ClientId, ReplicaId, Request, Slot};
 use bytes::Bytes;
@@ -120,6 +121,8 @@ pub struct World {
     report: Report,
     commands: Vec<Command>,
     next_read_id: u64,
+    /// Replicas whose state machine vetoes candidacy for the whole run (RSL's CanBecomePrimary).
+    vetoed: BTreeSet<usize>,
 }
 
 impl World {
@@ -161,6 +164,7 @@ impl World {
             report: Report { seed, ..Report::default() },
             commands: Vec::new(),
             next_read_id: 0,
+            vetoed: if config.veto_one_replica { BTreeSet::from([0]) } else { BTreeSet::new() },
             config,
         }
     }
@@ -332,6 +336,10 @@ impl World {
                     return Ok(());
                 }
                 self.after(TICK_US, Event::Tick { node, incarnation });
+                let allowed = self.nodes[node].applier.state_machine().can_become_primary() && !self.vetoed.contains(&node);
+                if let Some(core) = self.nodes[node].core.as_mut() {
+                    core.set_candidacy(allowed);
+                }
                 self.step(node, Input::Tick)
             }
             Event::PersistDone { node, incarnation, ticket } => {
@@ -495,6 +503,10 @@ impl World {
                 }
             }
             Command::LeadershipChanged { leading, .. } => {
+                if leading && self.vetoed.contains(&node) {
+                    return Err(Violation::Diverged(format!("replica {node} leads although its state machine vetoed it")));
+                }
+                self.nodes[node].applier.state_machine_mut().on_primary_change(leading);
                 if leading {
                     self.report.elections_won += 1;
                 }
@@ -691,6 +703,10 @@ impl World {
         let size = [1, 3, 3, 3, 5][self.rng.usize(0..5)].min(pool);
         let mut ids: Vec<u32> = (0..pool as u32).collect();
         self.rng.shuffle(&mut ids);
+        if ids[..size].iter().all(|i| self.vetoed.contains(&(*i as usize))) {
+            // A group whose every voter refuses to lead can never make progress: not a useful test.
+            ids.swap(0, size);
+        }
         let voters: Vec<ReplicaId> = ids[..size].iter().map(|i| ReplicaId(*i)).collect();
         let learners: Vec<ReplicaId> = ids[size..].iter().filter(|_| self.rng.bool()).map(|i| ReplicaId(*i)).collect();
         let membership = Membership::try_new(voters, learners).expect("drawn configurations are well formed");
