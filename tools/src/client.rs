@@ -119,7 +119,7 @@ impl Client {
         }
     }
 
-    /// Reads `key` (linearizable: the read goes through the log).
+    /// Reads `key` (linearizable: served by the leader's read index, without a log slot).
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, ClientError> {
         match self.execute(&KvOp::Get { key: Bytes::copy_from_slice(key) })? {
             KvReply::Value(value) => Ok(value),

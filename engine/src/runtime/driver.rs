@@ -6,6 +6,7 @@ use super::event::{Event, NodeStatus, Responder, Response};
 use super::idle::Idler;
 use super::observer::Observer;
 use super::persistence::PersistJob;
+use super::read_only::ReadOnly;
 use super::ring::Ring;
 use super::shared::Shared;
 use super::transport::PeerTransport;
@@ -47,9 +48,18 @@ pub struct Driver<S, T, R, O> {
     tick_ms: u64,
     checkpoint_every_slots: u64,
     last_checkpoint_slot: u64,
+    /// Reads waiting for the core's read-index, by read id.
+    reads: HashMap<u64, PendingRead<R>>,
+    next_read_id: u64,
 }
 
-impl<S: StateMachine, T: PeerTransport, R: Responder, O: Observer> Driver<S, T, R, O> {
+/// A read-only request waiting for `Command::ReadReady`.
+struct PendingRead<R> {
+    request: Request,
+    waiter: Waiter<R>,
+}
+
+impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Driver<S, T, R, O> {
     /// Wires a recovered core and applier (built from the same recovered checkpoint, if any) to
     /// their rings and transport. A checkpoint is taken every `checkpoint_every_slots` applied
     /// slots (0: never).
@@ -82,6 +92,8 @@ impl<S: StateMachine, T: PeerTransport, R: Responder, O: Observer> Driver<S, T, 
             tick_ms: tick_ms.max(1),
             checkpoint_every_slots,
             last_checkpoint_slot,
+            reads: HashMap::new(),
+            next_read_id: 1,
         }
     }
 
@@ -103,6 +115,7 @@ impl<S: StateMachine, T: PeerTransport, R: Responder, O: Observer> Driver<S, T, 
             }
             if Instant::now() >= next_sweep {
                 self.awaiting.retain(|_, w| w.since.elapsed() < AWAITING_EXPIRY);
+                self.reads.retain(|_, r| r.waiter.since.elapsed() < AWAITING_EXPIRY);
                 next_sweep = Instant::now() + AWAITING_EXPIRY;
             }
             if worked {
@@ -126,8 +139,15 @@ impl<S: StateMachine, T: PeerTransport, R: Responder, O: Observer> Driver<S, T, 
                 Event::Persisted { upto } => self.step(Input::Persisted { upto }),
                 Event::Request { request, request_id, reply_to } => {
                     let waiter = Waiter { request_id, reply_to, since: Instant::now() };
-                    self.awaiting.insert((request.client, request.seq), waiter);
-                    self.batch.push(request);
+                    if S::is_read_only(&request.op) {
+                        let id = self.next_read_id;
+                        self.next_read_id += 1;
+                        self.reads.insert(id, PendingRead { request, waiter });
+                        self.step(Input::Read { id });
+                    } else {
+                        self.awaiting.insert((request.client, request.seq), waiter);
+                        self.batch.push(request);
+                    }
                 }
                 Event::Status { request_id, reply_to } => {
                     let status = NodeStatus {
@@ -204,8 +224,18 @@ impl<S: StateMachine, T: PeerTransport, R: Responder, O: Observer> Driver<S, T, 
                 }
             }
             Command::Admin(reply) => tracing::info!(?reply, "administrative request answered"),
-            Command::ReadReady { id, .. } | Command::ReadRefused { id, .. } => {
-                tracing::warn!(id, "read answer for a read this driver never issued");
+            Command::ReadReady { id, .. } => {
+                // Every Apply before this command has run: the state reflects the read index.
+                if let Some(read) = self.reads.remove(&id) {
+                    let payload = self.applier.state_machine_mut().query(&read.request.op);
+                    self.observer.on_reply(read.waiter.since.elapsed().as_micros() as u64);
+                    read.waiter.reply_to.respond(read.waiter.request_id, Response::Reply { seq: read.request.seq, payload });
+                }
+            }
+            Command::ReadRefused { id, leader } => {
+                if let Some(read) = self.reads.remove(&id) {
+                    read.waiter.reply_to.respond(read.waiter.request_id, Response::Redirect { leader });
+                }
             }
             Command::InstallCheckpoint(checkpoint) => {
                 let slot = checkpoint.slot;

@@ -5,6 +5,7 @@ use super::event::{Event, Responder};
 use super::idle::Idler;
 use super::observer::Observer;
 use super::persistence::{self, PersistJob};
+use super::read_only::ReadOnly;
 use super::placement::{Placement, Role};
 use super::ring::Ring;
 use super::shared::Shared;
@@ -79,7 +80,7 @@ impl<R: Responder> Node<R> {
         observer: Arc<O>,
     ) -> std::io::Result<Node<R>>
     where
-        S: StateMachine + Send + 'static,
+        S: StateMachine + ReadOnly + Send + 'static,
         T: PeerTransport,
         L: LogStorage,
         O: Observer,

@@ -192,3 +192,29 @@ fn the_driver_takes_checkpoints_and_the_storage_persists_them() {
         node.shutdown();
     }
 }
+
+fn request(node: &Node<Reply>, client: u64, seq: u64, op: KvOp, tx: &Sender<(u64, Response)>) {
+    let request = Request { client: ClientId(client), seq, op: op.encode() };
+    assert!(node.inbox.push(Event::Request { request, request_id: seq, reply_to: Reply(tx.clone()) }).is_ok());
+}
+
+#[test]
+fn gets_are_served_by_read_index_without_a_log_slot_and_see_the_latest_write() {
+    let cluster = start();
+    let leader = wait_leader(&cluster);
+    let (tx, rx) = channel::unbounded();
+    let key = Bytes::from_static(b"k");
+    request(&cluster.nodes[leader], 9, 1, KvOp::Put { key: key.clone(), value: Bytes::from_static(b"v1") }, &tx);
+    collect(&rx, 1);
+    let log_end = status(&cluster.nodes[leader]).core.log_end;
+    for seq in 2..12 {
+        request(&cluster.nodes[leader], 9, seq, KvOp::Get { key: key.clone() }, &tx);
+        let (_, response) = collect(&rx, 1).remove(0);
+        let Response::Reply { payload, .. } = response else { panic!("{response:?}") };
+        assert_eq!(KvReply::decode(&payload).unwrap(), KvReply::Value(Some(Bytes::from_static(b"v1"))));
+    }
+    assert_eq!(status(&cluster.nodes[leader]).core.log_end, log_end, "gets took log slots");
+    for node in cluster.nodes {
+        node.shutdown();
+    }
+}
