@@ -35,7 +35,7 @@ fn us(h: &Histogram<u64>, q: f64) -> f64 {
 fn row(transport: &str, what: &str, ours: &Histogram<u64>, base_name: &str, base_median_us: f64) {
     let med = us(ours, 0.5);
     println!(
-        "{transport:<5} {what:<34} median {med:>9.2} us  p99 {:>9.2} us | baseline {base_name:<34} median {base_median_us:>9.2} us | ratio {:>6.2}x",
+        "{transport:<5} {what:<46} median {med:>9.2} us  p99 {:>9.2} us | baseline {base_name:<34} median {base_median_us:>9.2} us | ratio {:>6.2}x",
         us(ours, 0.99),
         med / base_median_us
     );
@@ -315,10 +315,38 @@ fn rdma(iters: u64, baseline_us: f64) {
     cfg.durability = Durability::Volatile;
     let mut l = RdmaLeader::connect(f.addr(), TOKEN, cfg).unwrap();
     let key = l.remote().key;
-    let (mut write, mut rt) = (hist(), hist());
+    let (mut arrive, mut write, mut rt) = (hist(), hist(), hist());
     let (mut ev, mut fev) = (Vec::new(), Vec::new());
+    let mut word = [0u8; 8];
     for i in 1..=iters {
         let e = entry(i);
+        // Arrival: post, then poll the follower's memory for the entry's sequence word, as
+        // ib_write_lat polls for its peer's write (its t_typical is this one-way time).
+        let t = Instant::now();
+        l.post_write(&Write {
+            key,
+            offset: 128,
+            bytes: &e,
+            imm: None,
+        })
+        .unwrap();
+        spin_until(
+            || {
+                f.read(128 + ENTRY_BYTES as u64 - 8, &mut word).unwrap();
+                u64::from_le_bytes(word) == i
+            },
+            "bytes at follower",
+        );
+        arrive.record(t.elapsed().as_nanos() as u64).unwrap();
+        spin_until(
+            || {
+                ev.clear();
+                l.poll(&mut ev).unwrap();
+                ev.iter()
+                    .any(|e| matches!(e, LeaderEvent::Completed { .. }))
+            },
+            "arrival write's completion",
+        );
         // One-sided write: post to completion (RC ACK from the follower's NIC).
         let t = Instant::now();
         let id = l
@@ -368,6 +396,13 @@ fn rdma(iters: u64, baseline_us: f64) {
         );
         rt.record(t.elapsed().as_nanos() as u64).unwrap();
     }
+    row(
+        "rdma",
+        "arrival (post until follower memory shows it)",
+        &arrive,
+        "ib_write_lat t_typical",
+        baseline_us,
+    );
     // ib_write_lat reports half of a write ping-pong; a write completion is a full round trip.
     row(
         "rdma",
