@@ -10,6 +10,9 @@ mount -t sysfs sys /sys
 for a in $(cat /proc/cmdline); do
   case $a in decree_run=*) run=${a#decree_run=};; decree_mods=*) mods=${a#decree_mods=};; esac
 done
+# devtmpfs has no /dev/fd or /dev/std* (udev makes them on a normal boot); scripts expect them.
+ln -sfn /proc/self/fd /dev/fd
+ln -sf /proc/self/fd/0 /dev/stdin; ln -sf /proc/self/fd/1 /dev/stdout; ln -sf /proc/self/fd/2 /dev/stderr
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
