@@ -227,6 +227,53 @@ impl Client {
         result
     }
 
+    /// Asks the leader to hand leadership to replica `to` (None: the most caught-up voter);
+    /// returns the leader's answer. Follows a refusal that names the leader.
+    pub fn transfer_leadership(&mut self, to: Option<u32>) -> Result<String, ClientError> {
+        let deadline = Instant::now() + Duration::from_millis(self.config.deadline_ms);
+        let mut last = String::from("no attempt");
+        while Instant::now() < deadline {
+            let request_id = self.next_request_id;
+            self.next_request_id += 1;
+            let mut buf = std::mem::take(&mut self.buf);
+            let answer = (|| {
+                let conn = self.connection()?;
+                let addr = conn.addr.clone();
+                wire::write_frame(&mut conn.writer, &ClientFrame::TransferLeadership { request_id, to })
+                    .map_err(|e| ClientError::Unexpected(format!("{addr}: {e}")))?;
+                loop {
+                    match read_reply(&mut conn.reader, &mut buf, &addr)? {
+                        ServerFrame::Admin { request_id: id, ok, detail, leader_addr } if id == request_id => return Ok((ok, detail, leader_addr)),
+                        ServerFrame::Busy { request_id: id } if id == request_id => return Ok((false, "busy".into(), None)),
+                        ServerFrame::Error { code, message } => return Err(ClientError::Refused(format!("{code:?}: {message}"))),
+                        _ => continue,
+                    }
+                }
+            })();
+            self.buf = buf;
+            match answer {
+                Ok((true, detail, _)) => return Ok(detail),
+                Ok((false, detail, Some(leader))) => {
+                    last = detail;
+                    self.follow(Some(leader));
+                }
+                Ok((false, detail, None)) if detail == "busy" => {
+                    last = detail;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                // Refused by the leader itself (or by a replica that knows no leader): final.
+                Ok((false, detail, None)) => return Err(ClientError::Refused(detail)),
+                Err(e @ (ClientError::Auth(_) | ClientError::Refused(_))) => return Err(e),
+                Err(e) => {
+                    last = e.to_string();
+                    self.follow(None);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        Err(ClientError::Timeout { deadline_ms: self.config.deadline_ms, last })
+    }
+
     /// Asks one replica for its status.
     pub fn status(addr: &str, secret: &[u8], timeout: Duration) -> Result<StatusView, ClientError> {
         let stream = dial(addr, secret, timeout)?;

@@ -1,5 +1,6 @@
 //! The `decree` command line.
 
+mod admin_command;
 mod bench_baseline;
 mod bench_command;
 mod cluster_command;
@@ -39,6 +40,8 @@ enum Commands {
     Status(status_command::StatusArgs),
     /// Closed-loop load against a cluster: latency percentiles and throughput.
     Bench(bench_command::BenchArgs),
+    /// Hand leadership to another voter (no election timeout).
+    TransferLeadership(admin_command::TransferArgs),
     /// Check this host for RDMA, persistent memory, CPU and memory-limit readiness.
     Doctor(doctor_command::DoctorArgs),
 }
@@ -62,5 +65,6 @@ fn main() -> ExitCode {
         Commands::Status(args) => status_command::run(args),
         Commands::Bench(args) => bench_command::run(args),
         Commands::Doctor(args) => doctor_command::run(args),
+        Commands::TransferLeadership(args) => admin_command::transfer(args),
     }
 }

@@ -4,6 +4,7 @@
 use crate::target_args::TargetArgs;
 use clap::Args;
 use decree_tools::client::Client;
+use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -32,6 +33,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
         .map(|addr| (addr.clone(), Client::status(addr, &config.secret, Duration::from_millis(1_000))))
         .collect();
     let max_commit = views.iter().filter_map(|(_, v)| v.as_ref().ok().map(|s| s.commit)).max().unwrap_or(0);
+    let mut out = String::new();
     let leader = views.iter().find_map(|(_, v)| v.as_ref().ok().filter(|s| s.leading).map(|s| s.id));
     if args.json {
         let rows: Vec<serde_json::Value> = views
@@ -43,13 +45,19 @@ pub fn run(args: StatusArgs) -> ExitCode {
                 Err(e) => serde_json::json!({"addr": addr, "error": e.to_string()}),
             })
             .collect();
-        println!("{}", serde_json::json!({"leader": leader, "commit": max_commit, "replicas": rows}));
+        let _ = writeln!(out, "{}", serde_json::json!({"leader": leader, "commit": max_commit, "replicas": rows}));
     } else {
-        println!("leader: {}   commit: {max_commit}", leader.map(|l| format!("r{l}")).unwrap_or_else(|| "none".into()));
-        println!("{:<4} {:<22} {:<8} {:<10} {:>10} {:>10} {:>10} {:>6} {:>12}", "id", "addr", "role", "ballot", "commit", "applied", "log_end", "lag", "log_bytes");
+        let leader_name = leader.map(|l| format!("r{l}")).unwrap_or_else(|| "none".into());
+        let _ = writeln!(out, "leader: {leader_name}   commit: {max_commit}");
+        let _ = writeln!(
+            out,
+            "{:<4} {:<22} {:<8} {:<10} {:>10} {:>10} {:>10} {:>6} {:>12}",
+            "id", "addr", "role", "ballot", "commit", "applied", "log_end", "lag", "log_bytes"
+        );
         for (addr, view) in &views {
-            match view {
-                Ok(s) => println!(
+            let _ = match view {
+                Ok(s) => writeln!(
+                    out,
                     "r{:<3} {:<22} {:<8} {:<10} {:>10} {:>10} {:>10} {:>6} {:>12}",
                     s.id,
                     addr,
@@ -61,10 +69,12 @@ pub fn run(args: StatusArgs) -> ExitCode {
                     max_commit - s.commit,
                     s.log_bytes
                 ),
-                Err(e) => println!("?    {addr:<22} unreachable: {e}"),
-            }
+                Err(e) => writeln!(out, "?    {addr:<22} unreachable: {e}"),
+            };
         }
     }
+    // One write, errors ignored: `decree status | head -1` must not panic on a closed pipe.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
     if leader.is_some() {
         ExitCode::SUCCESS
     } else {

@@ -38,6 +38,13 @@ pub enum ClientFrame {
         /// Echoed in the answer.
         request_id: u64,
     },
+    /// Ask the leader to hand leadership to replica `to` (None: the most caught-up voter).
+    TransferLeadership {
+        /// Echoed in the answer.
+        request_id: u64,
+        /// Target replica id.
+        to: Option<u32>,
+    },
 }
 
 /// Why the server refused a frame.
@@ -106,6 +113,17 @@ pub enum ServerFrame {
         request_id: u64,
         /// The status.
         status: StatusView,
+    },
+    /// Answer to an administrative request.
+    Admin {
+        /// The request's id.
+        request_id: u64,
+        /// Whether it was accepted.
+        ok: bool,
+        /// What happened.
+        detail: String,
+        /// When refused by a non-leader: the leader's client address, if known.
+        leader_addr: Option<String>,
     },
     /// The last frame was refused; the server closes the connection after this.
     Error {

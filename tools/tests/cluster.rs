@@ -323,3 +323,19 @@ fn more_writes_than_the_log_holds_survive_checkpoints_graceful_shutdown_and_rest
     }
     run(|client, key, value| assert_eq!(client.get(key.as_bytes()).unwrap(), Some(Bytes::from(value)), "{key} lost across restart"));
 }
+
+#[test]
+#[ignore = "multi-process; run by ci/test-cluster.sh"]
+fn leadership_transfer_moves_the_leader_to_the_named_replica_and_refuses_a_non_member() {
+    let cluster = Cluster::up("transfer", 27800);
+    let leader = cluster.wait_leader(None, Duration::from_secs(10));
+    let target = (leader + 1) % 3;
+    let mut client = cluster.client();
+    client.put(b"before", b"1").unwrap();
+    let detail = client.transfer_leadership(Some(target as u32)).unwrap();
+    assert!(detail.contains(&format!("r{target}")), "{detail}");
+    assert_eq!(cluster.wait_leader(Some(leader), Duration::from_secs(5)), target);
+    client.put(b"after", b"2").unwrap();
+    assert_eq!(client.get(b"before").unwrap().as_deref(), Some(&b"1"[..]));
+    assert!(matches!(client.transfer_leadership(Some(7)), Err(ClientError::Refused(_))));
+}

@@ -11,6 +11,7 @@ use super::ring::Ring;
 use super::shared::Shared;
 use super::transport::PeerTransport;
 use crate::applier::{Applied, Applier, Outcome};
+use crate::core::io::AdminReply;
 use crate::core::{Command, Input, Replica};
 use crate::state_machine::StateMachine;
 use crate::types::{ClientId, Request};
@@ -51,6 +52,8 @@ pub struct Driver<S, T, R, O> {
     /// Reads waiting for the core's read-index, by read id.
     reads: HashMap<u64, PendingRead<R>>,
     next_read_id: u64,
+    /// The operator waiting for the `Command::Admin` of the input being stepped.
+    admin: Option<Waiter<R>>,
 }
 
 /// A read-only request waiting for `Command::ReadReady`.
@@ -94,6 +97,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
             last_checkpoint_slot,
             reads: HashMap::new(),
             next_read_id: 1,
+            admin: None,
         }
     }
 
@@ -147,6 +151,15 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
                     } else {
                         self.awaiting.insert((request.client, request.seq), waiter);
                         self.batch.push(request);
+                    }
+                }
+                Event::TransferLeadership { to, request_id, reply_to } => {
+                    // The core answers an administrative input within the same step.
+                    self.admin = Some(Waiter { request_id, reply_to, since: Instant::now() });
+                    self.step(Input::TransferLeadership { to });
+                    if let Some(waiter) = self.admin.take() {
+                        let detail = "the core gave no answer".to_string();
+                        waiter.reply_to.respond(waiter.request_id, Response::Admin { ok: false, detail, leader: None });
                     }
                 }
                 Event::Status { request_id, reply_to } => {
@@ -223,7 +236,17 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
                     }
                 }
             }
-            Command::Admin(reply) => tracing::info!(?reply, "administrative request answered"),
+            Command::Admin(reply) => {
+                tracing::info!(?reply, "administrative request answered");
+                let (ok, detail, leader) = match reply {
+                    AdminReply::TransferStarted { to } => (true, format!("leadership is being handed to {to}"), None),
+                    AdminReply::ReconfigProposed { slot } => (true, format!("configuration change proposed at slot {slot}"), None),
+                    AdminReply::Refused { reason, leader } => (false, reason.to_string(), leader),
+                };
+                if let Some(waiter) = self.admin.take() {
+                    waiter.reply_to.respond(waiter.request_id, Response::Admin { ok, detail, leader });
+                }
+            }
             Command::ReadReady { id, .. } => {
                 // Every Apply before this command has run: the state reflects the read index.
                 if let Some(read) = self.reads.remove(&id) {

@@ -25,6 +25,16 @@ pub enum Event<R> {
         /// Where the response goes.
         reply_to: R,
     },
+    /// An operator asks this replica (the leader) to hand leadership to `to` (None: the most
+    /// caught-up voter).
+    TransferLeadership {
+        /// The voter to hand over to.
+        to: Option<ReplicaId>,
+        /// Client-chosen id echoed back.
+        request_id: u64,
+        /// Where the response goes.
+        reply_to: R,
+    },
     /// The persistence thread made every ticket up to `upto` durable.
     Persisted {
         /// Highest durable ticket.
@@ -51,6 +61,15 @@ pub enum Response {
     Busy,
     /// Answer to `Event::Status`.
     Status(NodeStatus),
+    /// Answer to an administrative event.
+    Admin {
+        /// Whether the core accepted it.
+        ok: bool,
+        /// What happened, for the operator.
+        detail: String,
+        /// The leader to ask instead, when refused by a non-leader.
+        leader: Option<ReplicaId>,
+    },
 }
 
 /// A replica's status as `decree status` shows it.

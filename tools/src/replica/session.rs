@@ -6,7 +6,7 @@ use super::Context;
 use crate::wire::{self, ClientFrame, ErrorCode, ServerFrame, StatusView};
 use crossbeam::channel::{self, Receiver, Sender};
 use decree_engine::runtime::{Event, Responder, Response};
-use decree_engine::types::{ClientId, Request};
+use decree_engine::types::{ClientId, ReplicaId, Request};
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -57,6 +57,12 @@ pub fn serve(stream: TcpStream, remote: String, ctx: Arc<Context>) {
                     responder.respond(request_id, Response::Busy);
                 }
             }
+            Ok(ClientFrame::TransferLeadership { request_id, to }) => {
+                let event = Event::TransferLeadership { to: to.map(ReplicaId), request_id, reply_to: responder.clone() };
+                if ctx.inbox.push(event).is_err() {
+                    responder.respond(request_id, Response::Busy);
+                }
+            }
             Ok(ClientFrame::Status { request_id }) => {
                 if ctx.inbox.push(Event::Status { request_id, reply_to: responder.clone() }).is_err() {
                     responder.respond(request_id, Response::Busy);
@@ -98,6 +104,12 @@ fn to_frame(request_id: u64, response: Response, ctx: &Context) -> ServerFrame {
         },
         Response::Busy => ServerFrame::Busy { request_id },
         Response::Status(status) => ServerFrame::Status { request_id, status: status_view(&status) },
+        Response::Admin { ok, detail, leader } => ServerFrame::Admin {
+            request_id,
+            ok,
+            detail,
+            leader_addr: leader.and_then(|l| ctx.members.get(&l.0).cloned()),
+        },
     }
 }
 

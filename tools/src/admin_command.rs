@@ -1,0 +1,38 @@
+//! `decree transfer-leadership`: hand leadership to another voter without waiting for an election
+//! timeout (before restarting the leader's host, or to move the leader next to its clients).
+
+use crate::target_args::TargetArgs;
+use clap::Args;
+use decree_tools::client::Client;
+use std::process::ExitCode;
+
+/// Arguments of `decree transfer-leadership`.
+#[derive(Args, Debug)]
+pub struct TransferArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Replica id to hand leadership to (default: the most caught-up voter).
+    #[arg(long)]
+    to: Option<u32>,
+}
+
+/// Sends the request to the leader; exits 1 if it refused.
+pub fn transfer(args: TransferArgs) -> ExitCode {
+    let mut client = match args.target.client_config() {
+        Ok(config) => Client::new(config),
+        Err(e) => {
+            eprintln!("decree transfer-leadership: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match client.transfer_leadership(args.to) {
+        Ok(detail) => {
+            println!("{detail}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("decree transfer-leadership: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
