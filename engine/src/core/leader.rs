@@ -248,7 +248,9 @@ impl Replica {
         if self.mutated(super::Mutation::CommitWithoutQuorum) && votes > 1 {
             votes -= 1;
         }
-        let candidate = matched[votes - 1];
+        // A follower may report a horizon past our proposals (it knows later slots chosen, e.g. past
+        // a reconfig this leader stopped at); we can only commit what we hold.
+        let candidate = matched[votes - 1].min(self.horizon);
         if candidate > self.commit {
             contract!(self, candidate <= self.horizon, "commit-within-proposals");
             self.learn_commit(candidate);

@@ -276,7 +276,9 @@ impl World {
             Some(checkpoint) => Applier::from_checkpoint(KvStore::default(), checkpoint).expect("a stored checkpoint loads"),
             None => Applier::new(KvStore::default(), initial),
         };
-        state.core = Some(Replica::recover(config, durable));
+        let mut core = Replica::recover(config, durable);
+        core.set_candidacy(state.applier.state_machine().can_become_primary() && !self.vetoed.contains(&node));
+        state.core = Some(core);
         state.commit_checked = state.core.as_ref().map_or(0, |c| c.log_base());
         state.last_checkpoint = state.applier.next_slot();
         let incarnation = state.incarnation;
