@@ -1,0 +1,91 @@
+//! The physical limits printed beside every result, measured in the same run.
+
+mod fdatasync;
+mod shm;
+mod tcp;
+
+pub use fdatasync::fdatasync_us;
+pub use shm::shm_round_trip_ns;
+pub use tcp::tcp_round_trip_us;
+
+use crate::error::BenchError;
+use crate::histogram::LatencySummary;
+use serde::Serialize;
+use std::path::Path;
+
+/// Iteration counts of one baseline pass.
+#[derive(Clone, Copy, Debug)]
+pub struct BaselineIterations {
+    /// TCP ping-pongs.
+    pub tcp: usize,
+    /// Cache-line ping-pongs.
+    pub shm: u64,
+    /// write + fdatasync calls.
+    pub fdatasync: usize,
+}
+
+impl Default for BaselineIterations {
+    fn default() -> Self {
+        BaselineIterations { tcp: 5_000, shm: 200_000, fdatasync: 300 }
+    }
+}
+
+/// The baselines of one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Baselines {
+    /// Loopback TCP round trip with the benchmark's payload each way.
+    pub tcp_round_trip: LatencySummary,
+    /// Cross-thread cache-line round trip, nanoseconds (p50, p99).
+    pub shm_round_trip_ns: (u64, u64),
+    /// 4 KiB write + fdatasync in the log's directory, one writer.
+    pub fdatasync: LatencySummary,
+    /// The same with one writer per replica syncing at once (as a local cluster's replicas do).
+    pub fdatasync_concurrent: LatencySummary,
+    /// Writers in the concurrent measurement.
+    pub fdatasync_writers: usize,
+    /// The directory fdatasync was measured in.
+    pub fdatasync_dir: String,
+    /// Floor of a durable commit's latency: TCP round trip p50 + one lone fdatasync p50.
+    pub commit_floor_p50_us: u64,
+    /// The same with the concurrent fdatasync p50 (the stricter floor when that one is lower).
+    pub commit_floor_concurrent_p50_us: u64,
+}
+
+/// Measures them in `log_dir` with `payload_bytes` TCP messages and `writers` concurrent syncers.
+pub fn measure(log_dir: &Path, payload_bytes: usize, writers: usize, iterations: BaselineIterations) -> Result<Baselines, BenchError> {
+    let tcp = tcp_round_trip_us(iterations.tcp, payload_bytes).map_err(|source| BenchError::Baseline { name: "tcp", source })?;
+    let sync = fdatasync_us(log_dir, iterations.fdatasync, 1).map_err(|source| BenchError::Baseline { name: "fdatasync", source })?;
+    let concurrent =
+        fdatasync_us(log_dir, iterations.fdatasync, writers).map_err(|source| BenchError::Baseline { name: "fdatasync (concurrent)", source })?;
+    let shm = shm_round_trip_ns(iterations.shm);
+    let shm_ns = (shm.value_at_quantile(0.5), shm.value_at_quantile(0.99));
+    let (tcp, sync, concurrent) = (LatencySummary::of(&tcp), LatencySummary::of(&sync), LatencySummary::of(&concurrent));
+    Ok(Baselines {
+        commit_floor_p50_us: tcp.p50_us + sync.p50_us,
+        commit_floor_concurrent_p50_us: tcp.p50_us + concurrent.p50_us,
+        fdatasync_concurrent: concurrent,
+        fdatasync_writers: writers,
+        tcp_round_trip: tcp,
+        shm_round_trip_ns: shm_ns,
+        fdatasync: sync,
+        fdatasync_dir: log_dir.display().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_baseline_pass_measures_something_and_sums_the_floor() {
+        let dir = std::env::temp_dir().join(format!("decree-bench-baseline-test-{}", std::process::id()));
+        let b = measure(&dir, 64, 3, BaselineIterations { tcp: 50, shm: 1_000, fdatasync: 5 }).unwrap();
+        assert_eq!(b.tcp_round_trip.count, 50);
+        assert_eq!(b.fdatasync.count, 5);
+        assert_eq!(b.fdatasync_concurrent.count, 15, "3 writers x 5 syncs");
+        assert!(dir.read_dir().unwrap().next().is_none(), "the probe files are removed");
+        assert!(b.shm_round_trip_ns.0 > 0 && b.shm_round_trip_ns.0 <= b.shm_round_trip_ns.1);
+        assert_eq!(b.commit_floor_p50_us, b.tcp_round_trip.p50_us + b.fdatasync.p50_us);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,301 @@
+//! The command line: subcommands, their flags, and the validation that turns bad input into a
+//! clear error before anything starts.
+
+use crate::error::BenchError;
+use crate::schedule::Arrival;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Log backends the replica server accepts (decree-tools validates the same list).
+pub const LOG_BACKENDS: [&str; 7] = ["auto", "dax", "devdax", "file", "file-pwrite", "file-uring", "file-mmap"];
+/// Largest value size accepted (the client frame limit leaves room for the key).
+pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+
+/// decree's benchmark harness.
+#[derive(Parser, Debug)]
+#[command(name = "decree-bench", version, about = "Latency/throughput of a local decree cluster beside raw baselines and etcd")]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Start a local cluster, measure baselines, run the load at each client count, then etcd.
+    Run(RunArgs),
+    /// Only the raw baselines (tcp and shm round trips, fdatasync) in a directory.
+    Baselines(BaselineArgs),
+    /// Instructions per committed operation of a fixed in-process workload, under callgrind.
+    Callgrind(CallgrindArgs),
+    /// The in-process workload callgrind runs (also runnable alone: prints its wall-clock rate).
+    #[command(hide = true)]
+    Inproc(InprocArgs),
+}
+
+/// `decree-bench run`.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Replicas in the decree cluster.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u32,
+    /// Transport between replicas (the server serves tcp only so far).
+    #[arg(long, default_value = "tcp")]
+    pub transport: String,
+    /// Log backend: auto, dax, devdax, file, file-pwrite, file-uring, file-mmap.
+    #[arg(long, default_value = "file")]
+    pub log_backend: String,
+    /// Size of each replica's log file.
+    #[arg(long, default_value_t = 256)]
+    pub log_size_mib: u64,
+    /// Checkpoint every this many applied slots (0: never).
+    #[arg(long, default_value_t = 10_000)]
+    pub checkpoint_every_slots: u64,
+    /// Value size of each put.
+    #[arg(long, default_value_t = 64)]
+    pub payload_bytes: usize,
+    /// Client counts to measure, comma-separated (each client has one put in flight).
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    pub clients: Vec<usize>,
+    /// TCP connections the decree clients are spread over (pipelined).
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Measured seconds per point.
+    #[arg(long, default_value_t = 10)]
+    pub duration_s: u64,
+    /// Unmeasured warm-up seconds per point.
+    #[arg(long, default_value_t = 2)]
+    pub warmup_s: u64,
+    /// Open loop: total arrival rate in ops/s (omit for closed loop).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Distinct keys written.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// Peer system to run with the same workload: etcd or none.
+    #[arg(long, default_value = "etcd")]
+    pub peer: String,
+    /// Parent directory for the clusters' data (on the filesystem you want measured; not tmpfs).
+    #[arg(long, default_value = ".decree-data/bench")]
+    pub data_dir: PathBuf,
+    /// decree replicas listen on base_port.., metrics on base_port+1000..; etcd on base_port+200..
+    #[arg(long, default_value_t = 17_400)]
+    pub base_port: u16,
+    /// Where the JSON report and SVG plots go.
+    #[arg(long, default_value = "target-bench/results")]
+    pub out: PathBuf,
+    /// The decree binary (default: beside this one).
+    #[arg(long)]
+    pub decree_bin: Option<PathBuf>,
+    /// Print the JSON report on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// No once-a-second progress lines.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// `decree-bench baselines`.
+#[derive(Args, Debug, Clone)]
+pub struct BaselineArgs {
+    /// Directory on the log's filesystem (fdatasync is measured there).
+    #[arg(long, default_value = ".decree-data/bench")]
+    pub data_dir: PathBuf,
+    /// TCP ping-pong message size.
+    #[arg(long, default_value_t = 64)]
+    pub payload_bytes: usize,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `decree-bench callgrind`.
+#[derive(Args, Debug, Clone)]
+pub struct CallgrindArgs {
+    /// Committed operations in the smaller run (the larger runs twice as many).
+    #[arg(long, default_value_t = 20_000)]
+    pub ops: u64,
+    /// Sessions with one put in flight (the leader's batch size).
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Value size.
+    #[arg(long, default_value_t = 64)]
+    pub payload_bytes: usize,
+    /// The core's batch limit, requests per proposed value.
+    #[arg(long, default_value_t = 1024)]
+    pub max_batch_requests: usize,
+    /// Functions to list.
+    #[arg(long, default_value_t = 15)]
+    pub top: usize,
+    /// Where callgrind's output files are kept.
+    #[arg(long, default_value = "target-bench/callgrind")]
+    pub out: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `decree-bench inproc`.
+#[derive(Args, Debug, Clone)]
+pub struct InprocArgs {
+    /// Committed operations.
+    #[arg(long, default_value_t = 20_000)]
+    pub ops: u64,
+    /// Sessions with one put in flight.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Value size.
+    #[arg(long, default_value_t = 64)]
+    pub payload_bytes: usize,
+    /// The core's batch limit.
+    #[arg(long, default_value_t = 1024)]
+    pub max_batch_requests: usize,
+}
+
+fn invalid(flag: &'static str, detail: impl Into<String>) -> BenchError {
+    BenchError::InvalidArgument { flag, detail: detail.into() }
+}
+
+fn check_payload(payload_bytes: usize) -> Result<(), BenchError> {
+    if payload_bytes == 0 || payload_bytes > MAX_PAYLOAD_BYTES {
+        return Err(invalid("payload-bytes", format!("{payload_bytes}: must be 1..={MAX_PAYLOAD_BYTES}")));
+    }
+    Ok(())
+}
+
+impl RunArgs {
+    /// Checks every flag; the error names the flag and what it accepts.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        if !(1..=9).contains(&self.replicas) {
+            return Err(invalid("replicas", format!("{}: must be 1..=9", self.replicas)));
+        }
+        if self.transport != "tcp" {
+            let detail = match self.transport.as_str() {
+                "shm" | "rdma" | "sim" => format!("{:?} exists in decree-verbs but the replica server serves only tcp so far", self.transport),
+                other => format!("{other:?}: unknown (tcp; shm and rdma are not served yet)"),
+            };
+            return Err(invalid("transport", detail));
+        }
+        if !LOG_BACKENDS.contains(&self.log_backend.as_str()) {
+            return Err(invalid("log-backend", format!("{:?}: use one of {}", self.log_backend, LOG_BACKENDS.join(", "))));
+        }
+        if self.log_size_mib == 0 {
+            return Err(invalid("log-size-mib", "must be at least 1"));
+        }
+        check_payload(self.payload_bytes)?;
+        if self.clients.is_empty() {
+            return Err(invalid("clients", "give at least one client count"));
+        }
+        if let Some(bad) = self.clients.iter().find(|&&c| c == 0 || c > 100_000) {
+            return Err(invalid("clients", format!("{bad}: each count must be 1..=100000")));
+        }
+        if self.connections == 0 || self.connections > 256 {
+            return Err(invalid("connections", format!("{}: must be 1..=256", self.connections)));
+        }
+        if self.duration_s == 0 || self.duration_s > 3_600 {
+            return Err(invalid("duration-s", format!("{}: must be 1..=3600", self.duration_s)));
+        }
+        if self.warmup_s > 600 {
+            return Err(invalid("warmup-s", format!("{}: must be 0..=600", self.warmup_s)));
+        }
+        if let Some(rate) = self.rate {
+            if !rate.is_finite() || rate <= 0.0 {
+                return Err(invalid("rate", format!("{rate}: must be a positive number of ops/s")));
+            }
+        }
+        if self.keys == 0 {
+            return Err(invalid("keys", "must be at least 1"));
+        }
+        if !["etcd", "none"].contains(&self.peer.as_str()) {
+            return Err(invalid("peer", format!("{:?}: use etcd or none", self.peer)));
+        }
+        if self.base_port < 1024 || self.base_port as u32 + 1000 + self.replicas > 65_535 {
+            return Err(invalid("base-port", format!("{}: must be >= 1024 and leave room for base+1000+replicas", self.base_port)));
+        }
+        Ok(())
+    }
+
+    /// The arrival process the flags ask for.
+    pub fn arrival(&self) -> Arrival {
+        match self.rate {
+            Some(rate_per_s) => Arrival::Open { rate_per_s },
+            None => Arrival::Closed,
+        }
+    }
+
+    /// Warm-up as a duration.
+    pub fn warmup(&self) -> Duration {
+        Duration::from_secs(self.warmup_s)
+    }
+}
+
+impl CallgrindArgs {
+    /// Checks every flag.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        if self.ops == 0 || self.ops > 10_000_000 {
+            return Err(invalid("ops", format!("{}: must be 1..=10000000", self.ops)));
+        }
+        if self.clients == 0 || self.clients > 65_536 {
+            return Err(invalid("clients", format!("{}: must be 1..=65536", self.clients)));
+        }
+        if self.max_batch_requests == 0 {
+            return Err(invalid("max-batch-requests", "must be at least 1"));
+        }
+        check_payload(self.payload_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from([&["decree-bench", "run"], args].concat()).unwrap();
+        match cli.command {
+            BenchCommand::Run(run) => run,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn error_of(args: &[&str]) -> String {
+        parse(args).validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_closed_loop() {
+        let args = parse(&[]);
+        args.validate().unwrap();
+        assert_eq!(args.clients, vec![1, 4, 16, 64]);
+        assert_eq!(args.arrival(), Arrival::Closed);
+        assert_eq!(parse(&["--rate", "5000"]).arrival(), Arrival::Open { rate_per_s: 5000.0 });
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        assert!(error_of(&["--transport", "shm"]).contains("--transport") && error_of(&["--transport", "shm"]).contains("only tcp"));
+        assert!(error_of(&["--log-backend", "floppy"]).contains("--log-backend"));
+        assert!(error_of(&["--clients", "1,0"]).contains("--clients: 0"));
+        assert!(error_of(&["--payload-bytes", "0"]).contains("--payload-bytes"));
+        assert!(error_of(&["--rate=-5"]).contains("--rate"));
+        assert!(error_of(&["--rate", "NaN"]).contains("--rate"));
+        assert!(error_of(&["--duration-s", "0"]).contains("--duration-s"));
+        assert!(error_of(&["--peer", "zookeeper"]).contains("--peer"));
+        assert!(error_of(&["--replicas", "0"]).contains("--replicas"));
+        assert!(error_of(&["--base-port", "65000"]).contains("--base-port"));
+    }
+
+    #[test]
+    fn clap_refuses_malformed_numbers() {
+        assert!(Cli::try_parse_from(["decree-bench", "run", "--clients", "four"]).is_err());
+        assert!(Cli::try_parse_from(["decree-bench", "run", "--duration-s", "-1"]).is_err());
+    }
+
+    #[test]
+    fn callgrind_args_validate() {
+        let cli = Cli::try_parse_from(["decree-bench", "callgrind", "--ops", "0"]).unwrap();
+        let BenchCommand::Callgrind(args) = cli.command else { panic!() };
+        assert!(args.validate().unwrap_err().to_string().contains("--ops"));
+    }
+}

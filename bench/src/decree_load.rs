@@ -1,0 +1,298 @@
+//! Load on a decree cluster through its client wire protocol, pipelined. Each connection carries
+//! several client sessions (distinct client ids, one request in flight each, as the protocol
+//! requires), so a few threads keep many operations outstanding. decree-tools' `Client` runs one
+//! blocking operation at a time per thread, which on a 2-core machine measures thread switches
+//! more than the cluster; the pipelined sender is built here for that reason, on the public
+//! `dial` (authentication) and `wire` (framing) of decree-tools.
+
+use crate::error::BenchError;
+use crate::histogram::new_histogram_us;
+use crate::load::{key_for, LoadOutcome, LoadSpec};
+use crate::progress::Progress;
+use crate::schedule::{Arrival, Schedule};
+use bytes::Bytes;
+use crossbeam::channel::{self, Receiver, Sender};
+use decree_engine::kv::KvOp;
+use decree_tools::client::dial;
+use decree_tools::secret::random_u64;
+use decree_tools::wire::{self, ClientFrame, ServerFrame};
+use hdrhistogram::Histogram;
+use std::io::{BufReader, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Sessions per connection are numbered in the low bits of the request id.
+const SESSION_BITS: u32 = 20;
+/// Most sessions one connection may carry.
+pub const MAX_SESSIONS_PER_CONNECTION: usize = 1 << SESSION_BITS;
+
+/// Times shared by every connection of a run, in ns since `base`.
+struct Window {
+    base: Instant,
+    start_ns: u64,
+    end_ns: u64,
+    completed: Arc<AtomicU64>,
+    failure: Mutex<Option<String>>,
+}
+
+impl Window {
+    fn now_ns(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    fn fail(&self, why: String) {
+        self.failure.lock().expect("failure lock").get_or_insert(why);
+    }
+
+    fn failed(&self) -> bool {
+        self.failure.lock().expect("failure lock").is_some()
+    }
+}
+
+/// One session's request in flight: when it was meant to start and when it was sent.
+struct InFlight {
+    intended_ns: AtomicU64,
+    sent_ns: AtomicU64,
+}
+
+/// A session the reader hands back to the sender: (session, resend the same request?).
+type Freed = (usize, bool);
+
+struct ReaderTally {
+    corrected: Histogram<u64>,
+    uncorrected: Histogram<u64>,
+    ops: u64,
+    errors: u64,
+    busy: u64,
+}
+
+fn reader_loop(stream: TcpStream, flights: Arc<Vec<InFlight>>, freed: Sender<Freed>, window: Arc<Window>) -> ReaderTally {
+    let mut tally = ReaderTally { corrected: new_histogram_us(), uncorrected: new_histogram_us(), ops: 0, errors: 0, busy: 0 };
+    let mut reader = BufReader::with_capacity(64 << 10, stream);
+    let mut buf = Vec::new();
+    let mask = (1u64 << SESSION_BITS) - 1;
+    loop {
+        let frame = match wire::read_frame::<ServerFrame>(&mut reader, &mut buf) {
+            Ok(frame) => frame,
+            Err(e) => {
+                // The sender shuts the socket down once it is done; anything earlier is a failure.
+                if window.now_ns() < window.end_ns {
+                    window.fail(format!("connection lost: {e}"));
+                }
+                return tally;
+            }
+        };
+        let (session, retry) = match frame {
+            ServerFrame::Reply { request_id, .. } => {
+                let session = (request_id & mask) as usize;
+                let done_ns = window.now_ns();
+                let flight = &flights[session];
+                let (intended_ns, sent_ns) = (flight.intended_ns.load(Ordering::Acquire), flight.sent_ns.load(Ordering::Acquire));
+                window.completed.fetch_add(1, Ordering::Relaxed);
+                if intended_ns >= window.start_ns && done_ns <= window.end_ns {
+                    tally.ops += 1;
+                    tally.corrected.saturating_record((done_ns - intended_ns) / 1_000);
+                    tally.uncorrected.saturating_record(done_ns.saturating_sub(sent_ns) / 1_000);
+                }
+                (session, false)
+            }
+            ServerFrame::Busy { request_id } => {
+                tally.busy += 1;
+                ((request_id & mask) as usize, true)
+            }
+            ServerFrame::Redirect { request_id, leader_addr, .. } => {
+                tally.errors += 1;
+                window.fail(format!("the leader changed during the run (redirected to {leader_addr:?}); rerun, or look at the replica logs"));
+                ((request_id & mask) as usize, false)
+            }
+            ServerFrame::Error { code, message } => {
+                window.fail(format!("replica refused a request: {code:?}: {message}"));
+                return tally;
+            }
+            _ => continue,
+        };
+        if freed.send((session, retry)).is_err() {
+            return tally;
+        }
+    }
+}
+
+/// The sending half of one connection.
+struct ConnectionSender {
+    writer: TcpStream,
+    flights: Arc<Vec<InFlight>>,
+    client_ids: Vec<u64>,
+    seqs: Vec<u64>,
+    value: Bytes,
+    keys: u64,
+    buf: Vec<u8>,
+    op_counter: u64,
+}
+
+impl ConnectionSender {
+    /// Appends the request of `session` to the batch (a fresh seq unless `retry`).
+    fn queue(&mut self, session: usize, retry: bool, intended_ns: u64, now_ns: u64) {
+        if !retry {
+            self.seqs[session] += 1;
+            self.flights[session].intended_ns.store(intended_ns, Ordering::Release);
+        }
+        self.flights[session].sent_ns.store(now_ns, Ordering::Release);
+        self.op_counter += 1;
+        let key = key_for(self.op_counter ^ self.client_ids[session], self.keys);
+        let op = KvOp::Put { key: Bytes::from(key.into_bytes()), value: self.value.clone() }.encode();
+        let request_id = (self.seqs[session] << SESSION_BITS) | session as u64;
+        wire::encode(&ClientFrame::Request { request_id, client: self.client_ids[session], seq: self.seqs[session], op }, &mut self.buf);
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let result = self.writer.write_all(&self.buf);
+        self.buf.clear();
+        result
+    }
+}
+
+fn connection(addr: &str, secret: &[u8], sessions: usize, index: usize, spec: &LoadSpec, window: Arc<Window>) -> Result<ReaderTally, String> {
+    let stream = dial(addr, secret, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+    let read_half = stream.try_clone().map_err(|e| e.to_string())?;
+    let flights: Arc<Vec<InFlight>> = Arc::new((0..sessions).map(|_| InFlight { intended_ns: AtomicU64::new(0), sent_ns: AtomicU64::new(0) }).collect());
+    let (freed_tx, freed_rx): (Sender<Freed>, Receiver<Freed>) = channel::unbounded();
+    let reader = {
+        let (flights, window) = (flights.clone(), window.clone());
+        std::thread::spawn(move || reader_loop(read_half, flights, freed_tx, window))
+    };
+    let mut sender = ConnectionSender {
+        writer: stream,
+        flights,
+        client_ids: (0..sessions).map(|_| random_u64()).collect(),
+        seqs: vec![0; sessions],
+        value: Bytes::from(vec![b'x'; spec.payload_bytes]),
+        keys: spec.keys,
+        buf: Vec::with_capacity(64 << 10),
+        op_counter: 0,
+    };
+    let mut idle: Vec<usize> = (0..sessions).collect();
+    let mut schedule = match spec.arrival {
+        Arrival::Open { rate_per_s } => Some(Schedule::new(window.base, rate_per_s, index, spec.connections)),
+        Arrival::Closed => None,
+    };
+    let mut next_intended_ns = schedule.as_mut().map(|s| s.next_intended().duration_since(window.base).as_nanos() as u64);
+    while window.now_ns() < window.end_ns && !window.failed() {
+        // Take back what the reader freed; resend busy ones at once (same seq, same intended time).
+        let wait = if idle.is_empty() || schedule.is_some() { Duration::from_millis(1) } else { Duration::ZERO };
+        let mut freed: Vec<Freed> = Vec::new();
+        if let Ok(first) = freed_rx.recv_timeout(wait) {
+            freed.push(first);
+            freed.extend(freed_rx.try_iter());
+        }
+        let now_ns = window.now_ns();
+        let mut any_retry = false;
+        for (session, retry) in freed {
+            if retry {
+                any_retry = true;
+                sender.queue(session, true, 0, now_ns);
+            } else {
+                idle.push(session);
+            }
+        }
+        match next_intended_ns.as_mut() {
+            None => {
+                for session in idle.drain(..) {
+                    sender.queue(session, false, now_ns, now_ns);
+                }
+            }
+            Some(intended_ns) => {
+                // Everything due goes out now; a request with no idle session waits, and that
+                // wait counts in its latency (measured from the intended time).
+                while *intended_ns <= now_ns && !idle.is_empty() {
+                    let session = idle.pop().expect("checked non-empty");
+                    sender.queue(session, false, *intended_ns, now_ns);
+                    *intended_ns = schedule.as_mut().expect("open loop").next_intended().duration_since(window.base).as_nanos() as u64;
+                }
+                let until_next = intended_ns.saturating_sub(window.now_ns());
+                if until_next > 60_000 && sender.buf.is_empty() && !idle.is_empty() {
+                    std::thread::sleep(Duration::from_nanos(until_next - 50_000));
+                }
+            }
+        }
+        if any_retry {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        if !sender.buf.is_empty() {
+            sender.flush().map_err(|e| format!("sending to {addr}: {e}"))?;
+        }
+    }
+    // Let requests in flight finish (they are outside the window), then close.
+    let drain_deadline = Instant::now() + Duration::from_secs(5);
+    while idle.len() < sessions && Instant::now() < drain_deadline {
+        if let Ok((session, _)) = freed_rx.recv_timeout(Duration::from_millis(10)) {
+            idle.push(session);
+        }
+    }
+    let _ = sender.writer.shutdown(Shutdown::Both);
+    Ok(reader.join().expect("decree reader thread panicked"))
+}
+
+/// Splits `clients` sessions over `connections` as evenly as possible.
+pub fn sessions_per_connection(clients: usize, connections: usize) -> Vec<usize> {
+    let connections = connections.clamp(1, clients.max(1));
+    (0..connections).map(|i| clients / connections + usize::from(i < clients % connections)).collect()
+}
+
+/// Runs `spec` against the leader at `addr`.
+pub fn run(addr: &str, secret: &[u8], spec: &LoadSpec, label: &str) -> Result<LoadOutcome, BenchError> {
+    let base = Instant::now();
+    let start_ns = spec.warmup.as_nanos() as u64;
+    let end_ns = start_ns + spec.duration.as_nanos() as u64;
+    let completed = Arc::new(AtomicU64::new(0));
+    let window = Arc::new(Window { base, start_ns, end_ns, completed: completed.clone(), failure: Mutex::new(None) });
+    let _progress = Progress::start(label.to_string(), completed, spec.warmup + spec.duration, spec.progress);
+    let split = sessions_per_connection(spec.clients, spec.connections);
+    let mut spec_used = spec.clone();
+    spec_used.connections = split.len();
+    let threads: Vec<_> = split
+        .into_iter()
+        .enumerate()
+        .map(|(index, sessions)| {
+            let (addr, secret, spec, window) = (addr.to_string(), secret.to_vec(), spec_used.clone(), window.clone());
+            std::thread::spawn(move || connection(&addr, &secret, sessions, index, &spec, window))
+        })
+        .collect();
+    let mut tallies = Vec::new();
+    for thread in threads {
+        match thread.join().expect("decree connection thread panicked") {
+            Ok(tally) => tallies.push(tally),
+            Err(e) => window.fail(e),
+        }
+    }
+    if let Some(why) = window.failure.lock().expect("failure lock").take() {
+        return Err(BenchError::Load(why));
+    }
+    let outcome = LoadOutcome {
+        corrected: crate::histogram::merge(tallies.iter().map(|t| &t.corrected)),
+        uncorrected: crate::histogram::merge(tallies.iter().map(|t| &t.uncorrected)),
+        ops: tallies.iter().map(|t| t.ops).sum(),
+        errors: tallies.iter().map(|t| t.errors).sum(),
+        busy_retries: tallies.iter().map(|t| t.busy).sum(),
+        elapsed_s: spec.duration.as_secs_f64(),
+    };
+    if outcome.ops == 0 {
+        return Err(BenchError::Load(format!("no operation completed in the {} s window", spec.duration.as_secs_f64())));
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_split_evenly_and_never_exceed_clients() {
+        assert_eq!(sessions_per_connection(10, 4), vec![3, 3, 2, 2]);
+        assert_eq!(sessions_per_connection(2, 8), vec![1, 1], "no connection without a session");
+        assert_eq!(sessions_per_connection(64, 1), vec![64]);
+        assert_eq!(sessions_per_connection(7, 3).iter().sum::<usize>(), 7);
+    }
+}

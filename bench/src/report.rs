@@ -1,0 +1,298 @@
+//! The result of a benchmark run as data: rows per system and client count, the baselines, the
+//! decree/etcd ratios and the target checks. Serialized as the JSON report.
+
+use crate::baseline::Baselines;
+use crate::histogram::LatencySummary;
+use crate::load::LoadOutcome;
+use serde::Serialize;
+
+/// One measured (system, client count) point.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    /// "decree" or "etcd".
+    pub system: String,
+    /// "closed" or "open".
+    pub mode: String,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Value size.
+    pub payload_bytes: usize,
+    /// Operations completed in the window.
+    pub ops: u64,
+    /// Failed operations.
+    pub errors: u64,
+    /// Busy answers resent.
+    pub busy_retries: u64,
+    /// Committed operations per second.
+    pub ops_per_s: f64,
+    /// Payload megabytes (10^6) per second.
+    pub mb_per_s: f64,
+    /// Latency from the intended start (coordinated-omission corrected).
+    pub latency: LatencySummary,
+    /// Latency from the actual send.
+    pub latency_uncorrected: LatencySummary,
+    /// CDF points (µs, fraction) of the corrected latency, for plots.
+    #[serde(skip)]
+    pub cdf: Vec<(f64, f64)>,
+}
+
+impl Row {
+    /// Summarizes a load outcome.
+    pub fn new(system: &str, mode: &str, clients: usize, payload_bytes: usize, outcome: &LoadOutcome) -> Row {
+        let ops_per_s = outcome.ops as f64 / outcome.elapsed_s;
+        Row {
+            system: system.into(),
+            mode: mode.into(),
+            clients,
+            payload_bytes,
+            ops: outcome.ops,
+            errors: outcome.errors,
+            busy_retries: outcome.busy_retries,
+            ops_per_s,
+            mb_per_s: ops_per_s * payload_bytes as f64 / 1e6,
+            latency: LatencySummary::of(&outcome.corrected),
+            latency_uncorrected: LatencySummary::of(&outcome.uncorrected),
+            cdf: crate::histogram::cdf_points(&outcome.corrected),
+        }
+    }
+}
+
+/// decree against etcd at one client count.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Ratio {
+    /// Client count.
+    pub clients: usize,
+    /// decree ops/s ÷ etcd ops/s (higher is better for decree).
+    pub throughput_ratio: f64,
+    /// decree p50 ÷ etcd p50 (lower is better for decree).
+    pub p50_latency_ratio: f64,
+    /// decree p99 ÷ etcd p99.
+    pub p99_latency_ratio: f64,
+}
+
+/// One of the targets, checked against this run.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetCheck {
+    /// What is required.
+    pub target: String,
+    /// What this run measured.
+    pub measured: String,
+    /// Met, missed, or not measured in this run.
+    pub verdict: Verdict,
+}
+
+/// Outcome of a target check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Measured and met.
+    Met,
+    /// Measured and missed.
+    Missed,
+    /// Not measured by this run (or not supported yet).
+    NotMeasured,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Host facts: CPUs, load average at start and end.
+    pub host: HostInfo,
+    /// Cluster settings.
+    pub cluster: ClusterInfo,
+    /// Baselines measured in this run.
+    pub baselines: Baselines,
+    /// Every measured point.
+    pub rows: Vec<Row>,
+    /// decree/etcd where both ran.
+    pub ratios: Vec<Ratio>,
+    /// The targets.
+    pub targets: Vec<TargetCheck>,
+    /// Why the peer did not run, if it did not.
+    pub peer_skipped: Option<String>,
+}
+
+/// Facts about the machine the numbers come from.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostInfo {
+    /// Online CPUs.
+    pub cpus: usize,
+    /// 1-minute load average before the run.
+    pub load_before: f64,
+    /// 1-minute load average after the run.
+    pub load_after: f64,
+}
+
+/// What the decree cluster ran with.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterInfo {
+    /// Replicas.
+    pub replicas: u32,
+    /// Transport between replicas.
+    pub transport: String,
+    /// Log backend.
+    pub log_backend: String,
+    /// Filesystem type of the data dir (from /proc/mounts).
+    pub data_dir_fs: String,
+}
+
+/// The 1-minute load average (0 if unreadable).
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(0.0)
+}
+
+/// The filesystem type holding `path` (longest mount-point prefix in /proc/mounts).
+pub fn filesystem_type(path: &std::path::Path) -> String {
+    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, point, fs) = (fields.next()?, fields.next()?, fields.next()?);
+            absolute.starts_with(point).then(|| (point.len(), fs.to_string()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, fs)| fs)
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// decree/etcd ratios at every client count where both systems have a row.
+pub fn ratios(rows: &[Row]) -> Vec<Ratio> {
+    rows.iter()
+        .filter(|r| r.system == "decree")
+        .filter_map(|d| {
+            let e = rows.iter().find(|e| e.system == "etcd" && e.clients == d.clients && e.mode == d.mode)?;
+            let div = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+            Some(Ratio {
+                clients: d.clients,
+                throughput_ratio: div(d.ops_per_s, e.ops_per_s),
+                p50_latency_ratio: div(d.latency.p50_us as f64, e.latency.p50_us as f64),
+                p99_latency_ratio: div(d.latency.p99_us as f64, e.latency.p99_us as f64),
+            })
+        })
+        .collect()
+}
+
+/// Checks the targets (3 replicas, 64 B, durable file log) against this run's rows.
+pub fn check_targets(rows: &[Row], ratios: &[Ratio], baselines: &Baselines) -> Vec<TargetCheck> {
+    let decree: Vec<&Row> = rows.iter().filter(|r| r.system == "decree").collect();
+    let best = decree.iter().map(|r| r.ops_per_s).fold(0.0, f64::max);
+    let verdict = |ok: bool| if ok { Verdict::Met } else { Verdict::Missed };
+    let mut checks = vec![TargetCheck {
+        target: ">= 300,000 committed ops/s".into(),
+        measured: format!("{best:.0} ops/s (best client count)"),
+        verdict: if decree.is_empty() { Verdict::NotMeasured } else { verdict(best >= 300_000.0) },
+    }];
+    checks.push(match ratios.iter().map(|r| r.throughput_ratio).filter(|r| r.is_finite()).reduce(f64::max) {
+        Some(ratio) => TargetCheck { target: ">= 20x etcd throughput at equal clients".into(), measured: format!("{ratio:.1}x (best)"), verdict: verdict(ratio >= 20.0) },
+        None => TargetCheck { target: ">= 20x etcd throughput at equal clients".into(), measured: "etcd not run".into(), verdict: Verdict::NotMeasured },
+    });
+    let low_load = decree.iter().filter(|r| r.mode == "closed").min_by_key(|r| r.clients);
+    checks.push(match low_load {
+        Some(row) => {
+            // The stricter of the lone and the concurrent fdatasync floors.
+            let floor = baselines.commit_floor_p50_us.min(baselines.commit_floor_concurrent_p50_us);
+            let bound = 2 * floor;
+            TargetCheck {
+                target: "p50 at low load <= 2 x (TCP RTT p50 + fdatasync p50)".into(),
+                measured: format!(
+                    "p50 {} us at {} client(s); floor {} us (lone fdatasync {} us, concurrent {} us), bound {} us",
+                    row.latency.p50_us, row.clients, floor, baselines.commit_floor_p50_us, baselines.commit_floor_concurrent_p50_us, bound
+                ),
+                verdict: verdict(row.latency.p50_us <= bound),
+            }
+        }
+        None => TargetCheck { target: "p50 at low load within 2x of the floor".into(), measured: "no closed-loop decree row".into(), verdict: Verdict::NotMeasured },
+    });
+    checks.push(TargetCheck {
+        target: "in-memory log over shm >= 1,000,000 ops/s".into(),
+        measured: "not supported yet: the replica server serves only transport tcp and file/dax logs".into(),
+        verdict: Verdict::NotMeasured,
+    });
+    checks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(system: &str, clients: usize, ops_per_s: f64, p50_us: u64) -> Row {
+        Row {
+            system: system.into(),
+            mode: "closed".into(),
+            clients,
+            payload_bytes: 64,
+            ops: ops_per_s as u64,
+            errors: 0,
+            busy_retries: 0,
+            ops_per_s,
+            mb_per_s: ops_per_s * 64.0 / 1e6,
+            latency: LatencySummary { count: 1, p50_us, p90_us: p50_us, p99_us: 2 * p50_us, p999_us: 2 * p50_us, max_us: 3 * p50_us, mean_us: p50_us as f64 },
+            latency_uncorrected: LatencySummary::default(),
+            cdf: Vec::new(),
+        }
+    }
+
+    fn baselines(tcp_p50: u64, sync_p50: u64) -> Baselines {
+        let s = |p50_us| LatencySummary { p50_us, ..LatencySummary::default() };
+        Baselines {
+            tcp_round_trip: s(tcp_p50),
+            shm_round_trip_ns: (100, 200),
+            fdatasync: s(sync_p50),
+            fdatasync_concurrent: s(sync_p50 * 2),
+            fdatasync_writers: 3,
+            fdatasync_dir: ".".into(),
+            commit_floor_p50_us: tcp_p50 + sync_p50,
+            commit_floor_concurrent_p50_us: tcp_p50 + 2 * sync_p50,
+        }
+    }
+
+    #[test]
+    fn ratios_pair_rows_by_client_count() {
+        let rows = vec![row("decree", 1, 1_000.0, 500), row("etcd", 1, 100.0, 2_000), row("decree", 8, 10_000.0, 800)];
+        let ratios = ratios(&rows);
+        assert_eq!(ratios.len(), 1, "clients=8 has no etcd row");
+        assert_eq!(ratios[0].clients, 1);
+        assert!((ratios[0].throughput_ratio - 10.0).abs() < 1e-9);
+        assert!((ratios[0].p50_latency_ratio - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn targets_use_the_best_row_and_the_lowest_load_row() {
+        let rows = vec![row("decree", 1, 1_000.0, 500), row("decree", 64, 310_000.0, 9_000), row("etcd", 64, 20_000.0, 3_000)];
+        let checks = check_targets(&rows, &ratios(&rows), &baselines(50, 200));
+        assert_eq!(checks[0].verdict, Verdict::Met, "{:?}", checks[0]);
+        assert_eq!(checks[1].verdict, Verdict::Missed, "15.5x < 20x: {:?}", checks[1]);
+        assert_eq!(checks[2].verdict, Verdict::Met, "500 <= 2*(50+200): {:?}", checks[2]);
+        assert_eq!(checks[3].verdict, Verdict::NotMeasured);
+        let checks = check_targets(&rows[..1], &[], &baselines(50, 200));
+        assert_eq!(checks[0].verdict, Verdict::Missed);
+        assert_eq!(checks[1].verdict, Verdict::NotMeasured);
+    }
+
+    #[test]
+    fn json_report_has_the_documented_fields() {
+        let rows = vec![row("decree", 1, 1_000.0, 500)];
+        let report = Report {
+            host: HostInfo { cpus: 2, load_before: 1.0, load_after: 1.5 },
+            cluster: ClusterInfo { replicas: 3, transport: "tcp".into(), log_backend: "file".into(), data_dir_fs: "ext4".into() },
+            baselines: baselines(50, 200),
+            ratios: ratios(&rows),
+            targets: check_targets(&rows, &[], &baselines(50, 200)),
+            rows,
+            peer_skipped: Some("etcd not installed".into()),
+        };
+        let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+        let row = &json["rows"][0];
+        for field in ["system", "mode", "clients", "ops_per_s", "mb_per_s"] {
+            assert!(!row[field].is_null(), "row.{field} missing in {row}");
+        }
+        for field in ["p50_us", "p90_us", "p99_us", "p999_us", "max_us"] {
+            assert!(row["latency"][field].is_u64(), "latency.{field} missing");
+        }
+        assert!(row.get("cdf").is_none(), "CDF points stay out of the JSON");
+        assert_eq!(json["baselines"]["commit_floor_p50_us"], 250);
+        assert_eq!(json["targets"][3]["verdict"], "not_measured");
+    }
+}

@@ -1,0 +1,130 @@
+//! `decree-bench run`: cluster up, baselines, decree at each client count, cluster down, etcd at
+//! each client count, then the table, the JSON report and the plots.
+
+use crate::baseline::{self, BaselineIterations};
+use crate::cli::RunArgs;
+use crate::decree_cluster::{find_decree_bin, ClusterSpec, DecreeCluster};
+use crate::error::BenchError;
+use crate::etcd_cluster::{find_etcd, EtcdCluster};
+use crate::load::LoadSpec;
+use crate::report::{self, ClusterInfo, HostInfo, Report, Row};
+use crate::table;
+use std::path::Path;
+use std::time::Duration;
+
+fn load_spec(args: &RunArgs, clients: usize) -> LoadSpec {
+    LoadSpec {
+        clients,
+        connections: args.connections,
+        payload_bytes: args.payload_bytes,
+        keys: args.keys,
+        warmup: args.warmup(),
+        duration: Duration::from_secs(args.duration_s),
+        arrival: args.arrival(),
+        progress: !args.no_progress,
+    }
+}
+
+fn say(args: &RunArgs, line: String) {
+    if !args.no_progress {
+        eprintln!("{line}");
+    }
+}
+
+fn run_decree(args: &RunArgs, run_dir: &Path) -> Result<(baseline::Baselines, Vec<Row>, String), BenchError> {
+    let bin = find_decree_bin(args.decree_bin.as_deref())?;
+    let spec = ClusterSpec {
+        replicas: args.replicas,
+        log_backend: args.log_backend.clone(),
+        log_size_mib: args.log_size_mib,
+        checkpoint_every_slots: args.checkpoint_every_slots,
+        base_port: args.base_port,
+    };
+    let dir = run_dir.join("decree");
+    say(args, format!("== decree: starting {} replicas under {}", args.replicas, dir.display()));
+    let cluster = DecreeCluster::start(&bin, &dir, &spec)?;
+    let fs = report::filesystem_type(cluster.dir());
+    say(args, format!("== baselines in {} ({fs})", cluster.dir().display()));
+    let baselines = baseline::measure(cluster.dir(), args.payload_bytes, args.replicas as usize, BaselineIterations::default())?;
+    let mut rows = Vec::new();
+    for &clients in &args.clients {
+        let label = format!("decree {clients} clients");
+        let outcome = crate::decree_load::run(&cluster.leader_addr, &cluster.secret, &load_spec(args, clients), &label)?;
+        let row = Row::new("decree", args.arrival().name(), clients, args.payload_bytes, &outcome);
+        say(args, table::row_line(&row));
+        rows.push(row);
+    }
+    Ok((baselines, rows, fs))
+}
+
+fn run_etcd(args: &RunArgs, run_dir: &Path) -> Result<Vec<Row>, BenchError> {
+    let bin = find_etcd().ok_or_else(|| BenchError::Etcd("etcd is not installed (`make bench-peers` installs it)".into()))?;
+    let dir = run_dir.join("etcd");
+    say(args, format!("== etcd: starting 3 members under {}", dir.display()));
+    let cluster = EtcdCluster::start(&bin, &dir, 3, args.base_port + 200)?;
+    let leader = cluster.leader_url()?;
+    let mut rows = Vec::new();
+    for &clients in &args.clients {
+        let label = format!("etcd {clients} clients");
+        let outcome = crate::etcd_load::run(&leader, &load_spec(args, clients), &label)?;
+        let row = Row::new("etcd", args.arrival().name(), clients, args.payload_bytes, &outcome);
+        say(args, table::row_line(&row));
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn write_outputs(report: &Report, out: &Path) -> Result<(), BenchError> {
+    let err = |path: &Path, e: &dyn std::fmt::Display| BenchError::Output { path: path.display().to_string(), detail: e.to_string() };
+    std::fs::create_dir_all(out).map_err(|e| err(out, &e))?;
+    let json_path = out.join("report.json");
+    let json = serde_json::to_string_pretty(report).map_err(|e| err(&json_path, &e))?;
+    std::fs::write(&json_path, json).map_err(|e| err(&json_path, &e))?;
+    crate::plot::latency_cdf(&report.rows, &out.join("latency-cdf.svg"))?;
+    crate::plot::throughput_vs_clients(&report.rows, &out.join("throughput-vs-clients.svg"))
+}
+
+/// Runs the whole benchmark and prints the report.
+pub fn run(args: &RunArgs) -> Result<Report, BenchError> {
+    args.validate()?;
+    let load_before = report::load_average();
+    let run_dir = args.data_dir.join(format!("run-{}", std::process::id()));
+    let decree = run_decree(args, &run_dir);
+    let (baselines, mut rows, fs) = decree?;
+    let mut peer_skipped = None;
+    if args.peer == "etcd" {
+        match run_etcd(args, &run_dir) {
+            Ok(etcd_rows) => rows.extend(etcd_rows),
+            Err(e) => {
+                eprintln!("decree-bench: peer skipped: {e}");
+                peer_skipped = Some(e.to_string());
+            }
+        }
+    } else {
+        peer_skipped = Some("--peer none".into());
+    }
+    let _ = std::fs::remove_dir(&run_dir);
+    let ratios = report::ratios(&rows);
+    let targets = report::check_targets(&rows, &ratios, &baselines);
+    let report = Report {
+        host: HostInfo {
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            load_before,
+            load_after: report::load_average(),
+        },
+        cluster: ClusterInfo { replicas: args.replicas, transport: args.transport.clone(), log_backend: args.log_backend.clone(), data_dir_fs: fs },
+        baselines,
+        rows,
+        ratios,
+        targets,
+        peer_skipped,
+    };
+    write_outputs(&report, &args.out)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("a report serializes"));
+    } else {
+        print!("{}", table::render(&report));
+        println!("wrote {0}/report.json, {0}/latency-cdf.svg, {0}/throughput-vs-clients.svg", args.out.display());
+    }
+    Ok(report)
+}

@@ -1,0 +1,107 @@
+//! The perftest-style text table: one line per measured point, baselines and ratios below.
+
+use crate::report::{Report, Row, Verdict};
+use std::fmt::Write as _;
+
+/// The header line of the results table.
+pub const HEADER: &str = " system  mode    clients        ops      ops/s     MB/s   p50 us   p90 us   p99 us p99.9 us   max us";
+
+/// One table line.
+pub fn row_line(row: &Row) -> String {
+    let l = &row.latency;
+    format!(
+        " {:<7} {:<6} {:>8} {:>10} {:>10.0} {:>8.2} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        row.system, row.mode, row.clients, row.ops, row.ops_per_s, row.mb_per_s, l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us
+    )
+}
+
+/// The whole text report.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let b = &report.baselines;
+    let c = &report.cluster;
+    let _ = writeln!(
+        out,
+        "decree-bench: {} replicas, transport {}, log {} on {}; {} CPUs, load {:.2} -> {:.2}",
+        c.replicas, c.transport, c.log_backend, c.data_dir_fs, report.host.cpus, report.host.load_before, report.host.load_after
+    );
+    let _ = writeln!(out, "{HEADER}");
+    for row in &report.rows {
+        let _ = writeln!(out, "{}", row_line(row));
+    }
+    let _ = writeln!(out, "baselines (same run):");
+    let _ = writeln!(out, "  tcp loopback round trip   p50 {:>6} us   p99 {:>6} us", b.tcp_round_trip.p50_us, b.tcp_round_trip.p99_us);
+    let _ = writeln!(out, "  shm cache-line round trip p50 {:>6} ns   p99 {:>6} ns", b.shm_round_trip_ns.0, b.shm_round_trip_ns.1);
+    let _ = writeln!(out, "  4 KiB write+fdatasync     p50 {:>6} us   p99 {:>6} us   ({})", b.fdatasync.p50_us, b.fdatasync.p99_us, b.fdatasync_dir);
+    let _ = writeln!(
+        out,
+        "  same, {} writers at once   p50 {:>6} us   p99 {:>6} us",
+        b.fdatasync_writers, b.fdatasync_concurrent.p50_us, b.fdatasync_concurrent.p99_us
+    );
+    let _ = writeln!(
+        out,
+        "  commit floor (tcp + fdatasync p50): {} us (lone fdatasync), {} us (concurrent)",
+        b.commit_floor_p50_us, b.commit_floor_concurrent_p50_us
+    );
+    for row in report.rows.iter().filter(|r| r.system == "decree") {
+        let _ = writeln!(
+            out,
+            "  decree {:>4} clients: p50 {:.2}x the lone floor, {:.2}x the concurrent floor; uncorrected p50 {} us p99 {} us",
+            row.clients,
+            row.latency.p50_us as f64 / b.commit_floor_p50_us.max(1) as f64,
+            row.latency.p50_us as f64 / b.commit_floor_concurrent_p50_us.max(1) as f64,
+            row.latency_uncorrected.p50_us,
+            row.latency_uncorrected.p99_us
+        );
+    }
+    if let Some(why) = &report.peer_skipped {
+        let _ = writeln!(out, "peer etcd: skipped ({why})");
+    }
+    for r in &report.ratios {
+        let _ = writeln!(
+            out,
+            "decree/etcd at {:>4} clients: throughput {:.2}x, p50 latency {:.2}x, p99 latency {:.2}x",
+            r.clients, r.throughput_ratio, r.p50_latency_ratio, r.p99_latency_ratio
+        );
+    }
+    let _ = writeln!(out, "targets:");
+    for t in &report.targets {
+        let verdict = match t.verdict {
+            Verdict::Met => "MET   ",
+            Verdict::Missed => "MISSED",
+            Verdict::NotMeasured => "n/a   ",
+        };
+        let _ = writeln!(out, "  {verdict} {}: {}", t.target, t.measured);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::histogram::LatencySummary;
+
+    #[test]
+    fn row_line_aligns_with_the_header() {
+        let row = Row {
+            system: "decree".into(),
+            mode: "closed".into(),
+            clients: 64,
+            payload_bytes: 64,
+            ops: 1_234_567,
+            errors: 0,
+            busy_retries: 0,
+            ops_per_s: 123_456.7,
+            mb_per_s: 7.9,
+            latency: LatencySummary { count: 1, p50_us: 512, p90_us: 900, p99_us: 1_500, p999_us: 4_000, max_us: 12_345, mean_us: 600.0 },
+            latency_uncorrected: LatencySummary::default(),
+            cdf: Vec::new(),
+        };
+        let line = row_line(&row);
+        assert_eq!(line.len(), HEADER.len(), "\n{HEADER}\n{line}");
+        // Each number ends where its column title ends.
+        for (title, value) in [("ops/s", "123457"), ("MB/s", "7.90"), ("p50 us", " 512"), ("max us", "12345")] {
+            assert_eq!(HEADER.find(title).unwrap() + title.len(), line.rfind(value).unwrap() + value.len(), "{title}");
+        }
+    }
+}
