@@ -45,14 +45,23 @@ pub fn parse_total(text: &str) -> Option<u64> {
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
 }
 
-/// (function, instructions) from callgrind_annotate's table lines: "1,234 (5.6%)  file:fn [bin]"
-/// or "1,234  file:fn".
-pub fn parse_annotate(text: &str) -> BTreeMap<String, u64> {
+/// How entries of one function attributed to several source files combine.
+#[derive(Clone, Copy, Debug)]
+pub enum Combine {
+    /// Own cost: the pieces (inlined code from other files) add up.
+    Sum,
+    /// Inclusive cost: the pieces overlap, so the largest is the (lower-bound) total.
+    Max,
+}
+
+/// (function, instructions) from callgrind_annotate's function table ("1,234 (5.6%)  file:fn [bin]"
+/// or "1,234  file:fn"), combined per function across the files its code came from.
+pub fn parse_annotate(text: &str, combine: Combine) -> BTreeMap<String, u64> {
     let mut costs = BTreeMap::new();
     for line in text.lines() {
         let trimmed = line.trim_start();
         let Some((count, rest)) = trimmed.split_once(' ') else { continue };
-        if count.is_empty() || !count.chars().all(|c| c.is_ascii_digit() || c == ',') || !count.chars().next().unwrap().is_ascii_digit() {
+        if !count.starts_with(|c: char| c.is_ascii_digit()) || !count.chars().all(|c| c.is_ascii_digit() || c == ',') {
             continue;
         }
         let Ok(value) = count.replace(',', "").parse::<u64>() else { continue };
@@ -61,10 +70,16 @@ pub fn parse_annotate(text: &str) -> BTreeMap<String, u64> {
             name = name.split_once(')').map(|(_, r)| r.trim_start()).unwrap_or(name);
         }
         let name = name.split(" [").next().unwrap_or(name).trim();
-        if name.is_empty() || name.contains("PROGRAM TOTALS") || name.starts_with("file:function") {
+        // Call-tree arrows and headers are not functions.
+        if name.is_empty() || name.starts_with("=>") || name.starts_with('<') || name.contains("PROGRAM TOTALS") || !name.contains(':') {
             continue;
         }
-        *costs.entry(name.to_string()).or_insert(0) += value;
+        let function = name.split_once(':').map(|(_, f)| f).unwrap_or(name);
+        let entry = costs.entry(function.to_string()).or_insert(0);
+        *entry = match combine {
+            Combine::Sum => *entry + value,
+            Combine::Max => (*entry).max(value),
+        };
     }
     costs
 }
@@ -104,10 +119,12 @@ fn annotate(out: &Path, inclusive: bool) -> Result<BTreeMap<String, u64>, BenchE
     let output = Command::new("callgrind_annotate")
         .arg(format!("--inclusive={}", if inclusive { "yes" } else { "no" }))
         .arg("--threshold=100")
+        .arg("--auto=no")
         .arg(out)
         .output()
         .map_err(|e| BenchError::Callgrind(format!("running callgrind_annotate: {e}")))?;
-    Ok(parse_annotate(&String::from_utf8_lossy(&output.stdout)))
+    let combine = if inclusive { Combine::Max } else { Combine::Sum };
+    Ok(parse_annotate(&String::from_utf8_lossy(&output.stdout), combine))
 }
 
 /// Runs the workload at `spec.ops` and twice that under callgrind, keeping the outputs in `dir`.
@@ -127,7 +144,12 @@ pub fn measure(spec: InprocSpec, dir: &Path, keep: usize) -> Result<CallgrindRes
         total_instructions: (small, large),
         instructions_per_op: (large as f64 - small as f64) / spec.ops as f64,
         top_self: per_op_difference(&self_small, &self_large, spec.ops, keep),
-        top_inclusive: per_op_difference(&incl_small, &incl_large, spec.ops, keep),
+        // Callers of everything (main, lang_start, the workload loop) say nothing: keep what is below 95%.
+        top_inclusive: per_op_difference(&incl_small, &incl_large, spec.ops, usize::MAX)
+            .into_iter()
+            .filter(|c| c.instructions_per_op < 0.95 * (large as f64 - small as f64) / spec.ops as f64)
+            .take(keep)
+            .collect(),
     })
 }
 
@@ -144,10 +166,13 @@ mod tests {
                     2,000,000 (100.0%)  PROGRAM TOTALS\n\
                     1,500,000 (75.0%)  ???:decree_engine::core::Replica::step [/x/decree-bench]\n\
                       400,000  src/codec.rs:decree_engine::codec::encode_frame\n";
-        let costs = parse_annotate(text);
+        let costs = parse_annotate(text, Combine::Sum);
         assert_eq!(costs.len(), 2, "{costs:?}");
-        assert_eq!(costs["???:decree_engine::core::Replica::step"], 1_500_000);
-        assert_eq!(costs["src/codec.rs:decree_engine::codec::encode_frame"], 400_000);
+        assert_eq!(costs["decree_engine::core::Replica::step"], 1_500_000);
+        assert_eq!(costs["decree_engine::codec::encode_frame"], 400_000);
+        let inlined = "  10 (1%)  /rustc/x/cmp.rs:alloc::BTreeMap::insert\n  5 (1%)  /rustc/x/node.rs:alloc::BTreeMap::insert [/bin]\n  3  => x.rs:callee (1x)\n";
+        assert_eq!(parse_annotate(inlined, Combine::Sum)["alloc::BTreeMap::insert"], 15, "inlined pieces add up; arrows are skipped");
+        assert_eq!(parse_annotate(inlined, Combine::Max)["alloc::BTreeMap::insert"], 10, "inclusive pieces overlap");
     }
 
     #[test]
