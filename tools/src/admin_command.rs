@@ -1,12 +1,33 @@
-//! `decree transfer-leadership`: hand leadership to another voter without waiting for an election
-//! timeout (before restarting the leader's host, or to move the leader next to its clients).
+//! `decree leader transfer` (also spelled `decree transfer-leadership`): hand leadership to another
+//! voter without waiting for an election timeout (before restarting the leader's host, or to move
+//! the leader next to its clients).
 
 use crate::target_args::TargetArgs;
-use clap::Args;
+use clap::{Args, Subcommand};
 use decree_tools::client::Client;
 use std::process::ExitCode;
 
-/// Arguments of `decree transfer-leadership`.
+/// `decree leader ...`.
+#[derive(Args, Debug)]
+pub struct LeaderArgs {
+    #[command(subcommand)]
+    command: LeaderCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum LeaderCommand {
+    /// Hand leadership to another voter (no election timeout).
+    Transfer(TransferArgs),
+}
+
+/// Runs `decree leader ...`.
+pub fn leader(args: LeaderArgs) -> ExitCode {
+    match args.command {
+        LeaderCommand::Transfer(transfer_args) => transfer(transfer_args),
+    }
+}
+
+/// Arguments of `decree leader transfer` / `decree transfer-leadership`.
 #[derive(Args, Debug)]
 pub struct TransferArgs {
     #[command(flatten)]
@@ -21,7 +42,7 @@ pub fn transfer(args: TransferArgs) -> ExitCode {
     let mut client = match args.target.client_config() {
         Ok(config) => Client::new(config),
         Err(e) => {
-            eprintln!("decree transfer-leadership: {e}");
+            eprintln!("decree leader transfer: {e}");
             return ExitCode::from(2);
         }
     };
@@ -31,7 +52,7 @@ pub fn transfer(args: TransferArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("decree transfer-leadership: {e}");
+            eprintln!("decree leader transfer: {e}");
             ExitCode::FAILURE
         }
     }

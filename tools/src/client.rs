@@ -14,6 +14,7 @@ use crate::secret::random_u64;
 use crate::wire::{self, ClientFrame, ServerFrame, StatusView, WireError};
 use bytes::Bytes;
 use decree_engine::kv::{KvOp, KvReply};
+use decree_engine::runtime::MembershipChange;
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -139,15 +140,16 @@ impl Client {
     /// Executes one operation exactly once, retrying (same seq) across replicas until the deadline.
     pub fn execute(&mut self, op: &KvOp) -> Result<KvReply, ClientError> {
         self.seq += 1;
-        let payload = self.call(op.encode())?;
+        let payload = self.call(op.encode(), None)?;
         KvReply::decode(&payload).map_err(|e| ClientError::Unexpected(e.to_string()))
     }
 
-    fn call(&mut self, op: Bytes) -> Result<Bytes, ClientError> {
+    /// Runs `op` (as a stale read at the connected replica when `min_slot` is set) until answered.
+    fn call(&mut self, op: Bytes, min_slot: Option<u64>) -> Result<Bytes, ClientError> {
         let deadline = Instant::now() + Duration::from_millis(self.config.deadline_ms);
         let mut last = String::from("no attempt");
         while Instant::now() < deadline {
-            match self.attempt(&op) {
+            match self.attempt(&op, min_slot) {
                 Ok(Attempt::Done(payload)) => return Ok(payload),
                 Ok(Attempt::Redirect(addr)) => {
                     last = format!("redirected to {addr:?}");
@@ -204,10 +206,14 @@ impl Client {
         Ok(self.conn.as_mut().expect("just set"))
     }
 
-    fn attempt(&mut self, op: &Bytes) -> Result<Attempt, ClientError> {
+    fn attempt(&mut self, op: &Bytes, min_slot: Option<u64>) -> Result<Attempt, ClientError> {
         let request_id = self.next_request_id;
         self.next_request_id += 1;
-        let frame = ClientFrame::Request { request_id, client: self.client_id, seq: self.seq, op: op.clone() };
+        let (client, seq, op) = (self.client_id, self.seq, op.clone());
+        let frame = match min_slot {
+            Some(min_slot) => ClientFrame::StaleRead { request_id, client, seq, op, min_slot },
+            None => ClientFrame::Request { request_id, client, seq, op },
+        };
         let mut buf = std::mem::take(&mut self.buf);
         let result = (|| {
             let conn = self.connection()?;
@@ -218,6 +224,7 @@ impl Client {
                     ServerFrame::Reply { request_id: id, payload, .. } if id == request_id => return Ok(Attempt::Done(payload)),
                     ServerFrame::Redirect { request_id: id, leader_addr, .. } if id == request_id => return Ok(Attempt::Redirect(leader_addr)),
                     ServerFrame::Busy { request_id: id } if id == request_id => return Ok(Attempt::Busy),
+                    ServerFrame::Admin { request_id: id, detail, .. } if id == request_id => return Err(ClientError::Refused(detail)),
                     ServerFrame::Error { code, message } => return Err(ClientError::Refused(format!("{code:?}: {message}"))),
                     _ => continue, // a late answer to an earlier attempt
                 }
@@ -228,41 +235,52 @@ impl Client {
     }
 
     /// Asks the leader to hand leadership to replica `to` (None: the most caught-up voter);
-    /// returns the leader's answer. Follows a refusal that names the leader.
+    /// returns the leader's answer.
     pub fn transfer_leadership(&mut self, to: Option<u32>) -> Result<String, ClientError> {
+        self.admin(|request_id| ClientFrame::TransferLeadership { request_id, to }).map(|answer| answer.detail)
+    }
+
+    /// Asks the leader to edit the configuration; returns the slot the change was proposed at (it
+    /// takes effect once that slot is applied).
+    pub fn change_membership(&mut self, change: MembershipChange) -> Result<AdminAnswer, ClientError> {
+        self.admin(|request_id| ClientFrame::ChangeMembership { request_id, change })
+    }
+
+    /// Sends an administrative frame to the leader: follows a refusal that names the leader,
+    /// retries while no leader is known (an election) or the leader is busy, until the deadline.
+    fn admin(&mut self, frame: impl Fn(u64) -> ClientFrame) -> Result<AdminAnswer, ClientError> {
         let deadline = Instant::now() + Duration::from_millis(self.config.deadline_ms);
         let mut last = String::from("no attempt");
         while Instant::now() < deadline {
             let request_id = self.next_request_id;
             self.next_request_id += 1;
             let mut buf = std::mem::take(&mut self.buf);
+            let frame = frame(request_id);
             let answer = (|| {
                 let conn = self.connection()?;
                 let addr = conn.addr.clone();
-                wire::write_frame(&mut conn.writer, &ClientFrame::TransferLeadership { request_id, to })
-                    .map_err(|e| ClientError::Unexpected(format!("{addr}: {e}")))?;
-                loop {
-                    match read_reply(&mut conn.reader, &mut buf, &addr)? {
-                        ServerFrame::Admin { request_id: id, ok, detail, leader_addr } if id == request_id => return Ok((ok, detail, leader_addr)),
-                        ServerFrame::Busy { request_id: id } if id == request_id => return Ok((false, "busy".into(), None)),
-                        ServerFrame::Error { code, message } => return Err(ClientError::Refused(format!("{code:?}: {message}"))),
-                        _ => continue,
-                    }
-                }
+                wire::write_frame(&mut conn.writer, &frame).map_err(|e| ClientError::Unexpected(format!("{addr}: {e}")))?;
+                read_admin_answer(&mut conn.reader, &mut buf, &addr, request_id)
             })();
             self.buf = buf;
             match answer {
-                Ok((true, detail, _)) => return Ok(detail),
-                Ok((false, detail, Some(leader))) => {
-                    last = detail;
-                    self.follow(Some(leader));
+                Ok(Some(answer)) if answer.ok => return Ok(answer),
+                Ok(Some(answer)) if answer.leader_addr.is_some() => {
+                    last = answer.detail;
+                    self.follow(answer.leader_addr);
                 }
-                Ok((false, detail, None)) if detail == "busy" => {
-                    last = detail;
+                // No leader known here (an election is running): ask the next replica shortly.
+                Ok(Some(answer)) if answer.detail == NOT_THE_LEADER => {
+                    last = answer.detail;
+                    self.follow(None);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                // Refused by the leader itself: final.
+                Ok(Some(answer)) => return Err(ClientError::Refused(answer.detail)),
+                Ok(None) => {
+                    last = "busy".into();
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                // Refused by the leader itself (or by a replica that knows no leader): final.
-                Ok((false, detail, None)) => return Err(ClientError::Refused(detail)),
                 Err(e @ (ClientError::Auth(_) | ClientError::Refused(_))) => return Err(e),
                 Err(e) => {
                     last = e.to_string();
@@ -274,6 +292,29 @@ impl Client {
         Err(ClientError::Timeout { deadline_ms: self.config.deadline_ms, last })
     }
 
+    /// Reads `key` at whichever replica this session is connected to, once it has applied
+    /// `min_slot` slots: bounded staleness, served by followers and learners too.
+    pub fn stale_get(&mut self, key: &[u8], min_slot: u64) -> Result<Option<Bytes>, ClientError> {
+        self.seq += 1;
+        let payload = self.call(KvOp::Get { key: Bytes::copy_from_slice(key) }.encode(), Some(min_slot))?;
+        match KvReply::decode(&payload).map_err(|e| ClientError::Unexpected(e.to_string()))? {
+            KvReply::Value(value) => Ok(value),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Asks the replica at `addr` to checkpoint its state now; returns the checkpoint's slot.
+    pub fn checkpoint(addr: &str, secret: &[u8], timeout: Duration) -> Result<AdminAnswer, ClientError> {
+        let stream = dial(addr, secret, timeout)?;
+        let mut writer = stream.try_clone().map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        wire::write_frame(&mut writer, &ClientFrame::Checkpoint { request_id: 1 }).map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        match read_admin_answer(&mut BufReader::new(stream), &mut Vec::new(), addr, 1)? {
+            Some(answer) if answer.ok => Ok(answer),
+            Some(answer) => Err(ClientError::Refused(answer.detail)),
+            None => Err(ClientError::Refused(format!("{addr} is busy; retry"))),
+        }
+    }
+
     /// Asks one replica for its status.
     pub fn status(addr: &str, secret: &[u8], timeout: Duration) -> Result<StatusView, ClientError> {
         let stream = dial(addr, secret, timeout)?;
@@ -283,6 +324,36 @@ impl Client {
         match read_reply(&mut reader, &mut Vec::new(), addr)? {
             ServerFrame::Status { status, .. } => Ok(status),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+}
+
+/// The core's refusal reason when a replica does not lead.
+const NOT_THE_LEADER: &str = "not the leader";
+
+/// A replica's answer to an administrative request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminAnswer {
+    /// Whether it was accepted.
+    pub ok: bool,
+    /// What happened.
+    pub detail: String,
+    /// The slot it concerns (proposed configuration change, checkpoint), if any.
+    pub slot: Option<u64>,
+    /// When refused by a non-leader: the leader's address, if known.
+    pub leader_addr: Option<String>,
+}
+
+/// Reads until the answer to `request_id` (None: the replica was busy).
+fn read_admin_answer(reader: &mut BufReader<TcpStream>, buf: &mut Vec<u8>, addr: &str, request_id: u64) -> Result<Option<AdminAnswer>, ClientError> {
+    loop {
+        match read_reply(reader, buf, addr)? {
+            ServerFrame::Admin { request_id: id, ok, detail, leader_addr, slot } if id == request_id => {
+                return Ok(Some(AdminAnswer { ok, detail, slot, leader_addr }))
+            }
+            ServerFrame::Busy { request_id: id } if id == request_id => return Ok(None),
+            ServerFrame::Error { code, message } => return Err(ClientError::Refused(format!("{code:?}: {message}"))),
+            _ => continue, // a late answer to an earlier request
         }
     }
 }

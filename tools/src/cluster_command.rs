@@ -32,9 +32,13 @@ enum ClusterCommand {
 /// Arguments of `decree cluster up`.
 #[derive(Args, Debug)]
 pub struct UpArgs {
-    /// Number of replicas.
-    #[arg(long, default_value_t = 3)]
+    /// Number of replicas in the initial configuration (all voters).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
     replicas: u32,
+    /// Extra replicas started outside the configuration (ids after the voters'), ready for
+    /// `decree member add`.
+    #[arg(long, default_value_t = 0)]
+    spares: u32,
     /// Directory for configs, secret, logs and pid files.
     #[arg(long, default_value = ".decree-data")]
     dir: PathBuf,
@@ -102,16 +106,20 @@ fn running_pid(path: &Path) -> Option<i32> {
 
 fn write_configs(args: &UpArgs) -> Result<ClusterFile, String> {
     let dir = &args.dir;
+    let pool = args.replicas + args.spares;
+    if pool as usize > decree_engine::membership::MAX_MEMBERS {
+        return Err(format!("--replicas + --spares is {pool}; a configuration names at most {} members", decree_engine::membership::MAX_MEMBERS));
+    }
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let secret = dir.join("secret");
     if !secret.exists() {
         generate_secret(&secret).map_err(|e| format!("writing {}: {e}", secret.display()))?;
     }
-    let members: Vec<Member> =
-        (0..args.replicas).map(|id| Member { id, addr: format!("127.0.0.1:{}", args.base_port as u32 + id) }).collect();
-    let metrics: Vec<String> = (0..args.replicas).map(|id| format!("127.0.0.1:{}", args.metrics_base_port as u32 + id)).collect();
-    for id in 0..args.replicas {
+    let members: Vec<Member> = (0..pool).map(|id| Member { id, addr: format!("127.0.0.1:{}", args.base_port as u32 + id) }).collect();
+    let metrics: Vec<String> = (0..pool).map(|id| format!("127.0.0.1:{}", args.metrics_base_port as u32 + id)).collect();
+    for id in 0..pool {
         let mut config = ReplicaConfig::local(id, members.clone(), format!("r{id}").into(), "secret".into(), Some(metrics[id as usize].clone()));
+        config.initial_voters = Some((0..args.replicas).collect());
         config.log.size_mib = args.log_size_mib;
         config.log.checkpoint_every_slots = args.checkpoint_every_slots;
         let text = toml::to_string_pretty(&config).map_err(|e| e.to_string())?;
@@ -167,7 +175,7 @@ fn up(args: UpArgs) -> Result<(), String> {
             Client::status(&m.addr, &secret, Duration::from_millis(300)).ok().filter(|s| s.leading).map(|s| s.id)
         });
         if let Some(leader) = leader {
-            println!("cluster up: {} replicas, leader r{leader}; try `decree status --cluster {}`", file.members.len(), args.dir.display());
+            println!("cluster up: {} replica processes, leader r{leader}; try `decree status --cluster {}`", file.members.len(), args.dir.display());
             return Ok(());
         }
         // A replica that exited (port taken, bad log) will not come back by waiting: say why now.

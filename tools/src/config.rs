@@ -2,6 +2,7 @@
 //! name the field and the fix. Relative paths are resolved against the config file's directory.
 
 use decree_engine::core::CoreConfig;
+use decree_engine::membership::Membership;
 use decree_engine::runtime::{NodeConfig, Placement};
 use decree_engine::types::ReplicaId;
 use serde::{Deserialize, Serialize};
@@ -133,7 +134,14 @@ pub struct ReplicaConfig {
     pub listen: Option<String>,
     /// Prometheus endpoint address (omit to disable).
     pub metrics: Option<String>,
-    /// The group.
+    /// Voters of the initial configuration (default: every entry of `members`). Entries of
+    /// `members` named in neither list are spares: reachable, and addable with `decree member add`.
+    /// Every replica must name the same initial configuration; committed changes replace it.
+    pub initial_voters: Option<Vec<u32>>,
+    /// Learners of the initial configuration (receive the log, never vote).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub initial_learners: Vec<u32>,
+    /// Every replica this one may ever talk to (the pool): id and address.
     pub members: Vec<Member>,
     /// Log settings.
     #[serde(default = "default_log")]
@@ -205,6 +213,8 @@ impl ReplicaConfig {
             secret_file,
             listen: None,
             metrics,
+            initial_voters: None,
+            initial_learners: Vec::new(),
             members,
             log: default_log(),
             transport: default_transport_section(),
@@ -249,6 +259,7 @@ impl ReplicaConfig {
         if !ids.contains(&self.id) {
             return Err(("id", format!("{} is not among the members' ids {ids:?}", self.id)));
         }
+        self.initial_membership().map_err(|detail| ("initial_voters", detail))?;
         if let Some(listen) = &self.listen {
             listen.parse::<SocketAddr>().map_err(|_| ("listen", format!("{listen:?} is not host:port")))?;
         }
@@ -272,10 +283,23 @@ impl ReplicaConfig {
         Ok(())
     }
 
+    /// The initial configuration: `initial_voters` (default: every member) and `initial_learners`,
+    /// each of which must be an entry of `members`.
+    pub fn initial_membership(&self) -> Result<Membership, String> {
+        let voters = self.initial_voters.clone().unwrap_or_else(|| self.members.iter().map(|m| m.id).collect());
+        for id in voters.iter().chain(&self.initial_learners) {
+            if self.member(*id).is_none() {
+                return Err(format!("replica {id} has no [[members]] entry: give it an address there"));
+            }
+        }
+        let ids = |list: &[u32]| list.iter().copied().map(ReplicaId).collect();
+        Membership::try_new(ids(&voters), ids(&self.initial_learners)).map_err(|e| format!("{e}; list at least one voter, each replica once"))
+    }
+
     /// The protocol core's configuration.
     pub fn core_config(&self) -> CoreConfig {
-        let voters = self.members.iter().map(|m| ReplicaId(m.id)).collect();
-        let mut core = CoreConfig::new(ReplicaId(self.id), voters);
+        let mut core = CoreConfig::new(ReplicaId(self.id), vec![ReplicaId(self.id)]);
+        core.membership = self.initial_membership().expect("validated: initial membership");
         core.heartbeat_interval_ms = self.timeouts.heartbeat_interval_ms;
         core.election_timeout_min_ms = self.timeouts.election_timeout_min_ms;
         core.election_timeout_max_ms = self.timeouts.election_timeout_max_ms;
@@ -387,5 +411,35 @@ addr = "127.0.0.1:7402"
         let (_dir, path) = write(&format!("{GOOD}\nbogus = 1\n"));
         let err = ReplicaConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
+    }
+
+    fn with_initial(lines: &str) -> String {
+        GOOD.replacen("secret_file = \"secret\"\n", &format!("secret_file = \"secret\"\n{lines}\n"), 1)
+    }
+
+    #[test]
+    fn a_pool_larger_than_the_initial_configuration_leaves_spares() {
+        let (_dir, path) = write(&with_initial("initial_voters = [0, 2]"));
+        let config = ReplicaConfig::load(&path).unwrap();
+        let membership = config.core_config().membership;
+        assert_eq!(membership.voters(), &[ReplicaId(0), ReplicaId(2)]);
+        assert!(!membership.is_member(ReplicaId(1)), "replica 1 is a spare");
+        let (_dir, path) = write(&with_initial("initial_voters = [0, 1]\ninitial_learners = [2]"));
+        let membership = ReplicaConfig::load(&path).unwrap().core_config().membership;
+        assert_eq!(membership.learners(), &[ReplicaId(2)]);
+    }
+
+    #[test]
+    fn a_bad_initial_configuration_is_refused_naming_the_fix() {
+        for (lines, expected) in [
+            ("initial_voters = []", "at least one voter"),
+            ("initial_voters = [0, 9]", "replica 9 has no [[members]] entry"),
+            ("initial_voters = [0]\ninitial_learners = [0]", "both as voter and as learner"),
+            ("initial_voters = [0]\ninitial_learners = [5]", "replica 5 has no [[members]] entry"),
+        ] {
+            let (_dir, path) = write(&with_initial(lines));
+            let err = ReplicaConfig::load(&path).unwrap_err().to_string();
+            assert!(err.contains("initial_voters") && err.contains(expected), "{lines}: {err}");
+        }
     }
 }

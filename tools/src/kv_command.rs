@@ -23,6 +23,14 @@ pub struct GetArgs {
     target: TargetArgs,
     /// Key.
     key: String,
+    /// Bounded staleness: served by whichever replica is asked (follower or learner too), without
+    /// a round to the leader; it may miss writes that replica has not applied yet.
+    #[arg(long)]
+    stale: bool,
+    /// With --stale: wait until the replica has applied this many slots (e.g. `decree status`'s
+    /// applied column after your last write), so the read is no older than that.
+    #[arg(long, requires = "stale", default_value_t = 0)]
+    min_slot: u64,
 }
 
 /// Arguments of `decree cas`.
@@ -75,7 +83,8 @@ pub fn get(args: GetArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match client.get(args.key.as_bytes()) {
+    let value = if args.stale { client.stale_get(args.key.as_bytes(), args.min_slot) } else { client.get(args.key.as_bytes()) };
+    match value {
         Ok(Some(value)) => {
             println!("{}", String::from_utf8_lossy(&value));
             ExitCode::SUCCESS

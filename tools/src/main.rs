@@ -3,9 +3,11 @@
 mod admin_command;
 mod bench_baseline;
 mod bench_command;
+mod checkpoint_command;
 mod cluster_command;
 mod doctor_command;
 mod kv_command;
+mod member_command;
 mod replica_command;
 mod sim_command;
 mod status_command;
@@ -32,7 +34,7 @@ enum Commands {
     Cluster(cluster_command::ClusterArgs),
     /// Write a key.
     Put(kv_command::PutArgs),
-    /// Read a key (linearizable).
+    /// Read a key (linearizable; --stale: bounded staleness at any replica).
     Get(kv_command::GetArgs),
     /// Compare-and-set a key.
     Cas(kv_command::CasArgs),
@@ -40,8 +42,14 @@ enum Commands {
     Status(status_command::StatusArgs),
     /// Closed-loop load against a cluster: latency percentiles and throughput.
     Bench(bench_command::BenchArgs),
-    /// Hand leadership to another voter (no election timeout).
+    /// Hand leadership to another voter (no election timeout); same as `leader transfer`.
     TransferLeadership(admin_command::TransferArgs),
+    /// Leadership: `leader transfer [--to ID]`.
+    Leader(admin_command::LeaderArgs),
+    /// Configuration changes: `member add | promote | remove | list`.
+    Member(member_command::MemberArgs),
+    /// Ask replicas to checkpoint their state now and print the slot.
+    Checkpoint(checkpoint_command::CheckpointArgs),
     /// Check this host for RDMA, persistent memory, CPU and memory-limit readiness.
     Doctor(doctor_command::DoctorArgs),
 }
@@ -66,5 +74,8 @@ fn main() -> ExitCode {
         Commands::Bench(args) => bench_command::run(args),
         Commands::Doctor(args) => doctor_command::run(args),
         Commands::TransferLeadership(args) => admin_command::transfer(args),
+        Commands::Leader(args) => admin_command::leader(args),
+        Commands::Member(args) => member_command::run(args),
+        Commands::Checkpoint(args) => checkpoint_command::run(args),
     }
 }

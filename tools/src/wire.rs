@@ -5,6 +5,7 @@
 //! allocation. Every decoder returns an error, never panics.
 
 use bytes::Bytes;
+use decree_engine::runtime::MembershipChange;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -45,6 +46,32 @@ pub enum ClientFrame {
         /// Target replica id.
         to: Option<u32>,
     },
+    /// Ask the leader to edit the configuration; answered by `ServerFrame::Admin` with the slot.
+    ChangeMembership {
+        /// Echoed in the answer.
+        request_id: u64,
+        /// The edit.
+        change: MembershipChange,
+    },
+    /// Ask this replica to checkpoint now; answered by `ServerFrame::Admin` with the slot.
+    Checkpoint {
+        /// Echoed in the answer.
+        request_id: u64,
+    },
+    /// A read-only `op` served by this replica (any role) once it has applied `min_slot` slots:
+    /// bounded staleness, no round trip to the leader.
+    StaleRead {
+        /// Echoed in the answer.
+        request_id: u64,
+        /// Session id.
+        client: u64,
+        /// Per-session sequence number.
+        seq: u64,
+        /// Read-only state machine operation bytes.
+        op: Bytes,
+        /// Slots that must be applied here before it is served.
+        min_slot: u64,
+    },
 }
 
 /// Why the server refused a frame.
@@ -79,6 +106,10 @@ pub struct StatusView {
     pub executed: u64,
     /// Log bytes.
     pub log_bytes: u64,
+    /// Voters of the configuration in force here.
+    pub voters: Vec<u32>,
+    /// Learners of the configuration in force here.
+    pub learners: Vec<u32>,
 }
 
 /// What a replica sends.
@@ -124,6 +155,8 @@ pub enum ServerFrame {
         detail: String,
         /// When refused by a non-leader: the leader's client address, if known.
         leader_addr: Option<String>,
+        /// The slot it concerns (proposed configuration change, checkpoint), if any.
+        slot: Option<u64>,
     },
     /// The last frame was refused; the server closes the connection after this.
     Error {

@@ -153,14 +153,48 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
                         self.batch.push(request);
                     }
                 }
-                Event::TransferLeadership { to, request_id, reply_to } => {
-                    // The core answers an administrative input within the same step.
-                    self.admin = Some(Waiter { request_id, reply_to, since: Instant::now() });
-                    self.step(Input::TransferLeadership { to });
-                    if let Some(waiter) = self.admin.take() {
-                        let detail = "the core gave no answer".to_string();
-                        waiter.reply_to.respond(waiter.request_id, Response::Admin { ok: false, detail, leader: None });
+                Event::FastRead { request, min_slot, request_id, reply_to } => {
+                    let waiter = Waiter { request_id, reply_to, since: Instant::now() };
+                    if !S::is_read_only(&request.op) {
+                        let detail = "a stale read must carry a read-only operation (e.g. a get)".to_string();
+                        waiter.reply_to.respond(request_id, Response::Admin { ok: false, detail, leader: None, slot: None });
+                        continue;
                     }
+                    let id = self.next_read_id;
+                    self.next_read_id += 1;
+                    self.reads.insert(id, PendingRead { request, waiter });
+                    self.step(Input::FastRead { id, min_slot });
+                }
+                Event::TransferLeadership { to, request_id, reply_to } => {
+                    self.admin_step(Input::TransferLeadership { to }, Waiter { request_id, reply_to, since: Instant::now() });
+                }
+                Event::ChangeMembership { change, request_id, reply_to } => {
+                    let waiter = Waiter { request_id, reply_to, since: Instant::now() };
+                    let status = self.core.status();
+                    if !status.leading {
+                        // The same answer the core gives, so clients follow it the same way.
+                        let detail = "not the leader".to_string();
+                        waiter.reply_to.respond(request_id, Response::Admin { ok: false, detail, leader: status.leader, slot: None });
+                        continue;
+                    }
+                    match change.apply(&status.membership) {
+                        Ok(next) => self.admin_step(Input::ChangeMembership(next), waiter),
+                        Err(why) => {
+                            waiter.reply_to.respond(request_id, Response::Admin { ok: false, detail: why.to_string(), leader: None, slot: None })
+                        }
+                    }
+                }
+                Event::Checkpoint { request_id, reply_to } => {
+                    let response = match self.take_checkpoint() {
+                        Some(slot) => Response::Admin { ok: true, detail: format!("checkpoint taken at slot {slot}"), leader: None, slot: Some(slot) },
+                        None if self.last_checkpoint_slot > 0 => {
+                            let slot = self.last_checkpoint_slot;
+                            let detail = format!("nothing applied since the checkpoint at slot {slot}");
+                            Response::Admin { ok: true, detail, leader: None, slot: Some(slot) }
+                        }
+                        None => Response::Admin { ok: false, detail: "nothing applied yet: no state to checkpoint".into(), leader: None, slot: None },
+                    };
+                    reply_to.respond(request_id, response);
                 }
                 Event::Status { request_id, reply_to } => {
                     let status = NodeStatus {
@@ -178,6 +212,16 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
             self.step(Input::Propose(batch));
         }
         handled > 0
+    }
+
+    /// Steps an administrative input; the core answers it within the same step (`Command::Admin`).
+    fn admin_step(&mut self, input: Input, waiter: Waiter<R>) {
+        self.admin = Some(waiter);
+        self.step(input);
+        if let Some(waiter) = self.admin.take() {
+            let detail = "the core gave no answer".to_string();
+            waiter.reply_to.respond(waiter.request_id, Response::Admin { ok: false, detail, leader: None, slot: None });
+        }
     }
 
     fn step(&mut self, input: Input) {
@@ -198,11 +242,22 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
         if every == 0 || self.applier.next_slot() < self.last_checkpoint_slot + every {
             return;
         }
+        self.take_checkpoint();
+    }
+
+    /// Checkpoints the applier now and hands it to the core; returns its slot (None: nothing
+    /// applied since the last one).
+    fn take_checkpoint(&mut self) -> Option<u64> {
+        if self.applier.next_slot() <= self.last_checkpoint_slot {
+            return None;
+        }
         let checkpoint = self.applier.checkpoint();
-        self.last_checkpoint_slot = checkpoint.slot;
-        self.observer.on_checkpoint(checkpoint.slot, checkpoint.data.len());
-        tracing::debug!(slot = checkpoint.slot, bytes = checkpoint.data.len(), "checkpoint taken");
+        let slot = checkpoint.slot;
+        self.last_checkpoint_slot = slot;
+        self.observer.on_checkpoint(slot, checkpoint.data.len());
+        tracing::debug!(slot, bytes = checkpoint.data.len(), "checkpoint taken");
         self.step(Input::CheckpointTaken(checkpoint));
+        Some(slot)
     }
 
     fn execute(&mut self, command: Command) {
@@ -238,13 +293,13 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
             }
             Command::Admin(reply) => {
                 tracing::info!(?reply, "administrative request answered");
-                let (ok, detail, leader) = match reply {
-                    AdminReply::TransferStarted { to } => (true, format!("leadership is being handed to {to}"), None),
-                    AdminReply::ReconfigProposed { slot } => (true, format!("configuration change proposed at slot {slot}"), None),
-                    AdminReply::Refused { reason, leader } => (false, reason.to_string(), leader),
+                let (ok, detail, leader, slot) = match reply {
+                    AdminReply::TransferStarted { to } => (true, format!("leadership is being handed to {to}"), None, None),
+                    AdminReply::ReconfigProposed { slot } => (true, format!("configuration change proposed at slot {slot}"), None, Some(slot)),
+                    AdminReply::Refused { reason, leader } => (false, reason.to_string(), leader, None),
                 };
                 if let Some(waiter) = self.admin.take() {
-                    waiter.reply_to.respond(waiter.request_id, Response::Admin { ok, detail, leader });
+                    waiter.reply_to.respond(waiter.request_id, Response::Admin { ok, detail, leader, slot });
                 }
             }
             Command::ReadReady { id, .. } => {

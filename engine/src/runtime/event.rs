@@ -1,7 +1,9 @@
 //! What reaches the protocol core thread, and what it answers clients with.
 
+use super::membership_change::MembershipChange;
 use crate::core::Status;
 use crate::message::Envelope;
+use crate::types::Slot;
 use crate::types::{ReplicaId, Request};
 use bytes::Bytes;
 
@@ -30,6 +32,36 @@ pub enum Event<R> {
     TransferLeadership {
         /// The voter to hand over to.
         to: Option<ReplicaId>,
+        /// Client-chosen id echoed back.
+        request_id: u64,
+        /// Where the response goes.
+        reply_to: R,
+    },
+    /// A read-only request served by this replica once it has applied `min_slot` slots (RSL's
+    /// bounded-staleness fast read; any replica, learners included, may serve it).
+    FastRead {
+        /// The request (its op must be read-only).
+        request: Request,
+        /// Serve only once this many slots are applied here.
+        min_slot: Slot,
+        /// Client-chosen id echoed back.
+        request_id: u64,
+        /// Where the response goes.
+        reply_to: R,
+    },
+    /// An operator asks the leader to edit the configuration; answered by `Response::Admin` with
+    /// the slot the change was proposed at.
+    ChangeMembership {
+        /// The edit.
+        change: MembershipChange,
+        /// Client-chosen id echoed back.
+        request_id: u64,
+        /// Where the response goes.
+        reply_to: R,
+    },
+    /// An operator asks this replica to checkpoint its state machine now (the periodic policy's
+    /// code path); answered by `Response::Admin` with the checkpoint's slot.
+    Checkpoint {
         /// Client-chosen id echoed back.
         request_id: u64,
         /// Where the response goes.
@@ -69,6 +101,8 @@ pub enum Response {
         detail: String,
         /// The leader to ask instead, when refused by a non-leader.
         leader: Option<ReplicaId>,
+        /// The slot it concerns (a proposed configuration change, a checkpoint), if any.
+        slot: Option<Slot>,
     },
 }
 

@@ -63,6 +63,32 @@ pub fn serve(stream: TcpStream, remote: String, ctx: Arc<Context>) {
                     responder.respond(request_id, Response::Busy);
                 }
             }
+            Ok(ClientFrame::StaleRead { request_id, client, seq, op, min_slot }) => {
+                let request = Request { client: ClientId(client), seq, op };
+                let event = Event::FastRead { request, min_slot, request_id, reply_to: responder.clone() };
+                if ctx.inbox.push(event).is_err() {
+                    responder.respond(request_id, Response::Busy);
+                }
+            }
+            Ok(ClientFrame::ChangeMembership { request_id, change }) => {
+                let id = change.replica();
+                // The leader must be able to reach a replica it adds: its address comes from this config.
+                if !ctx.members.contains_key(&id.0) {
+                    let detail = format!(
+                        "replica {id} has no address in this replica's [[members]]; add it to every replica's config and restart them"
+                    );
+                    responder.respond(request_id, Response::Admin { ok: false, detail, leader: None, slot: None });
+                    continue;
+                }
+                if ctx.inbox.push(Event::ChangeMembership { change, request_id, reply_to: responder.clone() }).is_err() {
+                    responder.respond(request_id, Response::Busy);
+                }
+            }
+            Ok(ClientFrame::Checkpoint { request_id }) => {
+                if ctx.inbox.push(Event::Checkpoint { request_id, reply_to: responder.clone() }).is_err() {
+                    responder.respond(request_id, Response::Busy);
+                }
+            }
             Ok(ClientFrame::Status { request_id }) => {
                 if ctx.inbox.push(Event::Status { request_id, reply_to: responder.clone() }).is_err() {
                     responder.respond(request_id, Response::Busy);
@@ -91,6 +117,8 @@ fn status_view(status: &decree_engine::runtime::NodeStatus) -> StatusView {
         log_end: status.core.log_end,
         executed: status.executed,
         log_bytes: status.log_bytes,
+        voters: status.core.membership.voters().iter().map(|v| v.0).collect(),
+        learners: status.core.membership.learners().iter().map(|l| l.0).collect(),
     }
 }
 
@@ -104,11 +132,12 @@ fn to_frame(request_id: u64, response: Response, ctx: &Context) -> ServerFrame {
         },
         Response::Busy => ServerFrame::Busy { request_id },
         Response::Status(status) => ServerFrame::Status { request_id, status: status_view(&status) },
-        Response::Admin { ok, detail, leader } => ServerFrame::Admin {
+        Response::Admin { ok, detail, leader, slot } => ServerFrame::Admin {
             request_id,
             ok,
             detail,
             leader_addr: leader.and_then(|l| ctx.members.get(&l.0).cloned()),
+            slot,
         },
     }
 }
