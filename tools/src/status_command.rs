@@ -18,6 +18,19 @@ pub struct StatusArgs {
     json: bool,
 }
 
+/// leader | follower (a voter) | learner | spare (in no configuration), as this replica sees it.
+fn role(s: &decree_tools::wire::StatusView) -> &'static str {
+    if s.leading {
+        "leader"
+    } else if s.voters.contains(&s.id) {
+        "follower"
+    } else if s.learners.contains(&s.id) {
+        "learner"
+    } else {
+        "spare"
+    }
+}
+
 /// Queries every replica; exits 1 if no replica reports a leader.
 pub fn run(args: StatusArgs) -> ExitCode {
     let config = match args.target.client_config() {
@@ -41,7 +54,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
             .map(|(addr, view)| match view {
                 Ok(s) => serde_json::json!({"addr": addr, "id": s.id, "leading": s.leading, "leader": s.leader, "ballot": s.ballot,
                     "commit": s.commit, "applied": s.applied, "log_end": s.log_end, "lag": max_commit - s.commit,
-                    "executed": s.executed, "log_bytes": s.log_bytes}),
+                    "executed": s.executed, "log_bytes": s.log_bytes, "role": role(s), "voters": s.voters, "learners": s.learners}),
                 Err(e) => serde_json::json!({"addr": addr, "error": e.to_string()}),
             })
             .collect();
@@ -61,7 +74,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
                     "r{:<3} {:<22} {:<8} {:<10} {:>10} {:>10} {:>10} {:>6} {:>12}",
                     s.id,
                     addr,
-                    if s.leading { "leader" } else { "follower" },
+                    role(s),
                     s.ballot,
                     s.commit,
                     s.applied,

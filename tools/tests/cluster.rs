@@ -54,6 +54,33 @@ impl Cluster {
         decree_in(&self.dir, args)
     }
 
+    /// Runs a client-side `decree` command against this cluster: (success, stdout, stderr).
+    fn admin(&self, args: &[&str]) -> (bool, String, String) {
+        let output = Command::new(DECREE).args(args).arg("--cluster").arg(&self.dir).output().expect("running decree");
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (output.status.success(), text(&output.stdout), text(&output.stderr))
+    }
+
+    /// Like `admin`, asserting success; returns stdout.
+    fn admin_ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.admin(args);
+        assert!(ok, "decree {args:?} failed: {out}\n{err}");
+        out
+    }
+
+    /// Waits until replica `id` has applied `slot` slots.
+    fn wait_applied(&self, id: usize, slot: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let applied = self.status(id).map(|s| s.applied).unwrap_or(0);
+            if applied >= slot {
+                return;
+            }
+            assert!(Instant::now() < deadline, "r{id} applied {applied} < {slot} after {within:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn client(&self) -> Client {
         Client::new(ClientConfig::new(self.file.addrs(), self.secret.clone()))
     }
@@ -144,42 +171,9 @@ fn load(mut client: Client, index: usize, stop: Arc<AtomicBool>, killed: Arc<Ato
     (acked, before, after)
 }
 
-#[test]
-#[ignore = "multi-process; run by ci/test-cluster.sh"]
-fn leader_kill9_under_load_elects_a_new_leader_loses_no_acknowledged_write_and_the_victim_catches_up() {
-    // Frequent checkpoints: the leader discards its log while the victim is down, so the victim
-    // can only catch up by installing a checkpoint sent by a peer.
-    let cluster = Cluster::up_with("failover", 27400, &["--checkpoint-every-slots", "500"]);
-    let old_leader = cluster.wait_leader(None, Duration::from_secs(10));
-    let (stop, killed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-    let history: History = Arc::default();
-    let origin = Instant::now();
-    let clients: Vec<_> = (0..4)
-        .map(|i| {
-            let (client, stop, killed, history) = (cluster.client(), stop.clone(), killed.clone(), history.clone());
-            std::thread::spawn(move || load(client, i, stop, killed, history, origin))
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(1_500));
-    kill9(cluster.pid(old_leader));
-    killed.store(true, Ordering::Release);
-    let new_leader = cluster.wait_leader(Some(old_leader), Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(2_000));
-    stop.store(true, Ordering::Release);
-    let mut acked = Vec::new();
-    let (mut before, mut after) = (0, 0);
-    for client in clients {
-        let (writes, b, a) = client.join().unwrap();
-        acked.extend(writes);
-        before += b;
-        after += a;
-    }
-    assert_ne!(new_leader, old_leader);
-    assert!(before > 0, "no operation completed before the kill");
-    assert!(after > 0, "clients made no progress after the leader was killed");
-
-    // Every acknowledged write is readable afterwards, and the shared-key history (final reads
-    // included) is linearizable.
+/// Every acknowledged write is readable afterwards, and the shared-key history (final reads
+/// included) is linearizable.
+fn check_acked_and_linearizable(cluster: &Cluster, acked: &[(Bytes, Bytes)], history: History, origin: Instant) {
     let mut reader = cluster.client();
     for (key, value) in acked.iter().filter(|(k, _)| k.starts_with(b"u")) {
         assert_eq!(reader.get(key).unwrap().as_ref(), Some(value), "acknowledged write to {key:?} lost");
@@ -199,6 +193,48 @@ fn leader_kill9_under_load_elects_a_new_leader_loses_no_acknowledged_write_and_t
     for (key, ops) in &by_key {
         assert!(linearizability::check::<KvRegister>(ops).is_ok(), "history of {key:?} ({} ops) is not linearizable", ops.len());
     }
+}
+
+/// Starts `n` closed-loop `load` clients; returns their handles.
+fn start_load(cluster: &Cluster, n: usize, stop: &Arc<AtomicBool>, phase: &Arc<AtomicBool>, history: &History, origin: Instant) -> Vec<std::thread::JoinHandle<(Vec<(Bytes, Bytes)>, u64, u64)>> {
+    (0..n)
+        .map(|i| {
+            let (client, stop, phase, history) = (cluster.client(), stop.clone(), phase.clone(), history.clone());
+            std::thread::spawn(move || load(client, i, stop, phase, history, origin))
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "multi-process; run by ci/test-cluster.sh"]
+fn leader_kill9_under_load_elects_a_new_leader_loses_no_acknowledged_write_and_the_victim_catches_up() {
+    // Frequent checkpoints: the leader discards its log while the victim is down, so the victim
+    // can only catch up by installing a checkpoint sent by a peer.
+    let cluster = Cluster::up_with("failover", 27400, &["--checkpoint-every-slots", "500"]);
+    let old_leader = cluster.wait_leader(None, Duration::from_secs(10));
+    let (stop, killed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let history: History = Arc::default();
+    let origin = Instant::now();
+    let clients = start_load(&cluster, 4, &stop, &killed, &history, origin);
+    std::thread::sleep(Duration::from_millis(1_500));
+    kill9(cluster.pid(old_leader));
+    killed.store(true, Ordering::Release);
+    let new_leader = cluster.wait_leader(Some(old_leader), Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(2_000));
+    stop.store(true, Ordering::Release);
+    let mut acked = Vec::new();
+    let (mut before, mut after) = (0, 0);
+    for client in clients {
+        let (writes, b, a) = client.join().unwrap();
+        acked.extend(writes);
+        before += b;
+        after += a;
+    }
+    assert_ne!(new_leader, old_leader);
+    assert!(before > 0, "no operation completed before the kill");
+    assert!(after > 0, "clients made no progress after the leader was killed");
+
+    check_acked_and_linearizable(&cluster, &acked, history, origin);
     let unique_acked = acked.iter().filter(|(k, _)| k.starts_with(b"u")).count();
 
     // The killed replica restarts from its log and catches up to the leader's commit index.
@@ -338,4 +374,96 @@ fn leadership_transfer_moves_the_leader_to_the_named_replica_and_refuses_a_non_m
     client.put(b"after", b"2").unwrap();
     assert_eq!(client.get(b"before").unwrap().as_deref(), Some(&b"1"[..]));
     assert!(matches!(client.transfer_leadership(Some(7)), Err(ClientError::Refused(_))));
+    // The CLI spelling the issue names: back to the first leader.
+    let out = cluster.admin_ok(&["leader", "transfer", "--to", &leader.to_string()]);
+    assert!(out.contains(&format!("r{leader}")), "{out}");
+    assert_eq!(cluster.wait_leader(Some(target), Duration::from_secs(5)), leader);
+}
+
+/// The voters and learners `decree member list --json` reports.
+fn listed(cluster: &Cluster) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
+    let out = cluster.admin_ok(&["member", "list", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let ids = |field: &str| json[field].as_array().unwrap_or_else(|| panic!("no {field}: {out}")).iter().map(|v| v.as_u64().unwrap()).collect();
+    (ids("voters"), ids("learners"), ids("spares"))
+}
+
+#[test]
+#[ignore = "multi-process; run by ci/test-cluster.sh"]
+fn membership_changes_under_load_add_remove_the_leader_and_promote_a_learner_without_losing_a_write() {
+    // 3 voters (r0..r2) and 2 spares (r3, r4) that run but are in no configuration.
+    let cluster = Cluster::up_with("members", 27900, &["--spares", "2"]);
+    let leader = cluster.wait_leader(None, Duration::from_secs(10));
+    assert_eq!(listed(&cluster), (vec![0, 1, 2], vec![], vec![3, 4]));
+    let (stop, changed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let history: History = Arc::default();
+    let origin = Instant::now();
+    let clients = start_load(&cluster, 3, &stop, &changed, &history, origin);
+    std::thread::sleep(Duration::from_millis(700));
+
+    let out = cluster.admin_ok(&["member", "add", "--id", "3"]);
+    assert!(out.contains("applied: voters r0 r1 r2 r3"), "{out}");
+    changed.store(true, Ordering::Release);
+    // Removing the leader: it steps down once the change applies and the others elect a new one.
+    let out = cluster.admin_ok(&["member", "remove", "--id", &leader.to_string()]);
+    assert!(out.contains("applied: voters") && !out.contains(&format!("r{leader} ")), "{out}");
+    let new_leader = cluster.wait_leader(Some(leader), Duration::from_secs(10));
+    let out = cluster.admin_ok(&["member", "add", "--id", "4", "--learner"]);
+    assert!(out.contains("learners r4"), "{out}");
+    let out = cluster.admin_ok(&["member", "promote", "--id", "4"]);
+    assert!(out.contains("r4  learners -"), "{out}");
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::Release);
+
+    let (mut acked, mut before, mut after) = (Vec::new(), 0, 0);
+    for client in clients {
+        let (writes, b, a) = client.join().unwrap();
+        acked.extend(writes);
+        before += b;
+        after += a;
+    }
+    assert!(before > 0 && after > 0, "no progress before ({before}) or during/after ({after}) the changes");
+    check_acked_and_linearizable(&cluster, &acked, history, origin);
+    let voters: Vec<u64> = (0..5).filter(|id| *id != leader as u64).collect();
+    assert_eq!(listed(&cluster), (voters, vec![], vec![leader as u64]));
+    assert_ne!(new_leader, leader);
+
+    // Refusals name the reason and change nothing.
+    let (ok, _, err) = cluster.admin(&["member", "add", "--id", "9"]);
+    assert!(!ok && err.contains("has no address"), "{err}");
+    let (ok, _, err) = cluster.admin(&["member", "promote", "--id", "4"]);
+    assert!(!ok && err.contains("already a voter"), "{err}");
+    let (ok, _, err) = cluster.admin(&["member", "remove", "--id", &leader.to_string()]);
+    assert!(!ok && err.contains("not a member"), "{err}");
+    eprintln!("ops before changes {before}, during/after {after}; {} acknowledged writes verified", acked.len());
+}
+
+#[test]
+#[ignore = "multi-process; run by ci/test-cluster.sh"]
+fn an_operator_checkpoint_lets_a_restarted_replica_catch_up_from_it_and_serve_stale_reads() {
+    // No periodic checkpoints: only `decree checkpoint` lets the log discard.
+    let cluster = Cluster::up_with("checkpoint", 28000, &["--checkpoint-every-slots", "0"]);
+    let leader = cluster.wait_leader(None, Duration::from_secs(10));
+    let victim = (leader + 1) % 3;
+    let mut client = cluster.client();
+    client.put(b"early", b"1").unwrap();
+    kill9(cluster.pid(victim));
+    // More slots than the 64 a checkpoint retains, so the victim's next slot is discarded.
+    for i in 0..200 {
+        client.put(format!("late{i}").as_bytes(), format!("{i}").as_bytes()).unwrap();
+    }
+    let out = cluster.admin_ok(&["checkpoint", "--id", &leader.to_string()]);
+    let slot: u64 = out.split("slot ").nth(1).and_then(|rest| rest.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{out}"));
+    assert!(slot >= 200, "checkpoint at slot {slot} does not cover the 201 writes: {out}");
+
+    cluster.decree(&["cluster", "up"]);
+    cluster.wait_applied(victim, slot, Duration::from_secs(15));
+    assert!(cluster.log(victim).contains("installed a checkpoint received from a peer"), "r{victim} caught up without the checkpoint");
+    // A stale read at the restarted follower, bounded by the checkpoint's slot.
+    let (addr, secret) = (cluster.file.members[victim].addr.clone(), cluster.file.secret_file.display().to_string());
+    let stale = ["get", "late199", "--stale", "--min-slot", &slot.to_string(), "--addrs", &addr, "--secret-file", &secret];
+    let output = Command::new(DECREE).args(stale).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "199", "{}", String::from_utf8_lossy(&output.stderr));
+    let mut follower = Client::new(ClientConfig::new(vec![addr], cluster.secret.clone()));
+    assert_eq!(follower.stale_get(b"early", slot).unwrap().as_deref(), Some(&b"1"[..]));
 }

@@ -28,7 +28,7 @@ pub enum MembershipChangeError {
     #[error("replica {0} is already a voter; nothing to add")]
     AlreadyVoter(ReplicaId),
     /// Adding a replica that is already a learner.
-    #[error("replica {0} is already a learner; promote it with `decree member promote --id {0}`")]
+    #[error("replica {0} is already a learner; promote it with `decree member promote --id {id}`", id = .0.0)]
     AlreadyLearner(ReplicaId),
     /// Promoting or removing a replica the configuration does not name.
     #[error("replica {0} is not a member; see `decree member list`")]

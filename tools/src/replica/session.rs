@@ -5,7 +5,7 @@
 use super::Context;
 use crate::wire::{self, ClientFrame, ErrorCode, ServerFrame, StatusView};
 use crossbeam::channel::{self, Receiver, Sender};
-use decree_engine::runtime::{Event, Responder, Response};
+use decree_engine::runtime::{Event, MembershipChange, Responder, Response};
 use decree_engine::types::{ClientId, ReplicaId, Request};
 use std::io::Write;
 use std::net::TcpStream;
@@ -73,7 +73,7 @@ pub fn serve(stream: TcpStream, remote: String, ctx: Arc<Context>) {
             Ok(ClientFrame::ChangeMembership { request_id, change }) => {
                 let id = change.replica();
                 // The leader must be able to reach a replica it adds: its address comes from this config.
-                if !ctx.members.contains_key(&id.0) {
+                if !matches!(change, MembershipChange::Remove(_)) && !ctx.members.contains_key(&id.0) {
                     let detail = format!(
                         "replica {id} has no address in this replica's [[members]]; add it to every replica's config and restart them"
                     );
