@@ -218,3 +218,58 @@ fn gets_are_served_by_read_index_without_a_log_slot_and_see_the_latest_write() {
         node.shutdown();
     }
 }
+
+fn ask(node: &Node<Reply>, event: impl FnOnce(Reply) -> Event<Reply>) -> Response {
+    let (tx, rx) = channel::unbounded();
+    assert!(node.inbox.push(event(Reply(tx))).is_ok());
+    rx.recv_timeout(Duration::from_secs(10)).expect("an answer within 10 s").1
+}
+
+#[test]
+fn operator_events_checkpoint_change_membership_at_the_leader_and_serve_stale_reads_anywhere() {
+    let cluster = start();
+    let leader = wait_leader(&cluster);
+    let follower = (leader + 1) % 3;
+    let (tx, rx) = channel::unbounded();
+    let key = Bytes::from_static(b"k");
+    request(&cluster.nodes[leader], 9, 1, KvOp::Put { key: key.clone(), value: Bytes::from_static(b"v1") }, &tx);
+    collect(&rx, 1);
+    let applied = status(&cluster.nodes[leader]).core.applied;
+
+    // A checkpoint on demand covers what is applied and reaches the storage.
+    let response = ask(&cluster.nodes[leader], |reply_to| Event::Checkpoint { request_id: 1, reply_to });
+    let Response::Admin { ok: true, slot: Some(slot), .. } = response else { panic!("{response:?}") };
+    assert_eq!(slot, applied);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cluster.checkpoints.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "the operator's checkpoint never reached storage");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // A stale read at a follower waits for `min_slot`, then sees the write; a write is refused.
+    let get = Request { client: ClientId(9), seq: 2, op: KvOp::Get { key: key.clone() }.encode() };
+    let response = ask(&cluster.nodes[follower], |reply_to| Event::FastRead { request: get, min_slot: applied, request_id: 2, reply_to });
+    let Response::Reply { payload, .. } = response else { panic!("{response:?}") };
+    assert_eq!(KvReply::decode(&payload).unwrap(), KvReply::Value(Some(Bytes::from_static(b"v1"))));
+    let put = Request { client: ClientId(9), seq: 3, op: KvOp::Put { key, value: Bytes::new() }.encode() };
+    let response = ask(&cluster.nodes[follower], |reply_to| Event::FastRead { request: put, min_slot: 0, request_id: 3, reply_to });
+    assert!(matches!(response, Response::Admin { ok: false, .. }), "{response:?}");
+
+    // Membership edits: a follower points at the leader; the leader validates, then proposes.
+    let remove = |id: usize| MembershipChange::Remove(ReplicaId(id as u32));
+    let response = ask(&cluster.nodes[follower], |reply_to| Event::ChangeMembership { change: remove(follower), request_id: 4, reply_to });
+    assert_eq!(response, Response::Admin { ok: false, detail: "not the leader".into(), leader: Some(ReplicaId(leader as u32)), slot: None });
+    let response = ask(&cluster.nodes[leader], |reply_to| Event::ChangeMembership { change: remove(9), request_id: 5, reply_to });
+    let Response::Admin { ok: false, detail, .. } = response else { panic!("{response:?}") };
+    assert!(detail.contains("not a member"), "{detail}");
+    let response = ask(&cluster.nodes[leader], |reply_to| Event::ChangeMembership { change: remove(follower), request_id: 6, reply_to });
+    let Response::Admin { ok: true, slot: Some(_), .. } = response else { panic!("{response:?}") };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status(&cluster.nodes[leader]).core.membership.is_member(ReplicaId(follower as u32)) {
+        assert!(Instant::now() < deadline, "the removal never applied at the leader");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for node in cluster.nodes {
+        node.shutdown();
+    }
+}
