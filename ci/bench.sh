@@ -4,7 +4,7 @@
 # the raw baselines measured in the same run (loopback TCP and cache-line round trips, fdatasync in
 # the log's directory); etcd side by side when it is installed (`make bench-peers` installs it);
 # then instructions per committed operation under callgrind.
-# Env: BENCH_CLIENTS (1,4,16,64), BENCH_SECONDS (10), BENCH_WARMUP (2), BENCH_PAYLOAD (64),
+# Env: BENCH_CLIENTS (1,4,16,64,256), BENCH_SECONDS (10), BENCH_WARMUP (2), BENCH_PAYLOAD (64),
 # BENCH_RATE (open loop, ops/s), BENCH_PEER (etcd|none), BENCH_OUT (target-bench/results),
 # BENCH_CALLGRIND (1; 0 skips), BENCH_CALLGRIND_OPS (20000), BENCH_ARGS (passed through).
 set -euo pipefail
@@ -18,7 +18,7 @@ echo "== host: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg) (numbers are
 rate=()
 [ -n "${BENCH_RATE:-}" ] && rate=(--rate "$BENCH_RATE")
 # shellcheck disable=SC2086
-"$bin" run --clients "${BENCH_CLIENTS:-1,4,16,64}" --duration-s "${BENCH_SECONDS:-10}" \
+"$bin" run --clients "${BENCH_CLIENTS:-1,4,16,64,256}" --duration-s "${BENCH_SECONDS:-10}" \
   --warmup-s "${BENCH_WARMUP:-2}" --payload-bytes "${BENCH_PAYLOAD:-64}" --peer "${BENCH_PEER:-etcd}" \
   --out "${BENCH_OUT:-$CARGO_TARGET_DIR/results}" --decree-bin "$CARGO_TARGET_DIR/release/decree" "${rate[@]}" ${BENCH_ARGS:-}
 if [ "${BENCH_CALLGRIND:-1}" = 1 ]; then

@@ -57,7 +57,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 64)]
     pub payload_bytes: usize,
     /// Client counts to measure, comma-separated (each client has one put in flight).
-    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,256")]
     pub clients: Vec<usize>,
     /// TCP connections the decree clients are spread over (pipelined).
     #[arg(long, default_value_t = 4)]
@@ -95,6 +95,9 @@ pub struct RunArgs {
     /// No once-a-second progress lines.
     #[arg(long)]
     pub no_progress: bool,
+    /// Count each replica's instructions, cycles and context switches per op with `perf stat`.
+    #[arg(long)]
+    pub perf_stat: bool,
 }
 
 /// `decree-bench baselines`.
@@ -267,7 +270,7 @@ mod tests {
     fn defaults_are_valid_and_closed_loop() {
         let args = parse(&[]);
         args.validate().unwrap();
-        assert_eq!(args.clients, vec![1, 4, 16, 64]);
+        assert_eq!(args.clients, vec![1, 4, 16, 64, 256]);
         assert_eq!(args.arrival(), Arrival::Closed);
         assert_eq!(parse(&["--rate", "5000"]).arrival(), Arrival::Open { rate_per_s: 5000.0 });
     }

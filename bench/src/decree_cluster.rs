@@ -123,6 +123,17 @@ impl DecreeCluster {
         Err(BenchError::Cluster(format!("no leader within {} s; see {}/replica-*.log", wait.as_secs(), self.dir.display())))
     }
 
+    /// Every replica's id and pid (from `decree cluster up`'s pid files), and whether it leads.
+    pub fn processes(&self) -> Vec<crate::perf_stat::Target> {
+        (0..self.addrs.len() as u32)
+            .filter_map(|replica| {
+                let text = std::fs::read_to_string(self.dir.join(format!("replica-{replica}.pid"))).ok()?;
+                let pid = text.trim().parse().ok()?;
+                Some(crate::perf_stat::Target { replica, pid, leader: self.addrs[replica as usize] == self.leader_addr })
+            })
+            .collect()
+    }
+
     /// The directory the replicas keep their logs in (where fdatasync is measured).
     pub fn dir(&self) -> &Path {
         &self.dir

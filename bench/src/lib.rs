@@ -16,6 +16,7 @@ pub mod etcd_load;
 pub mod histogram;
 pub mod inproc;
 pub mod load;
+pub mod perf_stat;
 pub mod plot;
 pub mod progress;
 pub mod report;

@@ -34,6 +34,41 @@ pub struct Row {
     /// CDF points (µs, fraction) of the corrected latency, for plots.
     #[serde(skip)]
     pub cdf: Vec<(f64, f64)>,
+    /// Per-replica cost from `perf stat` over the window (with --perf-stat).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub perf: Vec<ReplicaCost>,
+}
+
+/// One replica process's cost per committed operation over a measured window.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReplicaCost {
+    /// Replica id.
+    pub replica: u32,
+    /// Led when the run started.
+    pub leader: bool,
+    /// Instructions (user + kernel) per committed operation.
+    pub instructions_per_op: f64,
+    /// Cycles per committed operation.
+    pub cycles_per_op: f64,
+    /// Context switches per committed operation.
+    pub context_switches_per_op: f64,
+    /// CPUs this process kept busy on average.
+    pub cpus_used: f64,
+}
+
+impl ReplicaCost {
+    /// Divides `counters` by the window's operations and length.
+    pub fn new(counters: &crate::perf_stat::Counters, ops: u64, window_s: f64) -> ReplicaCost {
+        let per_op = |v: u64| v as f64 / ops.max(1) as f64;
+        ReplicaCost {
+            replica: counters.replica,
+            leader: counters.leader,
+            instructions_per_op: per_op(counters.instructions),
+            cycles_per_op: per_op(counters.cycles),
+            context_switches_per_op: per_op(counters.context_switches),
+            cpus_used: counters.task_clock_ms / 1e3 / window_s,
+        }
+    }
 }
 
 impl Row {
@@ -53,6 +88,7 @@ impl Row {
             latency: LatencySummary::of(&outcome.corrected),
             latency_uncorrected: LatencySummary::of(&outcome.uncorrected),
             cdf: crate::histogram::cdf_points(&outcome.corrected),
+            perf: Vec::new(),
         }
     }
 }
@@ -231,6 +267,7 @@ mod tests {
             latency: LatencySummary { count: 1, p50_us, p90_us: p50_us, p99_us: 2 * p50_us, p999_us: 2 * p50_us, max_us: 3 * p50_us, mean_us: p50_us as f64 },
             latency_uncorrected: LatencySummary::default(),
             cdf: Vec::new(),
+            perf: Vec::new(),
         }
     }
 
@@ -294,5 +331,14 @@ mod tests {
         assert!(row.get("cdf").is_none(), "CDF points stay out of the JSON");
         assert_eq!(json["baselines"]["commit_floor_p50_us"], 250);
         assert_eq!(json["targets"][3]["verdict"], "not_measured");
+        assert!(row.get("perf").is_none(), "no perf block without --perf-stat");
+    }
+
+    #[test]
+    fn replica_cost_divides_by_ops_and_window() {
+        let counters = crate::perf_stat::Counters { replica: 0, leader: true, instructions: 5_000_000, cycles: 4_000_000, context_switches: 2_000, task_clock_ms: 1_500.0 };
+        let cost = ReplicaCost::new(&counters, 1_000, 2.0);
+        assert_eq!((cost.instructions_per_op, cost.cycles_per_op, cost.context_switches_per_op), (5_000.0, 4_000.0, 2.0));
+        assert!((cost.cpus_used - 0.75).abs() < 1e-9);
     }
 }

@@ -43,14 +43,26 @@ fn run_decree(args: &RunArgs, run_dir: &Path) -> Result<(baseline::Baselines, Ve
     let dir = run_dir.join("decree");
     say(args, format!("== decree: starting {} replicas under {}", args.replicas, dir.display()));
     let cluster = DecreeCluster::start(&bin, &dir, &spec)?;
+    say(args, format!("== leader at {}", cluster.leader_addr));
     let fs = report::filesystem_type(cluster.dir());
     say(args, format!("== baselines in {} ({fs})", cluster.dir().display()));
     let baselines = baseline::measure(cluster.dir(), args.payload_bytes, args.replicas as usize, BaselineIterations::default())?;
+    let perf = args.perf_stat && crate::perf_stat::available();
+    if args.perf_stat && !perf {
+        eprintln!("decree-bench: --perf-stat: `perf stat` does not run here (install linux-perf; check kernel.perf_event_paranoid); continuing without");
+    }
     let mut rows = Vec::new();
     for &clients in &args.clients {
         let label = format!("decree {clients} clients");
-        let outcome = crate::decree_load::run(&cluster.leader_addr, &cluster.secret, &load_spec(args, clients), &label)?;
-        let row = Row::new("decree", args.arrival().name(), clients, args.payload_bytes, &outcome);
+        let spec = load_spec(args, clients);
+        let counting = perf.then(|| crate::perf_stat::spawn(cluster.processes(), spec.warmup, spec.duration, cluster.dir().to_path_buf()));
+        let outcome = crate::decree_load::run(&cluster.leader_addr, &cluster.secret, &spec, &label)?;
+        let mut row = Row::new("decree", args.arrival().name(), clients, args.payload_bytes, &outcome);
+        match counting.map(|handle| handle.join().expect("perf thread panicked")) {
+            Some(Ok(counters)) => row.perf = counters.iter().map(|c| report::ReplicaCost::new(c, outcome.ops, outcome.elapsed_s)).collect(),
+            Some(Err(e)) => eprintln!("decree-bench: perf stat: {e}"),
+            None => {}
+        }
         say(args, table::row_line(&row));
         rows.push(row);
     }

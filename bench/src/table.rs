@@ -29,6 +29,30 @@ pub fn render(report: &Report) -> String {
     for row in &report.rows {
         let _ = writeln!(out, "{}", row_line(row));
     }
+    for row in report.rows.iter().filter(|r| !r.perf.is_empty()) {
+        let _ = writeln!(out, "perf stat, {} {} clients (per committed op, user+kernel):", row.system, row.clients);
+        for c in &row.perf {
+            let _ = writeln!(
+                out,
+                "  r{}{:<9} {:>9.0} instructions {:>9.0} cycles {:>6.3} context switches   {:.2} CPUs busy",
+                c.replica,
+                if c.leader { " (leader)" } else { "" },
+                c.instructions_per_op,
+                c.cycles_per_op,
+                c.context_switches_per_op,
+                c.cpus_used
+            );
+        }
+        let total = |f: fn(&crate::report::ReplicaCost) -> f64| row.perf.iter().map(f).sum::<f64>();
+        let _ = writeln!(
+            out,
+            "  all       {:>9.0} instructions {:>9.0} cycles {:>6.3} context switches   {:.2} CPUs busy",
+            total(|c| c.instructions_per_op),
+            total(|c| c.cycles_per_op),
+            total(|c| c.context_switches_per_op),
+            total(|c| c.cpus_used)
+        );
+    }
     let _ = writeln!(out, "baselines (same run):");
     let _ = writeln!(out, "  tcp loopback round trip   p50 {:>6} us   p99 {:>6} us", b.tcp_round_trip.p50_us, b.tcp_round_trip.p99_us);
     let _ = writeln!(out, "  shm cache-line round trip p50 {:>6} ns   p99 {:>6} ns", b.shm_round_trip_ns.0, b.shm_round_trip_ns.1);
@@ -96,6 +120,7 @@ mod tests {
             latency: LatencySummary { count: 1, p50_us: 512, p90_us: 900, p99_us: 1_500, p999_us: 4_000, max_us: 12_345, mean_us: 600.0 },
             latency_uncorrected: LatencySummary::default(),
             cdf: Vec::new(),
+            perf: Vec::new(),
         };
         let line = row_line(&row);
         assert_eq!(line.len(), HEADER.len(), "\n{HEADER}\n{line}");
