@@ -151,6 +151,11 @@ impl Replica {
     /// Replaces everything below `checkpoint.slot` with the checkpoint.
     fn install_checkpoint(&mut self, checkpoint: Checkpoint) {
         contract!(self, checkpoint.slot > self.applied, "install-only-forward");
+        if let Role::Candidate(_) = self.role {
+            // Its phase 1 covered a suffix and a configuration the checkpoint just superseded.
+            self.role = Role::Follower;
+            self.reset_election_timer();
+        }
         let slot = checkpoint.slot;
         self.log.discard_below(slot);
         self.commit = self.commit.max(slot);

@@ -101,6 +101,7 @@ impl Replica {
         };
         let ballot = election.ballot;
         contract!(self, ballot == self.promised, "leader-owns-promised-ballot");
+        contract!(self, self.membership.is_voter(self.id()), "leader-is-a-voter");
         let reported_end = election.highest.keys().next_back().map_or(election.from_slot, |s| s + 1).max(self.log.end());
         let new_commit = election.max_commit.max(self.commit);
         // A reconfig ends this configuration's slots: later slots belong to the next one, whose

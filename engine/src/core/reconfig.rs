@@ -54,6 +54,11 @@ impl Replica {
         contract!(self, slot < self.commit, "config-switch-only-when-chosen", "slot {slot} commit {}", self.commit);
         self.membership = membership;
         self.config_slot = Some(slot);
+        if let Role::Candidate(_) = self.role {
+            // Promises were gathered in the old configuration: campaign again later in the new one.
+            self.role = Role::Follower;
+            self.reset_election_timer();
+        }
         if let Role::Leader(_) = self.role {
             if self.membership.is_voter(self.id()) && self.candidacy_allowed {
                 // Slots past `slot` need a phase 1 in the new configuration.

@@ -426,6 +426,9 @@ impl World {
     }
 
     fn execute(&mut self, node: usize, command: Command) -> Result<(), Violation> {
+        if self.options.trace && !matches!(command, Command::Send(_) | Command::Persist { .. }) {
+            eprintln!("{:>10}us   node {node} -> {command:?}", self.now_us);
+        }
         match command {
             Command::Persist { ticket, write } => {
                 let (low, high) = self.config.write_latency_us;
