@@ -39,12 +39,9 @@ pub struct TransferArgs {
 
 /// Sends the request to the leader; exits 1 if it refused.
 pub fn transfer(args: TransferArgs) -> ExitCode {
-    let mut client = match args.target.client_config() {
+    let mut client = match args.target.config_for("leader transfer") {
         Ok(config) => Client::new(config),
-        Err(e) => {
-            eprintln!("decree leader transfer: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match client.transfer_leadership(args.to) {
         Ok(detail) => {

@@ -69,12 +69,9 @@ fn client_loop(mut client: Client, args: &BenchArgs, index: usize, start: &Barri
 
 /// Runs the load and prints percentiles and throughput; exits 1 if nothing succeeded.
 pub fn run(args: BenchArgs) -> ExitCode {
-    let config = match args.target.client_config() {
+    let config = match args.target.config_for("bench") {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("decree bench: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let baseline_dir = if args.target.addrs.is_empty() { args.target.cluster.clone() } else { std::env::temp_dir() };
     let baseline = if args.no_baseline { None } else { crate::bench_baseline::measure(&baseline_dir).ok() };

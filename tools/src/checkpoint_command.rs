@@ -19,12 +19,9 @@ pub struct CheckpointArgs {
 
 /// Prints each replica's checkpoint slot; exits 1 if one refused or none matched.
 pub fn run(args: CheckpointArgs) -> ExitCode {
-    let config = match args.target.client_config() {
+    let config = match args.target.config_for("checkpoint") {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("decree checkpoint: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let timeout = Duration::from_millis(config.deadline_ms.min(5_000));
     let (mut asked, mut failed) = (0, false);

@@ -50,11 +50,8 @@ pub struct CasArgs {
     new: String,
 }
 
-fn client(target: &TargetArgs) -> Result<Client, ExitCode> {
-    target.client_config().map(Client::new).map_err(|e| {
-        eprintln!("decree: {e}");
-        ExitCode::from(2)
-    })
+fn client(target: &TargetArgs, command: &str) -> Result<Client, ExitCode> {
+    target.config_for(command).map(Client::new)
 }
 
 fn failed(error: impl std::fmt::Display) -> ExitCode {
@@ -64,7 +61,7 @@ fn failed(error: impl std::fmt::Display) -> ExitCode {
 
 /// `decree put KEY VALUE`.
 pub fn put(args: PutArgs) -> ExitCode {
-    let mut client = match client(&args.target) {
+    let mut client = match client(&args.target, "put") {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -79,7 +76,7 @@ pub fn put(args: PutArgs) -> ExitCode {
 
 /// `decree get KEY`: prints the value, or exits 1 with "(absent)".
 pub fn get(args: GetArgs) -> ExitCode {
-    let mut client = match client(&args.target) {
+    let mut client = match client(&args.target, "get") {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -99,7 +96,7 @@ pub fn get(args: GetArgs) -> ExitCode {
 
 /// `decree cas KEY --expect OLD NEW`: exits 0 if swapped, 1 if not (printing the current value).
 pub fn cas(args: CasArgs) -> ExitCode {
-    let mut client = match client(&args.target) {
+    let mut client = match client(&args.target, "cas") {
         Ok(c) => c,
         Err(code) => return code,
     };

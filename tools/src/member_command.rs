@@ -69,12 +69,9 @@ pub fn run(args: MemberArgs) -> ExitCode {
         MemberCommand::Promote(a) => (a.target, MembershipChange::Promote(ReplicaId(a.id)), a.no_wait),
         MemberCommand::Remove(a) => (a.target, MembershipChange::Remove(ReplicaId(a.id)), a.no_wait),
     };
-    let config = match target.client_config() {
+    let config = match target.config_for("member") {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("decree member: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let answer = match Client::new(config.clone()).change_membership(change) {
         Ok(answer) => answer,
@@ -130,12 +127,9 @@ pub fn authoritative(views: &[Option<StatusView>]) -> Option<&StatusView> {
 }
 
 fn list_members(args: ListArgs) -> ExitCode {
-    let config = match args.target.client_config() {
+    let config = match args.target.config_for("member") {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("decree member list: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let views = views(&config);
     let Some(view) = authoritative(&views) else {

@@ -33,12 +33,9 @@ fn role(s: &decree_tools::wire::StatusView) -> &'static str {
 
 /// Queries every replica; exits 1 if no replica reports a leader.
 pub fn run(args: StatusArgs) -> ExitCode {
-    let config = match args.target.client_config() {
+    let config = match args.target.config_for("status") {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("decree status: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let views: Vec<_> = config
         .addrs

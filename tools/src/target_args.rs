@@ -6,6 +6,7 @@ use decree_tools::client::ClientConfig;
 use decree_tools::cluster_file::ClusterFile;
 use decree_tools::secret::read_secret;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// Cluster selection shared by put/get/cas/status/bench.
 #[derive(Args, Debug, Clone)]
@@ -37,5 +38,13 @@ impl TargetArgs {
         let mut config = ClientConfig::new(addrs, secret);
         config.deadline_ms = self.deadline_ms;
         Ok(config)
+    }
+
+    /// `client_config`, or the exit code 2 after telling the user why (`decree COMMAND: ...`).
+    pub fn config_for(&self, command: &str) -> Result<ClientConfig, ExitCode> {
+        self.client_config().map_err(|e| {
+            eprintln!("decree {command}: {e}");
+            ExitCode::from(2)
+        })
     }
 }

@@ -126,13 +126,16 @@ fn kill9(pid: i32) {
 /// Completed (or, for writes, possibly-applied) operations, for the linearizability check.
 type History = Arc<Mutex<Vec<Operation<KvOp, KvReply>>>>;
 
+/// What one load client returns: acknowledged puts, and operations completed per phase.
+type LoadResult = (Vec<(Bytes, Bytes)>, u64, u64);
+
 fn micros(origin: Instant) -> u64 {
     origin.elapsed().as_micros() as u64
 }
 
 /// One closed-loop client: puts of unique values and gets over a few keys, recorded in `history`.
 /// Returns the acknowledged puts (key -> last value acknowledged) and the ops completed per phase.
-fn load(mut client: Client, index: usize, stop: Arc<AtomicBool>, killed: Arc<AtomicBool>, history: History, origin: Instant) -> (Vec<(Bytes, Bytes)>, u64, u64) {
+fn load(mut client: Client, index: usize, stop: Arc<AtomicBool>, killed: Arc<AtomicBool>, history: History, origin: Instant) -> LoadResult {
     let mut rng = fastrand::Rng::with_seed(index as u64);
     let (mut acked, mut before, mut after) = (Vec::new(), 0u64, 0u64);
     let mut n = 0u64;
@@ -196,7 +199,7 @@ fn check_acked_and_linearizable(cluster: &Cluster, acked: &[(Bytes, Bytes)], his
 }
 
 /// Starts `n` closed-loop `load` clients; returns their handles.
-fn start_load(cluster: &Cluster, n: usize, stop: &Arc<AtomicBool>, phase: &Arc<AtomicBool>, history: &History, origin: Instant) -> Vec<std::thread::JoinHandle<(Vec<(Bytes, Bytes)>, u64, u64)>> {
+fn start_load(cluster: &Cluster, n: usize, stop: &Arc<AtomicBool>, phase: &Arc<AtomicBool>, history: &History, origin: Instant) -> Vec<std::thread::JoinHandle<LoadResult>> {
     (0..n)
         .map(|i| {
             let (client, stop, phase, history) = (cluster.client(), stop.clone(), phase.clone(), history.clone());
@@ -240,15 +243,7 @@ fn leader_kill9_under_load_elects_a_new_leader_loses_no_acknowledged_write_and_t
     // The killed replica restarts from its log and catches up to the leader's commit index.
     cluster.decree(&["cluster", "up"]);
     let target = cluster.status(new_leader).unwrap().commit;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let caught_up = cluster.status(old_leader).map(|s| s.applied).unwrap_or(0);
-        if caught_up >= target {
-            break;
-        }
-        assert!(Instant::now() < deadline, "restarted r{old_leader} applied {caught_up} < leader commit {target}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    cluster.wait_applied(old_leader, target, Duration::from_secs(15));
     assert!(cluster.log(old_leader).contains("installed a checkpoint received from a peer"), "the victim caught up without a checkpoint transfer");
     eprintln!("ops before kill {before}, after {after}; {unique_acked} acknowledged writes verified; r{old_leader} caught up to {target} via a checkpoint");
 }
