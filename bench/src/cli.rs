@@ -32,7 +32,7 @@ pub enum BenchCommand {
     Callgrind(CallgrindArgs),
     /// The in-process workload callgrind runs (also runnable alone: prints its wall-clock rate).
     #[command(hide = true)]
-    Inproc(InprocArgs),
+    Inproc(WorkloadArgs),
 }
 
 /// `decree-bench run`.
@@ -114,10 +114,10 @@ pub struct BaselineArgs {
     pub json: bool,
 }
 
-/// `decree-bench callgrind`.
+/// The in-process workload's shape, shared by `callgrind` and `inproc`.
 #[derive(Args, Debug, Clone)]
-pub struct CallgrindArgs {
-    /// Committed operations in the smaller run (the larger runs twice as many).
+pub struct WorkloadArgs {
+    /// Committed operations (callgrind: in the smaller run; the larger runs twice as many).
     #[arg(long, default_value_t = 20_000)]
     pub ops: u64,
     /// Sessions with one put in flight (the leader's batch size).
@@ -129,6 +129,40 @@ pub struct CallgrindArgs {
     /// The core's batch limit, requests per proposed value.
     #[arg(long, default_value_t = 1024)]
     pub max_batch_requests: usize,
+}
+
+impl WorkloadArgs {
+    /// Checks every flag.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        if self.ops == 0 || self.ops > 10_000_000 {
+            return Err(invalid("ops", format!("{}: must be 1..=10000000", self.ops)));
+        }
+        if self.clients == 0 || self.clients > 65_536 {
+            return Err(invalid("clients", format!("{}: must be 1..=65536", self.clients)));
+        }
+        if self.max_batch_requests == 0 {
+            return Err(invalid("max-batch-requests", "must be at least 1"));
+        }
+        check_payload(self.payload_bytes)
+    }
+
+    /// The workload these flags describe.
+    pub fn spec(&self) -> crate::inproc::InprocSpec {
+        crate::inproc::InprocSpec {
+            ops: self.ops,
+            clients: self.clients,
+            payload_bytes: self.payload_bytes,
+            max_batch_requests: self.max_batch_requests,
+        }
+    }
+}
+
+/// `decree-bench callgrind`.
+#[derive(Args, Debug, Clone)]
+pub struct CallgrindArgs {
+    /// The workload.
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
     /// Functions to list.
     #[arg(long, default_value_t = 15)]
     pub top: usize,
@@ -138,23 +172,6 @@ pub struct CallgrindArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
-}
-
-/// `decree-bench inproc`.
-#[derive(Args, Debug, Clone)]
-pub struct InprocArgs {
-    /// Committed operations.
-    #[arg(long, default_value_t = 20_000)]
-    pub ops: u64,
-    /// Sessions with one put in flight.
-    #[arg(long, default_value_t = 64)]
-    pub clients: usize,
-    /// Value size.
-    #[arg(long, default_value_t = 64)]
-    pub payload_bytes: usize,
-    /// The core's batch limit.
-    #[arg(long, default_value_t = 1024)]
-    pub max_batch_requests: usize,
 }
 
 fn invalid(flag: &'static str, detail: impl Into<String>) -> BenchError {
@@ -234,22 +251,6 @@ impl RunArgs {
     }
 }
 
-impl CallgrindArgs {
-    /// Checks every flag.
-    pub fn validate(&self) -> Result<(), BenchError> {
-        if self.ops == 0 || self.ops > 10_000_000 {
-            return Err(invalid("ops", format!("{}: must be 1..=10000000", self.ops)));
-        }
-        if self.clients == 0 || self.clients > 65_536 {
-            return Err(invalid("clients", format!("{}: must be 1..=65536", self.clients)));
-        }
-        if self.max_batch_requests == 0 {
-            return Err(invalid("max-batch-requests", "must be at least 1"));
-        }
-        check_payload(self.payload_bytes)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,6 +300,6 @@ mod tests {
     fn callgrind_args_validate() {
         let cli = Cli::try_parse_from(["decree-bench", "callgrind", "--ops", "0"]).unwrap();
         let BenchCommand::Callgrind(args) = cli.command else { panic!() };
-        assert!(args.validate().unwrap_err().to_string().contains("--ops"));
+        assert!(args.workload.validate().unwrap_err().to_string().contains("--ops"));
     }
 }

@@ -2,9 +2,9 @@
 
 use clap::Parser;
 use decree_bench::callgrind;
-use decree_bench::cli::{BaselineArgs, BenchCommand, CallgrindArgs, Cli, InprocArgs};
+use decree_bench::cli::{BaselineArgs, BenchCommand, CallgrindArgs, Cli, WorkloadArgs};
 use decree_bench::error::BenchError;
-use decree_bench::inproc::{self, InprocSpec};
+use decree_bench::inproc;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -26,8 +26,8 @@ fn baselines(args: &BaselineArgs) -> Result<(), BenchError> {
 }
 
 fn callgrind_mode(args: &CallgrindArgs) -> Result<(), BenchError> {
-    args.validate()?;
-    let spec = InprocSpec { ops: args.ops, clients: args.clients, payload_bytes: args.payload_bytes, max_batch_requests: args.max_batch_requests };
+    args.workload.validate()?;
+    let spec = args.workload.spec();
     eprintln!("decree-bench callgrind: {} and {} committed puts under valgrind (a minute or two)", spec.ops, 2 * spec.ops);
     let result = callgrind::measure(spec, &args.out, args.top)?;
     if args.json {
@@ -36,7 +36,7 @@ fn callgrind_mode(args: &CallgrindArgs) -> Result<(), BenchError> {
     }
     println!(
         "callgrind: 3 in-process replicas, {} sessions in flight, {}-byte puts, batch limit {}",
-        result.clients, result.payload_bytes, args.max_batch_requests
+        result.clients, result.payload_bytes, spec.max_batch_requests
     );
     println!("  instructions: {} ({} ops), {} ({} ops)", result.total_instructions.0, result.ops, result.total_instructions.1, 2 * result.ops);
     println!("  instructions per committed operation: {:.0}", result.instructions_per_op);
@@ -52,8 +52,9 @@ fn callgrind_mode(args: &CallgrindArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
-fn inproc_mode(args: &InprocArgs) {
-    let spec = InprocSpec { ops: args.ops, clients: args.clients, payload_bytes: args.payload_bytes, max_batch_requests: args.max_batch_requests };
+fn inproc_mode(args: &WorkloadArgs) -> Result<(), BenchError> {
+    args.validate()?;
+    let spec = args.spec();
     let began = Instant::now();
     let outcome = inproc::run(spec);
     let elapsed_s = began.elapsed().as_secs_f64();
@@ -65,6 +66,7 @@ fn inproc_mode(args: &InprocArgs) {
         elapsed_s,
         outcome.committed as f64 / elapsed_s
     );
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -73,10 +75,7 @@ fn main() -> ExitCode {
         BenchCommand::Run(args) => decree_bench::run_command::run(args).map(|_| ()),
         BenchCommand::Baselines(args) => baselines(args),
         BenchCommand::Callgrind(args) => callgrind_mode(args),
-        BenchCommand::Inproc(args) => {
-            inproc_mode(args);
-            Ok(())
-        }
+        BenchCommand::Inproc(args) => inproc_mode(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,19 @@ use std::time::Instant;
 #[repr(align(128))]
 struct Line(AtomicU64);
 
+/// Spins until `line` holds `round`, yielding now and then: with fewer free cores than spinners
+/// the other side must get to run.
+fn wait_for(line: &Line, round: u64) {
+    let mut spins = 0u32;
+    while line.0.load(Ordering::Acquire) != round {
+        spins = spins.wrapping_add(1);
+        if spins % 4096 == 0 {
+            std::thread::yield_now();
+        }
+        std::hint::spin_loop();
+    }
+}
+
 /// Round-trip times in nanoseconds of `iterations` ping-pongs. Both threads spin (yielding now
 /// and then): on a loaded 2-core machine the tail includes preemption; the median is the line's cost.
 pub fn shm_round_trip_ns(iterations: u64) -> Histogram<u64> {
@@ -17,14 +30,7 @@ pub fn shm_round_trip_ns(iterations: u64) -> Histogram<u64> {
     let peer = lines.clone();
     let echo = std::thread::spawn(move || {
         for round in 1..=iterations {
-            let mut spins = 0u32;
-            while peer.0 .0.load(Ordering::Acquire) != round {
-                spins = spins.wrapping_add(1);
-                if spins % 4096 == 0 {
-                    std::thread::yield_now();
-                }
-                std::hint::spin_loop();
-            }
+            wait_for(&peer.0, round);
             peer.1 .0.store(round, Ordering::Release);
         }
     });
@@ -32,15 +38,7 @@ pub fn shm_round_trip_ns(iterations: u64) -> Histogram<u64> {
     for round in 1..=iterations {
         let began = Instant::now();
         lines.0 .0.store(round, Ordering::Release);
-        let mut spins = 0u32;
-        while lines.1 .0.load(Ordering::Acquire) != round {
-            spins = spins.wrapping_add(1);
-            // With fewer free cores than spinners, let the echo thread run.
-            if spins % 4096 == 0 {
-                std::thread::yield_now();
-            }
-            std::hint::spin_loop();
-        }
+        wait_for(&lines.1, round);
         histogram.saturating_record(began.elapsed().as_nanos() as u64);
     }
     echo.join().expect("shm echo thread panicked");
