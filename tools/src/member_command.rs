@@ -138,14 +138,20 @@ fn list_members(args: ListArgs) -> ExitCode {
     };
     let members: Vec<u32> = view.voters.iter().chain(&view.learners).copied().collect();
     let spares: Vec<u32> = views.iter().flatten().map(|v| v.id).filter(|id| !members.contains(id)).collect();
+    // A spare that does not answer cannot be told apart from a member that is down: named by address.
+    let unreachable: Vec<&String> = config.addrs.iter().zip(&views).filter(|(_, v)| v.is_none()).map(|(addr, _)| addr).collect();
     let mut out = String::new();
     if args.json {
-        let json = serde_json::json!({"from": view.id, "applied": view.applied, "voters": view.voters, "learners": view.learners, "spares": spares});
+        let json = serde_json::json!({"from": view.id, "applied": view.applied, "voters": view.voters, "learners": view.learners,
+            "spares": spares, "unreachable": unreachable});
         let _ = writeln!(out, "{json}");
     } else {
         let _ = writeln!(out, "voters:   {}", names(&view.voters));
         let _ = writeln!(out, "learners: {}", names(&view.learners));
         let _ = writeln!(out, "spares:   {}", names(&spares));
+        if !unreachable.is_empty() {
+            let _ = writeln!(out, "unreachable: {}", unreachable.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(" "));
+        }
         let _ = writeln!(out, "(as applied by r{} at slot {})", view.id, view.applied);
     }
     // One write, errors ignored: a closed pipe must not panic.

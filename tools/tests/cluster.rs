@@ -383,13 +383,27 @@ fn listed(cluster: &Cluster) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
     (ids("voters"), ids("learners"), ids("spares"))
 }
 
+/// Waits up to 5 s for `decree member list` to show (voters, learners, spares).
+fn wait_listed(cluster: &Cluster, expected: (Vec<u64>, Vec<u64>, Vec<u64>)) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let shown = listed(cluster);
+        if shown == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "member list shows {shown:?}, expected {expected:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 #[ignore = "multi-process; run by ci/test-cluster.sh"]
 fn membership_changes_under_load_add_remove_the_leader_and_promote_a_learner_without_losing_a_write() {
     // 3 voters (r0..r2) and 2 spares (r3, r4) that run but are in no configuration.
     let cluster = Cluster::up_with("members", 27900, &["--spares", "2"]);
-    let leader = cluster.wait_leader(None, Duration::from_secs(10));
-    assert_eq!(listed(&cluster), (vec![0, 1, 2], vec![], vec![3, 4]));
+    cluster.wait_leader(None, Duration::from_secs(10));
+    // `cluster up` returns once a leader is elected; spares are listed once they answer.
+    wait_listed(&cluster, (vec![0, 1, 2], vec![], vec![3, 4]));
     let (stop, changed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     let history: History = Arc::default();
     let origin = Instant::now();
@@ -399,7 +413,9 @@ fn membership_changes_under_load_add_remove_the_leader_and_promote_a_learner_wit
     let out = cluster.admin_ok(&["member", "add", "--id", "3"]);
     assert!(out.contains("applied: voters r0 r1 r2 r3"), "{out}");
     changed.store(true, Ordering::Release);
-    // Removing the leader: it steps down once the change applies and the others elect a new one.
+    // Removing the leader (as it is now, after the change): it steps down once the change applies
+    // and the others elect a new one.
+    let leader = cluster.wait_leader(None, Duration::from_secs(10));
     let out = cluster.admin_ok(&["member", "remove", "--id", &leader.to_string()]);
     assert!(out.contains("applied: voters") && !out.contains(&format!("r{leader} ")), "{out}");
     let new_leader = cluster.wait_leader(Some(leader), Duration::from_secs(10));
@@ -420,7 +436,7 @@ fn membership_changes_under_load_add_remove_the_leader_and_promote_a_learner_wit
     assert!(before > 0 && after > 0, "no progress before ({before}) or during/after ({after}) the changes");
     check_acked_and_linearizable(&cluster, &acked, history, origin);
     let voters: Vec<u64> = (0..5).filter(|id| *id != leader as u64).collect();
-    assert_eq!(listed(&cluster), (voters, vec![], vec![leader as u64]));
+    wait_listed(&cluster, (voters, vec![], vec![leader as u64]));
     assert_ne!(new_leader, leader);
 
     // Refusals name the reason and change nothing.
