@@ -419,6 +419,32 @@ mod tests {
     }
 
     #[test]
+    fn an_admin_refusal_naming_the_leader_is_followed_and_the_slot_returned() {
+        let (follower, leader) = (TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("127.0.0.1:0").unwrap());
+        let leader_addr = leader.local_addr().unwrap().to_string();
+        let follower_addr = follower.local_addr().unwrap().to_string();
+        let answer = |listener: TcpListener, ok: bool, leader_addr: Option<String>| {
+            std::thread::spawn(move || {
+                let (mut stream, _) = listener.accept().unwrap();
+                auth::accept(&mut stream, KEY).unwrap();
+                let frame: ClientFrame = wire::read_frame(&mut stream, &mut Vec::new()).unwrap();
+                let ClientFrame::ChangeMembership { request_id, change } = frame else { panic!("{frame:?}") };
+                let slot = ok.then_some(41);
+                let detail = if ok { "proposed".into() } else { NOT_THE_LEADER.into() };
+                wire::write_frame(&mut stream, &ServerFrame::Admin { request_id, ok, detail, leader_addr, slot }).unwrap();
+                change
+            })
+        };
+        let follower = answer(follower, false, Some(leader_addr));
+        let leader = answer(leader, true, None);
+        let mut client = Client::new(ClientConfig::new(vec![follower_addr], KEY.to_vec()));
+        let change = MembershipChange::AddVoter(decree_engine::types::ReplicaId(3));
+        assert_eq!(client.change_membership(change).unwrap().slot, Some(41));
+        assert_eq!(follower.join().unwrap(), change);
+        assert_eq!(leader.join().unwrap(), change, "the leader got the same edit");
+    }
+
+    #[test]
     fn a_redirect_is_followed_to_the_named_leader() {
         let (follower, leader) = (TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("127.0.0.1:0").unwrap());
         let leader_addr = leader.local_addr().unwrap().to_string();

@@ -223,3 +223,40 @@ fn down(args: DownArgs) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        up: UpArgs,
+    }
+
+    fn up_args(extra: &[&str]) -> Result<UpArgs, clap::Error> {
+        Cli::try_parse_from([&["up"][..], extra].concat()).map(|cli| cli.up)
+    }
+
+    #[test]
+    fn spares_join_the_pool_but_not_the_initial_configuration() {
+        let dir = std::env::temp_dir().join(format!("decree-cluster-args-{}", decree_tools::secret::random_u64()));
+        let args = up_args(&["--replicas", "3", "--spares", "2", "--dir", dir.to_str().unwrap()]).unwrap();
+        let file = write_configs(&args).unwrap();
+        assert_eq!(file.members.len(), 5, "cluster.toml lists every process");
+        let config = ReplicaConfig::load(&dir.join("replica-4.toml")).unwrap();
+        let membership = config.core_config().membership;
+        assert_eq!(membership.voters().len(), 3);
+        assert!(!membership.is_member(decree_engine::types::ReplicaId(4)), "replica 4 starts as a spare");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn impossible_cluster_sizes_are_refused() {
+        assert!(up_args(&["--replicas", "0"]).is_err(), "no voter");
+        let args = up_args(&["--replicas", "60", "--spares", "5", "--dir", "/nonexistent-decree-test"]).unwrap();
+        let err = write_configs(&args).unwrap_err();
+        assert!(err.contains("at most 64"), "{err}");
+    }
+}

@@ -114,3 +114,24 @@ pub fn cas(args: CasArgs) -> ExitCode {
         Err(e) => failed(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        get: GetArgs,
+    }
+
+    #[test]
+    fn min_slot_only_bounds_a_stale_read() {
+        assert!(Cli::try_parse_from(["get", "k", "--min-slot", "5"]).is_err(), "--min-slot without --stale must be refused");
+        let cli = Cli::try_parse_from(["get", "k", "--stale", "--min-slot", "5"]).unwrap();
+        assert!(cli.get.stale);
+        assert_eq!(cli.get.min_slot, 5);
+        assert_eq!(Cli::try_parse_from(["get", "k", "--stale"]).unwrap().get.min_slot, 0);
+    }
+}
