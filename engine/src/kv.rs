@@ -137,7 +137,8 @@ impl StateMachine for KvStore {
     }
 
     fn load_checkpoint(&mut self, data: &[u8]) -> Result<(), String> {
-        let pairs: Vec<(Bytes, Bytes)> = postcard::from_bytes(data).map_err(|e| format!("kv checkpoint does not decode: {e}"))?;
+        let pairs: Vec<(Bytes, Bytes)> = postcard::from_bytes(data)
+            .map_err(|e| format!("kv checkpoint does not decode: {e}"))?;
         self.map = pairs.into_iter().collect();
         Ok(())
     }

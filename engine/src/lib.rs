@@ -4,14 +4,14 @@
 //! touches a clock, socket, file or thread, which is what lets the [`sim`] run thousands of seeded
 //! fault schedules and replay any one of them exactly.
 
+pub mod applier;
 pub mod codec;
 pub mod core;
-pub mod message;
-pub mod types;
 pub mod durable;
-pub mod membership;
-pub mod applier;
 pub mod kv;
-pub mod state_machine;
-pub mod sim;
+pub mod membership;
+pub mod message;
 pub mod runtime;
+pub mod sim;
+pub mod state_machine;
+pub mod types;

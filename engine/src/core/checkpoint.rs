@@ -21,8 +21,20 @@ pub(crate) struct Incoming {
 impl Replica {
     /// The driver took a checkpoint: store it, then discard the log below it once durable.
     pub(crate) fn on_checkpoint_taken(&mut self, checkpoint: Checkpoint) {
-        contract!(self, checkpoint.slot <= self.applied, "checkpoint-covers-only-applied-slots", "{} > {}", checkpoint.slot, self.applied);
-        if self.checkpoint.as_ref().is_some_and(|held| held.slot >= checkpoint.slot) || checkpoint.slot <= self.log.base() {
+        contract!(
+            self,
+            checkpoint.slot <= self.applied,
+            "checkpoint-covers-only-applied-slots",
+            "{} > {}",
+            checkpoint.slot,
+            self.applied
+        );
+        if self
+            .checkpoint
+            .as_ref()
+            .is_some_and(|held| held.slot >= checkpoint.slot)
+            || checkpoint.slot <= self.log.base()
+        {
             return;
         }
         let slot = checkpoint.slot;
@@ -47,7 +59,9 @@ impl Replica {
 
     /// Sends the chunk of our checkpoint at `offset` (from 0 if `slot` is not the one we hold).
     pub(crate) fn send_snapshot_chunk(&mut self, to: ReplicaId, slot: Slot, offset: u64) {
-        let Some(checkpoint) = self.checkpoint.as_ref() else { return };
+        let Some(checkpoint) = self.checkpoint.as_ref() else {
+            return;
+        };
         let offset = if checkpoint.slot == slot { offset } else { 0 };
         let total_bytes = checkpoint.data.len() as u64;
         if offset > total_bytes {
@@ -73,7 +87,14 @@ impl Replica {
             Some(incoming) if incoming.slot >= slot => (incoming.slot, incoming.data.len() as u64),
             _ => (slot, 0),
         };
-        self.send(from, Message::SnapshotRequest(SnapshotRequest { ballot: self.promised, slot, offset }));
+        self.send(
+            from,
+            Message::SnapshotRequest(SnapshotRequest {
+                ballot: self.promised,
+                slot,
+                offset,
+            }),
+        );
     }
 
     pub(crate) fn on_snapshot_request(&mut self, from: ReplicaId, request: SnapshotRequest) {
@@ -98,18 +119,35 @@ impl Replica {
             // Already past it: tell a leader where we are so it resumes with entries.
             if self.durability.durable_ballot() == self.promised && chunk.ballot == self.promised {
                 let upto = self.durability.durable_horizon();
-                self.send(from, Message::Accepted(crate::message::Accepted { ballot: self.promised, upto, round: self.leader_round_seen }));
+                self.send(
+                    from,
+                    Message::Accepted(crate::message::Accepted {
+                        ballot: self.promised,
+                        upto,
+                        round: self.leader_round_seen,
+                    }),
+                );
             }
             return;
         }
         if chunk.total_bytes > self.cfg.max_snapshot_bytes {
             return; // refuse to buffer it; the log says why through the driver's metrics
         }
-        let fresh = self.incoming.as_ref().is_none_or(|i| i.slot != chunk.slot || i.checksum != chunk.checksum);
+        let fresh = self
+            .incoming
+            .as_ref()
+            .is_none_or(|i| i.slot != chunk.slot || i.checksum != chunk.checksum);
         if fresh {
             if chunk.offset != 0 {
                 self.incoming = None;
-                self.send(from, Message::SnapshotRequest(SnapshotRequest { ballot: self.promised, slot: chunk.slot, offset: 0 }));
+                self.send(
+                    from,
+                    Message::SnapshotRequest(SnapshotRequest {
+                        ballot: self.promised,
+                        slot: chunk.slot,
+                        offset: 0,
+                    }),
+                );
                 return;
             }
             self.incoming = Some(Incoming {
@@ -125,12 +163,21 @@ impl Replica {
         let held = incoming.data.len() as u64;
         let chunk_end = chunk.offset + chunk.data.len() as u64;
         if chunk.offset <= held && chunk_end > held {
-            incoming.data.extend_from_slice(&chunk.data[(held - chunk.offset) as usize..]);
+            incoming
+                .data
+                .extend_from_slice(&chunk.data[(held - chunk.offset) as usize..]);
         }
         let held = incoming.data.len() as u64;
         if held < incoming.total_bytes {
             let slot = incoming.slot;
-            self.send(from, Message::SnapshotRequest(SnapshotRequest { ballot: self.promised, slot, offset: held }));
+            self.send(
+                from,
+                Message::SnapshotRequest(SnapshotRequest {
+                    ballot: self.promised,
+                    slot,
+                    offset: held,
+                }),
+            );
             return;
         }
         let incoming = self.incoming.take().expect("set above");
@@ -142,7 +189,14 @@ impl Replica {
         };
         if checkpoint.checksum() != incoming.checksum {
             // Corrupted somewhere: start over.
-            self.send(from, Message::SnapshotRequest(SnapshotRequest { ballot: self.promised, slot: checkpoint.slot, offset: 0 }));
+            self.send(
+                from,
+                Message::SnapshotRequest(SnapshotRequest {
+                    ballot: self.promised,
+                    slot: checkpoint.slot,
+                    offset: 0,
+                }),
+            );
             return;
         }
         self.install_checkpoint(checkpoint);
@@ -163,7 +217,8 @@ impl Replica {
         self.horizon = self.horizon.max(slot);
         self.membership = checkpoint.membership.clone();
         self.config_slot = checkpoint.config_slot;
-        self.out.push(Command::InstallCheckpoint(checkpoint.clone()));
+        self.out
+            .push(Command::InstallCheckpoint(checkpoint.clone()));
         self.persist(DurableWrite::Checkpoint(checkpoint.clone()));
         self.checkpoint = Some(checkpoint);
     }

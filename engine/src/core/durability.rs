@@ -41,7 +41,11 @@ impl Durability {
     pub fn issue(&mut self, ballot: Ballot, horizon: Slot) -> u64 {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        self.marks.push_back(Mark { ticket, ballot, horizon });
+        self.marks.push_back(Mark {
+            ticket,
+            ballot,
+            horizon,
+        });
         ticket
     }
 
@@ -62,7 +66,11 @@ impl Durability {
 
     /// Records that every ticket `<= upto` is durable; returns the sends this releases.
     pub fn complete(&mut self, upto: u64) -> Vec<Envelope> {
-        assert!(upto < self.next_ticket, "contract violated: persisted-ticket-was-issued ({upto} >= {})", self.next_ticket);
+        assert!(
+            upto < self.next_ticket,
+            "contract violated: persisted-ticket-was-issued ({upto} >= {})",
+            self.next_ticket
+        );
         if upto > self.durable_upto {
             self.durable_upto = upto;
         }

@@ -1,8 +1,8 @@
 //! The leader: batching client requests into slots, the pipelined phase 2 window, per-follower
 //! replication and catch-up, commit by majority, heartbeats and check-quorum.
 
-use crate::contract;
 use super::{Replica, Role};
+use crate::contract;
 use crate::membership::Membership;
 use crate::message::{Accept, Accepted, Heartbeat, Message, Reject, Rejection};
 use crate::types::{Ballot, Entry, ReplicaId, Request, Slot, Value};
@@ -60,13 +60,32 @@ pub(crate) struct Leadership {
 impl Progress {
     /// A follower assumed to need everything from `next` on.
     pub(crate) fn new(next: Slot, now_ms: u64) -> Self {
-        Progress { next, matched: 0, matched_at_heartbeat: 0, last_ack_ms: now_ms, snapshot_in_flight: false, round: 0, reported: 0, reported_at_heartbeat: 0 }
+        Progress {
+            next,
+            matched: 0,
+            matched_at_heartbeat: 0,
+            last_ack_ms: now_ms,
+            snapshot_in_flight: false,
+            round: 0,
+            reported: 0,
+            reported_at_heartbeat: 0,
+        }
     }
 }
 
 impl Leadership {
-    pub(crate) fn new(ballot: Ballot, membership: &Membership, me: ReplicaId, from_slot: Slot, now_ms: u64) -> Self {
-        let progress = membership.members().filter(|m| *m != me).map(|m| (m, Progress::new(from_slot, now_ms))).collect();
+    pub(crate) fn new(
+        ballot: Ballot,
+        membership: &Membership,
+        me: ReplicaId,
+        from_slot: Slot,
+        now_ms: u64,
+    ) -> Self {
+        let progress = membership
+            .members()
+            .filter(|m| *m != me)
+            .map(|m| (m, Progress::new(from_slot, now_ms)))
+            .collect();
         Leadership {
             ballot,
             progress,
@@ -86,7 +105,9 @@ impl Leadership {
 impl Replica {
     pub(crate) fn leader_propose(&mut self, requests: Vec<Request>) {
         let limit = self.cfg.max_pending_requests;
-        let Role::Leader(leadership) = &mut self.role else { unreachable!("leader_propose while not leading") };
+        let Role::Leader(leadership) = &mut self.role else {
+            unreachable!("leader_propose while not leading")
+        };
         let room = limit.saturating_sub(leadership.pending.len());
         let mut overflow = Vec::new();
         for (index, request) in requests.into_iter().enumerate() {
@@ -107,7 +128,9 @@ impl Replica {
     pub(crate) fn fill_window(&mut self) {
         let window_end = self.commit + self.cfg.window_slots;
         let (max_requests, max_bytes) = (self.cfg.max_batch_requests, self.cfg.max_batch_bytes);
-        let Role::Leader(leadership) = &mut self.role else { return };
+        let Role::Leader(leadership) = &mut self.role else {
+            return;
+        };
         let ballot = leadership.ballot;
         let mut proposed = false;
         // Proposals extend the horizon (stale entries past it, from older ballots, are overwritten).
@@ -129,7 +152,11 @@ impl Replica {
             let slot = self.horizon;
             let value = Value::Batch(Arc::from(batch));
             self.log.put(slot, ballot, value.clone());
-            self.unpersisted.push(Entry { slot, ballot, value });
+            self.unpersisted.push(Entry {
+                slot,
+                ballot,
+                value,
+            });
             self.horizon = slot + 1;
             proposed = true;
         }
@@ -155,9 +182,13 @@ impl Replica {
         let commit = self.commit;
         let end = self.horizon; // only this leader's own proposals, never stale entries past them
         let base = self.log.base();
-        let Role::Leader(leadership) = &mut self.role else { return };
+        let Role::Leader(leadership) = &mut self.role else {
+            return;
+        };
         let ballot = leadership.ballot;
-        let Some(progress) = leadership.progress.get_mut(&follower) else { return };
+        let Some(progress) = leadership.progress.get_mut(&follower) else {
+            return;
+        };
         if progress.next < base {
             // Its next slot was discarded: it needs the checkpoint first (the follower then
             // drives the transfer with its requests).
@@ -169,12 +200,22 @@ impl Replica {
         }
         progress.snapshot_in_flight = false;
         let mut sends = Vec::new();
-        while progress.next < end && progress.next < progress.matched.saturating_add(in_flight_limit) {
+        while progress.next < end
+            && progress.next < progress.matched.saturating_add(in_flight_limit)
+        {
             let start = progress.next;
             let values = self.log.values(start, chunk.min((end - start) as usize));
-            assert!(!values.is_empty(), "contract violated: replicate-sends-held-slots");
+            assert!(
+                !values.is_empty(),
+                "contract violated: replicate-sends-held-slots"
+            );
             progress.next = start + values.len() as u64;
-            sends.push(Accept { ballot, start, values, commit });
+            sends.push(Accept {
+                ballot,
+                start,
+                values,
+                commit,
+            });
         }
         for accept in sends {
             self.send(follower, Message::Accept(accept));
@@ -183,11 +224,15 @@ impl Replica {
 
     pub(crate) fn on_accepted(&mut self, from: ReplicaId, accepted: Accepted) {
         let now_ms = self.now_ms;
-        let Role::Leader(leadership) = &mut self.role else { return };
+        let Role::Leader(leadership) = &mut self.role else {
+            return;
+        };
         if accepted.ballot != leadership.ballot {
             return;
         }
-        let Some(progress) = leadership.progress.get_mut(&from) else { return };
+        let Some(progress) = leadership.progress.get_mut(&from) else {
+            return;
+        };
         progress.last_ack_ms = now_ms;
         progress.round = progress.round.max(accepted.round);
         progress.reported = accepted.upto;
@@ -216,11 +261,15 @@ impl Replica {
             }
             Rejection::Gap { horizon } => {
                 let now_ms = self.now_ms;
-                let Role::Leader(leadership) = &mut self.role else { return };
+                let Role::Leader(leadership) = &mut self.role else {
+                    return;
+                };
                 if reject.ballot != leadership.ballot {
                     return;
                 }
-                let Some(progress) = leadership.progress.get_mut(&from) else { return };
+                let Some(progress) = leadership.progress.get_mut(&from) else {
+                    return;
+                };
                 progress.last_ack_ms = now_ms;
                 if horizon < progress.next {
                     progress.next = horizon;
@@ -233,13 +282,25 @@ impl Replica {
 
     /// Commit = the highest slot a majority has durably accepted at our ballot.
     fn advance_commit(&mut self) {
-        let Role::Leader(leadership) = &self.role else { return };
-        let own = if self.durability.durable_ballot() == leadership.ballot { self.durability.durable_horizon() } else { 0 };
+        let Role::Leader(leadership) = &self.role else {
+            return;
+        };
+        let own = if self.durability.durable_ballot() == leadership.ballot {
+            self.durability.durable_horizon()
+        } else {
+            0
+        };
         let mut matched: Vec<Slot> = self
             .membership
             .voters()
             .iter()
-            .map(|v| if *v == self.id() { own } else { leadership.progress.get(v).map_or(0, |p| p.matched) })
+            .map(|v| {
+                if *v == self.id() {
+                    own
+                } else {
+                    leadership.progress.get(v).map_or(0, |p| p.matched)
+                }
+            })
             .collect();
         matched.sort_unstable_by(|a, b| b.cmp(a));
         #[allow(unused_mut)]
@@ -266,7 +327,9 @@ impl Replica {
     }
 
     pub(crate) fn leader_tick(&mut self) {
-        let Role::Leader(leadership) = &self.role else { return };
+        let Role::Leader(leadership) = &self.role else {
+            return;
+        };
         if self.now_ms < leadership.next_heartbeat_ms {
             return;
         }
@@ -285,12 +348,16 @@ impl Replica {
         }
         if let Role::Leader(leadership) = &mut self.role {
             for progress in leadership.progress.values_mut() {
-                if progress.matched == progress.matched_at_heartbeat && progress.next > progress.matched {
+                if progress.matched == progress.matched_at_heartbeat
+                    && progress.next > progress.matched
+                {
                     progress.next = progress.matched; // stalled: resend what may have been lost
                 }
                 if progress.matched == progress.matched_at_heartbeat {
                     progress.snapshot_in_flight = false; // a chunk or request may have been lost
-                    if progress.reported < progress.next && progress.reported == progress.reported_at_heartbeat {
+                    if progress.reported < progress.next
+                        && progress.reported == progress.reported_at_heartbeat
+                    {
                         // It keeps reporting less than we sent (it restarted and lost its
                         // volatile horizon): resend from what it reports.
                         progress.next = progress.reported;
@@ -307,8 +374,14 @@ impl Replica {
     }
 
     pub(crate) fn broadcast_heartbeat(&mut self) {
-        let Role::Leader(leadership) = &self.role else { return };
-        let heartbeat = Heartbeat { ballot: leadership.ballot, commit: self.commit, round: leadership.read_round };
+        let Role::Leader(leadership) = &self.role else {
+            return;
+        };
+        let heartbeat = Heartbeat {
+            ballot: leadership.ballot,
+            commit: self.commit,
+            round: leadership.read_round,
+        };
         let followers: Vec<ReplicaId> = leadership.progress.keys().copied().collect();
         for follower in followers {
             self.send(follower, Message::Heartbeat(heartbeat.clone()));
@@ -317,11 +390,16 @@ impl Replica {
 
     /// Whether a majority (counting itself) answered within the minimum election timeout.
     pub(crate) fn has_quorum_contact(&self) -> bool {
-        let Role::Leader(leadership) = &self.role else { return false };
+        let Role::Leader(leadership) = &self.role else {
+            return false;
+        };
         let recent = leadership
             .progress
             .iter()
-            .filter(|(id, p)| self.membership.is_voter(**id) && self.now_ms.saturating_sub(p.last_ack_ms) < self.cfg.election_timeout_min_ms)
+            .filter(|(id, p)| {
+                self.membership.is_voter(**id)
+                    && self.now_ms.saturating_sub(p.last_ack_ms) < self.cfg.election_timeout_min_ms
+            })
             .count();
         recent + 1 >= self.membership.quorum()
     }
@@ -339,7 +417,9 @@ mod tests {
             .into_iter()
             .filter(|(to, _)| *to == ReplicaId(1))
             .filter_map(|(_, m)| match m {
-                Message::Accept(a) => Some((a.start..a.start + a.values.len() as u64).collect::<Vec<_>>()),
+                Message::Accept(a) => {
+                    Some((a.start..a.start + a.values.len() as u64).collect::<Vec<_>>())
+                }
                 _ => None,
             })
             .flatten()
@@ -354,17 +434,39 @@ mod tests {
         let window = r.cfg.window_slots;
         let mut outs = Vec::new();
         for seq in 1..=window + 10 {
-            outs.extend(step(&mut r, 2_000, Input::Propose(vec![request(7, seq, "w")])));
+            outs.extend(step(
+                &mut r,
+                2_000,
+                Input::Propose(vec![request(7, seq, "w")]),
+            ));
         }
         assert_eq!(r.status().log_end, window, "no slot beyond commit + window");
         let out = persist_all(&mut r, 2_001, &outs);
-        assert!(r.status().commit == 0 && out.iter().all(|c| !matches!(c, Command::Apply { .. })), "own vote alone commits nothing");
+        assert!(
+            r.status().commit == 0 && out.iter().all(|c| !matches!(c, Command::Apply { .. })),
+            "own vote alone commits nothing"
+        );
         let ballot = r.promised;
-        let out = deliver(&mut r, 2_002, 1, Message::Accepted(Accepted { ballot, upto: 4, round: 0 }));
-        assert_eq!(r.status().commit, 4, "own durable vote + one follower is a majority");
+        let out = deliver(
+            &mut r,
+            2_002,
+            1,
+            Message::Accepted(Accepted {
+                ballot,
+                upto: 4,
+                round: 0,
+            }),
+        );
+        assert_eq!(
+            r.status().commit,
+            4,
+            "own durable vote + one follower is a majority"
+        );
         // The window slid by 4: the 10 queued requests go out in one batch.
         assert_eq!(r.status().log_end, window + 1);
-        let Value::Batch(batch) = &r.log.get(window).unwrap().value else { panic!("expected a batch") };
+        let Value::Batch(batch) = &r.log.get(window).unwrap().value else {
+            panic!("expected a batch")
+        };
         assert_eq!(batch.len(), 10);
         assert!(proposed_slots(&out).contains(&window));
     }
@@ -374,11 +476,26 @@ mod tests {
         let mut r = leader_of_three();
         let out = step(&mut r, 2_000, Input::Propose(vec![request(7, 1, "x")]));
         let ballot = r.promised;
-        deliver(&mut r, 2_001, 1, Message::Accepted(Accepted { ballot, upto: 1, round: 0 }));
-        assert_eq!(r.status().commit, 0, "leader's own write not yet durable: one follower is not a majority");
+        deliver(
+            &mut r,
+            2_001,
+            1,
+            Message::Accepted(Accepted {
+                ballot,
+                upto: 1,
+                round: 0,
+            }),
+        );
+        assert_eq!(
+            r.status().commit,
+            0,
+            "leader's own write not yet durable: one follower is not a majority"
+        );
         let out = persist_all(&mut r, 2_002, &out);
         assert_eq!(r.status().commit, 1);
-        assert!(out.iter().any(|c| matches!(c, Command::Apply { slot: 0, .. })));
+        assert!(out
+            .iter()
+            .any(|c| matches!(c, Command::Apply { slot: 0, .. })));
     }
 
     #[test]
@@ -388,7 +505,15 @@ mod tests {
             step(&mut r, 2_000, Input::Propose(vec![request(7, seq, "x")]));
         }
         let ballot = r.promised;
-        let out = deliver(&mut r, 2_001, 1, Message::Reject(Reject { ballot, reason: Rejection::Gap { horizon: 1 } }));
+        let out = deliver(
+            &mut r,
+            2_001,
+            1,
+            Message::Reject(Reject {
+                ballot,
+                reason: Rejection::Gap { horizon: 1 },
+            }),
+        );
         assert_eq!(proposed_slots(&out), vec![1, 2]);
     }
 
@@ -397,13 +522,27 @@ mod tests {
         let mut r = leader_of_three();
         let mut outs = Vec::new();
         for seq in 1..=r.cfg.window_slots + 2 {
-            outs.extend(step(&mut r, 2_000, Input::Propose(vec![request(7, seq, "x")])));
+            outs.extend(step(
+                &mut r,
+                2_000,
+                Input::Propose(vec![request(7, seq, "x")]),
+            ));
         }
         let ballot = r.promised;
         let higher = crate::types::Ballot::new(ballot.round + 1, ReplicaId(2));
-        let out = deliver(&mut r, 2_001, 1, Message::Reject(Reject { ballot, reason: Rejection::Stale { promised: higher } }));
+        let out = deliver(
+            &mut r,
+            2_001,
+            1,
+            Message::Reject(Reject {
+                ballot,
+                reason: Rejection::Stale { promised: higher },
+            }),
+        );
         assert!(!r.status().leading);
-        assert!(out.iter().any(|c| matches!(c, Command::LeadershipChanged { leading: false, .. })));
+        assert!(out
+            .iter()
+            .any(|c| matches!(c, Command::LeadershipChanged { leading: false, .. })));
         assert!(out.iter().any(|c| matches!(c, Command::Redirect { requests, leader: Some(ReplicaId(2)) } if requests.len() == 2)));
     }
 
@@ -415,8 +554,14 @@ mod tests {
             now += 10;
             step(&mut r, now, Input::Tick);
         }
-        assert!(!r.status().leading, "check-quorum deposed the isolated leader");
-        let bound = 1_001 + r.cfg.election_timeout_max_ms + r.cfg.election_timeout_min_ms + 2 * r.cfg.heartbeat_interval_ms;
+        assert!(
+            !r.status().leading,
+            "check-quorum deposed the isolated leader"
+        );
+        let bound = 1_001
+            + r.cfg.election_timeout_max_ms
+            + r.cfg.election_timeout_min_ms
+            + 2 * r.cfg.heartbeat_interval_ms;
         assert!(now <= bound, "stepped down at {now}, later than {bound}");
     }
 }

@@ -30,20 +30,20 @@
 //! durable horizon at `b` passes it.
 
 mod acceptor;
+mod checkpoint;
 pub mod config;
 mod contract;
 pub mod durability;
 mod election;
 pub mod io;
 mod leader;
-mod reconfig;
 mod learning;
-mod reads;
-mod transfer;
-mod checkpoint;
 pub mod log;
+mod reads;
+mod reconfig;
 #[cfg(test)]
 pub(crate) mod testkit;
+mod transfer;
 
 pub use config::CoreConfig;
 #[cfg(feature = "mutations")]
@@ -180,7 +180,11 @@ impl Replica {
         }
         // Entries past the commit index durably accepted at the promised ballot still count: the
         // horizon covers them, so the leader need not resend them after a restart.
-        while replica.log.get(replica.horizon).is_some_and(|cell| cell.ballot == promised && promised != Ballot::ZERO) {
+        while replica
+            .log
+            .get(replica.horizon)
+            .is_some_and(|cell| cell.ballot == promised && promised != Ballot::ZERO)
+        {
             replica.horizon += 1;
         }
         replica.durability = Durability::new(promised, replica.horizon);
@@ -191,7 +195,13 @@ impl Replica {
     /// Feeds one input at time `now_ms` (the driver's monotonic clock) and appends the resulting
     /// commands to `commands`.
     pub fn step(&mut self, now_ms: u64, input: Input, commands: &mut Vec<Command>) {
-        contract!(self, now_ms >= self.now_ms, "clock-monotonic", "{now_ms} < {}", self.now_ms);
+        contract!(
+            self,
+            now_ms >= self.now_ms,
+            "clock-monotonic",
+            "{now_ms} < {}",
+            self.now_ms
+        );
         self.now_ms = now_ms;
         if !self.started {
             self.started = true;
@@ -256,7 +266,8 @@ impl Replica {
             return Some(self.id());
         }
         let heard = self.last_leader_contact_ms?;
-        (self.now_ms.saturating_sub(heard) <= self.cfg.election_timeout_max_ms).then_some(self.leader_hint?)
+        (self.now_ms.saturating_sub(heard) <= self.cfg.election_timeout_max_ms)
+            .then_some(self.leader_hint?)
     }
 
     /// First slot still held in the log (slots below were discarded after a checkpoint).
@@ -387,13 +398,20 @@ impl Replica {
         }
         let entries = std::mem::take(&mut self.unpersisted);
         let ticket = self.durability.issue(self.promised, self.horizon);
-        self.out.push(Command::Persist { ticket, write: DurableWrite::Entries(entries) });
+        self.out.push(Command::Persist {
+            ticket,
+            write: DurableWrite::Entries(entries),
+        });
     }
 
     /// Sends `msg` once everything issued so far is durable.
     pub(crate) fn send_when_durable(&mut self, to: ReplicaId, msg: Message) {
         self.flush_entries();
-        let envelope = Envelope { from: self.id(), to, msg };
+        let envelope = Envelope {
+            from: self.id(),
+            to,
+            msg,
+        };
         let ticket = self.durability.last_issued();
         if let Some(envelope) = self.durability.defer(ticket, envelope) {
             if envelope.to == self.id() {
@@ -413,7 +431,13 @@ impl Replica {
         if upto <= self.commit {
             return;
         }
-        contract!(self, upto <= self.log.end(), "commit-within-log", "commit {upto} > log end {}", self.log.end());
+        contract!(
+            self,
+            upto <= self.log.end(),
+            "commit-within-log",
+            "commit {upto} > log end {}",
+            self.log.end()
+        );
         self.commit = upto;
     }
 
@@ -436,12 +460,18 @@ impl Replica {
                 self.on_configuration_applied(slot, membership);
             }
         }
-        contract!(self, self.applied <= self.commit, "apply-never-passes-commit");
+        contract!(
+            self,
+            self.applied <= self.commit,
+            "apply-never-passes-commit"
+        );
     }
 
     /// Re-arms the election timer with a fresh random timeout.
     pub(crate) fn reset_election_timer(&mut self) {
-        let timeout = self.rng.u64(self.cfg.election_timeout_min_ms..=self.cfg.election_timeout_max_ms);
+        let timeout = self
+            .rng
+            .u64(self.cfg.election_timeout_min_ms..=self.cfg.election_timeout_max_ms);
         self.election_deadline_ms = self.now_ms + timeout;
     }
 
@@ -449,10 +479,21 @@ impl Replica {
     fn check_invariants(&self) {
         contract!(self, self.applied <= self.commit, "applied-le-commit");
         contract!(self, self.commit <= self.horizon, "commit-le-horizon");
-        contract!(self, self.horizon <= self.log.end(), "horizon-within-log", "horizon {} > end {}", self.horizon, self.log.end());
+        contract!(
+            self,
+            self.horizon <= self.log.end(),
+            "horizon-within-log",
+            "horizon {} > end {}",
+            self.horizon,
+            self.log.end()
+        );
         contract!(self, self.commit <= self.log.end(), "commit-within-log");
         if let Role::Leader(leadership) = &self.role {
-            contract!(self, leadership.ballot == self.promised, "leader-ballot-is-promised");
+            contract!(
+                self,
+                leadership.ballot == self.promised,
+                "leader-ballot-is-promised"
+            );
         }
     }
 }

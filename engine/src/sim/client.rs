@@ -66,20 +66,43 @@ pub struct SimClient {
 impl SimClient {
     /// A client that starts at replica `target`.
     pub fn new(target: usize) -> Self {
-        SimClient { seq: 0, current: None, target, generation: 0, heal_ops_left: None, done: false, redirects_in_a_row: 0, seen_slot: 0 }
+        SimClient {
+            seq: 0,
+            current: None,
+            target,
+            generation: 0,
+            heal_ops_left: None,
+            done: false,
+            redirects_in_a_row: 0,
+            seen_slot: 0,
+        }
     }
 }
 
 /// Draws the next operation. Values are unique per (client, seq) so the checker can tell writes apart.
-pub fn next_op(rng: &mut fastrand::Rng, client: usize, seq: u64, keys: usize, written: &[Bytes]) -> KvOp {
+pub fn next_op(
+    rng: &mut fastrand::Rng,
+    client: usize,
+    seq: u64,
+    keys: usize,
+    written: &[Bytes],
+) -> KvOp {
     let key = Bytes::from(format!("k{}", rng.usize(0..keys)));
     let value = Bytes::from(format!("c{client}s{seq}"));
     match rng.u32(0..10) {
         0..=3 => KvOp::Get { key },
         4..=6 => KvOp::Put { key, value },
         _ => {
-            let expected = if written.is_empty() || rng.bool() { None } else { Some(written[rng.usize(0..written.len())].clone()) };
-            KvOp::Cas { key, expected, new: value }
+            let expected = if written.is_empty() || rng.bool() {
+                None
+            } else {
+                Some(written[rng.usize(0..written.len())].clone())
+            };
+            KvOp::Cas {
+                key,
+                expected,
+                new: value,
+            }
         }
     }
 }

@@ -8,11 +8,14 @@
 //! exactly with `decree sim --seed N`.
 
 pub mod client;
-pub mod linearizability;
+mod client_traffic;
+mod faults;
 pub mod kv_model;
+pub mod linearizability;
 pub mod network;
 pub mod safety;
 pub mod storage;
+mod verdict;
 pub mod world;
 
 use crate::types::{Ballot, Slot};
@@ -83,7 +86,11 @@ impl SimConfig {
         let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed_c0f1_9000_0001);
         let voters = if rng.u32(0..4) == 0 { 5 } else { 3 };
         let reconfig_every_ms = [0, 0, 300, 800][rng.usize(0..4)];
-        let pool = if reconfig_every_ms > 0 { voters + 2 } else { voters };
+        let pool = if reconfig_every_ms > 0 {
+            voters + 2
+        } else {
+            voters
+        };
         let max_delay_us = [500, 2_000, 10_000, 30_000][rng.usize(0..4)];
         SimConfig {
             voters,
@@ -239,7 +246,9 @@ impl Report {
 /// Runs one seed. Contract panics inside the core are caught and reported as violations.
 pub fn run(seed: u64, options: &SimOptions) -> Result<Report, Violation> {
     let config = SimConfig::from_seed(seed);
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world::World::new(seed, config, options.clone()).run()));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        world::World::new(seed, config, options.clone()).run()
+    }));
     match outcome {
         Ok(result) => result,
         Err(panic) => {

@@ -6,8 +6,8 @@ use super::Violation;
 use crate::applier::{Applier, Outcome};
 use crate::kv::{KvOp, KvStore};
 use crate::membership::Membership;
-use bytes::Bytes;
 use crate::types::{Ballot, Entry, ReplicaId, Slot, Value};
+use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The global view the checks compare every replica against.
@@ -44,32 +44,47 @@ impl SafetyChecker {
         if slot as usize > self.learned.len() {
             return None;
         }
-        self.configurations.iter().rev().find(|(from, _)| *from <= slot).map(|(_, m)| m)
+        self.configurations
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= slot)
+            .map(|(_, m)| m)
     }
 
     /// The configuration after every learned reconfig.
     pub fn latest_configuration(&self) -> &Membership {
-        &self.configurations.last().expect("the initial configuration").1
+        &self
+            .configurations
+            .last()
+            .expect("the initial configuration")
+            .1
     }
 
     /// Checks slot `slot` against the Paxos definition of chosen, once its configuration is known:
     /// a majority of that configuration's voters durably accepted one (ballot, value).
     fn evaluate(&mut self, slot: Slot) -> Result<(), Violation> {
-        let Some(membership) = self.configuration_of(slot) else { return Ok(()) };
+        let Some(membership) = self.configuration_of(slot) else {
+            return Ok(());
+        };
         let quorum = membership.quorum();
         let mut newly_chosen = Vec::new();
         for ((s, _), (value, accepted_by)) in self.accepts.iter() {
             if *s != slot {
                 continue;
             }
-            let votes = accepted_by.iter().filter(|n| membership.is_voter(ReplicaId(**n as u32))).count();
+            let votes = accepted_by
+                .iter()
+                .filter(|n| membership.is_voter(ReplicaId(**n as u32)))
+                .count();
             if votes >= quorum {
                 newly_chosen.push(value.clone());
             }
         }
         for value in newly_chosen {
             match self.chosen.get(&slot) {
-                Some(chosen) if *chosen != value => return Err(Violation::TwoValuesChosen { slot }),
+                Some(chosen) if *chosen != value => {
+                    return Err(Violation::TwoValuesChosen { slot })
+                }
                 Some(_) => {}
                 None => {
                     if let Some(learned) = self.learned.get(slot as usize) {
@@ -92,7 +107,10 @@ impl SafetyChecker {
                 .entry((entry.slot, entry.ballot))
                 .or_insert_with(|| (entry.value.clone(), BTreeSet::new()));
             if *value != entry.value {
-                return Err(Violation::TwoValuesInOneBallot { slot: entry.slot, ballot: entry.ballot });
+                return Err(Violation::TwoValuesInOneBallot {
+                    slot: entry.slot,
+                    ballot: entry.ballot,
+                });
             }
             voters.insert(node);
             self.evaluate(entry.slot)?;
@@ -131,21 +149,32 @@ impl SafetyChecker {
     fn record_reference(&mut self, slot: Slot, value: &Value) {
         let mut results = Vec::new();
         self.reference.apply(slot, value, &mut results);
-        let Value::Batch(requests) = value else { return };
+        let Value::Batch(requests) = value else {
+            return;
+        };
         for (request, result) in requests.iter().zip(results) {
             if !matches!(result.outcome, Outcome::Executed(_)) {
                 continue;
             }
             if let Ok(op @ (KvOp::Put { .. } | KvOp::Cas { .. })) = KvOp::decode(&request.op) {
                 let after = self.reference.state_machine().get(op.key()).cloned();
-                self.key_history.entry(op.key().clone()).or_default().push((slot + 1, after));
+                self.key_history
+                    .entry(op.key().clone())
+                    .or_default()
+                    .push((slot + 1, after));
             }
         }
     }
 
     /// A read at replica `node` of `key` with `slot` slots applied returned `value`: it must be the
     /// key's value after exactly those slots of the one sequence.
-    pub fn check_read(&self, node: usize, key: &Bytes, slot: Slot, value: Option<&Bytes>) -> Result<(), Violation> {
+    pub fn check_read(
+        &self,
+        node: usize,
+        key: &Bytes,
+        slot: Slot,
+        value: Option<&Bytes>,
+    ) -> Result<(), Violation> {
         if slot as usize > self.learned.len() {
             return Err(Violation::WrongRead { node, slot });
         }
@@ -161,7 +190,12 @@ impl SafetyChecker {
     }
 
     /// Checks one replica's committed value at `slot` against the learned sequence.
-    pub fn check_committed(&self, node: usize, slot: Slot, value: Option<&Value>) -> Result<(), Violation> {
+    pub fn check_committed(
+        &self,
+        node: usize,
+        slot: Slot,
+        value: Option<&Value>,
+    ) -> Result<(), Violation> {
         match (self.learned.get(slot as usize), value) {
             (Some(learned), Some(value)) if learned == value => Ok(()),
             _ => Err(Violation::CommittedPrefixChanged { node, slot }),

@@ -1,32 +1,30 @@
 //! The simulated world: replicas, their storage and clocks, the network and the clients, driven
 //! by one event queue and one seeded generator.
 
-use super::client::{next_op, Completed, InFlight, ReadMode, SimClient};
-use super::kv_model::KvRegister;
-use super::linearizability::{self, Operation};
+use super::client::{Completed, ReadMode, SimClient};
 use super::network::{Delivery, Network, NetworkFaults};
 use super::safety::SafetyChecker;
 use super::storage::SimStorage;
 use super::{Report, SimConfig, SimOptions, Violation};
 use crate::applier::{Applier, Outcome};
 use crate::core::{Command, CoreConfig, DurableWrite, Input, Replica};
-use crate::kv::{KvOp, KvReply, KvStore};
+use crate::kv::KvStore;
 use crate::membership::Membership;
-use crate::state_machine::StateMachine;
 use crate::message::{Envelope, Message};
+use crate::state_machine::StateMachine;
 use crate::types::{ClientId, ReplicaId, Request, Slot};
 use bytes::Bytes;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
-const TICK_US: u64 = 5_000;
-const MAX_EVENTS: u64 = 20_000_000;
-const SETTLE_US: u64 = 2_000_000;
-const SWEEP_EVERY_EVENTS: u64 = 4_096;
+pub(super) const TICK_US: u64 = 5_000;
+pub(super) const MAX_EVENTS: u64 = 20_000_000;
+pub(super) const SETTLE_US: u64 = 2_000_000;
+pub(super) const SWEEP_EVERY_EVENTS: u64 = 4_096;
 
 /// A client's view of a reply.
 #[derive(Clone, Debug)]
-enum Response {
+pub(super) enum Response {
     /// A write's (or log read's) reply and the slot count it is reflected in.
     Reply(Bytes, Slot),
     /// A read served without the log, and the slot count it reflects.
@@ -35,27 +33,62 @@ enum Response {
 }
 
 #[derive(Clone, Debug)]
-enum Event {
-    Deliver { to: usize, envelope: Envelope },
-    ClientRequest { node: usize, request: Request },
-    ClientRead { node: usize, client: usize, seq: u64, key: Bytes, mode: ReadMode },
+pub(super) enum Event {
+    Deliver {
+        to: usize,
+        envelope: Envelope,
+    },
+    ClientRequest {
+        node: usize,
+        request: Request,
+    },
+    ClientRead {
+        node: usize,
+        client: usize,
+        seq: u64,
+        key: Bytes,
+        mode: ReadMode,
+    },
     Transfer,
-    ClientResponse { client: usize, seq: u64, response: Response },
-    ClientSend { client: usize, generation: u64 },
-    ClientTimeout { client: usize, generation: u64 },
-    ClientNext { client: usize },
-    Tick { node: usize, incarnation: u64 },
-    PersistDone { node: usize, incarnation: u64, ticket: u64 },
+    ClientResponse {
+        client: usize,
+        seq: u64,
+        response: Response,
+    },
+    ClientSend {
+        client: usize,
+        generation: u64,
+    },
+    ClientTimeout {
+        client: usize,
+        generation: u64,
+    },
+    ClientNext {
+        client: usize,
+    },
+    Tick {
+        node: usize,
+        incarnation: u64,
+    },
+    PersistDone {
+        node: usize,
+        incarnation: u64,
+        ticket: u64,
+    },
     Crash,
-    CrashNode { node: usize },
-    Restart { node: usize },
+    CrashNode {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
     PartitionStart,
     PartitionEnd,
     Reconfigure,
     Heal,
 }
 
-struct Scheduled {
+pub(super) struct Scheduled {
     at_us: u64,
     order: u64,
     event: Event,
@@ -79,50 +112,52 @@ impl Ord for Scheduled {
     }
 }
 
-struct Node {
-    core: Option<Replica>,
-    applier: Applier<KvStore>,
-    storage: SimStorage,
-    incarnation: u64,
-    awaiting: BTreeSet<(ClientId, u64)>,
+pub(super) struct Node {
+    pub(super) core: Option<Replica>,
+    pub(super) applier: Applier<KvStore>,
+    pub(super) storage: SimStorage,
+    pub(super) incarnation: u64,
+    pub(super) awaiting: BTreeSet<(ClientId, u64)>,
     /// Reads handed to the core: id -> (client, seq, key, mode).
-    reads: BTreeMap<u64, (usize, u64, Bytes, ReadMode)>,
-    clock_offset_us: u64,
-    clock_rate_ppm: i64,
-    commit_checked: Slot,
-    last_checkpoint: Slot,
+    pub(super) reads: BTreeMap<u64, (usize, u64, Bytes, ReadMode)>,
+    pub(super) clock_offset_us: u64,
+    pub(super) clock_rate_ppm: i64,
+    pub(super) commit_checked: Slot,
+    pub(super) last_checkpoint: Slot,
 }
 
 impl Node {
-    fn local_ms(&self, now_us: u64) -> u64 {
-        let scaled = (now_us + self.clock_offset_us) as i128 * (1_000_000 + self.clock_rate_ppm as i128) / 1_000_000;
+    pub(super) fn local_ms(&self, now_us: u64) -> u64 {
+        let scaled = (now_us + self.clock_offset_us) as i128
+            * (1_000_000 + self.clock_rate_ppm as i128)
+            / 1_000_000;
         (scaled / 1_000) as u64
     }
 }
 
 /// One simulation run.
 pub struct World {
-    seed: u64,
-    config: SimConfig,
-    options: SimOptions,
-    rng: fastrand::Rng,
-    now_us: u64,
-    order: u64,
-    queue: BinaryHeap<Scheduled>,
-    nodes: Vec<Node>,
-    clients: Vec<SimClient>,
-    network: Network,
-    faults: NetworkFaults,
-    healed: bool,
-    heal_deadline_us: u64,
-    safety: SafetyChecker,
-    history: Vec<Completed>,
-    written: Vec<Bytes>,
-    report: Report,
-    commands: Vec<Command>,
-    next_read_id: u64,
+    pub(super) seed: u64,
+    pub(super) config: SimConfig,
+    pub(super) options: SimOptions,
+    pub(super) rng: fastrand::Rng,
+    pub(super) now_us: u64,
+    pub(super) order: u64,
+    pub(super) queue: BinaryHeap<Scheduled>,
+    pub(super) nodes: Vec<Node>,
+    pub(super) clients: Vec<SimClient>,
+    pub(super) network: Network,
+    pub(super) faults: NetworkFaults,
+    pub(super) healed: bool,
+    pub(super) heal_deadline_us: u64,
+    pub(super) safety: SafetyChecker,
+    pub(super) history: Vec<Completed>,
+    pub(super) written: Vec<Bytes>,
+    pub(super) report: Report,
+    pub(super) commands: Vec<Command>,
+    pub(super) next_read_id: u64,
     /// Replicas whose state machine vetoes candidacy for the whole run (RSL's CanBecomePrimary).
-    vetoed: BTreeSet<usize>,
+    pub(super) vetoed: BTreeSet<usize>,
 }
 
 impl World {
@@ -132,18 +167,24 @@ impl World {
         let nodes = (0..config.pool)
             .map(|_| Node {
                 core: None,
-                applier: Applier::new(KvStore::default(), Membership::new((0..config.voters as u32).map(ReplicaId).collect())),
+                applier: Applier::new(
+                    KvStore::default(),
+                    Membership::new((0..config.voters as u32).map(ReplicaId).collect()),
+                ),
                 storage: SimStorage::default(),
                 incarnation: 0,
                 awaiting: BTreeSet::new(),
                 reads: BTreeMap::new(),
                 clock_offset_us: rng.u64(0..1_000_000),
-                clock_rate_ppm: rng.i64(-(config.max_drift_ppm as i64)..=config.max_drift_ppm as i64),
+                clock_rate_ppm: rng
+                    .i64(-(config.max_drift_ppm as i64)..=config.max_drift_ppm as i64),
                 commit_checked: 0,
                 last_checkpoint: 0,
             })
             .collect();
-        let clients = (0..config.clients).map(|_| SimClient::new(rng.usize(0..config.pool))).collect();
+        let clients = (0..config.clients)
+            .map(|_| SimClient::new(rng.usize(0..config.pool)))
+            .collect();
         let initial = Membership::new((0..config.voters as u32).map(ReplicaId).collect());
         World {
             seed,
@@ -161,10 +202,17 @@ impl World {
             safety: SafetyChecker::new(initial),
             history: Vec::new(),
             written: Vec::new(),
-            report: Report { seed, ..Report::default() },
+            report: Report {
+                seed,
+                ..Report::default()
+            },
             commands: Vec::new(),
             next_read_id: 0,
-            vetoed: if config.veto_one_replica { BTreeSet::from([0]) } else { BTreeSet::new() },
+            vetoed: if config.veto_one_replica {
+                BTreeSet::from([0])
+            } else {
+                BTreeSet::new()
+            },
             config,
         }
     }
@@ -205,7 +253,9 @@ impl World {
             self.now_us = next.at_us;
             self.report.events += 1;
             if self.report.events > MAX_EVENTS {
-                return Err(Violation::Liveness { waiting_clients: self.waiting_clients() });
+                return Err(Violation::Liveness {
+                    waiting_clients: self.waiting_clients(),
+                });
             }
             if self.now_us > self.heal_deadline_us && settle_until.is_none() {
                 if self.options.trace {
@@ -213,7 +263,9 @@ impl World {
                         eprintln!("node {index}: {:?}", node.core.as_ref().map(|c| c.status()));
                     }
                 }
-                return Err(Violation::Liveness { waiting_clients: self.waiting_clients() });
+                return Err(Violation::Liveness {
+                    waiting_clients: self.waiting_clients(),
+                });
             }
             if self.options.trace {
                 eprintln!("{:>10}us {:?}", self.now_us, next.event);
@@ -229,7 +281,11 @@ impl World {
         self.sweep_committed()?;
         if self.options.trace {
             for (index, node) in self.nodes.iter().enumerate() {
-                eprintln!("final node {index}: applied {} {:?}", node.applier.next_slot(), node.core.as_ref().map(|c| c.status()));
+                eprintln!(
+                    "final node {index}: applied {} {:?}",
+                    node.applier.next_slot(),
+                    node.core.as_ref().map(|c| c.status())
+                );
             }
         }
         self.check_converged()?;
@@ -239,23 +295,29 @@ impl World {
         Ok(self.report)
     }
 
-    fn schedule(&mut self, at_us: u64, event: Event) {
+    pub(super) fn schedule(&mut self, at_us: u64, event: Event) {
         self.order += 1;
-        self.queue.push(Scheduled { at_us, order: self.order, event });
+        self.queue.push(Scheduled {
+            at_us,
+            order: self.order,
+            event,
+        });
     }
 
-    fn after(&mut self, delay_us: u64, event: Event) {
+    pub(super) fn after(&mut self, delay_us: u64, event: Event) {
         self.schedule(self.now_us + delay_us, event);
     }
 
-    fn waiting_clients(&self) -> usize {
+    pub(super) fn waiting_clients(&self) -> usize {
         self.clients.iter().filter(|c| !c.done).count()
     }
 
-    fn core_config(&self, node: usize) -> CoreConfig {
+    pub(super) fn core_config(&self, node: usize) -> CoreConfig {
         let voters = (0..self.config.voters as u32).map(ReplicaId).collect();
         let mut config = CoreConfig::new(ReplicaId(node as u32), voters);
-        config.seed = self.seed ^ ((node as u64) << 32) ^ self.nodes[node].incarnation.wrapping_mul(0x9e37_79b9);
+        config.seed = self.seed
+            ^ ((node as u64) << 32)
+            ^ self.nodes[node].incarnation.wrapping_mul(0x9e37_79b9);
         // Small chunks and a short retained tail, so transfers are chunked, cut and resumed.
         config.snapshot_chunk_bytes = 64;
         config.checkpoint_retain_slots = self.config.checkpoint_retain_slots;
@@ -267,17 +329,20 @@ impl World {
         config
     }
 
-    fn start_node(&mut self, node: usize) {
+    pub(super) fn start_node(&mut self, node: usize) {
         let config = self.core_config(node);
         let durable = self.nodes[node].storage.recover();
         let initial = config.membership.clone();
         let state = &mut self.nodes[node];
         state.applier = match durable.checkpoint() {
-            Some(checkpoint) => Applier::from_checkpoint(KvStore::default(), checkpoint).expect("a stored checkpoint loads"),
+            Some(checkpoint) => Applier::from_checkpoint(KvStore::default(), checkpoint)
+                .expect("a stored checkpoint loads"),
             None => Applier::new(KvStore::default(), initial),
         };
         let mut core = Replica::recover(config, durable);
-        core.set_candidacy(state.applier.state_machine().can_become_primary() && !self.vetoed.contains(&node));
+        core.set_candidacy(
+            state.applier.state_machine().can_become_primary() && !self.vetoed.contains(&node),
+        );
         state.core = Some(core);
         state.commit_checked = state.core.as_ref().map_or(0, |c| c.log_base());
         state.last_checkpoint = state.applier.next_slot();
@@ -293,10 +358,18 @@ impl World {
                 if self.nodes[node].core.is_none() {
                     return Ok(());
                 }
-                self.nodes[node].awaiting.insert((request.client, request.seq));
+                self.nodes[node]
+                    .awaiting
+                    .insert((request.client, request.seq));
                 self.step(node, Input::Propose(vec![request]))
             }
-            Event::ClientRead { node, client, seq, key, mode } => {
+            Event::ClientRead {
+                node,
+                client,
+                seq,
+                key,
+                mode,
+            } => {
                 if self.nodes[node].core.is_none() {
                     return Ok(());
                 }
@@ -310,12 +383,18 @@ impl World {
                 self.step(node, input)
             }
             Event::Transfer => self.transfer(),
-            Event::ClientResponse { client, seq, response } => {
+            Event::ClientResponse {
+                client,
+                seq,
+                response,
+            } => {
                 self.on_client_response(client, seq, response);
                 Ok(())
             }
             Event::ClientSend { client, generation } => {
-                if self.clients[client].generation == generation && self.clients[client].current.is_some() {
+                if self.clients[client].generation == generation
+                    && self.clients[client].current.is_some()
+                {
                     self.send_request(client);
                 }
                 Ok(())
@@ -338,13 +417,21 @@ impl World {
                     return Ok(());
                 }
                 self.after(TICK_US, Event::Tick { node, incarnation });
-                let allowed = self.nodes[node].applier.state_machine().can_become_primary() && !self.vetoed.contains(&node);
+                let allowed = self.nodes[node]
+                    .applier
+                    .state_machine()
+                    .can_become_primary()
+                    && !self.vetoed.contains(&node);
                 if let Some(core) = self.nodes[node].core.as_mut() {
                     core.set_candidacy(allowed);
                 }
                 self.step(node, Input::Tick)
             }
-            Event::PersistDone { node, incarnation, ticket } => {
+            Event::PersistDone {
+                node,
+                incarnation,
+                ticket,
+            } => {
                 if self.nodes[node].incarnation != incarnation || self.nodes[node].core.is_none() {
                     return Ok(()); // the write was lost in a crash
                 }
@@ -394,10 +481,12 @@ impl World {
     }
 
     /// Feeds one input to a live replica and carries out its commands.
-    fn step(&mut self, node: usize, input: Input) -> Result<(), Violation> {
+    pub(super) fn step(&mut self, node: usize, input: Input) -> Result<(), Violation> {
         let now_ms = self.nodes[node].local_ms(self.now_us);
         let mut commands = std::mem::take(&mut self.commands);
-        let Some(core) = self.nodes[node].core.as_mut() else { return Ok(()) };
+        let Some(core) = self.nodes[node].core.as_mut() else {
+            return Ok(());
+        };
         core.step(now_ms, input, &mut commands);
         let mut result = Ok(());
         for command in commands.drain(..) {
@@ -416,7 +505,10 @@ impl World {
     fn maybe_checkpoint(&mut self, node: usize) -> Result<(), Violation> {
         let every = self.config.checkpoint_every_slots;
         let state = &mut self.nodes[node];
-        if every == 0 || state.core.is_none() || state.applier.next_slot() < state.last_checkpoint + every {
+        if every == 0
+            || state.core.is_none()
+            || state.applier.next_slot() < state.last_checkpoint + every
+        {
             return Ok(());
         }
         let checkpoint = state.applier.checkpoint();
@@ -432,20 +524,40 @@ impl World {
         match command {
             Command::Persist { ticket, write } => {
                 let (low, high) = self.config.write_latency_us;
-                let latency = if self.rng.u32(0..100) == 0 { self.config.slow_write_us } else { self.rng.u64(low..=high) };
-                let done_at = self.nodes[node].storage.submit(ticket, write, self.now_us, latency);
+                let latency = if self.rng.u32(0..100) == 0 {
+                    self.config.slow_write_us
+                } else {
+                    self.rng.u64(low..=high)
+                };
+                let done_at = self.nodes[node]
+                    .storage
+                    .submit(ticket, write, self.now_us, latency);
                 let incarnation = self.nodes[node].incarnation;
-                self.schedule(done_at, Event::PersistDone { node, incarnation, ticket });
+                self.schedule(
+                    done_at,
+                    Event::PersistDone {
+                        node,
+                        incarnation,
+                        ticket,
+                    },
+                );
             }
             Command::Send(envelope) => {
-                let acknowledges = matches!(envelope.msg, Message::Promise(_) | Message::Accepted(_));
-                if acknowledges && !self.healed && self.rng.u32(0..1000) < self.config.crash_after_ack_per_mille {
+                let acknowledges =
+                    matches!(envelope.msg, Message::Promise(_) | Message::Accepted(_));
+                if acknowledges
+                    && !self.healed
+                    && self.rng.u32(0..1000) < self.config.crash_after_ack_per_mille
+                {
                     let delay = self.rng.u64(0..=self.config.write_latency_us.1);
                     self.after(delay, Event::CrashNode { node });
                 }
                 let to = envelope.to.0 as usize;
                 if to < self.nodes.len() {
-                    self.transmit(Some((node, to)), |_| Event::Deliver { to, envelope: envelope.clone() });
+                    self.transmit(Some((node, to)), |_| Event::Deliver {
+                        to,
+                        envelope: envelope.clone(),
+                    });
                 }
             }
             Command::Apply { slot, value } => {
@@ -453,7 +565,10 @@ impl World {
                 let mut applied = Vec::new();
                 self.nodes[node].applier.apply(slot, &value, &mut applied);
                 for result in applied {
-                    if !self.nodes[node].awaiting.remove(&(result.client, result.seq)) {
+                    if !self.nodes[node]
+                        .awaiting
+                        .remove(&(result.client, result.seq))
+                    {
                         continue;
                     }
                     let reply = match result.outcome {
@@ -472,21 +587,34 @@ impl World {
             }
             Command::ReadReady { id, slot } => {
                 let state = &mut self.nodes[node];
-                let Some((client, seq, key, mode)) = state.reads.remove(&id) else { return Ok(()) };
+                let Some((client, seq, key, mode)) = state.reads.remove(&id) else {
+                    return Ok(());
+                };
                 if state.applier.next_slot() != slot {
-                    return Err(Violation::Diverged(format!("read served at slot {slot} but {} applied", state.applier.next_slot())));
+                    return Err(Violation::Diverged(format!(
+                        "read served at slot {slot} but {} applied",
+                        state.applier.next_slot()
+                    )));
                 }
                 let value = state.applier.state_machine().get(&key).cloned();
                 if let ReadMode::Fast { min_slot } = mode {
                     self.report.fast_reads += 1;
                     if slot < min_slot {
-                        return Err(Violation::StaleRead { node, slot, min_slot });
+                        return Err(Violation::StaleRead {
+                            node,
+                            slot,
+                            min_slot,
+                        });
                     }
                     self.safety.check_read(node, &key, slot, value.as_ref())?;
                 } else {
                     self.report.index_reads += 1;
                 }
-                self.respond(ClientId(client as u64), seq, Response::ReadValue(value, slot));
+                self.respond(
+                    ClientId(client as u64),
+                    seq,
+                    Response::ReadValue(value, slot),
+                );
             }
             Command::ReadRefused { id, leader } => {
                 if let Some((client, seq, _, _)) = self.nodes[node].reads.remove(&id) {
@@ -496,22 +624,32 @@ impl World {
             Command::InstallCheckpoint(checkpoint) => {
                 self.report.checkpoints_installed += 1;
                 let state = &mut self.nodes[node];
-                state.applier.install(&checkpoint).map_err(Violation::Diverged)?;
+                state
+                    .applier
+                    .install(&checkpoint)
+                    .map_err(Violation::Diverged)?;
                 state.last_checkpoint = checkpoint.slot;
                 state.commit_checked = state.commit_checked.max(checkpoint.slot);
             }
-            Command::Admin(reply) => {
-                match reply {
-                    crate::core::AdminReply::ReconfigProposed { .. } => self.report.reconfigs_proposed += 1,
-                    crate::core::AdminReply::TransferStarted { .. } => self.report.transfers_started += 1,
-                    crate::core::AdminReply::Refused { .. } => {}
+            Command::Admin(reply) => match reply {
+                crate::core::AdminReply::ReconfigProposed { .. } => {
+                    self.report.reconfigs_proposed += 1
                 }
-            }
+                crate::core::AdminReply::TransferStarted { .. } => {
+                    self.report.transfers_started += 1
+                }
+                crate::core::AdminReply::Refused { .. } => {}
+            },
             Command::LeadershipChanged { leading, .. } => {
                 if leading && self.vetoed.contains(&node) {
-                    return Err(Violation::Diverged(format!("replica {node} leads although its state machine vetoed it")));
+                    return Err(Violation::Diverged(format!(
+                        "replica {node} leads although its state machine vetoed it"
+                    )));
                 }
-                self.nodes[node].applier.state_machine_mut().on_primary_change(leading);
+                self.nodes[node]
+                    .applier
+                    .state_machine_mut()
+                    .on_primary_change(leading);
                 if leading {
                     self.report.elections_won += 1;
                 }
@@ -521,7 +659,7 @@ impl World {
     }
 
     /// Sends over the network (`link` is None for client traffic, which partitions spare).
-    fn transmit(&mut self, link: Option<(usize, usize)>, event: impl Fn(()) -> Event) {
+    pub(super) fn transmit(&mut self, link: Option<(usize, usize)>, event: impl Fn(()) -> Event) {
         self.report.messages += 1;
         match self.network.route(&mut self.rng, &self.faults, link) {
             Delivery::Dropped => self.report.dropped += 1,
@@ -532,301 +670,5 @@ impl World {
                 self.after(second, event(()));
             }
         }
-    }
-
-    fn respond(&mut self, client: ClientId, seq: u64, response: Response) {
-        let client = client.0 as usize;
-        self.transmit(None, |_| Event::ClientResponse { client, seq, response: response.clone() });
-    }
-
-    fn start_op(&mut self, client: usize) {
-        let c = &mut self.clients[client];
-        if c.done || c.current.is_some() {
-            return;
-        }
-        if let Some(left) = c.heal_ops_left {
-            if left == 0 {
-                c.done = true;
-                return;
-            }
-        }
-        c.seq += 1;
-        let seq = c.seq;
-        let op = next_op(&mut self.rng, client, seq, self.config.keys, &self.written);
-        if let KvOp::Put { value, .. } | KvOp::Cas { new: value, .. } = &op {
-            self.written.push(value.clone());
-        }
-        let mode = match (&op, self.rng.u32(0..3)) {
-            (KvOp::Get { .. }, 1) => ReadMode::Index,
-            (KvOp::Get { .. }, 2) => ReadMode::Fast { min_slot: self.clients[client].seen_slot },
-            _ => ReadMode::Log,
-        };
-        if let ReadMode::Fast { .. } = mode {
-            // A fast read may go to any replica.
-            self.clients[client].target = self.rng.usize(0..self.nodes.len());
-        }
-        self.clients[client].current = Some(InFlight { op, call_us: self.now_us, mode });
-        self.send_request(client);
-    }
-
-    fn send_request(&mut self, client: usize) {
-        let c = &mut self.clients[client];
-        let Some(in_flight) = &c.current else { return };
-        c.generation += 1;
-        let generation = c.generation;
-        let node = c.target;
-        let seq = c.seq;
-        match (&in_flight.op, in_flight.mode) {
-            (KvOp::Get { key }, mode) if mode != ReadMode::Log => {
-                let key = key.clone();
-                self.transmit(None, |_| Event::ClientRead { node, client, seq, key: key.clone(), mode });
-            }
-            _ => {
-                let request = Request { client: ClientId(client as u64), seq, op: in_flight.op.encode() };
-                self.transmit(None, |_| Event::ClientRequest { node, request: request.clone() });
-            }
-        }
-        self.after(self.config.client_timeout_ms * 1_000, Event::ClientTimeout { client, generation });
-    }
-
-    fn on_client_response(&mut self, client: usize, seq: u64, response: Response) {
-        let c = &mut self.clients[client];
-        if c.seq != seq || c.current.is_none() {
-            return; // an old or duplicated reply
-        }
-        match response {
-            Response::Reply(_, slot) | Response::ReadValue(_, slot) => {
-                c.redirects_in_a_row = 0;
-                c.seen_slot = c.seen_slot.max(slot);
-                let in_flight = c.current.take().expect("checked above");
-                let reply = match response {
-                    Response::Reply(bytes, _) => KvReply::decode(&bytes).unwrap_or(KvReply::Malformed),
-                    Response::ReadValue(value, _) => KvReply::Value(value),
-                    Response::Redirect(_) => unreachable!("matched above"),
-                };
-                if !matches!(in_flight.mode, ReadMode::Fast { .. }) {
-                    // Fast reads are not linearizable by design; they were checked when served.
-                    self.history.push(Completed { call_us: in_flight.call_us, return_us: self.now_us, op: in_flight.op, reply });
-                }
-                self.report.operations += 1;
-                if let Some(left) = c.heal_ops_left.as_mut() {
-                    *left -= 1;
-                }
-                c.generation += 1; // cancels the pending timeout
-                let think = self.rng.u64(0..10_000);
-                self.after(think, Event::ClientNext { client });
-            }
-            Response::Redirect(leader) => {
-                // Follow hints, but after a few in a row walk the replicas in turn: hints from
-                // lagging or removed replicas can point in a circle.
-                c.redirects_in_a_row += 1;
-                c.target = match leader {
-                    Some(leader) if (leader.0 as usize) < self.nodes.len() && leader.0 as usize != c.target && c.redirects_in_a_row <= 3 => {
-                        leader.0 as usize
-                    }
-                    _ => (c.target + 1) % self.nodes.len(),
-                };
-                c.generation += 1;
-                let generation = c.generation;
-                self.report.retries += 1;
-                let backoff = self.rng.u64(1_000..10_000);
-                self.after(backoff, Event::ClientSend { client, generation });
-            }
-        }
-    }
-
-    /// Crashes `node` (if up and faults are on): its unpersisted writes and volatile state are lost.
-    fn crash(&mut self, node: usize) {
-        if self.healed {
-            return;
-        }
-        if self.nodes[node].core.is_some() {
-            let state = &mut self.nodes[node];
-            state.core = None;
-            state.awaiting.clear();
-            state.reads.clear();
-            state.incarnation += 1;
-            self.report.lost_writes += state.storage.crash() as u64;
-            self.report.crashes += 1;
-            let down = self.rng.u64(10_000..400_000);
-            self.after(down, Event::Restart { node });
-        }
-    }
-
-    fn partition(&mut self) {
-        if self.healed {
-            return;
-        }
-        let n = self.nodes.len();
-        match self.rng.u32(0..3) {
-            0 => {
-                // Isolate one replica both ways.
-                let isolated = self.rng.usize(0..n);
-                for other in (0..n).filter(|o| *o != isolated) {
-                    self.network.block(isolated, other);
-                    self.network.block(other, isolated);
-                }
-            }
-            1 => {
-                // Asymmetric: one replica can send but not hear (or the reverse).
-                let node = self.rng.usize(0..n);
-                let outbound = self.rng.bool();
-                for other in (0..n).filter(|o| *o != node) {
-                    if outbound {
-                        self.network.block(node, other);
-                    } else {
-                        self.network.block(other, node);
-                    }
-                }
-            }
-            _ => {
-                // Split into two random groups.
-                let side: Vec<bool> = (0..n).map(|_| self.rng.bool()).collect();
-                for a in 0..n {
-                    for b in 0..n {
-                        if side[a] != side[b] {
-                            self.network.block(a, b);
-                        }
-                    }
-                }
-            }
-        }
-        self.report.partitions += 1;
-        let length = self.rng.u64(50_000..800_000);
-        self.after(length, Event::PartitionEnd);
-    }
-
-    /// An administrator asks the (apparent) leader for a new configuration drawn at random from
-    /// the pool: adds, removes, replaces, promotes learners, shrinks to one voter or grows to five.
-    fn reconfigure(&mut self) -> Result<(), Violation> {
-        if self.healed {
-            return Ok(());
-        }
-        let gap = self.rng.u64(0..2 * self.config.reconfig_every_ms * 1_000);
-        self.after(gap, Event::Reconfigure);
-        let pool = self.nodes.len();
-        let size = [1, 3, 3, 3, 5][self.rng.usize(0..5)].min(pool);
-        let mut ids: Vec<u32> = (0..pool as u32).collect();
-        self.rng.shuffle(&mut ids);
-        if ids[..size].iter().all(|i| self.vetoed.contains(&(*i as usize))) {
-            // A group whose every voter refuses to lead can never make progress: not a useful test.
-            ids.swap(0, size);
-        }
-        let voters: Vec<ReplicaId> = ids[..size].iter().map(|i| ReplicaId(*i)).collect();
-        let learners: Vec<ReplicaId> = ids[size..].iter().filter(|_| self.rng.bool()).map(|i| ReplicaId(*i)).collect();
-        let membership = Membership::try_new(voters, learners).expect("drawn configurations are well formed");
-        let target = self.apparent_leader().unwrap_or_else(|| self.rng.usize(0..pool));
-        self.step(target, Input::ChangeMembership(membership))
-    }
-
-    /// An administrator asks the leader to hand over (to a random voter, or the best one).
-    fn transfer(&mut self) -> Result<(), Violation> {
-        if self.healed {
-            return Ok(());
-        }
-        let gap = self.rng.u64(0..2 * self.config.transfer_every_ms * 1_000);
-        self.after(gap, Event::Transfer);
-        let Some(leader) = self.apparent_leader() else { return Ok(()) };
-        let to = if self.rng.bool() { None } else { Some(ReplicaId(self.rng.u32(0..self.nodes.len() as u32))) };
-        self.step(leader, Input::TransferLeadership { to })
-    }
-
-    /// The live replica claiming leadership at the highest ballot.
-    fn apparent_leader(&self) -> Option<usize> {
-        (0..self.nodes.len())
-            .filter_map(|n| self.nodes[n].core.as_ref().map(|c| (c.status(), n)))
-            .filter(|(status, _)| status.leading)
-            .max_by_key(|(status, _)| status.promised)
-            .map(|(_, n)| n)
-    }
-
-    /// Faults stop: links heal, crashed replicas restart, clients run their last operations.
-    fn heal(&mut self) {
-        self.healed = true;
-        self.network.heal();
-        self.faults.drop_per_mille = 0;
-        self.faults.duplicate_per_mille = 0;
-        self.faults.stall_per_mille = 0;
-        for node in 0..self.nodes.len() {
-            if self.nodes[node].core.is_none() {
-                self.start_node(node);
-            }
-        }
-        for client in &mut self.clients {
-            client.heal_ops_left = Some(self.config.heal_ops_per_client);
-        }
-        for client in 0..self.clients.len() {
-            if self.clients[client].current.is_none() {
-                self.after(0, Event::ClientNext { client });
-            }
-        }
-        self.heal_deadline_us = self.now_us + self.config.heal_bound_ms * 1_000;
-    }
-
-    /// Newly committed slots of `node` match the one sequence.
-    fn check_new_commits(&mut self, node: usize) -> Result<(), Violation> {
-        let Some(core) = self.nodes[node].core.as_ref() else { return Ok(()) };
-        let commit = core.status().commit;
-        let from = self.nodes[node].commit_checked.max(core.log_base());
-        for slot in from..commit {
-            self.safety.check_committed(node, slot, core.committed_value(slot))?;
-        }
-        self.nodes[node].commit_checked = commit;
-        Ok(())
-    }
-
-    /// Every live replica's whole committed prefix still matches (it must never change).
-    fn sweep_committed(&self) -> Result<(), Violation> {
-        for (index, node) in self.nodes.iter().enumerate() {
-            let Some(core) = node.core.as_ref() else { continue };
-            for slot in core.log_base()..core.status().commit {
-                self.safety.check_committed(index, slot, core.committed_value(slot))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// After healing and settling, every member of the final configuration caught up to the same
-    /// state (removed replicas may lag: nobody replicates to them any more).
-    fn check_converged(&self) -> Result<(), Violation> {
-        let members = self.safety.latest_configuration();
-        let states: Vec<(Slot, &KvStore)> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(index, _)| members.is_member(ReplicaId(*index as u32)))
-            .map(|(_, n)| (n.applier.next_slot(), n.applier.state_machine()))
-            .collect();
-        let (slot, state) = states[0];
-        for (index, (other_slot, other_state)) in states.iter().enumerate().skip(1) {
-            if *other_slot != slot || *other_state != state {
-                return Err(Violation::Diverged(format!(
-                    "replica 0 applied {slot} slots, replica {index} applied {other_slot}; states equal: {}",
-                    *other_state == state
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn check_history(&self) -> Result<(), Violation> {
-        let mut by_key: BTreeMap<Bytes, Vec<Operation<KvOp, KvReply>>> = BTreeMap::new();
-        for done in &self.history {
-            by_key.entry(done.op.key().clone()).or_default().push(Operation {
-                call_time: done.call_us,
-                return_time: done.return_us,
-                op: done.op.clone(),
-                out: done.reply.clone(),
-            });
-        }
-        for (key, operations) in by_key {
-            if linearizability::check::<KvRegister>(&operations).is_err() {
-                return Err(Violation::NotLinearizable {
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    operations: operations.len(),
-                });
-            }
-        }
-        Ok(())
     }
 }
