@@ -6,8 +6,7 @@
 //! `dial` (authentication) and `wire` (framing) of decree-tools.
 
 use crate::error::BenchError;
-use crate::histogram::new_histogram_us;
-use crate::load::{key_for, LoadOutcome, LoadSpec};
+use crate::load::{key_for, LoadOutcome, LoadSpec, Recorder};
 use crate::progress::Progress;
 use crate::schedule::{Arrival, Schedule};
 use bytes::Bytes;
@@ -16,7 +15,6 @@ use decree_engine::kv::KvOp;
 use decree_tools::client::dial;
 use decree_tools::secret::random_u64;
 use decree_tools::wire::{self, ClientFrame, ServerFrame};
-use hdrhistogram::Histogram;
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,15 +59,13 @@ struct InFlight {
 type Freed = (usize, bool);
 
 struct ReaderTally {
-    corrected: Histogram<u64>,
-    uncorrected: Histogram<u64>,
-    ops: u64,
+    recorder: Recorder,
     errors: u64,
     busy: u64,
 }
 
 fn reader_loop(stream: TcpStream, flights: Arc<Vec<InFlight>>, freed: Sender<Freed>, window: Arc<Window>) -> ReaderTally {
-    let mut tally = ReaderTally { corrected: new_histogram_us(), uncorrected: new_histogram_us(), ops: 0, errors: 0, busy: 0 };
+    let mut tally = ReaderTally { recorder: Recorder::new(), errors: 0, busy: 0 };
     let mut reader = BufReader::with_capacity(64 << 10, stream);
     let mut buf = Vec::new();
     let mask = (1u64 << SESSION_BITS) - 1;
@@ -92,9 +88,7 @@ fn reader_loop(stream: TcpStream, flights: Arc<Vec<InFlight>>, freed: Sender<Fre
                 let (intended_ns, sent_ns) = (flight.intended_ns.load(Ordering::Acquire), flight.sent_ns.load(Ordering::Acquire));
                 window.completed.fetch_add(1, Ordering::Relaxed);
                 if intended_ns >= window.start_ns && done_ns <= window.end_ns {
-                    tally.ops += 1;
-                    tally.corrected.saturating_record((done_ns - intended_ns) / 1_000);
-                    tally.uncorrected.saturating_record(done_ns.saturating_sub(sent_ns) / 1_000);
+                    tally.recorder.record_ns(intended_ns, sent_ns, done_ns);
                 }
                 (session, false)
             }
@@ -270,14 +264,9 @@ pub fn run(addr: &str, secret: &[u8], spec: &LoadSpec, label: &str) -> Result<Lo
     if let Some(why) = window.failure.lock().expect("failure lock").take() {
         return Err(BenchError::Load(why));
     }
-    let outcome = LoadOutcome {
-        corrected: crate::histogram::merge(tallies.iter().map(|t| &t.corrected)),
-        uncorrected: crate::histogram::merge(tallies.iter().map(|t| &t.uncorrected)),
-        ops: tallies.iter().map(|t| t.ops).sum(),
-        errors: tallies.iter().map(|t| t.errors).sum(),
-        busy_retries: tallies.iter().map(|t| t.busy).sum(),
-        elapsed_s: spec.duration.as_secs_f64(),
-    };
+    let errors = tallies.iter().map(|t| t.errors).sum();
+    let busy = tallies.iter().map(|t| t.busy).sum();
+    let outcome = LoadOutcome::merge(tallies.iter().map(|t| &t.recorder), errors, busy, spec.duration.as_secs_f64());
     if outcome.ops == 0 {
         return Err(BenchError::Load(format!("no operation completed in the {} s window", spec.duration.as_secs_f64())));
     }

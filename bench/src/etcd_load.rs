@@ -2,10 +2,9 @@
 //! and value), one keep-alive HTTP connection per client thread, one request in flight each.
 
 use crate::error::BenchError;
-use crate::histogram::new_histogram_us;
-use crate::load::{key_for, LoadOutcome, LoadSpec};
+use crate::load::{key_for, LoadOutcome, LoadSpec, Recorder};
 use crate::progress::Progress;
-use crate::schedule::{latency_us, Arrival, Schedule};
+use crate::schedule::{Arrival, Schedule};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,9 +17,7 @@ pub fn put_body(key: &[u8], value: &[u8]) -> String {
 }
 
 struct Tally {
-    corrected: hdrhistogram::Histogram<u64>,
-    uncorrected: hdrhistogram::Histogram<u64>,
-    ops: u64,
+    recorder: Recorder,
     errors: u64,
     last_error: Option<String>,
 }
@@ -34,7 +31,8 @@ fn client(url: String, index: usize, spec: LoadSpec, base: Instant, completed: A
         Arrival::Open { rate_per_s } => Some(Schedule::new(base, rate_per_s, index, spec.clients)),
         Arrival::Closed => None,
     };
-    let mut tally = Tally { corrected: new_histogram_us(), uncorrected: new_histogram_us(), ops: 0, errors: 0, last_error: None };
+    let mut tally = Tally { recorder: Recorder::new(), errors: 0, last_error: None };
+    let ns = |at: Instant| at.duration_since(base).as_nanos() as u64;
     let mut n = index as u64;
     loop {
         let intended = match schedule.as_mut() {
@@ -58,11 +56,7 @@ fn client(url: String, index: usize, spec: LoadSpec, base: Instant, completed: A
         let done = Instant::now();
         completed.fetch_add(1, Ordering::Relaxed);
         match result {
-            Ok(_) if intended >= start && done <= end => {
-                tally.ops += 1;
-                tally.corrected.saturating_record(latency_us(intended, done));
-                tally.uncorrected.saturating_record(latency_us(sent, done));
-            }
+            Ok(_) if intended >= start && done <= end => tally.recorder.record_ns(ns(intended), ns(sent), ns(done)),
             Ok(_) => {}
             Err(e) => {
                 tally.errors += 1;
@@ -84,14 +78,8 @@ pub fn run(url: &str, spec: &LoadSpec, label: &str) -> Result<LoadOutcome, Bench
         })
         .collect();
     let tallies: Vec<Tally> = threads.into_iter().map(|t| t.join().expect("etcd client thread panicked")).collect();
-    let outcome = LoadOutcome {
-        corrected: crate::histogram::merge(tallies.iter().map(|t| &t.corrected)),
-        uncorrected: crate::histogram::merge(tallies.iter().map(|t| &t.uncorrected)),
-        ops: tallies.iter().map(|t| t.ops).sum(),
-        errors: tallies.iter().map(|t| t.errors).sum(),
-        busy_retries: 0,
-        elapsed_s: spec.duration.as_secs_f64(),
-    };
+    let errors = tallies.iter().map(|t| t.errors).sum();
+    let outcome = LoadOutcome::merge(tallies.iter().map(|t| &t.recorder), errors, 0, spec.duration.as_secs_f64());
     if outcome.ops == 0 {
         let why = tallies.iter().find_map(|t| t.last_error.clone()).unwrap_or_else(|| "no reply".into());
         return Err(BenchError::Etcd(format!("no put completed in the window: {why}")));

@@ -1,5 +1,6 @@
 //! What one load run asks for and what it measured, for any system under test.
 
+use crate::histogram::{merge, new_histogram_us};
 use crate::schedule::Arrival;
 use hdrhistogram::Histogram;
 use std::time::Duration;
@@ -31,6 +32,9 @@ pub struct LoadOutcome {
     pub corrected: Histogram<u64>,
     /// Latency from the actual send.
     pub uncorrected: Histogram<u64>,
+    /// How late the sender was: actual send minus intended start (open loop: the harness's own
+    /// lateness plus waiting for a free session; closed loop: ~0).
+    pub send_lag: Histogram<u64>,
     /// Operations completed in the window.
     pub ops: u64,
     /// Operations that failed.
@@ -41,7 +45,86 @@ pub struct LoadOutcome {
     pub elapsed_s: f64,
 }
 
-/// The key of operation `n` (the same sequence for every system).
+/// One worker's measurements, in µs histograms; merged into a `LoadOutcome` at the end.
+pub struct Recorder {
+    /// From intended start.
+    pub corrected: Histogram<u64>,
+    /// From actual send.
+    pub uncorrected: Histogram<u64>,
+    /// Send minus intended start.
+    pub send_lag: Histogram<u64>,
+    /// Operations recorded.
+    pub ops: u64,
+}
+
+impl Recorder {
+    /// Empty histograms.
+    pub fn new() -> Recorder {
+        Recorder { corrected: new_histogram_us(), uncorrected: new_histogram_us(), send_lag: new_histogram_us(), ops: 0 }
+    }
+
+    /// Records one operation from its intended start, actual send and completion (ns on one clock).
+    pub fn record_ns(&mut self, intended_ns: u64, sent_ns: u64, done_ns: u64) {
+        self.ops += 1;
+        self.corrected.saturating_record(done_ns.saturating_sub(intended_ns) / 1_000);
+        self.uncorrected.saturating_record(done_ns.saturating_sub(sent_ns) / 1_000);
+        self.send_lag.saturating_record(sent_ns.saturating_sub(intended_ns) / 1_000);
+    }
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder::new()
+    }
+}
+
+impl LoadOutcome {
+    /// Merges the workers' recorders.
+    pub fn merge<'a>(recorders: impl Iterator<Item = &'a Recorder> + Clone, errors: u64, busy_retries: u64, elapsed_s: f64) -> LoadOutcome {
+        LoadOutcome {
+            corrected: merge(recorders.clone().map(|r| &r.corrected)),
+            uncorrected: merge(recorders.clone().map(|r| &r.uncorrected)),
+            send_lag: merge(recorders.clone().map(|r| &r.send_lag)),
+            ops: recorders.map(|r| r.ops).sum(),
+            errors,
+            busy_retries,
+            elapsed_s,
+        }
+    }
+}
+
+/// The key of operation `n` (the same sequence for every system): splitmix64 of `n`, so
+/// consecutive operations land on scattered keys and every key is reached.
 pub fn key_for(n: u64, keys: u64) -> String {
-    format!("bench-{:08}", n.wrapping_mul(0x9E37_79B9_7F4A_7C15) % keys.max(1))
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    format!("bench-{:08}", z % keys.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorder_splits_latency_into_lag_and_service() {
+        let (mut a, mut b) = (Recorder::new(), Recorder::new());
+        a.record_ns(0, 3_000_000, 4_000_000); // sent 3 ms late, served in 1 ms
+        b.record_ns(10_000_000, 10_000_000, 10_500_000); // on time, 0.5 ms
+        let outcome = LoadOutcome::merge([&a, &b].into_iter(), 1, 2, 1.0);
+        assert_eq!(outcome.ops, 2);
+        assert_eq!((outcome.errors, outcome.busy_retries), (1, 2));
+        assert_eq!(outcome.corrected.max(), outcome.corrected.highest_equivalent(4_000));
+        assert_eq!(outcome.uncorrected.max(), outcome.uncorrected.highest_equivalent(1_000));
+        assert_eq!(outcome.send_lag.max(), outcome.send_lag.highest_equivalent(3_000));
+        assert_eq!(outcome.send_lag.min(), 0);
+    }
+
+    #[test]
+    fn keys_stay_in_range_and_spread() {
+        let keys: std::collections::BTreeSet<String> = (0..1_000).map(|n| key_for(n, 100)).collect();
+        assert!(keys.len() > 90, "{} distinct keys of 100", keys.len());
+        assert!(keys.iter().all(|k| k["bench-".len()..].parse::<u64>().unwrap() < 100));
+    }
 }

@@ -31,6 +31,8 @@ pub struct Row {
     pub latency: LatencySummary,
     /// Latency from the actual send.
     pub latency_uncorrected: LatencySummary,
+    /// Actual send minus intended start (the harness's lateness plus waits for a free session).
+    pub send_lag: LatencySummary,
     /// CDF points (µs, fraction) of the corrected latency, for plots.
     #[serde(skip)]
     pub cdf: Vec<(f64, f64)>,
@@ -87,6 +89,7 @@ impl Row {
             mb_per_s: ops_per_s * payload_bytes as f64 / 1e6,
             latency: LatencySummary::of(&outcome.corrected),
             latency_uncorrected: LatencySummary::of(&outcome.uncorrected),
+            send_lag: LatencySummary::of(&outcome.send_lag),
             cdf: crate::histogram::cdf_points(&outcome.corrected),
             perf: Vec::new(),
         }
@@ -266,6 +269,7 @@ mod tests {
             mb_per_s: ops_per_s * 64.0 / 1e6,
             latency: LatencySummary { count: 1, p50_us, p90_us: p50_us, p99_us: 2 * p50_us, p999_us: 2 * p50_us, max_us: 3 * p50_us, mean_us: p50_us as f64 },
             latency_uncorrected: LatencySummary::default(),
+            send_lag: LatencySummary::default(),
             cdf: Vec::new(),
             perf: Vec::new(),
         }

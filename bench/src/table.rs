@@ -67,15 +67,18 @@ pub fn render(report: &Report) -> String {
         "  commit floor (tcp + fdatasync p50): {} us (lone fdatasync), {} us (concurrent)",
         b.commit_floor_p50_us, b.commit_floor_concurrent_p50_us
     );
-    for row in report.rows.iter().filter(|r| r.system == "decree") {
+    for row in &report.rows {
         let _ = writeln!(
             out,
-            "  decree {:>4} clients: p50 {:.2}x the lone floor, {:.2}x the concurrent floor; uncorrected p50 {} us p99 {} us",
+            "  {} {:>4} clients: p50 {:.2}x the lone floor, {:.2}x the concurrent floor; from send p50 {} us p99 {} us; send lag p50 {} us p99 {} us",
+            row.system,
             row.clients,
             row.latency.p50_us as f64 / b.commit_floor_p50_us.max(1) as f64,
             row.latency.p50_us as f64 / b.commit_floor_concurrent_p50_us.max(1) as f64,
             row.latency_uncorrected.p50_us,
-            row.latency_uncorrected.p99_us
+            row.latency_uncorrected.p99_us,
+            row.send_lag.p50_us,
+            row.send_lag.p99_us
         );
     }
     if let Some(why) = &report.peer_skipped {
@@ -119,6 +122,7 @@ mod tests {
             mb_per_s: 7.9,
             latency: LatencySummary { count: 1, p50_us: 512, p90_us: 900, p99_us: 1_500, p999_us: 4_000, max_us: 12_345, mean_us: 600.0 },
             latency_uncorrected: LatencySummary::default(),
+            send_lag: LatencySummary::default(),
             cdf: Vec::new(),
             perf: Vec::new(),
         };
