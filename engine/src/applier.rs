@@ -91,20 +91,17 @@ impl<S: StateMachine> Applier<S> {
 
     /// A checkpoint of everything applied so far (state, sessions, configuration).
     pub fn checkpoint(&self) -> Checkpoint {
-        let image = Image {
-            sessions: self
-                .sessions
-                .iter()
-                .map(|(client, (seq, reply))| (*client, *seq, reply.clone()))
-                .collect(),
-            state: self.state_machine.save_checkpoint(),
-        };
-        let data = postcard::to_stdvec(&image).expect("encoding into a Vec cannot fail");
-        Checkpoint {
+        self.freeze_checkpoint().finish()
+    }
+
+    /// Freezes a checkpoint of everything applied so far; `finish` (on any thread) serializes it.
+    pub fn freeze_checkpoint(&self) -> FrozenCheckpoint {
+        FrozenCheckpoint {
             slot: self.next_slot,
             membership: self.membership.clone(),
             config_slot: self.config_slot,
-            data: Bytes::from(data),
+            sessions: self.sessions.iter().map(|(client, (seq, reply))| (*client, *seq, reply.clone())).collect(),
+            state: self.state_machine.freeze(),
         }
     }
 
@@ -230,5 +227,28 @@ mod tests {
             Membership::new(vec![crate::types::ReplicaId(0)]),
         );
         applier.apply(1, &Value::Noop, &mut Vec::new());
+    }
+}
+
+/// A checkpoint whose state is frozen but not yet serialized.
+pub struct FrozenCheckpoint {
+    slot: Slot,
+    membership: Membership,
+    config_slot: Option<Slot>,
+    sessions: Vec<(ClientId, u64, Bytes)>,
+    state: crate::state_machine::Frozen,
+}
+
+impl FrozenCheckpoint {
+    /// The slot the checkpoint covers (every slot below it).
+    pub fn slot(&self) -> Slot {
+        self.slot
+    }
+
+    /// Serializes: the expensive part, safe to run on another thread.
+    pub fn finish(self) -> Checkpoint {
+        let image = Image { sessions: self.sessions, state: (self.state)() };
+        let data = postcard::to_stdvec(&image).expect("encoding into a Vec cannot fail");
+        Checkpoint { slot: self.slot, membership: self.membership, config_slot: self.config_slot, data: Bytes::from(data) }
     }
 }

@@ -4,6 +4,9 @@
 use crate::membership::Membership;
 use bytes::Bytes;
 
+/// Serialization deferred to another thread: produces `save_checkpoint`'s bytes for a frozen state.
+pub type Frozen = Box<dyn FnOnce() -> Bytes + Send + 'static>;
+
 /// A deterministic state machine. Every replica executes the same committed commands in the same
 /// order, so every replica's state (and every reply) is the same.
 pub trait StateMachine {
@@ -14,6 +17,14 @@ pub trait StateMachine {
     /// Serializes the whole state (RSL's SaveState). Called between two `execute`s; an
     /// implementation with a large state should copy-on-write so the caller is not stalled.
     fn save_checkpoint(&self) -> Bytes;
+
+    /// Freezes the current state and returns the work that serializes it, to run on another
+    /// thread so a checkpoint does not stall the replica. A state machine with a persistent
+    /// (structurally shared) representation clones in O(1) here; the default serializes now.
+    fn freeze(&self) -> Frozen {
+        let bytes = self.save_checkpoint();
+        Box::new(move || bytes)
+    }
 
     /// Replaces the state with a checkpoint produced by `save_checkpoint` (RSL's LoadState).
     fn load_checkpoint(&mut self, data: &[u8]) -> Result<(), String>;

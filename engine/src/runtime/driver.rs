@@ -140,6 +140,11 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
             handled += 1;
             match event {
                 Event::Peer(envelope) => self.step(Input::Receive(envelope)),
+                Event::CheckpointReady(checkpoint) => {
+                    self.observer.on_checkpoint(checkpoint.slot, checkpoint.data.len());
+                    tracing::debug!(slot = checkpoint.slot, bytes = checkpoint.data.len(), "checkpoint serialized");
+                    self.step(Input::CheckpointTaken(checkpoint));
+                }
                 Event::Persisted { upto } => self.step(Input::Persisted { upto }),
                 Event::Request { request, request_id, reply_to } => {
                     let waiter = Waiter { request_id, reply_to, since: Instant::now() };
@@ -251,12 +256,20 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
         if self.applier.next_slot() <= self.last_checkpoint_slot {
             return None;
         }
-        let checkpoint = self.applier.checkpoint();
-        let slot = checkpoint.slot;
+        // Freezing is cheap (the KV store's map is structurally shared); serializing is not, so it
+        // runs on a helper thread and comes back through the inbox: the core thread never stalls.
+        let frozen = self.applier.freeze_checkpoint();
+        let slot = frozen.slot();
         self.last_checkpoint_slot = slot;
-        self.observer.on_checkpoint(slot, checkpoint.data.len());
-        tracing::debug!(slot, bytes = checkpoint.data.len(), "checkpoint taken");
-        self.step(Input::CheckpointTaken(checkpoint));
+        let (inbox, shared) = (self.inbox.clone(), self.shared.clone());
+        let spawned = std::thread::Builder::new().name("decree-checkpoint".into()).spawn(move || {
+            let checkpoint = frozen.finish();
+            let _ = inbox.push_blocking(Event::CheckpointReady(checkpoint), move || shared.stopping());
+        });
+        if let Err(why) = spawned {
+            tracing::warn!(slot, %why, "could not start the checkpoint thread; skipping this checkpoint");
+            return None;
+        }
         Some(slot)
     }
 

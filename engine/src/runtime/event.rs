@@ -11,6 +11,8 @@ use bytes::Bytes;
 pub enum Event<R> {
     /// A message from another replica (already authenticated and decoded by the transport).
     Peer(Envelope),
+    /// A checkpoint frozen on the core thread finished serializing on a helper thread.
+    CheckpointReady(crate::types::Checkpoint),
     /// A client request; `request_id` is echoed in the response.
     Request {
         /// The request.
