@@ -80,7 +80,8 @@ impl EtcdCluster {
             let body = agent
                 .post(&format!("{url}/v3/maintenance/status"))
                 .send_string("{}")
-                .and_then(|r| Ok(r.into_string()?))
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.into_string().map_err(|e| e.to_string()))
                 .map_err(|e| BenchError::Etcd(format!("{url}/v3/maintenance/status: {e}")))?;
             let status: serde_json::Value = serde_json::from_str(&body).map_err(|e| BenchError::Etcd(format!("status reply {body:?}: {e}")))?;
             if status["leader"].is_string() && status["leader"] == status["header"]["member_id"] {

@@ -52,7 +52,9 @@ fn client(url: String, index: usize, spec: LoadSpec, base: Instant, completed: A
         n += spec.clients as u64;
         let body = put_body(key_for(n, spec.keys).as_bytes(), &value);
         let sent = Instant::now();
-        let result = agent.post(&put_url).set("Content-Type", "application/json").send_string(&body).and_then(|r| Ok(r.into_string()?));
+        let result = agent.post(&put_url).set("Content-Type", "application/json").send_string(&body)
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.into_string().map_err(|e| e.to_string()));
         let done = Instant::now();
         completed.fetch_add(1, Ordering::Relaxed);
         match result {
@@ -60,7 +62,7 @@ fn client(url: String, index: usize, spec: LoadSpec, base: Instant, completed: A
             Ok(_) => {}
             Err(e) => {
                 tally.errors += 1;
-                tally.last_error = Some(e.to_string());
+                tally.last_error = Some(e);
             }
         }
     }
