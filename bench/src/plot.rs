@@ -2,6 +2,7 @@
 
 use crate::error::BenchError;
 use crate::report::Row;
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -12,6 +13,21 @@ fn output_error(path: &Path, e: impl std::fmt::Display) -> BenchError {
         path: path.display().to_string(),
         detail: e.to_string(),
     }
+}
+
+/// Draws the legend and writes the file.
+fn finish<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    root: &DrawingArea<SVGBackend<'a>, Shift>,
+    path: &Path,
+) -> Result<(), BenchError> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| output_error(path, e))?;
+    root.present().map_err(|e| output_error(path, e))
 }
 
 /// Latency CDF (x: µs, log scale; y: fraction of operations) of every row, to `path`.
@@ -51,13 +67,7 @@ pub fn latency_cdf(rows: &[Row], path: &Path) -> Result<(), BenchError> {
             .label(format!("{} {} clients", row.system, row.clients))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| output_error(path, e))?;
-    root.present().map_err(|e| output_error(path, e))
+    finish(&mut chart, &root, path)
 }
 
 /// Throughput (ops/s) against clients, one line per system, to `path`.
@@ -106,11 +116,5 @@ pub fn throughput_vs_clients(rows: &[Row], path: &Path) -> Result<(), BenchError
             )
             .map_err(|e| output_error(path, e))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| output_error(path, e))?;
-    root.present().map_err(|e| output_error(path, e))
+    finish(&mut chart, &root, path)
 }
