@@ -8,13 +8,25 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Log backends the replica server accepts (decree-tools validates the same list).
-pub const LOG_BACKENDS: [&str; 7] = ["auto", "dax", "devdax", "file", "file-pwrite", "file-uring", "file-mmap"];
+pub const LOG_BACKENDS: [&str; 7] = [
+    "auto",
+    "dax",
+    "devdax",
+    "file",
+    "file-pwrite",
+    "file-uring",
+    "file-mmap",
+];
 /// Largest value size accepted (the client frame limit leaves room for the key).
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 
 /// decree's benchmark harness.
 #[derive(Parser, Debug)]
-#[command(name = "decree-bench", version, about = "Latency/throughput of a local decree cluster beside raw baselines and etcd")]
+#[command(
+    name = "decree-bench",
+    version,
+    about = "Latency/throughput of a local decree cluster beside raw baselines and etcd"
+)]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]
@@ -135,10 +147,16 @@ impl WorkloadArgs {
     /// Checks every flag.
     pub fn validate(&self) -> Result<(), BenchError> {
         if self.ops == 0 || self.ops > 10_000_000 {
-            return Err(invalid("ops", format!("{}: must be 1..=10000000", self.ops)));
+            return Err(invalid(
+                "ops",
+                format!("{}: must be 1..=10000000", self.ops),
+            ));
         }
         if self.clients == 0 || self.clients > 65_536 {
-            return Err(invalid("clients", format!("{}: must be 1..=65536", self.clients)));
+            return Err(invalid(
+                "clients",
+                format!("{}: must be 1..=65536", self.clients),
+            ));
         }
         if self.max_batch_requests == 0 {
             return Err(invalid("max-batch-requests", "must be at least 1"));
@@ -175,12 +193,18 @@ pub struct CallgrindArgs {
 }
 
 fn invalid(flag: &'static str, detail: impl Into<String>) -> BenchError {
-    BenchError::InvalidArgument { flag, detail: detail.into() }
+    BenchError::InvalidArgument {
+        flag,
+        detail: detail.into(),
+    }
 }
 
 fn check_payload(payload_bytes: usize) -> Result<(), BenchError> {
     if payload_bytes == 0 || payload_bytes > MAX_PAYLOAD_BYTES {
-        return Err(invalid("payload-bytes", format!("{payload_bytes}: must be 1..={MAX_PAYLOAD_BYTES}")));
+        return Err(invalid(
+            "payload-bytes",
+            format!("{payload_bytes}: must be 1..={MAX_PAYLOAD_BYTES}"),
+        ));
     }
     Ok(())
 }
@@ -189,17 +213,30 @@ impl RunArgs {
     /// Checks every flag; the error names the flag and what it accepts.
     pub fn validate(&self) -> Result<(), BenchError> {
         if !(1..=9).contains(&self.replicas) {
-            return Err(invalid("replicas", format!("{}: must be 1..=9", self.replicas)));
+            return Err(invalid(
+                "replicas",
+                format!("{}: must be 1..=9", self.replicas),
+            ));
         }
         if self.transport != "tcp" {
             let detail = match self.transport.as_str() {
-                "shm" | "rdma" | "sim" => format!("{:?} exists in decree-verbs but the replica server serves only tcp so far", self.transport),
+                "shm" | "rdma" | "sim" => format!(
+                    "{:?} exists in decree-verbs but the replica server serves only tcp so far",
+                    self.transport
+                ),
                 other => format!("{other:?}: unknown (tcp; shm and rdma are not served yet)"),
             };
             return Err(invalid("transport", detail));
         }
         if !LOG_BACKENDS.contains(&self.log_backend.as_str()) {
-            return Err(invalid("log-backend", format!("{:?}: use one of {}", self.log_backend, LOG_BACKENDS.join(", "))));
+            return Err(invalid(
+                "log-backend",
+                format!(
+                    "{:?}: use one of {}",
+                    self.log_backend,
+                    LOG_BACKENDS.join(", ")
+                ),
+            ));
         }
         if self.log_size_mib == 0 {
             return Err(invalid("log-size-mib", "must be at least 1"));
@@ -209,30 +246,54 @@ impl RunArgs {
             return Err(invalid("clients", "give at least one client count"));
         }
         if let Some(bad) = self.clients.iter().find(|&&c| c == 0 || c > 100_000) {
-            return Err(invalid("clients", format!("{bad}: each count must be 1..=100000")));
+            return Err(invalid(
+                "clients",
+                format!("{bad}: each count must be 1..=100000"),
+            ));
         }
         if self.connections == 0 || self.connections > 256 {
-            return Err(invalid("connections", format!("{}: must be 1..=256", self.connections)));
+            return Err(invalid(
+                "connections",
+                format!("{}: must be 1..=256", self.connections),
+            ));
         }
         if self.duration_s == 0 || self.duration_s > 3_600 {
-            return Err(invalid("duration-s", format!("{}: must be 1..=3600", self.duration_s)));
+            return Err(invalid(
+                "duration-s",
+                format!("{}: must be 1..=3600", self.duration_s),
+            ));
         }
         if self.warmup_s > 600 {
-            return Err(invalid("warmup-s", format!("{}: must be 0..=600", self.warmup_s)));
+            return Err(invalid(
+                "warmup-s",
+                format!("{}: must be 0..=600", self.warmup_s),
+            ));
         }
         if let Some(rate) = self.rate {
             if !rate.is_finite() || rate <= 0.0 {
-                return Err(invalid("rate", format!("{rate}: must be a positive number of ops/s")));
+                return Err(invalid(
+                    "rate",
+                    format!("{rate}: must be a positive number of ops/s"),
+                ));
             }
         }
         if self.keys == 0 {
             return Err(invalid("keys", "must be at least 1"));
         }
         if !["etcd", "none"].contains(&self.peer.as_str()) {
-            return Err(invalid("peer", format!("{:?}: use etcd or none", self.peer)));
+            return Err(invalid(
+                "peer",
+                format!("{:?}: use etcd or none", self.peer),
+            ));
         }
         if self.base_port < 1024 || self.base_port as u32 + 1000 + self.replicas > 65_535 {
-            return Err(invalid("base-port", format!("{}: must be >= 1024 and leave room for base+1000+replicas", self.base_port)));
+            return Err(invalid(
+                "base-port",
+                format!(
+                    "{}: must be >= 1024 and leave room for base+1000+replicas",
+                    self.base_port
+                ),
+            ));
         }
         Ok(())
     }
@@ -273,12 +334,18 @@ mod tests {
         args.validate().unwrap();
         assert_eq!(args.clients, vec![1, 4, 16, 64, 256]);
         assert_eq!(args.arrival(), Arrival::Closed);
-        assert_eq!(parse(&["--rate", "5000"]).arrival(), Arrival::Open { rate_per_s: 5000.0 });
+        assert_eq!(
+            parse(&["--rate", "5000"]).arrival(),
+            Arrival::Open { rate_per_s: 5000.0 }
+        );
     }
 
     #[test]
     fn bad_values_name_their_flag() {
-        assert!(error_of(&["--transport", "shm"]).contains("--transport") && error_of(&["--transport", "shm"]).contains("only tcp"));
+        assert!(
+            error_of(&["--transport", "shm"]).contains("--transport")
+                && error_of(&["--transport", "shm"]).contains("only tcp")
+        );
         assert!(error_of(&["--log-backend", "floppy"]).contains("--log-backend"));
         assert!(error_of(&["--clients", "1,0"]).contains("--clients: 0"));
         assert!(error_of(&["--payload-bytes", "0"]).contains("--payload-bytes"));
@@ -299,7 +366,14 @@ mod tests {
     #[test]
     fn callgrind_args_validate() {
         let cli = Cli::try_parse_from(["decree-bench", "callgrind", "--ops", "0"]).unwrap();
-        let BenchCommand::Callgrind(args) = cli.command else { panic!() };
-        assert!(args.workload.validate().unwrap_err().to_string().contains("--ops"));
+        let BenchCommand::Callgrind(args) = cli.command else {
+            panic!()
+        };
+        assert!(args
+            .workload
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--ops"));
     }
 }

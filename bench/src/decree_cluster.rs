@@ -42,37 +42,67 @@ pub struct DecreeCluster {
 pub fn find_decree_bin(explicit: Option<&Path>) -> Result<PathBuf, BenchError> {
     let path = match explicit {
         Some(path) => path.to_path_buf(),
-        None => std::env::current_exe().map_err(|e| BenchError::DecreeBinary(e.to_string()))?.with_file_name("decree"),
+        None => std::env::current_exe()
+            .map_err(|e| BenchError::DecreeBinary(e.to_string()))?
+            .with_file_name("decree"),
     };
     if path.is_file() {
         Ok(path)
     } else {
-        Err(BenchError::DecreeBinary(format!("{} not found", path.display())))
+        Err(BenchError::DecreeBinary(format!(
+            "{} not found",
+            path.display()
+        )))
     }
 }
 
 fn write_configs(spec: &ClusterSpec, dir: &Path) -> Result<(), BenchError> {
-    let io = |what: &str, e: &dyn std::fmt::Display| BenchError::Cluster(format!("{what} in {}: {e}", dir.display()));
+    let io = |what: &str, e: &dyn std::fmt::Display| {
+        BenchError::Cluster(format!("{what} in {}: {e}", dir.display()))
+    };
     std::fs::create_dir_all(dir).map_err(|e| io("creating the directory", &e))?;
     generate_secret(&dir.join("secret")).map_err(|e| io("writing the secret", &e))?;
-    let members: Vec<Member> = (0..spec.replicas).map(|id| Member { id, addr: format!("127.0.0.1:{}", spec.base_port as u32 + id) }).collect();
-    let metrics: Vec<String> = (0..spec.replicas).map(|id| format!("127.0.0.1:{}", spec.base_port as u32 + 1000 + id)).collect();
+    let members: Vec<Member> = (0..spec.replicas)
+        .map(|id| Member {
+            id,
+            addr: format!("127.0.0.1:{}", spec.base_port as u32 + id),
+        })
+        .collect();
+    let metrics: Vec<String> = (0..spec.replicas)
+        .map(|id| format!("127.0.0.1:{}", spec.base_port as u32 + 1000 + id))
+        .collect();
     for id in 0..spec.replicas {
-        let mut config = ReplicaConfig::local(id, members.clone(), format!("r{id}").into(), "secret".into(), Some(metrics[id as usize].clone()));
+        let mut config = ReplicaConfig::local(
+            id,
+            members.clone(),
+            format!("r{id}").into(),
+            "secret".into(),
+            Some(metrics[id as usize].clone()),
+        );
         config.log.backend = spec.log_backend.clone();
         config.log.size_mib = spec.log_size_mib;
         config.log.checkpoint_every_slots = spec.checkpoint_every_slots;
-        config.validate().map_err(|(field, detail)| BenchError::Cluster(format!("replica config {field}: {detail}")))?;
+        config.validate().map_err(|(field, detail)| {
+            BenchError::Cluster(format!("replica config {field}: {detail}"))
+        })?;
         let text = toml::to_string_pretty(&config).map_err(|e| io("encoding a config", &e))?;
-        std::fs::write(dir.join(format!("replica-{id}.toml")), text).map_err(|e| io("writing a config", &e))?;
+        std::fs::write(dir.join(format!("replica-{id}.toml")), text)
+            .map_err(|e| io("writing a config", &e))?;
     }
-    let file = ClusterFile { secret_file: "secret".into(), members, metrics };
+    let file = ClusterFile {
+        secret_file: "secret".into(),
+        members,
+        metrics,
+    };
     let text = toml::to_string_pretty(&file).map_err(|e| io("encoding cluster.toml", &e))?;
     std::fs::write(ClusterFile::path(dir), text).map_err(|e| io("writing cluster.toml", &e))
 }
 
 fn run_decree(bin: &Path, args: &[&str]) -> Result<(), BenchError> {
-    let output = Command::new(bin).args(args).output().map_err(|e| BenchError::DecreeBinary(format!("running {}: {e}", bin.display())))?;
+    let output = Command::new(bin)
+        .args(args)
+        .output()
+        .map_err(|e| BenchError::DecreeBinary(format!("running {}: {e}", bin.display())))?;
     if output.status.success() {
         Ok(())
     } else {
@@ -99,11 +129,27 @@ impl DecreeCluster {
         write_configs(spec, dir)?;
         let dir_text = dir.display().to_string();
         // From here on, drop stops whatever did start.
-        let mut cluster =
-            DecreeCluster { bin: bin.to_path_buf(), dir: dir.to_path_buf(), leader_addr: String::new(), addrs: Vec::new(), secret: Vec::new() };
-        run_decree(bin, &["cluster", "up", "--dir", &dir_text, "--replicas", &spec.replicas.to_string()])?;
+        let mut cluster = DecreeCluster {
+            bin: bin.to_path_buf(),
+            dir: dir.to_path_buf(),
+            leader_addr: String::new(),
+            addrs: Vec::new(),
+            secret: Vec::new(),
+        };
+        run_decree(
+            bin,
+            &[
+                "cluster",
+                "up",
+                "--dir",
+                &dir_text,
+                "--replicas",
+                &spec.replicas.to_string(),
+            ],
+        )?;
         let file = ClusterFile::load(dir).map_err(BenchError::Cluster)?;
-        cluster.secret = read_secret(&file.secret_file).map_err(|e| BenchError::Cluster(e.to_string()))?;
+        cluster.secret =
+            read_secret(&file.secret_file).map_err(|e| BenchError::Cluster(e.to_string()))?;
         cluster.addrs = file.addrs();
         cluster.leader_addr = cluster.find_leader(Duration::from_secs(15))?;
         Ok(cluster)
@@ -114,22 +160,34 @@ impl DecreeCluster {
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             for addr in &self.addrs {
-                if Client::status(addr, &self.secret, Duration::from_millis(500)).map(|s| s.leading).unwrap_or(false) {
+                if Client::status(addr, &self.secret, Duration::from_millis(500))
+                    .map(|s| s.leading)
+                    .unwrap_or(false)
+                {
                     return Ok(addr.clone());
                 }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Err(BenchError::Cluster(format!("no leader within {} s; see {}/replica-*.log", wait.as_secs(), self.dir.display())))
+        Err(BenchError::Cluster(format!(
+            "no leader within {} s; see {}/replica-*.log",
+            wait.as_secs(),
+            self.dir.display()
+        )))
     }
 
     /// Every replica's id and pid (from `decree cluster up`'s pid files), and whether it leads.
     pub fn processes(&self) -> Vec<crate::perf_stat::Target> {
         (0..self.addrs.len() as u32)
             .filter_map(|replica| {
-                let text = std::fs::read_to_string(self.dir.join(format!("replica-{replica}.pid"))).ok()?;
+                let text = std::fs::read_to_string(self.dir.join(format!("replica-{replica}.pid")))
+                    .ok()?;
                 let pid = text.trim().parse().ok()?;
-                Some(crate::perf_stat::Target { replica, pid, leader: self.addrs[replica as usize] == self.leader_addr })
+                Some(crate::perf_stat::Target {
+                    replica,
+                    pid,
+                    leader: self.addrs[replica as usize] == self.leader_addr,
+                })
             })
             .collect()
     }

@@ -41,7 +41,10 @@ impl Window {
     }
 
     fn fail(&self, why: String) {
-        self.failure.lock().expect("failure lock").get_or_insert(why);
+        self.failure
+            .lock()
+            .expect("failure lock")
+            .get_or_insert(why);
     }
 
     fn failed(&self) -> bool {
@@ -64,8 +67,17 @@ struct ReaderTally {
     busy: u64,
 }
 
-fn reader_loop(stream: TcpStream, flights: Arc<Vec<InFlight>>, freed: Sender<Freed>, window: Arc<Window>) -> ReaderTally {
-    let mut tally = ReaderTally { recorder: Recorder::new(), errors: 0, busy: 0 };
+fn reader_loop(
+    stream: TcpStream,
+    flights: Arc<Vec<InFlight>>,
+    freed: Sender<Freed>,
+    window: Arc<Window>,
+) -> ReaderTally {
+    let mut tally = ReaderTally {
+        recorder: Recorder::new(),
+        errors: 0,
+        busy: 0,
+    };
     let mut reader = BufReader::with_capacity(64 << 10, stream);
     let mut buf = Vec::new();
     let mask = (1u64 << SESSION_BITS) - 1;
@@ -85,7 +97,10 @@ fn reader_loop(stream: TcpStream, flights: Arc<Vec<InFlight>>, freed: Sender<Fre
                 let session = (request_id & mask) as usize;
                 let done_ns = window.now_ns();
                 let flight = &flights[session];
-                let (intended_ns, sent_ns) = (flight.intended_ns.load(Ordering::Acquire), flight.sent_ns.load(Ordering::Acquire));
+                let (intended_ns, sent_ns) = (
+                    flight.intended_ns.load(Ordering::Acquire),
+                    flight.sent_ns.load(Ordering::Acquire),
+                );
                 window.completed.fetch_add(1, Ordering::Relaxed);
                 if intended_ns >= window.start_ns && done_ns <= window.end_ns {
                     tally.recorder.record_ns(intended_ns, sent_ns, done_ns);
@@ -96,7 +111,11 @@ fn reader_loop(stream: TcpStream, flights: Arc<Vec<InFlight>>, freed: Sender<Fre
                 tally.busy += 1;
                 ((request_id & mask) as usize, true)
             }
-            ServerFrame::Redirect { request_id, leader_addr, .. } => {
+            ServerFrame::Redirect {
+                request_id,
+                leader_addr,
+                ..
+            } => {
                 tally.errors += 1;
                 window.fail(format!("the leader changed during the run (redirected to {leader_addr:?}); rerun, or look at the replica logs"));
                 ((request_id & mask) as usize, false)
@@ -130,14 +149,30 @@ impl ConnectionSender {
     fn queue(&mut self, session: usize, retry: bool, intended_ns: u64, now_ns: u64) {
         if !retry {
             self.seqs[session] += 1;
-            self.flights[session].intended_ns.store(intended_ns, Ordering::Release);
+            self.flights[session]
+                .intended_ns
+                .store(intended_ns, Ordering::Release);
         }
-        self.flights[session].sent_ns.store(now_ns, Ordering::Release);
+        self.flights[session]
+            .sent_ns
+            .store(now_ns, Ordering::Release);
         self.op_counter += 1;
         let key = key_for(self.op_counter ^ self.client_ids[session], self.keys);
-        let op = KvOp::Put { key: Bytes::from(key.into_bytes()), value: self.value.clone() }.encode();
+        let op = KvOp::Put {
+            key: Bytes::from(key.into_bytes()),
+            value: self.value.clone(),
+        }
+        .encode();
         let request_id = (self.seqs[session] << SESSION_BITS) | session as u64;
-        wire::encode(&ClientFrame::Request { request_id, client: self.client_ids[session], seq: self.seqs[session], op }, &mut self.buf);
+        wire::encode(
+            &ClientFrame::Request {
+                request_id,
+                client: self.client_ids[session],
+                seq: self.seqs[session],
+                op,
+            },
+            &mut self.buf,
+        );
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -147,11 +182,25 @@ impl ConnectionSender {
     }
 }
 
-fn connection(addr: &str, secret: &[u8], sessions: usize, index: usize, spec: &LoadSpec, window: Arc<Window>) -> Result<ReaderTally, String> {
+fn connection(
+    addr: &str,
+    secret: &[u8],
+    sessions: usize,
+    index: usize,
+    spec: &LoadSpec,
+    window: Arc<Window>,
+) -> Result<ReaderTally, String> {
     let stream = dial(addr, secret, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     stream.set_read_timeout(None).map_err(|e| e.to_string())?;
     let read_half = stream.try_clone().map_err(|e| e.to_string())?;
-    let flights: Arc<Vec<InFlight>> = Arc::new((0..sessions).map(|_| InFlight { intended_ns: AtomicU64::new(0), sent_ns: AtomicU64::new(0) }).collect());
+    let flights: Arc<Vec<InFlight>> = Arc::new(
+        (0..sessions)
+            .map(|_| InFlight {
+                intended_ns: AtomicU64::new(0),
+                sent_ns: AtomicU64::new(0),
+            })
+            .collect(),
+    );
     let (freed_tx, freed_rx): (Sender<Freed>, Receiver<Freed>) = channel::unbounded();
     let reader = {
         let (flights, window) = (flights.clone(), window.clone());
@@ -169,13 +218,24 @@ fn connection(addr: &str, secret: &[u8], sessions: usize, index: usize, spec: &L
     };
     let mut idle: Vec<usize> = (0..sessions).collect();
     let mut schedule = match spec.arrival {
-        Arrival::Open { rate_per_s } => Some(Schedule::new(window.base, rate_per_s, index, spec.connections)),
+        Arrival::Open { rate_per_s } => Some(Schedule::new(
+            window.base,
+            rate_per_s,
+            index,
+            spec.connections,
+        )),
         Arrival::Closed => None,
     };
-    let mut next_intended_ns = schedule.as_mut().map(|s| s.next_intended().duration_since(window.base).as_nanos() as u64);
+    let mut next_intended_ns = schedule
+        .as_mut()
+        .map(|s| s.next_intended().duration_since(window.base).as_nanos() as u64);
     while window.now_ns() < window.end_ns && !window.failed() {
         // Take back what the reader freed; resend busy ones at once (same seq, same intended time).
-        let wait = if idle.is_empty() || schedule.is_some() { Duration::from_millis(1) } else { Duration::ZERO };
+        let wait = if idle.is_empty() || schedule.is_some() {
+            Duration::from_millis(1)
+        } else {
+            Duration::ZERO
+        };
         let mut freed: Vec<Freed> = Vec::new();
         if let Ok(first) = freed_rx.recv_timeout(wait) {
             freed.push(first);
@@ -203,7 +263,12 @@ fn connection(addr: &str, secret: &[u8], sessions: usize, index: usize, spec: &L
                 while *intended_ns <= now_ns && !idle.is_empty() {
                     let session = idle.pop().expect("checked non-empty");
                     sender.queue(session, false, *intended_ns, now_ns);
-                    *intended_ns = schedule.as_mut().expect("open loop").next_intended().duration_since(window.base).as_nanos() as u64;
+                    *intended_ns = schedule
+                        .as_mut()
+                        .expect("open loop")
+                        .next_intended()
+                        .duration_since(window.base)
+                        .as_nanos() as u64;
                 }
                 let until_next = intended_ns.saturating_sub(window.now_ns());
                 if until_next > 60_000 && sender.buf.is_empty() && !idle.is_empty() {
@@ -215,7 +280,9 @@ fn connection(addr: &str, secret: &[u8], sessions: usize, index: usize, spec: &L
             std::thread::sleep(Duration::from_micros(50));
         }
         if !sender.buf.is_empty() {
-            sender.flush().map_err(|e| format!("sending to {addr}: {e}"))?;
+            sender
+                .flush()
+                .map_err(|e| format!("sending to {addr}: {e}"))?;
         }
     }
     // Let requests in flight finish (they are outside the window), then close.
@@ -232,17 +299,35 @@ fn connection(addr: &str, secret: &[u8], sessions: usize, index: usize, spec: &L
 /// Splits `clients` sessions over `connections` as evenly as possible.
 pub fn sessions_per_connection(clients: usize, connections: usize) -> Vec<usize> {
     let connections = connections.clamp(1, clients.max(1));
-    (0..connections).map(|i| clients / connections + usize::from(i < clients % connections)).collect()
+    (0..connections)
+        .map(|i| clients / connections + usize::from(i < clients % connections))
+        .collect()
 }
 
 /// Runs `spec` against the leader at `addr`.
-pub fn run(addr: &str, secret: &[u8], spec: &LoadSpec, label: &str) -> Result<LoadOutcome, BenchError> {
+pub fn run(
+    addr: &str,
+    secret: &[u8],
+    spec: &LoadSpec,
+    label: &str,
+) -> Result<LoadOutcome, BenchError> {
     let base = Instant::now();
     let start_ns = spec.warmup.as_nanos() as u64;
     let end_ns = start_ns + spec.duration.as_nanos() as u64;
     let completed = Arc::new(AtomicU64::new(0));
-    let window = Arc::new(Window { base, start_ns, end_ns, completed: completed.clone(), failure: Mutex::new(None) });
-    let _progress = Progress::start(label.to_string(), completed, spec.warmup + spec.duration, spec.progress);
+    let window = Arc::new(Window {
+        base,
+        start_ns,
+        end_ns,
+        completed: completed.clone(),
+        failure: Mutex::new(None),
+    });
+    let _progress = Progress::start(
+        label.to_string(),
+        completed,
+        spec.warmup + spec.duration,
+        spec.progress,
+    );
     let split = sessions_per_connection(spec.clients, spec.connections);
     let mut spec_used = spec.clone();
     spec_used.connections = split.len();
@@ -250,7 +335,12 @@ pub fn run(addr: &str, secret: &[u8], spec: &LoadSpec, label: &str) -> Result<Lo
         .into_iter()
         .enumerate()
         .map(|(index, sessions)| {
-            let (addr, secret, spec, window) = (addr.to_string(), secret.to_vec(), spec_used.clone(), window.clone());
+            let (addr, secret, spec, window) = (
+                addr.to_string(),
+                secret.to_vec(),
+                spec_used.clone(),
+                window.clone(),
+            );
             std::thread::spawn(move || connection(&addr, &secret, sessions, index, &spec, window))
         })
         .collect();
@@ -266,9 +356,17 @@ pub fn run(addr: &str, secret: &[u8], spec: &LoadSpec, label: &str) -> Result<Lo
     }
     let errors = tallies.iter().map(|t| t.errors).sum();
     let busy = tallies.iter().map(|t| t.busy).sum();
-    let outcome = LoadOutcome::merge(tallies.iter().map(|t| &t.recorder), errors, busy, spec.duration.as_secs_f64());
+    let outcome = LoadOutcome::merge(
+        tallies.iter().map(|t| &t.recorder),
+        errors,
+        busy,
+        spec.duration.as_secs_f64(),
+    );
     if outcome.ops == 0 {
-        return Err(BenchError::Load(format!("no operation completed in the {} s window", spec.duration.as_secs_f64())));
+        return Err(BenchError::Load(format!(
+            "no operation completed in the {} s window",
+            spec.duration.as_secs_f64()
+        )));
     }
     Ok(outcome)
 }
@@ -280,7 +378,11 @@ mod tests {
     #[test]
     fn sessions_split_evenly_and_never_exceed_clients() {
         assert_eq!(sessions_per_connection(10, 4), vec![3, 3, 2, 2]);
-        assert_eq!(sessions_per_connection(2, 8), vec![1, 1], "no connection without a session");
+        assert_eq!(
+            sessions_per_connection(2, 8),
+            vec![1, 1],
+            "no connection without a session"
+        );
         assert_eq!(sessions_per_connection(64, 1), vec![64]);
         assert_eq!(sessions_per_connection(7, 3).iter().sum::<usize>(), 7);
     }

@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 
 /// The JSON body of a put of `key` = `value`.
 pub fn put_body(key: &[u8], value: &[u8]) -> String {
-    format!("{{\"key\":\"{}\",\"value\":\"{}\"}}", BASE64.encode(key), BASE64.encode(value))
+    format!(
+        "{{\"key\":\"{}\",\"value\":\"{}\"}}",
+        BASE64.encode(key),
+        BASE64.encode(value)
+    )
 }
 
 struct Tally {
@@ -22,8 +26,17 @@ struct Tally {
     last_error: Option<String>,
 }
 
-fn client(url: String, index: usize, spec: LoadSpec, base: Instant, completed: Arc<AtomicU64>) -> Tally {
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).max_idle_connections_per_host(1).build();
+fn client(
+    url: String,
+    index: usize,
+    spec: LoadSpec,
+    base: Instant,
+    completed: Arc<AtomicU64>,
+) -> Tally {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .max_idle_connections_per_host(1)
+        .build();
     let put_url = format!("{url}/v3/kv/put");
     let value = vec![b'x'; spec.payload_bytes];
     let (start, end) = (base + spec.warmup, base + spec.warmup + spec.duration);
@@ -31,7 +44,11 @@ fn client(url: String, index: usize, spec: LoadSpec, base: Instant, completed: A
         Arrival::Open { rate_per_s } => Some(Schedule::new(base, rate_per_s, index, spec.clients)),
         Arrival::Closed => None,
     };
-    let mut tally = Tally { recorder: Recorder::new(), errors: 0, last_error: None };
+    let mut tally = Tally {
+        recorder: Recorder::new(),
+        errors: 0,
+        last_error: None,
+    };
     let ns = |at: Instant| at.duration_since(base).as_nanos() as u64;
     let mut n = index as u64;
     loop {
@@ -52,15 +69,22 @@ fn client(url: String, index: usize, spec: LoadSpec, base: Instant, completed: A
         n += spec.clients as u64;
         let body = put_body(key_for(n, spec.keys).as_bytes(), &value);
         let sent = Instant::now();
-        let result = agent.post(&put_url).set("Content-Type", "application/json").send_string(&body).and_then(|r| Ok(r.into_string()?));
+        let result = agent
+            .post(&put_url)
+            .set("Content-Type", "application/json")
+            .send_string(&body)
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.into_string().map_err(|e| e.to_string()));
         let done = Instant::now();
         completed.fetch_add(1, Ordering::Relaxed);
         match result {
-            Ok(_) if intended >= start && done <= end => tally.recorder.record_ns(ns(intended), ns(sent), ns(done)),
+            Ok(_) if intended >= start && done <= end => {
+                tally.recorder.record_ns(ns(intended), ns(sent), ns(done))
+            }
             Ok(_) => {}
             Err(e) => {
                 tally.errors += 1;
-                tally.last_error = Some(e.to_string());
+                tally.last_error = Some(e);
             }
         }
     }
@@ -70,19 +94,37 @@ fn client(url: String, index: usize, spec: LoadSpec, base: Instant, completed: A
 pub fn run(url: &str, spec: &LoadSpec, label: &str) -> Result<LoadOutcome, BenchError> {
     let base = Instant::now();
     let completed = Arc::new(AtomicU64::new(0));
-    let _progress = Progress::start(label.to_string(), completed.clone(), spec.warmup + spec.duration, spec.progress);
+    let _progress = Progress::start(
+        label.to_string(),
+        completed.clone(),
+        spec.warmup + spec.duration,
+        spec.progress,
+    );
     let threads: Vec<_> = (0..spec.clients)
         .map(|index| {
             let (url, spec, completed) = (url.to_string(), spec.clone(), completed.clone());
             std::thread::spawn(move || client(url, index, spec, base, completed))
         })
         .collect();
-    let tallies: Vec<Tally> = threads.into_iter().map(|t| t.join().expect("etcd client thread panicked")).collect();
+    let tallies: Vec<Tally> = threads
+        .into_iter()
+        .map(|t| t.join().expect("etcd client thread panicked"))
+        .collect();
     let errors = tallies.iter().map(|t| t.errors).sum();
-    let outcome = LoadOutcome::merge(tallies.iter().map(|t| &t.recorder), errors, 0, spec.duration.as_secs_f64());
+    let outcome = LoadOutcome::merge(
+        tallies.iter().map(|t| &t.recorder),
+        errors,
+        0,
+        spec.duration.as_secs_f64(),
+    );
     if outcome.ops == 0 {
-        let why = tallies.iter().find_map(|t| t.last_error.clone()).unwrap_or_else(|| "no reply".into());
-        return Err(BenchError::Etcd(format!("no put completed in the window: {why}")));
+        let why = tallies
+            .iter()
+            .find_map(|t| t.last_error.clone())
+            .unwrap_or_else(|| "no reply".into());
+        return Err(BenchError::Etcd(format!(
+            "no put completed in the window: {why}"
+        )));
     }
     Ok(outcome)
 }

@@ -15,7 +15,8 @@ pub fn new_histogram_us() -> Histogram<u64> {
 pub fn merge<'a>(parts: impl IntoIterator<Item = &'a Histogram<u64>>) -> Histogram<u64> {
     let mut all = new_histogram_us();
     for part in parts {
-        all.add(part).expect("histograms from new_histogram_us share bounds");
+        all.add(part)
+            .expect("histograms from new_histogram_us share bounds");
     }
     all
 }
@@ -66,7 +67,12 @@ pub fn cdf_points(histogram: &Histogram<u64>) -> Vec<(f64, f64)> {
     }
     histogram
         .iter_recorded()
-        .map(|bucket| (bucket.value_iterated_to().max(1) as f64, bucket.count_since_last_iteration() as f64))
+        .map(|bucket| {
+            (
+                bucket.value_iterated_to().max(1) as f64,
+                bucket.count_since_last_iteration() as f64,
+            )
+        })
         .scan(0.0, |seen, (value, count)| {
             *seen += count;
             Some((value, *seen / total))
@@ -88,7 +94,11 @@ mod tests {
         let all = merge([&a, &b]);
         let summary = LatencySummary::of(&all);
         assert_eq!(summary.count, 101);
-        assert_eq!(summary.max_us, all.highest_equivalent(5_000), "max is the top of 5000's bucket");
+        assert_eq!(
+            summary.max_us,
+            all.highest_equivalent(5_000),
+            "max is the top of 5000's bucket"
+        );
         assert!(summary.max_us >= 5_000 && summary.max_us < 5_010);
         assert_eq!(summary.p50_us, 51);
         assert!(summary.p99_us >= 99 && summary.p99_us <= 100, "{summary:?}");
@@ -96,7 +106,10 @@ mod tests {
 
     #[test]
     fn empty_histogram_summarizes_to_zeros() {
-        assert_eq!(LatencySummary::of(&new_histogram_us()), LatencySummary::default());
+        assert_eq!(
+            LatencySummary::of(&new_histogram_us()),
+            LatencySummary::default()
+        );
         assert!(cdf_points(&new_histogram_us()).is_empty());
     }
 
@@ -108,7 +121,9 @@ mod tests {
         }
         let points = cdf_points(&h);
         assert_eq!(points.len(), 4);
-        assert!(points.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
+        assert!(points
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
         assert!((points[0].1 - 0.4).abs() < 1e-9);
         assert!((points.last().unwrap().1 - 1.0).abs() < 1e-9);
     }

@@ -57,19 +57,32 @@ pub fn run(spec: InprocSpec) -> InprocOutcome {
         .map(|id| {
             let mut config = CoreConfig::new(*id, voters.clone());
             config.max_batch_requests = spec.max_batch_requests;
-            Node { core: Replica::new(config), applier: Applier::new(KvStore::default(), Membership::new(voters.clone())) }
+            Node {
+                core: Replica::new(config),
+                applier: Applier::new(KvStore::default(), Membership::new(voters.clone())),
+            }
         })
         .collect();
     let mut inbox: VecDeque<(usize, Input)> = VecDeque::new();
     let (mut commands, mut applied, mut wire) = (Vec::new(), Vec::new(), Vec::new());
-    let mut outcome = InprocOutcome { committed: 0, messages: 0, steps: 0 };
+    let mut outcome = InprocOutcome {
+        committed: 0,
+        messages: 0,
+        steps: 0,
+    };
     let mut leader: Option<usize> = None;
     let mut seqs = vec![0u64; spec.clients];
     let mut proposals: Vec<Request> = Vec::new();
     // Client-side encoding is not the cluster's cost: encode the operations once, up front.
     let value = Bytes::from(vec![b'x'; spec.payload_bytes]);
     let ops: Vec<Bytes> = (0..DISTINCT_KEYS)
-        .map(|k| KvOp::Put { key: Bytes::from(format!("key-{k:06}").into_bytes()), value: value.clone() }.encode())
+        .map(|k| {
+            KvOp::Put {
+                key: Bytes::from(format!("key-{k:06}").into_bytes()),
+                value: value.clone(),
+            }
+            .encode()
+        })
         .collect();
     let mut issued = 0u64;
     let mut now_ms = 0u64;
@@ -77,7 +90,11 @@ pub fn run(spec: InprocSpec) -> InprocOutcome {
     let next_request = |client: usize, seqs: &mut Vec<u64>, issued: &mut u64| {
         seqs[client] += 1;
         *issued += 1;
-        Request { client: ClientId(client as u64 + 1), seq: seqs[client], op: ops[(*issued % DISTINCT_KEYS) as usize].clone() }
+        Request {
+            client: ClientId(client as u64 + 1),
+            seq: seqs[client],
+            op: ops[(*issued % DISTINCT_KEYS) as usize].clone(),
+        }
     };
     while outcome.committed < spec.ops {
         let Some((node, input)) = inbox.pop_front() else {
@@ -91,7 +108,12 @@ pub fn run(spec: InprocSpec) -> InprocOutcome {
             continue;
         };
         outcome.steps += 1;
-        assert!(outcome.steps < step_bound, "inproc-progress: {} steps for {} committed ops", outcome.steps, outcome.committed);
+        assert!(
+            outcome.steps < step_bound,
+            "inproc-progress: {} steps for {} committed ops",
+            outcome.steps,
+            outcome.committed
+        );
         nodes[node].core.step(now_ms, input, &mut commands);
         let mut persist_upto = None;
         for command in commands.drain(..) {
@@ -100,7 +122,8 @@ pub fn run(spec: InprocSpec) -> InprocOutcome {
                 Command::Send(envelope) => {
                     wire.clear();
                     encode_frame(&envelope, &mut wire);
-                    let (received, _) = decode_frame(&wire).expect("inproc-codec: a frame we encoded decodes");
+                    let (received, _) =
+                        decode_frame(&wire).expect("inproc-codec: a frame we encoded decodes");
                     outcome.messages += 1;
                     inbox.push_back((received.to.0 as usize, Input::Receive(received)));
                 }
@@ -120,7 +143,9 @@ pub fn run(spec: InprocSpec) -> InprocOutcome {
                 Command::LeadershipChanged { leading: true, .. } => {
                     leader = Some(node);
                     // Every session's request goes to the new leader (the first time: the first puts).
-                    proposals = (0..spec.clients).map(|c| next_request(c, &mut seqs, &mut issued)).collect();
+                    proposals = (0..spec.clients)
+                        .map(|c| next_request(c, &mut seqs, &mut issued))
+                        .collect();
                 }
                 _ => {}
             }
@@ -138,7 +163,12 @@ mod tests {
 
     #[test]
     fn commits_the_requested_operations_deterministically() {
-        let spec = InprocSpec { ops: 500, clients: 16, payload_bytes: 64, max_batch_requests: 1024 };
+        let spec = InprocSpec {
+            ops: 500,
+            clients: 16,
+            payload_bytes: 64,
+            max_batch_requests: 1024,
+        };
         let (a, b) = (run(spec), run(spec));
         assert!(a.committed >= 500);
         assert!(a.messages > 0);

@@ -60,15 +60,23 @@ pub struct Recorder {
 impl Recorder {
     /// Empty histograms.
     pub fn new() -> Recorder {
-        Recorder { corrected: new_histogram_us(), uncorrected: new_histogram_us(), send_lag: new_histogram_us(), ops: 0 }
+        Recorder {
+            corrected: new_histogram_us(),
+            uncorrected: new_histogram_us(),
+            send_lag: new_histogram_us(),
+            ops: 0,
+        }
     }
 
     /// Records one operation from its intended start, actual send and completion (ns on one clock).
     pub fn record_ns(&mut self, intended_ns: u64, sent_ns: u64, done_ns: u64) {
         self.ops += 1;
-        self.corrected.saturating_record(done_ns.saturating_sub(intended_ns) / 1_000);
-        self.uncorrected.saturating_record(done_ns.saturating_sub(sent_ns) / 1_000);
-        self.send_lag.saturating_record(sent_ns.saturating_sub(intended_ns) / 1_000);
+        self.corrected
+            .saturating_record(done_ns.saturating_sub(intended_ns) / 1_000);
+        self.uncorrected
+            .saturating_record(done_ns.saturating_sub(sent_ns) / 1_000);
+        self.send_lag
+            .saturating_record(sent_ns.saturating_sub(intended_ns) / 1_000);
     }
 }
 
@@ -80,7 +88,12 @@ impl Default for Recorder {
 
 impl LoadOutcome {
     /// Merges the workers' recorders.
-    pub fn merge<'a>(recorders: impl Iterator<Item = &'a Recorder> + Clone, errors: u64, busy_retries: u64, elapsed_s: f64) -> LoadOutcome {
+    pub fn merge<'a>(
+        recorders: impl Iterator<Item = &'a Recorder> + Clone,
+        errors: u64,
+        busy_retries: u64,
+        elapsed_s: f64,
+    ) -> LoadOutcome {
         LoadOutcome {
             corrected: merge(recorders.clone().map(|r| &r.corrected)),
             uncorrected: merge(recorders.clone().map(|r| &r.uncorrected)),
@@ -115,16 +128,28 @@ mod tests {
         let outcome = LoadOutcome::merge([&a, &b].into_iter(), 1, 2, 1.0);
         assert_eq!(outcome.ops, 2);
         assert_eq!((outcome.errors, outcome.busy_retries), (1, 2));
-        assert_eq!(outcome.corrected.max(), outcome.corrected.highest_equivalent(4_000));
-        assert_eq!(outcome.uncorrected.max(), outcome.uncorrected.highest_equivalent(1_000));
-        assert_eq!(outcome.send_lag.max(), outcome.send_lag.highest_equivalent(3_000));
+        assert_eq!(
+            outcome.corrected.max(),
+            outcome.corrected.highest_equivalent(4_000)
+        );
+        assert_eq!(
+            outcome.uncorrected.max(),
+            outcome.uncorrected.highest_equivalent(1_000)
+        );
+        assert_eq!(
+            outcome.send_lag.max(),
+            outcome.send_lag.highest_equivalent(3_000)
+        );
         assert_eq!(outcome.send_lag.min(), 0);
     }
 
     #[test]
     fn keys_stay_in_range_and_spread() {
-        let keys: std::collections::BTreeSet<String> = (0..1_000).map(|n| key_for(n, 100)).collect();
+        let keys: std::collections::BTreeSet<String> =
+            (0..1_000).map(|n| key_for(n, 100)).collect();
         assert!(keys.len() > 90, "{} distinct keys of 100", keys.len());
-        assert!(keys.iter().all(|k| k["bench-".len()..].parse::<u64>().unwrap() < 100));
+        assert!(keys
+            .iter()
+            .all(|k| k["bench-".len()..].parse::<u64>().unwrap() < 100));
     }
 }

@@ -10,17 +10,39 @@ use std::time::Instant;
 
 fn baselines(args: &BaselineArgs) -> Result<(), BenchError> {
     if args.payload_bytes == 0 || args.payload_bytes > decree_bench::cli::MAX_PAYLOAD_BYTES {
-        return Err(BenchError::InvalidArgument { flag: "payload-bytes", detail: format!("{}: must be 1..=1048576", args.payload_bytes) });
+        return Err(BenchError::InvalidArgument {
+            flag: "payload-bytes",
+            detail: format!("{}: must be 1..=1048576", args.payload_bytes),
+        });
     }
-    let b = decree_bench::baseline::measure(&args.data_dir, args.payload_bytes, 3, Default::default())?;
+    let b =
+        decree_bench::baseline::measure(&args.data_dir, args.payload_bytes, 3, Default::default())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&b).expect("baselines serialize"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&b).expect("baselines serialize")
+        );
     } else {
-        println!("tcp loopback round trip ({} B)  p50 {} us  p99 {} us", args.payload_bytes, b.tcp_round_trip.p50_us, b.tcp_round_trip.p99_us);
-        println!("shm cache-line round trip       p50 {} ns  p99 {} ns", b.shm_round_trip_ns.0, b.shm_round_trip_ns.1);
-        println!("4 KiB write+fdatasync           p50 {} us  p99 {} us  in {}", b.fdatasync.p50_us, b.fdatasync.p99_us, b.fdatasync_dir);
-        println!("same, 3 writers at once         p50 {} us  p99 {} us", b.fdatasync_concurrent.p50_us, b.fdatasync_concurrent.p99_us);
-        println!("commit floor (tcp + fdatasync)  {} us lone, {} us concurrent", b.commit_floor_p50_us, b.commit_floor_concurrent_p50_us);
+        println!(
+            "tcp loopback round trip ({} B)  p50 {} us  p99 {} us",
+            args.payload_bytes, b.tcp_round_trip.p50_us, b.tcp_round_trip.p99_us
+        );
+        println!(
+            "shm cache-line round trip       p50 {} ns  p99 {} ns",
+            b.shm_round_trip_ns.0, b.shm_round_trip_ns.1
+        );
+        println!(
+            "4 KiB write+fdatasync           p50 {} us  p99 {} us  in {}",
+            b.fdatasync.p50_us, b.fdatasync.p99_us, b.fdatasync_dir
+        );
+        println!(
+            "same, 3 writers at once         p50 {} us  p99 {} us",
+            b.fdatasync_concurrent.p50_us, b.fdatasync_concurrent.p99_us
+        );
+        println!(
+            "commit floor (tcp + fdatasync)  {} us lone, {} us concurrent",
+            b.commit_floor_p50_us, b.commit_floor_concurrent_p50_us
+        );
     }
     Ok(())
 }
@@ -28,18 +50,34 @@ fn baselines(args: &BaselineArgs) -> Result<(), BenchError> {
 fn callgrind_mode(args: &CallgrindArgs) -> Result<(), BenchError> {
     args.workload.validate()?;
     let spec = args.workload.spec();
-    eprintln!("decree-bench callgrind: {} and {} committed puts under valgrind (a minute or two)", spec.ops, 2 * spec.ops);
+    eprintln!(
+        "decree-bench callgrind: {} and {} committed puts under valgrind (a minute or two)",
+        spec.ops,
+        2 * spec.ops
+    );
     let result = callgrind::measure(spec, &args.out, args.top)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&result).expect("result serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result).expect("result serializes")
+        );
         return Ok(());
     }
     println!(
         "callgrind: 3 in-process replicas, {} sessions in flight, {}-byte puts, batch limit {}",
         result.clients, result.payload_bytes, spec.max_batch_requests
     );
-    println!("  instructions: {} ({} ops), {} ({} ops)", result.total_instructions.0, result.ops, result.total_instructions.1, 2 * result.ops);
-    println!("  instructions per committed operation: {:.0}", result.instructions_per_op);
+    println!(
+        "  instructions: {} ({} ops), {} ({} ops)",
+        result.total_instructions.0,
+        result.ops,
+        result.total_instructions.1,
+        2 * result.ops
+    );
+    println!(
+        "  instructions per committed operation: {:.0}",
+        result.instructions_per_op
+    );
     println!("  by function, own cost per op:");
     for f in &result.top_self {
         println!("    {:>9.0}  {}", f.instructions_per_op, f.function);

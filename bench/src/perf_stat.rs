@@ -37,7 +37,11 @@ pub struct Counters {
 
 /// Parses `perf stat -x,` output: "value,unit,event,..." lines; unsupported counters are skipped.
 pub fn parse(text: &str, target: &Target) -> Counters {
-    let mut counters = Counters { replica: target.replica, leader: target.leader, ..Counters::default() };
+    let mut counters = Counters {
+        replica: target.replica,
+        leader: target.leader,
+        ..Counters::default()
+    };
     for line in text.lines() {
         let fields: Vec<&str> = line.split(',').collect();
         if fields.len() < 3 {
@@ -61,11 +65,20 @@ pub fn parse(text: &str, target: &Target) -> Counters {
 
 /// Whether `perf stat` can run here.
 pub fn available() -> bool {
-    Command::new("perf").args(["stat", "-e", "task-clock", "--", "true"]).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("perf")
+        .args(["stat", "-e", "task-clock", "--", "true"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 /// Counts each target from `delay` on for `window` (one perf process per replica), in the background.
-pub fn spawn(targets: Vec<Target>, delay: Duration, window: Duration, scratch: PathBuf) -> JoinHandle<Result<Vec<Counters>, String>> {
+pub fn spawn(
+    targets: Vec<Target>,
+    delay: Duration,
+    window: Duration,
+    scratch: PathBuf,
+) -> JoinHandle<Result<Vec<Counters>, String>> {
     std::thread::spawn(move || {
         std::thread::sleep(delay);
         let children: Vec<_> = targets
@@ -74,9 +87,21 @@ pub fn spawn(targets: Vec<Target>, delay: Duration, window: Duration, scratch: P
                 let out = scratch.join(format!("perf-stat-r{}.csv", t.replica));
                 // All replicas are counted over the same window: spawn every perf, then wait.
                 let child = Command::new("perf")
-                    .args(["stat", "-x,", "-e", "instructions,cycles,context-switches,task-clock", "-o"])
+                    .args([
+                        "stat",
+                        "-x,",
+                        "-e",
+                        "instructions,cycles,context-switches,task-clock",
+                        "-o",
+                    ])
                     .arg(&out)
-                    .args(["-p", &t.pid.to_string(), "--", "sleep", &format!("{:.3}", window.as_secs_f64())])
+                    .args([
+                        "-p",
+                        &t.pid.to_string(),
+                        "--",
+                        "sleep",
+                        &format!("{:.3}", window.as_secs_f64()),
+                    ])
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::piped())
                     .spawn();
@@ -85,11 +110,17 @@ pub fn spawn(targets: Vec<Target>, delay: Duration, window: Duration, scratch: P
             .collect::<Vec<_>>();
         let mut counters = Vec::new();
         for (target, out, child) in children {
-            let output = child.and_then(|c| c.wait_with_output()).map_err(|e| format!("running perf: {e}"))?;
+            let output = child
+                .and_then(|c| c.wait_with_output())
+                .map_err(|e| format!("running perf: {e}"))?;
             if !output.status.success() {
-                return Err(format!("perf stat failed: {}", String::from_utf8_lossy(&output.stderr)));
+                return Err(format!(
+                    "perf stat failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                ));
             }
-            let text = std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+            let text =
+                std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
             let _ = std::fs::remove_file(&out);
             counters.push(parse(&text, target));
         }
@@ -104,8 +135,18 @@ mod tests {
     #[test]
     fn parses_perf_csv_and_skips_unsupported() {
         let text = "# started on x\n\n123456789,,instructions,100.00,,\n98765,,cycles,100.00,,\n<not supported>,,branches,0,,\n42,,context-switches,100.00,,\n1500.25,msec,task-clock,100.00,,\n";
-        let c = parse(text, &Target { replica: 1, pid: 7, leader: true });
-        assert_eq!((c.instructions, c.cycles, c.context_switches), (123_456_789, 98_765, 42));
+        let c = parse(
+            text,
+            &Target {
+                replica: 1,
+                pid: 7,
+                leader: true,
+            },
+        );
+        assert_eq!(
+            (c.instructions, c.cycles, c.context_switches),
+            (123_456_789, 98_765, 42)
+        );
         assert!((c.task_clock_ms - 1500.25).abs() < 1e-9);
         assert!(c.leader && c.replica == 1);
     }

@@ -12,7 +12,12 @@ pub struct Progress {
 
 impl Progress {
     /// Reports `counter` under `label` until `total` has passed (or dropped); silent if `enabled` is false.
-    pub fn start(label: String, counter: Arc<AtomicU64>, total: Duration, enabled: bool) -> Progress {
+    pub fn start(
+        label: String,
+        counter: Arc<AtomicU64>,
+        total: Duration,
+        enabled: bool,
+    ) -> Progress {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = enabled.then(|| {
@@ -22,7 +27,12 @@ impl Progress {
                 while !flag.load(Ordering::Relaxed) && began.elapsed() < total {
                     std::thread::sleep(Duration::from_secs(1));
                     let now = counter.load(Ordering::Relaxed);
-                    eprintln!("  [{label}] {:>3.0}/{:.0} s  {:>9} ops/s", began.elapsed().as_secs_f64(), total.as_secs_f64(), now - last);
+                    eprintln!(
+                        "  [{label}] {:>3.0}/{:.0} s  {:>9} ops/s",
+                        began.elapsed().as_secs_f64(),
+                        total.as_secs_f64(),
+                        now - last
+                    );
                     last = now;
                 }
             })

@@ -75,7 +75,13 @@ impl ReplicaCost {
 
 impl Row {
     /// Summarizes a load outcome.
-    pub fn new(system: &str, mode: &str, clients: usize, payload_bytes: usize, outcome: &LoadOutcome) -> Row {
+    pub fn new(
+        system: &str,
+        mode: &str,
+        clients: usize,
+        payload_bytes: usize,
+        outcome: &LoadOutcome,
+    ) -> Row {
         let ops_per_s = outcome.ops as f64 / outcome.elapsed_s;
         Row {
             system: system.into(),
@@ -177,7 +183,10 @@ pub struct ClusterInfo {
 
 /// The 1-minute load average (0 if unreadable).
 pub fn load_average() -> f64 {
-    std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(0.0)
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// The filesystem type holding `path` (longest mount-point prefix in /proc/mounts).
@@ -189,7 +198,9 @@ pub fn filesystem_type(path: &std::path::Path) -> String {
         .filter_map(|line| {
             let mut fields = line.split_whitespace();
             let (_, point, fs) = (fields.next()?, fields.next()?, fields.next()?);
-            absolute.starts_with(point).then(|| (point.len(), fs.to_string()))
+            absolute
+                .starts_with(point)
+                .then(|| (point.len(), fs.to_string()))
         })
         .max_by_key(|(len, _)| *len)
         .map(|(_, fs)| fs)
@@ -201,7 +212,9 @@ pub fn ratios(rows: &[Row]) -> Vec<Ratio> {
     rows.iter()
         .filter(|r| r.system == "decree")
         .filter_map(|d| {
-            let e = rows.iter().find(|e| e.system == "etcd" && e.clients == d.clients && e.mode == d.mode)?;
+            let e = rows
+                .iter()
+                .find(|e| e.system == "etcd" && e.clients == d.clients && e.mode == d.mode)?;
             let div = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
             Some(Ratio {
                 clients: d.clients,
@@ -221,13 +234,35 @@ pub fn check_targets(rows: &[Row], ratios: &[Ratio], baselines: &Baselines) -> V
     let mut checks = vec![TargetCheck {
         target: ">= 300,000 committed ops/s".into(),
         measured: format!("{best:.0} ops/s (best client count)"),
-        verdict: if decree.is_empty() { Verdict::NotMeasured } else { verdict(best >= 300_000.0) },
+        verdict: if decree.is_empty() {
+            Verdict::NotMeasured
+        } else {
+            verdict(best >= 300_000.0)
+        },
     }];
-    checks.push(match ratios.iter().map(|r| r.throughput_ratio).filter(|r| r.is_finite()).reduce(f64::max) {
-        Some(ratio) => TargetCheck { target: ">= 20x etcd throughput at equal clients".into(), measured: format!("{ratio:.1}x (best)"), verdict: verdict(ratio >= 20.0) },
-        None => TargetCheck { target: ">= 20x etcd throughput at equal clients".into(), measured: "etcd not run".into(), verdict: Verdict::NotMeasured },
-    });
-    let low_load = decree.iter().filter(|r| r.mode == "closed").min_by_key(|r| r.clients);
+    checks.push(
+        match ratios
+            .iter()
+            .map(|r| r.throughput_ratio)
+            .filter(|r| r.is_finite())
+            .reduce(f64::max)
+        {
+            Some(ratio) => TargetCheck {
+                target: ">= 20x etcd throughput at equal clients".into(),
+                measured: format!("{ratio:.1}x (best)"),
+                verdict: verdict(ratio >= 20.0),
+            },
+            None => TargetCheck {
+                target: ">= 20x etcd throughput at equal clients".into(),
+                measured: "etcd not run".into(),
+                verdict: Verdict::NotMeasured,
+            },
+        },
+    );
+    let low_load = decree
+        .iter()
+        .filter(|r| r.mode == "closed")
+        .min_by_key(|r| r.clients);
     checks.push(match low_load {
         Some(row) => {
             // The stricter of the lone and the concurrent fdatasync floors.
@@ -246,7 +281,9 @@ pub fn check_targets(rows: &[Row], ratios: &[Ratio], baselines: &Baselines) -> V
     });
     checks.push(TargetCheck {
         target: "in-memory log over shm >= 1,000,000 ops/s".into(),
-        measured: "not supported yet: the replica server serves only transport tcp and file/dax logs".into(),
+        measured:
+            "not supported yet: the replica server serves only transport tcp and file/dax logs"
+                .into(),
         verdict: Verdict::NotMeasured,
     });
     checks
@@ -267,7 +304,15 @@ mod tests {
             busy_retries: 0,
             ops_per_s,
             mb_per_s: ops_per_s * 64.0 / 1e6,
-            latency: LatencySummary { count: 1, p50_us, p90_us: p50_us, p99_us: 2 * p50_us, p999_us: 2 * p50_us, max_us: 3 * p50_us, mean_us: p50_us as f64 },
+            latency: LatencySummary {
+                count: 1,
+                p50_us,
+                p90_us: p50_us,
+                p99_us: 2 * p50_us,
+                p999_us: 2 * p50_us,
+                max_us: 3 * p50_us,
+                mean_us: p50_us as f64,
+            },
             latency_uncorrected: LatencySummary::default(),
             send_lag: LatencySummary::default(),
             cdf: Vec::new(),
@@ -276,7 +321,10 @@ mod tests {
     }
 
     fn baselines(tcp_p50: u64, sync_p50: u64) -> Baselines {
-        let s = |p50_us| LatencySummary { p50_us, ..LatencySummary::default() };
+        let s = |p50_us| LatencySummary {
+            p50_us,
+            ..LatencySummary::default()
+        };
         Baselines {
             tcp_round_trip: s(tcp_p50),
             shm_round_trip_ns: (100, 200),
@@ -291,7 +339,11 @@ mod tests {
 
     #[test]
     fn ratios_pair_rows_by_client_count() {
-        let rows = vec![row("decree", 1, 1_000.0, 500), row("etcd", 1, 100.0, 2_000), row("decree", 8, 10_000.0, 800)];
+        let rows = vec![
+            row("decree", 1, 1_000.0, 500),
+            row("etcd", 1, 100.0, 2_000),
+            row("decree", 8, 10_000.0, 800),
+        ];
         let ratios = ratios(&rows);
         assert_eq!(ratios.len(), 1, "clients=8 has no etcd row");
         assert_eq!(ratios[0].clients, 1);
@@ -301,11 +353,25 @@ mod tests {
 
     #[test]
     fn targets_use_the_best_row_and_the_lowest_load_row() {
-        let rows = vec![row("decree", 1, 1_000.0, 500), row("decree", 64, 310_000.0, 9_000), row("etcd", 64, 20_000.0, 3_000)];
+        let rows = vec![
+            row("decree", 1, 1_000.0, 500),
+            row("decree", 64, 310_000.0, 9_000),
+            row("etcd", 64, 20_000.0, 3_000),
+        ];
         let checks = check_targets(&rows, &ratios(&rows), &baselines(50, 200));
         assert_eq!(checks[0].verdict, Verdict::Met, "{:?}", checks[0]);
-        assert_eq!(checks[1].verdict, Verdict::Missed, "15.5x < 20x: {:?}", checks[1]);
-        assert_eq!(checks[2].verdict, Verdict::Met, "500 <= 2*(50+200): {:?}", checks[2]);
+        assert_eq!(
+            checks[1].verdict,
+            Verdict::Missed,
+            "15.5x < 20x: {:?}",
+            checks[1]
+        );
+        assert_eq!(
+            checks[2].verdict,
+            Verdict::Met,
+            "500 <= 2*(50+200): {:?}",
+            checks[2]
+        );
         assert_eq!(checks[3].verdict, Verdict::NotMeasured);
         let checks = check_targets(&rows[..1], &[], &baselines(50, 200));
         assert_eq!(checks[0].verdict, Verdict::Missed);
@@ -316,8 +382,17 @@ mod tests {
     fn json_report_has_the_documented_fields() {
         let rows = vec![row("decree", 1, 1_000.0, 500)];
         let report = Report {
-            host: HostInfo { cpus: 2, load_before: 1.0, load_after: 1.5 },
-            cluster: ClusterInfo { replicas: 3, transport: "tcp".into(), log_backend: "file".into(), data_dir_fs: "ext4".into() },
+            host: HostInfo {
+                cpus: 2,
+                load_before: 1.0,
+                load_after: 1.5,
+            },
+            cluster: ClusterInfo {
+                replicas: 3,
+                transport: "tcp".into(),
+                log_backend: "file".into(),
+                data_dir_fs: "ext4".into(),
+            },
             baselines: baselines(50, 200),
             ratios: ratios(&rows),
             targets: check_targets(&rows, &[], &baselines(50, 200)),
@@ -335,14 +410,31 @@ mod tests {
         assert!(row.get("cdf").is_none(), "CDF points stay out of the JSON");
         assert_eq!(json["baselines"]["commit_floor_p50_us"], 250);
         assert_eq!(json["targets"][3]["verdict"], "not_measured");
-        assert!(row.get("perf").is_none(), "no perf block without --perf-stat");
+        assert!(
+            row.get("perf").is_none(),
+            "no perf block without --perf-stat"
+        );
     }
 
     #[test]
     fn replica_cost_divides_by_ops_and_window() {
-        let counters = crate::perf_stat::Counters { replica: 0, leader: true, instructions: 5_000_000, cycles: 4_000_000, context_switches: 2_000, task_clock_ms: 1_500.0 };
+        let counters = crate::perf_stat::Counters {
+            replica: 0,
+            leader: true,
+            instructions: 5_000_000,
+            cycles: 4_000_000,
+            context_switches: 2_000,
+            task_clock_ms: 1_500.0,
+        };
         let cost = ReplicaCost::new(&counters, 1_000, 2.0);
-        assert_eq!((cost.instructions_per_op, cost.cycles_per_op, cost.context_switches_per_op), (5_000.0, 4_000.0, 2.0));
+        assert_eq!(
+            (
+                cost.instructions_per_op,
+                cost.cycles_per_op,
+                cost.context_switches_per_op
+            ),
+            (5_000.0, 4_000.0, 2.0)
+        );
         assert!((cost.cpus_used - 0.75).abs() < 1e-9);
     }
 }

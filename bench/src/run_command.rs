@@ -31,7 +31,10 @@ fn say(args: &RunArgs, line: String) {
     }
 }
 
-fn run_decree(args: &RunArgs, run_dir: &Path) -> Result<(baseline::Baselines, Vec<Row>, String), BenchError> {
+fn run_decree(
+    args: &RunArgs,
+    run_dir: &Path,
+) -> Result<(baseline::Baselines, Vec<Row>, String), BenchError> {
     let bin = find_decree_bin(args.decree_bin.as_deref())?;
     let spec = ClusterSpec {
         replicas: args.replicas,
@@ -41,12 +44,27 @@ fn run_decree(args: &RunArgs, run_dir: &Path) -> Result<(baseline::Baselines, Ve
         base_port: args.base_port,
     };
     let dir = run_dir.join("decree");
-    say(args, format!("== decree: starting {} replicas under {}", args.replicas, dir.display()));
+    say(
+        args,
+        format!(
+            "== decree: starting {} replicas under {}",
+            args.replicas,
+            dir.display()
+        ),
+    );
     let cluster = DecreeCluster::start(&bin, &dir, &spec)?;
     say(args, format!("== leader at {}", cluster.leader_addr));
     let fs = report::filesystem_type(cluster.dir());
-    say(args, format!("== baselines in {} ({fs})", cluster.dir().display()));
-    let baselines = baseline::measure(cluster.dir(), args.payload_bytes, args.replicas as usize, BaselineIterations::default())?;
+    say(
+        args,
+        format!("== baselines in {} ({fs})", cluster.dir().display()),
+    );
+    let baselines = baseline::measure(
+        cluster.dir(),
+        args.payload_bytes,
+        args.replicas as usize,
+        BaselineIterations::default(),
+    )?;
     let perf = args.perf_stat && crate::perf_stat::available();
     if args.perf_stat && !perf {
         eprintln!("decree-bench: --perf-stat: `perf stat` does not run here (install linux-perf; check kernel.perf_event_paranoid); continuing without");
@@ -55,11 +73,30 @@ fn run_decree(args: &RunArgs, run_dir: &Path) -> Result<(baseline::Baselines, Ve
     for &clients in &args.clients {
         let label = format!("decree {clients} clients");
         let spec = load_spec(args, clients);
-        let counting = perf.then(|| crate::perf_stat::spawn(cluster.processes(), spec.warmup, spec.duration, cluster.dir().to_path_buf()));
-        let outcome = crate::decree_load::run(&cluster.leader_addr, &cluster.secret, &spec, &label)?;
-        let mut row = Row::new("decree", args.arrival().name(), clients, args.payload_bytes, &outcome);
+        let counting = perf.then(|| {
+            crate::perf_stat::spawn(
+                cluster.processes(),
+                spec.warmup,
+                spec.duration,
+                cluster.dir().to_path_buf(),
+            )
+        });
+        let outcome =
+            crate::decree_load::run(&cluster.leader_addr, &cluster.secret, &spec, &label)?;
+        let mut row = Row::new(
+            "decree",
+            args.arrival().name(),
+            clients,
+            args.payload_bytes,
+            &outcome,
+        );
         match counting.map(|handle| handle.join().expect("perf thread panicked")) {
-            Some(Ok(counters)) => row.perf = counters.iter().map(|c| report::ReplicaCost::new(c, outcome.ops, outcome.elapsed_s)).collect(),
+            Some(Ok(counters)) => {
+                row.perf = counters
+                    .iter()
+                    .map(|c| report::ReplicaCost::new(c, outcome.ops, outcome.elapsed_s))
+                    .collect()
+            }
             Some(Err(e)) => eprintln!("decree-bench: perf stat: {e}"),
             None => {}
         }
@@ -70,16 +107,27 @@ fn run_decree(args: &RunArgs, run_dir: &Path) -> Result<(baseline::Baselines, Ve
 }
 
 fn run_etcd(args: &RunArgs, run_dir: &Path) -> Result<Vec<Row>, BenchError> {
-    let bin = find_etcd().ok_or_else(|| BenchError::Etcd("etcd is not installed (`make bench-peers` installs it)".into()))?;
+    let bin = find_etcd().ok_or_else(|| {
+        BenchError::Etcd("etcd is not installed (`make bench-peers` installs it)".into())
+    })?;
     let dir = run_dir.join("etcd");
-    say(args, format!("== etcd: starting 3 members under {}", dir.display()));
+    say(
+        args,
+        format!("== etcd: starting 3 members under {}", dir.display()),
+    );
     let cluster = EtcdCluster::start(&bin, &dir, 3, args.base_port + 200)?;
     let leader = cluster.leader_url()?;
     let mut rows = Vec::new();
     for &clients in &args.clients {
         let label = format!("etcd {clients} clients");
         let outcome = crate::etcd_load::run(&leader, &load_spec(args, clients), &label)?;
-        let row = Row::new("etcd", args.arrival().name(), clients, args.payload_bytes, &outcome);
+        let row = Row::new(
+            "etcd",
+            args.arrival().name(),
+            clients,
+            args.payload_bytes,
+            &outcome,
+        );
         say(args, table::row_line(&row));
         rows.push(row);
     }
@@ -87,7 +135,10 @@ fn run_etcd(args: &RunArgs, run_dir: &Path) -> Result<Vec<Row>, BenchError> {
 }
 
 fn write_outputs(report: &Report, out: &Path) -> Result<(), BenchError> {
-    let err = |path: &Path, e: &dyn std::fmt::Display| BenchError::Output { path: path.display().to_string(), detail: e.to_string() };
+    let err = |path: &Path, e: &dyn std::fmt::Display| BenchError::Output {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    };
     std::fs::create_dir_all(out).map_err(|e| err(out, &e))?;
     let json_path = out.join("report.json");
     let json = serde_json::to_string_pretty(report).map_err(|e| err(&json_path, &e))?;
@@ -120,11 +171,18 @@ pub fn run(args: &RunArgs) -> Result<Report, BenchError> {
     let targets = report::check_targets(&rows, &ratios, &baselines);
     let report = Report {
         host: HostInfo {
-            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             load_before,
             load_after: report::load_average(),
         },
-        cluster: ClusterInfo { replicas: args.replicas, transport: args.transport.clone(), log_backend: args.log_backend.clone(), data_dir_fs: fs },
+        cluster: ClusterInfo {
+            replicas: args.replicas,
+            transport: args.transport.clone(),
+            log_backend: args.log_backend.clone(),
+            data_dir_fs: fs,
+        },
         baselines,
         rows,
         ratios,
@@ -133,10 +191,16 @@ pub fn run(args: &RunArgs) -> Result<Report, BenchError> {
     };
     write_outputs(&report, &args.out)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("a report serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report serializes")
+        );
     } else {
         print!("{}", table::render(&report));
-        println!("wrote {0}/report.json, {0}/latency-cdf.svg, {0}/throughput-vs-clients.svg", args.out.display());
+        println!(
+            "wrote {0}/report.json, {0}/latency-cdf.svg, {0}/throughput-vs-clients.svg",
+            args.out.display()
+        );
     }
     Ok(report)
 }

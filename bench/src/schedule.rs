@@ -39,15 +39,23 @@ impl Schedule {
     /// Sender `sender` of `senders`, starting at `start`; senders are staggered by a fraction of
     /// an interval so their arrivals interleave instead of bunching.
     pub fn new(start: Instant, rate_per_s: f64, sender: usize, senders: usize) -> Schedule {
-        assert!(rate_per_s > 0.0 && senders > 0 && sender < senders, "schedule: rate > 0 and sender < senders");
+        assert!(
+            rate_per_s > 0.0 && senders > 0 && sender < senders,
+            "schedule: rate > 0 and sender < senders"
+        );
         let interval_ns = 1e9 * senders as f64 / rate_per_s;
         let offset_ns = interval_ns * sender as f64 / senders as f64;
-        Schedule { first: start + Duration::from_nanos(offset_ns as u64), interval_ns, next_index: 0 }
+        Schedule {
+            first: start + Duration::from_nanos(offset_ns as u64),
+            interval_ns,
+            next_index: 0,
+        }
     }
 
     /// The intended time of the next operation (advances the schedule).
     pub fn next_intended(&mut self) -> Instant {
-        let at = self.first + Duration::from_nanos((self.interval_ns * self.next_index as f64) as u64);
+        let at =
+            self.first + Duration::from_nanos((self.interval_ns * self.next_index as f64) as u64);
         self.next_index += 1;
         at
     }
@@ -69,8 +77,16 @@ mod tests {
         let mut b = Schedule::new(start, 1_000.0, 1, 2);
         let (a0, a1, b0) = (a.next_intended(), a.next_intended(), b.next_intended());
         assert_eq!(a0, start);
-        assert_eq!(a1 - a0, Duration::from_millis(2), "each of 2 senders runs at 500/s");
-        assert_eq!(b0 - start, Duration::from_millis(1), "the second sender is staggered by half an interval");
+        assert_eq!(
+            a1 - a0,
+            Duration::from_millis(2),
+            "each of 2 senders runs at 500/s"
+        );
+        assert_eq!(
+            b0 - start,
+            Duration::from_millis(1),
+            "the second sender is staggered by half an interval"
+        );
     }
 
     /// A sender that stalls for 100 ms at a 1000/s schedule: measured from the intended time, the
@@ -81,11 +97,18 @@ mod tests {
         let mut schedule = Schedule::new(start, 1_000.0, 0, 1);
         let service = Duration::from_micros(100);
         let mut free_at = start;
-        let (mut corrected, mut uncorrected) = (crate::histogram::new_histogram_us(), crate::histogram::new_histogram_us());
+        let (mut corrected, mut uncorrected) = (
+            crate::histogram::new_histogram_us(),
+            crate::histogram::new_histogram_us(),
+        );
         for i in 0..1_000 {
             let intended = schedule.next_intended();
             let sent = intended.max(free_at);
-            let stall = if i == 100 { Duration::from_millis(100) } else { Duration::ZERO };
+            let stall = if i == 100 {
+                Duration::from_millis(100)
+            } else {
+                Duration::ZERO
+            };
             let done = sent + service + stall;
             free_at = done;
             corrected.record(latency_us(intended, done)).unwrap();
@@ -94,8 +117,16 @@ mod tests {
         // Uncorrected: one slow sample, the p99 looks perfect.
         assert_eq!(uncorrected.value_at_quantile(0.99), 100);
         // Corrected: ~100 requests waited behind the stall, so p90 still sits near the stall.
-        assert!(corrected.value_at_quantile(0.95) >= 40_000, "p95 {}", corrected.value_at_quantile(0.95));
+        assert!(
+            corrected.value_at_quantile(0.95) >= 40_000,
+            "p95 {}",
+            corrected.value_at_quantile(0.95)
+        );
         assert!(corrected.max() >= 100_000);
-        assert_eq!(latency_us(start + Duration::from_millis(1), start), 0, "completion before intent saturates to 0");
+        assert_eq!(
+            latency_us(start + Duration::from_millis(1), start),
+            0,
+            "completion before intent saturates to 0"
+        );
     }
 }

@@ -11,7 +11,17 @@ pub fn row_line(row: &Row) -> String {
     let l = &row.latency;
     format!(
         " {:<7} {:<6} {:>8} {:>10} {:>10.0} {:>8.2} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        row.system, row.mode, row.clients, row.ops, row.ops_per_s, row.mb_per_s, l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us
+        row.system,
+        row.mode,
+        row.clients,
+        row.ops,
+        row.ops_per_s,
+        row.mb_per_s,
+        l.p50_us,
+        l.p90_us,
+        l.p99_us,
+        l.p999_us,
+        l.max_us
     )
 }
 
@@ -23,14 +33,24 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(
         out,
         "decree-bench: {} replicas, transport {}, log {} on {}; {} CPUs, load {:.2} -> {:.2}",
-        c.replicas, c.transport, c.log_backend, c.data_dir_fs, report.host.cpus, report.host.load_before, report.host.load_after
+        c.replicas,
+        c.transport,
+        c.log_backend,
+        c.data_dir_fs,
+        report.host.cpus,
+        report.host.load_before,
+        report.host.load_after
     );
     let _ = writeln!(out, "{HEADER}");
     for row in &report.rows {
         let _ = writeln!(out, "{}", row_line(row));
     }
     for row in report.rows.iter().filter(|r| !r.perf.is_empty()) {
-        let _ = writeln!(out, "perf stat, {} {} clients (per committed op, user+kernel):", row.system, row.clients);
+        let _ = writeln!(
+            out,
+            "perf stat, {} {} clients (per committed op, user+kernel):",
+            row.system, row.clients
+        );
         for c in &row.perf {
             let _ = writeln!(
                 out,
@@ -54,9 +74,21 @@ pub fn render(report: &Report) -> String {
         );
     }
     let _ = writeln!(out, "baselines (same run):");
-    let _ = writeln!(out, "  tcp loopback round trip   p50 {:>6} us   p99 {:>6} us", b.tcp_round_trip.p50_us, b.tcp_round_trip.p99_us);
-    let _ = writeln!(out, "  shm cache-line round trip p50 {:>6} ns   p99 {:>6} ns", b.shm_round_trip_ns.0, b.shm_round_trip_ns.1);
-    let _ = writeln!(out, "  4 KiB write+fdatasync     p50 {:>6} us   p99 {:>6} us   ({})", b.fdatasync.p50_us, b.fdatasync.p99_us, b.fdatasync_dir);
+    let _ = writeln!(
+        out,
+        "  tcp loopback round trip   p50 {:>6} us   p99 {:>6} us",
+        b.tcp_round_trip.p50_us, b.tcp_round_trip.p99_us
+    );
+    let _ = writeln!(
+        out,
+        "  shm cache-line round trip p50 {:>6} ns   p99 {:>6} ns",
+        b.shm_round_trip_ns.0, b.shm_round_trip_ns.1
+    );
+    let _ = writeln!(
+        out,
+        "  4 KiB write+fdatasync     p50 {:>6} us   p99 {:>6} us   ({})",
+        b.fdatasync.p50_us, b.fdatasync.p99_us, b.fdatasync_dir
+    );
     let _ = writeln!(
         out,
         "  same, {} writers at once   p50 {:>6} us   p99 {:>6} us",
@@ -120,7 +152,15 @@ mod tests {
             busy_retries: 0,
             ops_per_s: 123_456.7,
             mb_per_s: 7.9,
-            latency: LatencySummary { count: 1, p50_us: 512, p90_us: 900, p99_us: 1_500, p999_us: 4_000, max_us: 12_345, mean_us: 600.0 },
+            latency: LatencySummary {
+                count: 1,
+                p50_us: 512,
+                p90_us: 900,
+                p99_us: 1_500,
+                p999_us: 4_000,
+                max_us: 12_345,
+                mean_us: 600.0,
+            },
             latency_uncorrected: LatencySummary::default(),
             send_lag: LatencySummary::default(),
             cdf: Vec::new(),
@@ -129,8 +169,17 @@ mod tests {
         let line = row_line(&row);
         assert_eq!(line.len(), HEADER.len(), "\n{HEADER}\n{line}");
         // Each number ends where its column title ends.
-        for (title, value) in [("ops/s", "123457"), ("MB/s", "7.90"), ("p50 us", " 512"), ("max us", "12345")] {
-            assert_eq!(HEADER.find(title).unwrap() + title.len(), line.rfind(value).unwrap() + value.len(), "{title}");
+        for (title, value) in [
+            ("ops/s", "123457"),
+            ("MB/s", "7.90"),
+            ("p50 us", " 512"),
+            ("max us", "12345"),
+        ] {
+            assert_eq!(
+                HEADER.find(title).unwrap() + title.len(),
+                line.rfind(value).unwrap() + value.len(),
+                "{title}"
+            );
         }
     }
 }

@@ -15,11 +15,29 @@ const FILE_BYTES: u64 = 4 << 20;
 
 /// Latency in µs of `iterations` 4 KiB write + fdatasync per writer, `writers` threads at once,
 /// each on its own file in `dir` (files are removed after).
-pub fn fdatasync_us(dir: &Path, iterations: usize, writers: usize) -> std::io::Result<Histogram<u64>> {
+pub fn fdatasync_us(
+    dir: &Path,
+    iterations: usize,
+    writers: usize,
+) -> std::io::Result<Histogram<u64>> {
     std::fs::create_dir_all(dir)?;
-    let paths: Vec<PathBuf> = (0..writers.max(1)).map(|w| dir.join(format!(".decree-bench-fdatasync-{}-{w}", std::process::id()))).collect();
-    let threads: Vec<_> = paths.iter().cloned().map(|path| std::thread::spawn(move || measure(&path, iterations))).collect();
-    let results: Vec<std::io::Result<Histogram<u64>>> = threads.into_iter().map(|t| t.join().expect("fdatasync thread panicked")).collect();
+    let paths: Vec<PathBuf> = (0..writers.max(1))
+        .map(|w| {
+            dir.join(format!(
+                ".decree-bench-fdatasync-{}-{w}",
+                std::process::id()
+            ))
+        })
+        .collect();
+    let threads: Vec<_> = paths
+        .iter()
+        .cloned()
+        .map(|path| std::thread::spawn(move || measure(&path, iterations)))
+        .collect();
+    let results: Vec<std::io::Result<Histogram<u64>>> = threads
+        .into_iter()
+        .map(|t| t.join().expect("fdatasync thread panicked"))
+        .collect();
     for path in &paths {
         let _ = std::fs::remove_file(path);
     }
@@ -28,7 +46,12 @@ pub fn fdatasync_us(dir: &Path, iterations: usize, writers: usize) -> std::io::R
 }
 
 fn measure(path: &Path, iterations: usize) -> std::io::Result<Histogram<u64>> {
-    let mut file = std::fs::OpenOptions::new().create(true).read(true).write(true).truncate(true).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(true)
+        .open(path)?;
     let block = vec![0x5au8; BLOCK_BYTES];
     for _ in 0..FILE_BYTES / BLOCK_BYTES as u64 {
         file.write_all(&block)?;

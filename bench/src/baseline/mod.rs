@@ -26,7 +26,11 @@ pub struct BaselineIterations {
 
 impl Default for BaselineIterations {
     fn default() -> Self {
-        BaselineIterations { tcp: 5_000, shm: 200_000, fdatasync: 300 }
+        BaselineIterations {
+            tcp: 5_000,
+            shm: 200_000,
+            fdatasync: 300,
+        }
     }
 }
 
@@ -52,14 +56,36 @@ pub struct Baselines {
 }
 
 /// Measures them in `log_dir` with `payload_bytes` TCP messages and `writers` concurrent syncers.
-pub fn measure(log_dir: &Path, payload_bytes: usize, writers: usize, iterations: BaselineIterations) -> Result<Baselines, BenchError> {
-    let tcp = tcp_round_trip_us(iterations.tcp, payload_bytes).map_err(|source| BenchError::Baseline { name: "tcp", source })?;
-    let sync = fdatasync_us(log_dir, iterations.fdatasync, 1).map_err(|source| BenchError::Baseline { name: "fdatasync", source })?;
-    let concurrent =
-        fdatasync_us(log_dir, iterations.fdatasync, writers).map_err(|source| BenchError::Baseline { name: "fdatasync (concurrent)", source })?;
+pub fn measure(
+    log_dir: &Path,
+    payload_bytes: usize,
+    writers: usize,
+    iterations: BaselineIterations,
+) -> Result<Baselines, BenchError> {
+    let tcp = tcp_round_trip_us(iterations.tcp, payload_bytes).map_err(|source| {
+        BenchError::Baseline {
+            name: "tcp",
+            source,
+        }
+    })?;
+    let sync =
+        fdatasync_us(log_dir, iterations.fdatasync, 1).map_err(|source| BenchError::Baseline {
+            name: "fdatasync",
+            source,
+        })?;
+    let concurrent = fdatasync_us(log_dir, iterations.fdatasync, writers).map_err(|source| {
+        BenchError::Baseline {
+            name: "fdatasync (concurrent)",
+            source,
+        }
+    })?;
     let shm = shm_round_trip_ns(iterations.shm);
     let shm_ns = (shm.value_at_quantile(0.5), shm.value_at_quantile(0.99));
-    let (tcp, sync, concurrent) = (LatencySummary::of(&tcp), LatencySummary::of(&sync), LatencySummary::of(&concurrent));
+    let (tcp, sync, concurrent) = (
+        LatencySummary::of(&tcp),
+        LatencySummary::of(&sync),
+        LatencySummary::of(&concurrent),
+    );
     Ok(Baselines {
         commit_floor_p50_us: tcp.p50_us + sync.p50_us,
         commit_floor_concurrent_p50_us: tcp.p50_us + concurrent.p50_us,
@@ -78,14 +104,31 @@ mod tests {
 
     #[test]
     fn small_baseline_pass_measures_something_and_sums_the_floor() {
-        let dir = std::env::temp_dir().join(format!("decree-bench-baseline-test-{}", std::process::id()));
-        let b = measure(&dir, 64, 3, BaselineIterations { tcp: 50, shm: 1_000, fdatasync: 5 }).unwrap();
+        let dir =
+            std::env::temp_dir().join(format!("decree-bench-baseline-test-{}", std::process::id()));
+        let b = measure(
+            &dir,
+            64,
+            3,
+            BaselineIterations {
+                tcp: 50,
+                shm: 1_000,
+                fdatasync: 5,
+            },
+        )
+        .unwrap();
         assert_eq!(b.tcp_round_trip.count, 50);
         assert_eq!(b.fdatasync.count, 5);
         assert_eq!(b.fdatasync_concurrent.count, 15, "3 writers x 5 syncs");
-        assert!(dir.read_dir().unwrap().next().is_none(), "the probe files are removed");
+        assert!(
+            dir.read_dir().unwrap().next().is_none(),
+            "the probe files are removed"
+        );
         assert!(b.shm_round_trip_ns.0 > 0 && b.shm_round_trip_ns.0 <= b.shm_round_trip_ns.1);
-        assert_eq!(b.commit_floor_p50_us, b.tcp_round_trip.p50_us + b.fdatasync.p50_us);
+        assert_eq!(
+            b.commit_floor_p50_us,
+            b.tcp_round_trip.p50_us + b.fdatasync.p50_us
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -34,7 +34,8 @@ pub fn shm_round_trip_ns(iterations: u64) -> Histogram<u64> {
             peer.1 .0.store(round, Ordering::Release);
         }
     });
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("constant bounds are valid");
+    let mut histogram =
+        Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("constant bounds are valid");
     for round in 1..=iterations {
         let began = Instant::now();
         lines.0 .0.store(round, Ordering::Release);

@@ -8,7 +8,10 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Instant;
 
 /// Round-trip times in µs for `iterations` ping-pongs of `payload_bytes` each way.
-pub fn tcp_round_trip_us(iterations: usize, payload_bytes: usize) -> std::io::Result<Histogram<u64>> {
+pub fn tcp_round_trip_us(
+    iterations: usize,
+    payload_bytes: usize,
+) -> std::io::Result<Histogram<u64>> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let size = payload_bytes.max(1);
