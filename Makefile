@@ -41,6 +41,10 @@ bench-pmem:
 bench-verbs:
 	bash ci/bench-verbs.sh
 
+## bench-peers: decree beside a 3-node etcd on loopback (installs etcd itself)
+bench-peers:
+	bash ci/bench-peers.sh
+
 ## run: a local replicated cluster, served and benchmarked, on embedded defaults
 run: deps
 	bash ci/run-demo.sh
