@@ -71,18 +71,10 @@ impl<S: StateMachine> Applier<S> {
     /// Replaces the applied state with `checkpoint` (received from a peer); later applies continue
     /// from its slot.
     pub fn install(&mut self, checkpoint: &Checkpoint) -> Result<(), String> {
-        let image: Image = postcard::from_bytes(&checkpoint.data).map_err(|e| {
-            format!(
-                "checkpoint at slot {} does not decode: {e}",
-                checkpoint.slot
-            )
-        })?;
+        let image: Image = postcard::from_bytes(&checkpoint.data)
+            .map_err(|e| format!("checkpoint at slot {} does not decode: {e}", checkpoint.slot))?;
         self.state_machine.load_checkpoint(&image.state)?;
-        self.sessions = image
-            .sessions
-            .into_iter()
-            .map(|(client, seq, reply)| (client, (seq, reply)))
-            .collect();
+        self.sessions = image.sessions.into_iter().map(|(client, seq, reply)| (client, (seq, reply))).collect();
         self.next_slot = checkpoint.slot;
         self.membership = checkpoint.membership.clone();
         self.config_slot = checkpoint.config_slot;
@@ -107,10 +99,7 @@ impl<S: StateMachine> Applier<S> {
 
     /// Applies the chosen value of `slot`; slots must come in order, each once.
     pub fn apply(&mut self, slot: Slot, value: &Value, results: &mut Vec<Applied>) {
-        assert_eq!(
-            slot, self.next_slot,
-            "contract violated: apply-in-slot-order"
-        );
+        assert_eq!(slot, self.next_slot, "contract violated: apply-in-slot-order");
         self.next_slot += 1;
         if let Value::Reconfig(membership) = value {
             self.membership = membership.clone();
@@ -127,16 +116,11 @@ impl<S: StateMachine> Applier<S> {
                 _ => {
                     let reply = self.state_machine.execute(&request.op);
                     self.executed_count += 1;
-                    self.sessions
-                        .insert(request.client, (request.seq, reply.clone()));
+                    self.sessions.insert(request.client, (request.seq, reply.clone()));
                     Outcome::Executed(reply)
                 }
             };
-            results.push(Applied {
-                client: request.client,
-                seq: request.seq,
-                outcome,
-            });
+            results.push(Applied { client: request.client, seq: request.seq, outcome });
         }
     }
 
@@ -169,52 +153,29 @@ mod tests {
     use std::sync::Arc;
 
     fn put(client: u64, seq: u64, value: &'static str) -> Request {
-        let op = KvOp::Put {
-            key: Bytes::from_static(b"k"),
-            value: Bytes::from_static(value.as_bytes()),
-        };
-        Request {
-            client: ClientId(client),
-            seq,
-            op: op.encode(),
-        }
+        let op = KvOp::Put { key: Bytes::from_static(b"k"), value: Bytes::from_static(value.as_bytes()) };
+        Request { client: ClientId(client), seq, op: op.encode() }
     }
 
     #[test]
     fn a_retried_request_executes_once_and_gets_the_cached_reply() {
-        let mut applier = Applier::new(
-            KvStore::default(),
-            Membership::new(vec![crate::types::ReplicaId(0)]),
-        );
+        let mut applier = Applier::new(KvStore::default(), Membership::new(vec![crate::types::ReplicaId(0)]));
         let mut out = Vec::new();
         applier.apply(0, &Value::Batch(Arc::from(vec![put(1, 1, "a")])), &mut out);
-        applier.apply(
-            1,
-            &Value::Batch(Arc::from(vec![put(2, 1, "b"), put(1, 1, "a")])),
-            &mut out,
-        );
+        applier.apply(1, &Value::Batch(Arc::from(vec![put(2, 1, "b"), put(1, 1, "a")])), &mut out);
         assert_eq!(applier.executed_count(), 2);
         assert_eq!(out[2].outcome, Outcome::Duplicate(KvReply::Done.encode()));
         // The retry did not overwrite b with a again.
         let mut probe = applier.state_machine().clone();
-        let got = probe.apply_op(KvOp::Get {
-            key: Bytes::from_static(b"k"),
-        });
+        let got = probe.apply_op(KvOp::Get { key: Bytes::from_static(b"k") });
         assert_eq!(got, KvReply::Value(Some(Bytes::from_static(b"b"))));
     }
 
     #[test]
     fn a_request_older_than_the_clients_latest_is_stale() {
-        let mut applier = Applier::new(
-            KvStore::default(),
-            Membership::new(vec![crate::types::ReplicaId(0)]),
-        );
+        let mut applier = Applier::new(KvStore::default(), Membership::new(vec![crate::types::ReplicaId(0)]));
         let mut out = Vec::new();
-        applier.apply(
-            0,
-            &Value::Batch(Arc::from(vec![put(1, 2, "new"), put(1, 1, "old")])),
-            &mut out,
-        );
+        applier.apply(0, &Value::Batch(Arc::from(vec![put(1, 2, "new"), put(1, 1, "old")])), &mut out);
         assert_eq!(out[1].outcome, Outcome::Stale);
         assert_eq!(applier.executed_count(), 1);
     }
@@ -222,10 +183,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "apply-in-slot-order")]
     fn slots_out_of_order_break_a_contract() {
-        let mut applier = Applier::new(
-            KvStore::default(),
-            Membership::new(vec![crate::types::ReplicaId(0)]),
-        );
+        let mut applier = Applier::new(KvStore::default(), Membership::new(vec![crate::types::ReplicaId(0)]));
         applier.apply(1, &Value::Noop, &mut Vec::new());
     }
 }
@@ -249,6 +207,11 @@ impl FrozenCheckpoint {
     pub fn finish(self) -> Checkpoint {
         let image = Image { sessions: self.sessions, state: (self.state)() };
         let data = postcard::to_stdvec(&image).expect("encoding into a Vec cannot fail");
-        Checkpoint { slot: self.slot, membership: self.membership, config_slot: self.config_slot, data: Bytes::from(data) }
+        Checkpoint {
+            slot: self.slot,
+            membership: self.membership,
+            config_slot: self.config_slot,
+            data: Bytes::from(data),
+        }
     }
 }

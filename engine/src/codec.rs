@@ -37,9 +37,7 @@ pub enum CodecError {
     #[error("frame payload of {0} bytes exceeds the {MAX_FRAME_PAYLOAD_BYTES}-byte limit")]
     Oversize(usize),
     /// The checksum does not match: corrupted in flight or in memory.
-    #[error(
-        "frame checksum mismatch: header says {expected:#010x}, payload hashes to {actual:#010x}"
-    )]
+    #[error("frame checksum mismatch: header says {expected:#010x}, payload hashes to {actual:#010x}")]
     BadChecksum {
         /// Checksum in the header.
         expected: u32,
@@ -58,14 +56,10 @@ pub enum CodecError {
 pub fn encode_frame(envelope: &Envelope, out: &mut Vec<u8>) {
     let header_at = out.len();
     out.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
-    let payload = postcard::to_extend(envelope, std::mem::take(out))
-        .expect("encoding into a Vec cannot fail");
+    let payload = postcard::to_extend(envelope, std::mem::take(out)).expect("encoding into a Vec cannot fail");
     *out = payload;
     let payload_len = out.len() - header_at - FRAME_HEADER_BYTES;
-    assert!(
-        payload_len <= MAX_FRAME_PAYLOAD_BYTES,
-        "contract: encoded frame exceeds MAX_FRAME_PAYLOAD_BYTES"
-    );
+    assert!(payload_len <= MAX_FRAME_PAYLOAD_BYTES, "contract: encoded frame exceeds MAX_FRAME_PAYLOAD_BYTES");
     let crc = crc32c::crc32c(&out[header_at + FRAME_HEADER_BYTES..]);
     let header = &mut out[header_at..header_at + FRAME_HEADER_BYTES];
     header[0..4].copy_from_slice(&FRAME_MAGIC.to_le_bytes());
@@ -78,10 +72,7 @@ pub fn encode_frame(envelope: &Envelope, out: &mut Vec<u8>) {
 /// reader knows how much to wait for. Validates magic, version and size.
 pub fn frame_len(bytes: &[u8]) -> Result<usize, CodecError> {
     if bytes.len() < FRAME_HEADER_BYTES {
-        return Err(CodecError::Truncated {
-            needed: FRAME_HEADER_BYTES,
-            have: bytes.len(),
-        });
+        return Err(CodecError::Truncated { needed: FRAME_HEADER_BYTES, have: bytes.len() });
     }
     let magic = u32::from_le_bytes(bytes[0..4].try_into().unwrap());
     if magic != FRAME_MAGIC {
@@ -102,10 +93,7 @@ pub fn frame_len(bytes: &[u8]) -> Result<usize, CodecError> {
 pub fn decode_frame(bytes: &[u8]) -> Result<(Envelope, usize), CodecError> {
     let total = frame_len(bytes)?;
     if bytes.len() < total {
-        return Err(CodecError::Truncated {
-            needed: total,
-            have: bytes.len(),
-        });
+        return Err(CodecError::Truncated { needed: total, have: bytes.len() });
     }
     let expected = u32::from_le_bytes(bytes[12..16].try_into().unwrap());
     let payload = &bytes[FRAME_HEADER_BYTES..total];
@@ -116,10 +104,7 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(Envelope, usize), CodecError> {
     let (envelope, rest): (Envelope, &[u8]) =
         postcard::take_from_bytes(payload).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(CodecError::Malformed(format!(
-            "{} trailing bytes after the envelope",
-            rest.len()
-        )));
+        return Err(CodecError::Malformed(format!("{} trailing bytes after the envelope", rest.len())));
     }
     validate(&envelope.msg)?;
     Ok((envelope, total))
@@ -133,14 +118,10 @@ pub fn validate(msg: &Message) -> Result<(), CodecError> {
                 return Err(CodecError::Invalid("promise carries too many entries"));
             }
             if p.entries.windows(2).any(|w| w[0].slot >= w[1].slot) {
-                return Err(CodecError::Invalid(
-                    "promise entries are not strictly ascending by slot",
-                ));
+                return Err(CodecError::Invalid("promise entries are not strictly ascending by slot"));
             }
             if p.entries.iter().any(|e| e.ballot > p.ballot) {
-                return Err(CodecError::Invalid(
-                    "promise reports an entry above the promised ballot",
-                ));
+                return Err(CodecError::Invalid("promise reports an entry above the promised ballot"));
             }
             validate_values(p.entries.iter().map(|e| &e.value))?;
         }
@@ -157,33 +138,21 @@ pub fn validate(msg: &Message) -> Result<(), CodecError> {
             if c.entries.len() > MAX_ENTRIES_PER_MESSAGE {
                 return Err(CodecError::Invalid("chosen carries too many entries"));
             }
-            let consecutive = c
-                .entries
-                .iter()
-                .enumerate()
-                .all(|(i, e)| Some(e.slot) == c.start.checked_add(i as u64));
+            let consecutive = c.entries.iter().enumerate().all(|(i, e)| Some(e.slot) == c.start.checked_add(i as u64));
             if !consecutive {
-                return Err(CodecError::Invalid(
-                    "chosen entries are not consecutive from start",
-                ));
+                return Err(CodecError::Invalid("chosen entries are not consecutive from start"));
             }
             if c.start.saturating_add(c.entries.len() as u64) > c.commit {
-                return Err(CodecError::Invalid(
-                    "chosen entries reach past the sender's commit",
-                ));
+                return Err(CodecError::Invalid("chosen entries reach past the sender's commit"));
             }
             validate_values(c.entries.iter().map(|e| &e.value))?;
         }
         Message::Snapshot(s) => {
             let end = s.offset.checked_add(s.data.len() as u64);
             if end.is_none_or(|end| end > s.total_bytes) {
-                return Err(CodecError::Invalid(
-                    "snapshot chunk reaches past the checkpoint's size",
-                ));
+                return Err(CodecError::Invalid("snapshot chunk reaches past the checkpoint's size"));
             }
-            s.membership
-                .validate()
-                .map_err(|_| CodecError::Invalid("malformed configuration in a snapshot"))?;
+            s.membership.validate().map_err(|_| CodecError::Invalid("malformed configuration in a snapshot"))?;
         }
         Message::Prepare(_)
         | Message::Accepted(_)
@@ -196,14 +165,10 @@ pub fn validate(msg: &Message) -> Result<(), CodecError> {
     Ok(())
 }
 
-fn validate_values<'a>(
-    values: impl Iterator<Item = &'a crate::types::Value>,
-) -> Result<(), CodecError> {
+fn validate_values<'a>(values: impl Iterator<Item = &'a crate::types::Value>) -> Result<(), CodecError> {
     for value in values {
         if let crate::types::Value::Reconfig(membership) = value {
-            membership
-                .validate()
-                .map_err(|_| CodecError::Invalid("malformed configuration in a reconfig value"))?;
+            membership.validate().map_err(|_| CodecError::Invalid("malformed configuration in a reconfig value"))?;
         }
     }
     Ok(())

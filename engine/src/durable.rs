@@ -39,11 +39,7 @@ impl Durable {
             DurableWrite::Promise(ballot) => self.promised = self.promised.max(*ballot),
             DurableWrite::Commit(slot) => self.commit = self.commit.max(*slot),
             DurableWrite::Checkpoint(checkpoint) => {
-                if self
-                    .checkpoint
-                    .as_ref()
-                    .is_none_or(|held| held.slot < checkpoint.slot)
-                {
+                if self.checkpoint.as_ref().is_none_or(|held| held.slot < checkpoint.slot) {
                     self.entries = self.entries.split_off(&checkpoint.slot);
                     self.commit = self.commit.max(checkpoint.slot);
                     self.checkpoint = Some(checkpoint.clone());
@@ -53,18 +49,12 @@ impl Durable {
                 let base = self.base();
                 for entry in entries.iter().filter(|e| e.slot >= base) {
                     match self.entries.get(&entry.slot) {
-                        Some((ballot, value))
-                            if *ballot == entry.ballot && *value != entry.value =>
-                        {
-                            return Err(RecoveryError::Conflict {
-                                slot: entry.slot,
-                                ballot: entry.ballot,
-                            });
+                        Some((ballot, value)) if *ballot == entry.ballot && *value != entry.value => {
+                            return Err(RecoveryError::Conflict { slot: entry.slot, ballot: entry.ballot });
                         }
                         Some((ballot, _)) if *ballot > entry.ballot => {}
                         _ => {
-                            self.entries
-                                .insert(entry.slot, (entry.ballot, entry.value.clone()));
+                            self.entries.insert(entry.slot, (entry.ballot, entry.value.clone()));
                         }
                     }
                     self.promised = self.promised.max(entry.ballot);
@@ -113,8 +103,7 @@ impl Durable {
 
     /// Splits into (promised, log, commit) for the core. The commit is clamped to the log held.
     pub(crate) fn into_parts(self) -> (Ballot, AcceptLog, Slot, Option<Checkpoint>) {
-        self.validate()
-            .expect("contract violated: recovered-log-contiguous");
+        self.validate().expect("contract violated: recovered-log-contiguous");
         let mut log = AcceptLog::new(self.base());
         for (slot, (ballot, value)) in self.entries {
             log.put(slot, ballot, value);

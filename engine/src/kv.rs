@@ -2,8 +2,8 @@
 
 use crate::state_machine::{Frozen, StateMachine};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use imbl::OrdMap;
+use serde::{Deserialize, Serialize};
 
 /// A key-value operation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,8 +147,8 @@ impl StateMachine for KvStore {
     }
 
     fn load_checkpoint(&mut self, data: &[u8]) -> Result<(), String> {
-        let pairs: Vec<(Bytes, Bytes)> = postcard::from_bytes(data)
-            .map_err(|e| format!("kv checkpoint does not decode: {e}"))?;
+        let pairs: Vec<(Bytes, Bytes)> =
+            postcard::from_bytes(data).map_err(|e| format!("kv checkpoint does not decode: {e}"))?;
         self.map = pairs.into_iter().collect();
         Ok(())
     }

@@ -35,10 +35,7 @@ impl Membership {
     }
 
     /// Voters and learners, validated; both lists are sorted and deduplicated.
-    pub fn try_new(
-        mut voters: Vec<ReplicaId>,
-        mut learners: Vec<ReplicaId>,
-    ) -> Result<Self, MembershipError> {
+    pub fn try_new(mut voters: Vec<ReplicaId>, mut learners: Vec<ReplicaId>) -> Result<Self, MembershipError> {
         voters.sort();
         voters.dedup();
         learners.sort();
@@ -97,29 +94,20 @@ mod tests {
 
     #[test]
     fn quorum_is_a_strict_majority_of_voters_only() {
-        let m = Membership::try_new(
-            vec![ReplicaId(1), ReplicaId(2), ReplicaId(3), ReplicaId(4)],
-            vec![ReplicaId(5)],
-        )
-        .unwrap();
+        let m = Membership::try_new(vec![ReplicaId(1), ReplicaId(2), ReplicaId(3), ReplicaId(4)], vec![ReplicaId(5)])
+            .unwrap();
         assert_eq!(m.quorum(), 3);
         assert!(m.is_member(ReplicaId(5)) && !m.is_voter(ReplicaId(5)));
     }
 
     #[test]
     fn malformed_configurations_are_refused() {
-        assert_eq!(
-            Membership::try_new(vec![], vec![ReplicaId(1)]),
-            Err(MembershipError::NoVoters)
-        );
+        assert_eq!(Membership::try_new(vec![], vec![ReplicaId(1)]), Err(MembershipError::NoVoters));
         assert_eq!(
             Membership::try_new(vec![ReplicaId(1)], vec![ReplicaId(1)]),
             Err(MembershipError::Overlap(ReplicaId(1)))
         );
         let many = (0..65).map(ReplicaId).collect();
-        assert_eq!(
-            Membership::try_new(many, vec![]),
-            Err(MembershipError::TooMany)
-        );
+        assert_eq!(Membership::try_new(many, vec![]), Err(MembershipError::TooMany));
     }
 }

@@ -17,9 +17,7 @@ impl fmt::Display for ReplicaId {
 
 /// A Paxos ballot: ordered by round first, then by the proposing replica, so two replicas never
 /// own the same ballot.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct Ballot {
     /// Monotonic round number; a new candidate picks one above every round it has seen.
     pub round: u64,
@@ -29,17 +27,11 @@ pub struct Ballot {
 
 impl Ballot {
     /// The ballot below every real one; nothing is ever accepted at it.
-    pub const ZERO: Ballot = Ballot {
-        round: 0,
-        leader: 0,
-    };
+    pub const ZERO: Ballot = Ballot { round: 0, leader: 0 };
 
     /// The ballot `round` owned by `leader`.
     pub fn new(round: u64, leader: ReplicaId) -> Self {
-        Ballot {
-            round,
-            leader: leader.0,
-        }
+        Ballot { round, leader: leader.0 }
     }
 
     /// The replica that owns this ballot.

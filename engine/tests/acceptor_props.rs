@@ -11,26 +11,10 @@ use std::sync::Arc;
 
 #[derive(Clone, Debug)]
 enum Step {
-    Prepare {
-        round: u64,
-        from: u32,
-        from_slot: u64,
-    },
-    Accept {
-        round: u64,
-        from: u32,
-        start: u64,
-        count: u64,
-        commit: u64,
-    },
-    Heartbeat {
-        round: u64,
-        from: u32,
-        commit: u64,
-    },
-    Tick {
-        advance_ms: u64,
-    },
+    Prepare { round: u64, from: u32, from_slot: u64 },
+    Accept { round: u64, from: u32, start: u64, count: u64, commit: u64 },
+    Heartbeat { round: u64, from: u32, commit: u64 },
+    Tick { advance_ms: u64 },
     Propose,
     CompleteOne,
     CompleteAll,
@@ -39,25 +23,10 @@ enum Step {
 fn step() -> impl Strategy<Value = Step> {
     let peer = prop_oneof![Just(0u32), Just(2u32)];
     prop_oneof![
-        (1u64..6, peer.clone(), 0u64..6).prop_map(|(round, from, from_slot)| Step::Prepare {
-            round,
-            from,
-            from_slot
-        }),
-        (1u64..6, peer.clone(), 0u64..8, 0u64..4, 0u64..10).prop_map(
-            |(round, from, start, count, commit)| Step::Accept {
-                round,
-                from,
-                start,
-                count,
-                commit
-            }
-        ),
-        (1u64..6, peer, 0u64..10).prop_map(|(round, from, commit)| Step::Heartbeat {
-            round,
-            from,
-            commit
-        }),
+        (1u64..6, peer.clone(), 0u64..6).prop_map(|(round, from, from_slot)| Step::Prepare { round, from, from_slot }),
+        (1u64..6, peer.clone(), 0u64..8, 0u64..4, 0u64..10)
+            .prop_map(|(round, from, start, count, commit)| Step::Accept { round, from, start, count, commit }),
+        (1u64..6, peer, 0u64..10).prop_map(|(round, from, commit)| Step::Heartbeat { round, from, commit }),
         (1u64..400).prop_map(|advance_ms| Step::Tick { advance_ms }),
         Just(Step::Propose),
         Just(Step::CompleteOne),
@@ -122,9 +91,5 @@ proptest! {
 }
 
 fn envelope(from: u32, msg: Message) -> Input {
-    Input::Receive(Envelope {
-        from: ReplicaId(from),
-        to: ReplicaId(1),
-        msg,
-    })
+    Input::Receive(Envelope { from: ReplicaId(from), to: ReplicaId(1), msg })
 }

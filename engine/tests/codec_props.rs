@@ -13,42 +13,30 @@ fn ballot() -> impl Strategy<Value = Ballot> {
 }
 
 fn membership() -> impl Strategy<Value = decree_engine::membership::Membership> {
-    (
-        prop::collection::btree_set(0u32..6, 1..4),
-        prop::collection::btree_set(6u32..9, 0..3),
-    )
-        .prop_map(|(voters, learners)| {
+    (prop::collection::btree_set(0u32..6, 1..4), prop::collection::btree_set(6u32..9, 0..3)).prop_map(
+        |(voters, learners)| {
             decree_engine::membership::Membership::try_new(
                 voters.into_iter().map(ReplicaId).collect(),
                 learners.into_iter().map(ReplicaId).collect(),
             )
             .expect("disjoint, non-empty")
-        })
+        },
+    )
 }
 
 fn value() -> impl Strategy<Value = Value> {
     prop_oneof![
         Just(Value::Noop),
         membership().prop_map(Value::Reconfig),
-        prop::collection::vec(
-            (
-                any::<u64>(),
-                any::<u64>(),
-                prop::collection::vec(any::<u8>(), 0..64)
-            ),
-            0..5
-        )
-        .prop_map(|rs| {
-            Value::Batch(Arc::from(
-                rs.into_iter()
-                    .map(|(c, s, op)| Request {
-                        client: ClientId(c),
-                        seq: s,
-                        op: Bytes::from(op),
-                    })
-                    .collect::<Vec<_>>(),
-            ))
-        }),
+        prop::collection::vec((any::<u64>(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..64)), 0..5).prop_map(
+            |rs| {
+                Value::Batch(Arc::from(
+                    rs.into_iter()
+                        .map(|(c, s, op)| Request { client: ClientId(c), seq: s, op: Bytes::from(op) })
+                        .collect::<Vec<_>>(),
+                ))
+            }
+        ),
     ]
 }
 
@@ -59,91 +47,38 @@ fn message() -> impl Strategy<Value = Message> {
             from_slot,
             transfer: false
         })),
-        (
-            ballot(),
-            any::<u64>(),
-            prop::collection::vec((ballot(), value()), 0..6)
-        )
-            .prop_map(|(b, commit, es)| {
-                let entries = es
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (eb, value))| Entry {
-                        slot: i as u64 * 2,
-                        ballot: eb.min(b),
-                        value,
-                    })
-                    .collect();
-                Message::Promise(Promise {
-                    ballot: b,
-                    commit,
-                    log_base: 0,
-                    entries,
-                })
-            }),
-        (
-            ballot(),
-            0u64..1 << 40,
-            prop::collection::vec(value(), 0..6),
-            any::<u64>()
-        )
-            .prop_map(|(ballot, start, values, commit)| Message::Accept(Accept {
-                ballot,
-                start,
-                values,
-                commit
-            })),
-        (ballot(), any::<u64>()).prop_map(|(ballot, upto)| Message::Accepted(Accepted {
-            ballot,
-            upto,
-            round: 0
-        })),
-        (ballot(), ballot()).prop_map(|(ballot, promised)| Message::Reject(Reject {
-            ballot,
-            reason: Rejection::Stale { promised }
-        })),
-        (ballot(), any::<u64>()).prop_map(|(ballot, horizon)| Message::Reject(Reject {
-            ballot,
-            reason: Rejection::Gap { horizon }
-        })),
+        (ballot(), any::<u64>(), prop::collection::vec((ballot(), value()), 0..6)).prop_map(|(b, commit, es)| {
+            let entries = es
+                .into_iter()
+                .enumerate()
+                .map(|(i, (eb, value))| Entry { slot: i as u64 * 2, ballot: eb.min(b), value })
+                .collect();
+            Message::Promise(Promise { ballot: b, commit, log_base: 0, entries })
+        }),
+        (ballot(), 0u64..1 << 40, prop::collection::vec(value(), 0..6), any::<u64>())
+            .prop_map(|(ballot, start, values, commit)| Message::Accept(Accept { ballot, start, values, commit })),
+        (ballot(), any::<u64>()).prop_map(|(ballot, upto)| Message::Accepted(Accepted { ballot, upto, round: 0 })),
+        (ballot(), ballot())
+            .prop_map(|(ballot, promised)| Message::Reject(Reject { ballot, reason: Rejection::Stale { promised } })),
+        (ballot(), any::<u64>())
+            .prop_map(|(ballot, horizon)| Message::Reject(Reject { ballot, reason: Rejection::Gap { horizon } })),
         (ballot(), any::<u64>()).prop_map(|(ballot, commit)| Message::Heartbeat(Heartbeat {
             ballot,
             commit,
             round: 0
         })),
-        (ballot(), any::<u64>())
-            .prop_map(|(ballot, from_slot)| Message::Fetch(Fetch { ballot, from_slot })),
-        (
-            ballot(),
-            0u64..1 << 40,
-            prop::collection::vec((ballot(), value()), 0..4)
-        )
-            .prop_map(|(ballot, start, es)| {
-                let entries: Vec<Entry> = es
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (b, value))| Entry {
-                        slot: start + i as u64,
-                        ballot: b,
-                        value,
-                    })
-                    .collect();
-                let commit = start + entries.len() as u64;
-                Message::Chosen(Chosen {
-                    ballot,
-                    start,
-                    entries,
-                    commit,
-                })
-            }),
-        (
-            ballot(),
-            any::<u64>(),
-            membership(),
-            prop::collection::vec(any::<u8>(), 0..64),
-            0u64..64
-        )
-            .prop_map(|(ballot, slot, membership, data, extra)| {
+        (ballot(), any::<u64>()).prop_map(|(ballot, from_slot)| Message::Fetch(Fetch { ballot, from_slot })),
+        (ballot(), 0u64..1 << 40, prop::collection::vec((ballot(), value()), 0..4)).prop_map(|(ballot, start, es)| {
+            let entries: Vec<Entry> = es
+                .into_iter()
+                .enumerate()
+                .map(|(i, (b, value))| Entry { slot: start + i as u64, ballot: b, value })
+                .collect();
+            let commit = start + entries.len() as u64;
+            Message::Chosen(Chosen { ballot, start, entries, commit })
+        }),
+        (ballot(), any::<u64>(), membership(), prop::collection::vec(any::<u8>(), 0..64), 0u64..64).prop_map(
+            |(ballot, slot, membership, data, extra)| {
                 let total_bytes = data.len() as u64 + extra;
                 Message::Snapshot(SnapshotChunk {
                     ballot,
@@ -155,23 +90,15 @@ fn message() -> impl Strategy<Value = Message> {
                     offset: extra,
                     data: Bytes::from(data),
                 })
-            }),
-        (ballot(), any::<u64>(), any::<u64>()).prop_map(|(ballot, slot, offset)| {
-            Message::SnapshotRequest(SnapshotRequest {
-                ballot,
-                slot,
-                offset,
-            })
-        }),
+            }
+        ),
+        (ballot(), any::<u64>(), any::<u64>())
+            .prop_map(|(ballot, slot, offset)| { Message::SnapshotRequest(SnapshotRequest { ballot, slot, offset }) }),
     ]
 }
 
 fn envelope() -> impl Strategy<Value = Envelope> {
-    (0u32..7, 0u32..7, message()).prop_map(|(from, to, msg)| Envelope {
-        from: ReplicaId(from),
-        to: ReplicaId(to),
-        msg,
-    })
+    (0u32..7, 0u32..7, message()).prop_map(|(from, to, msg)| Envelope { from: ReplicaId(from), to: ReplicaId(to), msg })
 }
 
 proptest! {
@@ -227,37 +154,15 @@ fn oversize_and_foreign_frames_are_refused_before_allocation() {
     assert!(matches!(frame_len(&header), Err(CodecError::Oversize(_))));
     header[4..6].copy_from_slice(&99u16.to_le_bytes());
     assert_eq!(frame_len(&header), Err(CodecError::UnsupportedVersion(99)));
-    assert!(matches!(
-        frame_len(b"GET / HTTP/1.1\r\n\r\n"),
-        Err(CodecError::BadMagic(_))
-    ));
+    assert!(matches!(frame_len(b"GET / HTTP/1.1\r\n\r\n"), Err(CodecError::BadMagic(_))));
 }
 
 #[test]
 fn structurally_invalid_promises_are_refused() {
-    let b = Ballot {
-        round: 1,
-        leader: 0,
-    };
-    let entry = |slot| Entry {
-        slot,
-        ballot: b,
-        value: Value::Noop,
-    };
-    let unordered = Message::Promise(Promise {
-        ballot: b,
-        commit: 0,
-        log_base: 0,
-        entries: vec![entry(3), entry(2)],
-    });
+    let b = Ballot { round: 1, leader: 0 };
+    let entry = |slot| Entry { slot, ballot: b, value: Value::Noop };
+    let unordered = Message::Promise(Promise { ballot: b, commit: 0, log_base: 0, entries: vec![entry(3), entry(2)] });
     let mut bytes = Vec::new();
-    encode_frame(
-        &Envelope {
-            from: ReplicaId(0),
-            to: ReplicaId(1),
-            msg: unordered,
-        },
-        &mut bytes,
-    );
+    encode_frame(&Envelope { from: ReplicaId(0), to: ReplicaId(1), msg: unordered }, &mut bytes);
     assert!(matches!(decode_frame(&bytes), Err(CodecError::Invalid(_))));
 }

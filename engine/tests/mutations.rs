@@ -8,43 +8,26 @@ use decree_engine::sim::{self, SimOptions, Violation};
 
 /// Seeds tried per mutation before it counts as surviving (override: MUTATION_MAX_SEEDS).
 fn max_seeds() -> u64 {
-    std::env::var("MUTATION_MAX_SEEDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3_000)
+    std::env::var("MUTATION_MAX_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3_000)
 }
 
 /// Runs seeds from 0 until one fails; returns (seeds run, the violation).
 fn seeds_to_catch(mutation: Mutation, contracts_off: bool) -> Option<(u64, Violation)> {
     std::panic::set_hook(Box::new(|_| {}));
-    let options = SimOptions {
-        mutation,
-        contracts_off,
-        ..SimOptions::default()
-    };
-    let found =
-        (0..max_seeds()).find_map(|seed| sim::run(seed, &options).err().map(|v| (seed + 1, v)));
+    let options = SimOptions { mutation, contracts_off, ..SimOptions::default() };
+    let found = (0..max_seeds()).find_map(|seed| sim::run(seed, &options).err().map(|v| (seed + 1, v)));
     let _ = std::panic::take_hook();
     found
 }
 
 fn assert_caught(mutation: Mutation) {
     for contracts_off in [false, true] {
-        let label = if contracts_off {
-            "simulator checks only"
-        } else {
-            "contracts + simulator"
-        };
+        let label = if contracts_off { "simulator checks only" } else { "contracts + simulator" };
         match seeds_to_catch(mutation, contracts_off) {
             Some((seeds, violation)) => {
-                println!(
-                    "mutation {mutation:?} ({label}): caught after {seeds} seed(s) by {violation}"
-                );
+                println!("mutation {mutation:?} ({label}): caught after {seeds} seed(s) by {violation}");
             }
-            None => panic!(
-                "mutation {mutation:?} ({label}) survived {} seeds",
-                max_seeds()
-            ),
+            None => panic!("mutation {mutation:?} ({label}) survived {} seeds", max_seeds()),
         }
     }
 }

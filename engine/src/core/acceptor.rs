@@ -4,7 +4,7 @@
 use super::{DurableWrite, Replica, Role};
 use crate::contract;
 use crate::message::{Accept, Accepted, Heartbeat, Message, Prepare, Promise, Reject, Rejection};
-use crate::types::{Ballot, Entry, ReplicaId};
+use crate::types::{Ballot, ReplicaId};
 
 impl Replica {
     pub(crate) fn on_prepare(&mut self, from: ReplicaId, prepare: Prepare) {
@@ -13,20 +13,11 @@ impl Replica {
             return; // a ballot speaks only for its owner
         }
         if ballot < self.promised {
-            self.reject(
-                from,
-                ballot,
-                Rejection::Stale {
-                    promised: self.promised,
-                },
-            );
+            self.reject(from, ballot, Rejection::Stale { promised: self.promised });
             return;
         }
         if ballot > self.promised {
-            if let Some(leader) = self
-                .live_leader()
-                .filter(|leader| *leader != from && !prepare.transfer)
-            {
+            if let Some(leader) = self.live_leader().filter(|leader| *leader != from && !prepare.transfer) {
                 // Leader stickiness: a replica that cannot see the leader must not depose it
                 // while the rest still can. (The leader itself may re-run phase 1, e.g. after a
                 // configuration change.)
@@ -57,24 +48,12 @@ impl Replica {
                 self.accept_below_promise(from, accept);
                 return;
             }
-            self.reject(
-                from,
-                ballot,
-                Rejection::Stale {
-                    promised: self.promised,
-                },
-            );
+            self.reject(from, ballot, Rejection::Stale { promised: self.promised });
             return;
         }
         self.follow(ballot);
         if accept.start > self.horizon {
-            self.reject(
-                from,
-                ballot,
-                Rejection::Gap {
-                    horizon: self.horizon,
-                },
-            );
+            self.reject(from, ballot, Rejection::Gap { horizon: self.horizon });
             return;
         }
         contract!(self, ballot == self.promised, "accept-not-below-promise");
@@ -86,12 +65,7 @@ impl Replica {
             }
             if let Some(cell) = self.log.get(slot) {
                 if slot < self.commit {
-                    contract!(
-                        self,
-                        cell.value == value,
-                        "chosen-value-never-changes",
-                        "slot {slot}"
-                    );
+                    contract!(self, cell.value == value, "chosen-value-never-changes", "slot {slot}");
                     continue;
                 }
                 if cell.ballot == ballot {
@@ -104,25 +78,13 @@ impl Replica {
                     continue;
                 }
             }
-            self.log.put(slot, ballot, value.clone());
-            self.unpersisted.push(Entry {
-                slot,
-                ballot,
-                value,
-            });
+            self.accept_locally(slot, ballot, value);
         }
         self.horizon = self.horizon.max(end);
         self.learn_commit(accept.commit.min(self.horizon));
         #[cfg(feature = "mutations")]
         if self.mutated(super::Mutation::AckBeforePersist) {
-            self.send(
-                from,
-                Message::Accepted(Accepted {
-                    ballot,
-                    upto: self.horizon,
-                    round: 0,
-                }),
-            );
+            self.send(from, Message::Accepted(Accepted { ballot, upto: self.horizon, round: 0 }));
         }
     }
 
@@ -132,13 +94,7 @@ impl Replica {
             return;
         }
         if ballot < self.promised {
-            self.reject(
-                from,
-                ballot,
-                Rejection::Stale {
-                    promised: self.promised,
-                },
-            );
+            self.reject(from, ballot, Rejection::Stale { promised: self.promised });
             return;
         }
         self.follow(ballot);
@@ -146,14 +102,7 @@ impl Replica {
         self.learn_commit(heartbeat.commit.min(self.horizon));
         if self.durability.durable_ballot() == self.promised {
             let upto = self.durability.durable_horizon();
-            self.send(
-                from,
-                Message::Accepted(Accepted {
-                    ballot,
-                    upto,
-                    round: self.leader_round_seen,
-                }),
-            );
+            self.send(from, Message::Accepted(Accepted { ballot, upto, round: self.leader_round_seen }));
         }
     }
 
@@ -171,14 +120,7 @@ impl Replica {
             return;
         }
         let upto = self.durability.durable_horizon();
-        self.send(
-            ballot.owner(),
-            Message::Accepted(Accepted {
-                ballot,
-                upto,
-                round: self.leader_round_seen,
-            }),
-        );
+        self.send(ballot.owner(), Message::Accepted(Accepted { ballot, upto, round: self.leader_round_seen }));
     }
 
     /// A message from the leader of `ballot` (>= promised): follow it.
@@ -194,13 +136,7 @@ impl Replica {
     /// Promises `ballot` (higher than any before): durable before any acknowledgement of it, and
     /// the horizon restarts at the commit index because later slots were accepted at older ballots.
     pub(crate) fn adopt_ballot(&mut self, ballot: Ballot) {
-        contract!(
-            self,
-            ballot > self.promised,
-            "promise-only-rises",
-            "{ballot} <= {}",
-            self.promised
-        );
+        contract!(self, ballot > self.promised, "promise-only-rises", "{ballot} <= {}", self.promised);
         self.step_down(ballot);
         self.promised = ballot;
         self.leader_round_seen = 0;
@@ -234,22 +170,10 @@ impl Replica {
             if slot < self.commit {
                 continue;
             }
-            self.log.put(slot, accept.ballot, value.clone());
-            self.unpersisted.push(Entry {
-                slot,
-                ballot: accept.ballot,
-                value,
-            });
+            self.accept_locally(slot, accept.ballot, value);
         }
         let upto = end;
-        self.send_when_durable(
-            from,
-            Message::Accepted(Accepted {
-                ballot: accept.ballot,
-                upto,
-                round: 0,
-            }),
-        );
+        self.send_when_durable(from, Message::Accepted(Accepted { ballot: accept.ballot, upto, round: 0 }));
     }
 }
 
@@ -262,60 +186,26 @@ mod tests {
 
     fn accept(round: u64, leader: u32, start: u64, n: u64, commit: u64) -> Message {
         let values = (start..start + n).map(|s| batch(9, s + 1, "op")).collect();
-        Message::Accept(Accept {
-            ballot: ballot(round, leader),
-            start,
-            values,
-            commit,
-        })
+        Message::Accept(Accept { ballot: ballot(round, leader), start, values, commit })
     }
 
     #[test]
     fn promise_is_held_until_the_promised_ballot_is_durable() {
         let mut r = replica(1, 3);
-        let out = deliver(
-            &mut r,
-            10,
-            0,
-            Message::Prepare(Prepare {
-                ballot: ballot(1, 0),
-                from_slot: 0,
-                transfer: false,
-            }),
-        );
+        let out = deliver(&mut r, 10, 0, prepare(ballot(1, 0)));
         assert!(sent(&out).is_empty(), "no promise before persist: {out:?}");
         assert_eq!(persists(&out)[0].1, DurableWrite::Promise(ballot(1, 0)));
         let out = persist_all(&mut r, 11, &out);
-        assert!(
-            matches!(sent(&out)[..], [(ReplicaId(0), Message::Promise(ref p))] if p.ballot == ballot(1, 0))
-        );
+        assert!(matches!(sent(&out)[..], [(ReplicaId(0), Message::Promise(ref p))] if p.ballot == ballot(1, 0)));
     }
 
     #[test]
     fn prepare_below_the_promise_is_rejected_with_the_promise() {
         let mut r = replica(1, 3);
-        let out = deliver(
-            &mut r,
-            10,
-            2,
-            Message::Prepare(Prepare {
-                ballot: ballot(2, 2),
-                from_slot: 0,
-                transfer: false,
-            }),
-        );
+        let out = deliver(&mut r, 10, 2, prepare(ballot(2, 2)));
         persist_all(&mut r, 10, &out);
         // Let the stickiness window pass, so only the ballot order decides.
-        let out = deliver(
-            &mut r,
-            1_000,
-            0,
-            Message::Prepare(Prepare {
-                ballot: ballot(1, 0),
-                from_slot: 0,
-                transfer: false,
-            }),
-        );
+        let out = deliver(&mut r, 1_000, 0, prepare(ballot(1, 0)));
         let reply = sent(&out);
         assert!(
             matches!(reply[..], [(_, Message::Reject(ref rej))] if rej.reason == Rejection::Stale { promised: ballot(2, 2) })
@@ -325,22 +215,10 @@ mod tests {
     #[test]
     fn accept_below_the_promise_is_rejected_and_not_stored() {
         let mut r = replica(1, 3);
-        let out = deliver(
-            &mut r,
-            10,
-            2,
-            Message::Prepare(Prepare {
-                ballot: ballot(2, 2),
-                from_slot: 0,
-                transfer: false,
-            }),
-        );
+        let out = deliver(&mut r, 10, 2, prepare(ballot(2, 2)));
         persist_all(&mut r, 10, &out);
         let out = deliver(&mut r, 11, 0, accept(1, 0, 0, 1, 0));
-        assert!(
-            persists(&out).is_empty(),
-            "nothing persisted from a stale accept"
-        );
+        assert!(persists(&out).is_empty(), "nothing persisted from a stale accept");
         assert!(matches!(sent(&out)[..], [(_, Message::Reject(_))]));
         assert_eq!(r.status().log_end, 0);
     }
@@ -352,17 +230,7 @@ mod tests {
         assert!(sent(&out).is_empty(), "no acknowledgement before persist");
         let out = persist_all(&mut r, 11, &out);
         let acks = sent(&out);
-        assert_eq!(
-            acks,
-            vec![(
-                ReplicaId(0),
-                Message::Accepted(Accepted {
-                    ballot: ballot(1, 0),
-                    upto: 3,
-                    round: 0
-                })
-            )]
-        );
+        assert_eq!(acks, vec![(ReplicaId(0), Message::Accepted(Accepted { ballot: ballot(1, 0), upto: 3, round: 0 }))]);
     }
 
     #[test]
@@ -395,21 +263,8 @@ mod tests {
         let mut r = replica(1, 3);
         let out = deliver(&mut r, 10, 0, accept(1, 0, 0, 2, 0));
         persist_all(&mut r, 10, &out);
-        let out = deliver(
-            &mut r,
-            11,
-            0,
-            Message::Heartbeat(Heartbeat {
-                ballot: ballot(1, 0),
-                commit: 10,
-                round: 0,
-            }),
-        );
-        assert_eq!(
-            r.status().commit,
-            2,
-            "commit is capped at what this replica holds at the leader's ballot"
-        );
+        let out = deliver(&mut r, 11, 0, Message::Heartbeat(Heartbeat { ballot: ballot(1, 0), commit: 10, round: 0 }));
+        assert_eq!(r.status().commit, 2, "commit is capped at what this replica holds at the leader's ballot");
         let applied: Vec<u64> = out
             .iter()
             .filter_map(|c| match c {

@@ -29,10 +29,7 @@ impl Replica {
             checkpoint.slot,
             self.applied
         );
-        if self
-            .checkpoint
-            .as_ref()
-            .is_some_and(|held| held.slot >= checkpoint.slot)
+        if self.checkpoint.as_ref().is_some_and(|held| held.slot >= checkpoint.slot)
             || checkpoint.slot <= self.log.base()
         {
             return;
@@ -87,14 +84,7 @@ impl Replica {
             Some(incoming) if incoming.slot >= slot => (incoming.slot, incoming.data.len() as u64),
             _ => (slot, 0),
         };
-        self.send(
-            from,
-            Message::SnapshotRequest(SnapshotRequest {
-                ballot: self.promised,
-                slot,
-                offset,
-            }),
-        );
+        self.send(from, Message::SnapshotRequest(SnapshotRequest { ballot: self.promised, slot, offset }));
     }
 
     pub(crate) fn on_snapshot_request(&mut self, from: ReplicaId, request: SnapshotRequest) {
@@ -133,20 +123,13 @@ impl Replica {
         if chunk.total_bytes > self.cfg.max_snapshot_bytes {
             return; // refuse to buffer it; the log says why through the driver's metrics
         }
-        let fresh = self
-            .incoming
-            .as_ref()
-            .is_none_or(|i| i.slot != chunk.slot || i.checksum != chunk.checksum);
+        let fresh = self.incoming.as_ref().is_none_or(|i| i.slot != chunk.slot || i.checksum != chunk.checksum);
         if fresh {
             if chunk.offset != 0 {
                 self.incoming = None;
                 self.send(
                     from,
-                    Message::SnapshotRequest(SnapshotRequest {
-                        ballot: self.promised,
-                        slot: chunk.slot,
-                        offset: 0,
-                    }),
+                    Message::SnapshotRequest(SnapshotRequest { ballot: self.promised, slot: chunk.slot, offset: 0 }),
                 );
                 return;
             }
@@ -163,21 +146,12 @@ impl Replica {
         let held = incoming.data.len() as u64;
         let chunk_end = chunk.offset + chunk.data.len() as u64;
         if chunk.offset <= held && chunk_end > held {
-            incoming
-                .data
-                .extend_from_slice(&chunk.data[(held - chunk.offset) as usize..]);
+            incoming.data.extend_from_slice(&chunk.data[(held - chunk.offset) as usize..]);
         }
         let held = incoming.data.len() as u64;
         if held < incoming.total_bytes {
             let slot = incoming.slot;
-            self.send(
-                from,
-                Message::SnapshotRequest(SnapshotRequest {
-                    ballot: self.promised,
-                    slot,
-                    offset: held,
-                }),
-            );
+            self.send(from, Message::SnapshotRequest(SnapshotRequest { ballot: self.promised, slot, offset: held }));
             return;
         }
         let incoming = self.incoming.take().expect("set above");
@@ -191,11 +165,7 @@ impl Replica {
             // Corrupted somewhere: start over.
             self.send(
                 from,
-                Message::SnapshotRequest(SnapshotRequest {
-                    ballot: self.promised,
-                    slot: checkpoint.slot,
-                    offset: 0,
-                }),
+                Message::SnapshotRequest(SnapshotRequest { ballot: self.promised, slot: checkpoint.slot, offset: 0 }),
             );
             return;
         }
@@ -217,8 +187,7 @@ impl Replica {
         self.horizon = self.horizon.max(slot);
         self.membership = checkpoint.membership.clone();
         self.config_slot = checkpoint.config_slot;
-        self.out
-            .push(Command::InstallCheckpoint(checkpoint.clone()));
+        self.out.push(Command::InstallCheckpoint(checkpoint.clone()));
         self.persist(DurableWrite::Checkpoint(checkpoint.clone()));
         self.checkpoint = Some(checkpoint);
     }

@@ -81,14 +81,10 @@ impl CoreConfig {
         if self.window_slots == 0 || self.max_batch_requests == 0 || self.max_batch_bytes == 0 {
             return Err("window_slots, max_batch_requests and max_batch_bytes must be > 0".into());
         }
-        if self.snapshot_chunk_bytes == 0
-            || self.snapshot_chunk_bytes > crate::codec::MAX_FRAME_PAYLOAD_BYTES / 2
-        {
+        if self.snapshot_chunk_bytes == 0 || self.snapshot_chunk_bytes > crate::codec::MAX_FRAME_PAYLOAD_BYTES / 2 {
             return Err("snapshot_chunk_bytes must be in 1..=MAX_FRAME_PAYLOAD_BYTES/2".into());
         }
-        if self.max_values_per_accept == 0
-            || self.max_values_per_accept > crate::codec::MAX_ENTRIES_PER_MESSAGE
-        {
+        if self.max_values_per_accept == 0 || self.max_values_per_accept > crate::codec::MAX_ENTRIES_PER_MESSAGE {
             return Err("max_values_per_accept must be in 1..=MAX_ENTRIES_PER_MESSAGE".into());
         }
         Ok(())

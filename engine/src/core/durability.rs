@@ -41,11 +41,7 @@ impl Durability {
     pub fn issue(&mut self, ballot: Ballot, horizon: Slot) -> u64 {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        self.marks.push_back(Mark {
-            ticket,
-            ballot,
-            horizon,
-        });
+        self.marks.push_back(Mark { ticket, ballot, horizon });
         ticket
     }
 

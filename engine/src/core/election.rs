@@ -57,14 +57,7 @@ impl Replica {
         let me = self.id();
         let voters: Vec<ReplicaId> = self.membership.voters().to_vec();
         for voter in voters.into_iter().filter(|v| *v != me) {
-            self.send(
-                voter,
-                Message::Prepare(Prepare {
-                    ballot,
-                    from_slot,
-                    transfer,
-                }),
-            );
+            self.send(voter, Message::Prepare(Prepare { ballot, from_slot, transfer }));
         }
     }
 
@@ -117,17 +110,9 @@ impl Replica {
         };
         let ballot = election.ballot;
         contract!(self, ballot == self.promised, "leader-owns-promised-ballot");
-        contract!(
-            self,
-            self.membership.is_voter(self.id()),
-            "leader-is-a-voter"
-        );
-        let reported_end = election
-            .highest
-            .keys()
-            .next_back()
-            .map_or(election.from_slot, |s| s + 1)
-            .max(self.log.end());
+        contract!(self, self.membership.is_voter(self.id()), "leader-is-a-voter");
+        let reported_end =
+            election.highest.keys().next_back().map_or(election.from_slot, |s| s + 1).max(self.log.end());
         let new_commit = election.max_commit.max(self.commit);
         // A reconfig ends this configuration's slots: later slots belong to the next one, whose
         // phase 1 runs once the reconfig is chosen. If a promiser already knows it chosen, adopt
@@ -138,12 +123,7 @@ impl Replica {
             Some(slot) => slot + 1,
             None => reported_end,
         };
-        contract!(
-            self,
-            new_commit <= end,
-            "adopted-commit-within-suffix",
-            "{new_commit} > {end}"
-        );
+        contract!(self, new_commit <= end, "adopted-commit-within-suffix", "{new_commit} > {end}");
         for slot in election.from_slot.max(self.commit)..end {
             let value = match election.highest.get(&slot) {
                 Some(entry) => entry.value.clone(),
@@ -158,30 +138,17 @@ impl Replica {
             if slot < self.commit {
                 continue; // already chosen and known here
             }
-            self.log.put(slot, ballot, value.clone());
-            self.unpersisted.push(Entry {
-                slot,
-                ballot,
-                value,
-            });
+            self.accept_locally(slot, ballot, value);
         }
         self.horizon = end;
         self.learn_commit(new_commit);
-        let mut leadership = super::leader::Leadership::new(
-            ballot,
-            &self.membership,
-            self.id(),
-            election.from_slot,
-            self.now_ms,
-        );
+        let mut leadership =
+            super::leader::Leadership::new(ballot, &self.membership, self.id(), election.from_slot, self.now_ms);
         leadership.reconfig_pending = cut.filter(|slot| *slot >= self.commit);
         leadership.phase1_end = end;
         self.role = Role::Leader(leadership);
         self.leader_hint = Some(self.id());
-        self.out.push(Command::LeadershipChanged {
-            leading: true,
-            ballot,
-        });
+        self.out.push(Command::LeadershipChanged { leading: true, ballot });
         self.broadcast_heartbeat();
         self.replicate_all();
     }
@@ -190,22 +157,12 @@ impl Replica {
     pub(crate) fn step_down(&mut self, seen: Ballot) {
         match std::mem::replace(&mut self.role, Role::Follower) {
             Role::Leader(leadership) => {
-                self.out.push(Command::LeadershipChanged {
-                    leading: false,
-                    ballot: seen,
-                });
+                self.out.push(Command::LeadershipChanged { leading: false, ballot: seen });
                 let hint = (seen.owner() != self.id()).then_some(seen.owner());
                 for read in &leadership.reads {
-                    self.out.push(Command::ReadRefused {
-                        id: read.id,
-                        leader: hint,
-                    });
+                    self.out.push(Command::ReadRefused { id: read.id, leader: hint });
                 }
-                let refused = leadership
-                    .pending
-                    .iter()
-                    .map(|r| (r.client, r.seq))
-                    .collect();
+                let refused = leadership.pending.iter().map(|r| (r.client, r.seq)).collect();
                 self.leader_hint = (seen.owner() != self.id()).then_some(seen.owner());
                 self.last_leader_contact_ms = self.leader_hint.map(|_| self.now_ms);
                 self.redirect(refused);
@@ -229,101 +186,47 @@ mod tests {
         let mut r = replica(0, 3);
         step(&mut r, 0, Input::Tick);
         // Having seen round 2, the next election uses round 3.
-        deliver(
-            &mut r,
-            1,
-            2,
-            Message::Heartbeat(Heartbeat {
-                ballot: ballot(2, 2),
-                commit: 0,
-                round: 0,
-            }),
-        );
+        deliver(&mut r, 1, 2, Message::Heartbeat(Heartbeat { ballot: ballot(2, 2), commit: 0, round: 0 }));
         let out = step(&mut r, 2_000, Input::Tick);
-        let prepares: Vec<_> = sent(&out)
-            .into_iter()
-            .filter(|(_, m)| matches!(m, Message::Prepare(_)))
-            .collect();
+        let prepares: Vec<_> = sent(&out).into_iter().filter(|(_, m)| matches!(m, Message::Prepare(_))).collect();
         assert_eq!(prepares.len(), 2, "prepare goes to both other voters");
-        let (a, b, c, d) = (
-            batch(1, 1, "a"),
-            batch(1, 2, "b"),
-            batch(2, 1, "c"),
-            batch(3, 1, "d"),
-        );
+        let (a, b, c, d) = (batch(1, 1, "a"), batch(1, 2, "b"), batch(2, 1, "c"), batch(3, 1, "d"));
         let from_1 = Promise {
             ballot: ballot(3, 0),
             commit: 0,
             log_base: 0,
             entries: vec![
-                Entry {
-                    slot: 0,
-                    ballot: ballot(1, 1),
-                    value: a,
-                },
-                Entry {
-                    slot: 1,
-                    ballot: ballot(1, 1),
-                    value: b.clone(),
-                },
-                Entry {
-                    slot: 2,
-                    ballot: ballot(1, 1),
-                    value: Value::Noop,
-                },
-                Entry {
-                    slot: 3,
-                    ballot: ballot(1, 1),
-                    value: d.clone(),
-                },
+                Entry { slot: 0, ballot: ballot(1, 1), value: a },
+                Entry { slot: 1, ballot: ballot(1, 1), value: b.clone() },
+                Entry { slot: 2, ballot: ballot(1, 1), value: Value::Noop },
+                Entry { slot: 3, ballot: ballot(1, 1), value: d.clone() },
             ],
         };
         let from_2 = Promise {
             ballot: ballot(3, 0),
             commit: 0,
             log_base: 0,
-            entries: vec![Entry {
-                slot: 0,
-                ballot: ballot(2, 2),
-                value: c.clone(),
-            }],
+            entries: vec![Entry { slot: 0, ballot: ballot(2, 2), value: c.clone() }],
         };
         // Its own promise is not durable yet, so it needs both others.
         deliver(&mut r, 2_001, 1, Message::Promise(from_1));
-        assert!(
-            !r.status().leading,
-            "one promise is not a majority while its own is not durable"
-        );
+        assert!(!r.status().leading, "one promise is not a majority while its own is not durable");
         deliver(&mut r, 2_002, 2, Message::Promise(from_2));
         assert!(r.status().leading);
         assert_eq!(r.status().log_end, 4);
-        let accepts: Vec<Value> = (0..4)
-            .map(|s| r.log.get(s).unwrap().value.clone())
-            .collect();
+        let accepts: Vec<Value> = (0..4).map(|s| r.log.get(s).unwrap().value.clone()).collect();
         assert_eq!(accepts[0], c, "slot 0: ballot 2.2 beats 1.1");
         assert_eq!(accepts[1], b);
         assert_eq!(accepts[2], Value::Noop);
         assert_eq!(accepts[3], d);
-        assert!(
-            (0..4).all(|s| r.log.get(s).unwrap().ballot == ballot(3, 0)),
-            "all re-proposed at the new ballot"
-        );
+        assert!((0..4).all(|s| r.log.get(s).unwrap().ballot == ballot(3, 0)), "all re-proposed at the new ballot");
     }
 
     #[test]
     fn phase1_prefers_the_higher_ballot_when_promises_disagree() {
         let mut r = replica(0, 3);
         step(&mut r, 0, Input::Tick);
-        deliver(
-            &mut r,
-            1,
-            2,
-            Message::Heartbeat(Heartbeat {
-                ballot: ballot(2, 2),
-                commit: 0,
-                round: 0,
-            }),
-        );
+        deliver(&mut r, 1, 2, Message::Heartbeat(Heartbeat { ballot: ballot(2, 2), commit: 0, round: 0 }));
         let out = step(&mut r, 2_000, Input::Tick);
         persist_all(&mut r, 2_000, &out); // own promise durable: one more makes a majority
         let (low, high) = (batch(1, 1, "low"), batch(2, 1, "high"));
@@ -331,11 +234,7 @@ mod tests {
             ballot: ballot(3, 0),
             commit: 0,
             log_base: 0,
-            entries: vec![Entry {
-                slot: 0,
-                ballot: ballot(2, 2),
-                value: high.clone(),
-            }],
+            entries: vec![Entry { slot: 0, ballot: ballot(2, 2), value: high.clone() }],
         };
         // Its own log holds nothing; r1 reports the higher-ballot value.
         r.log.put(0, ballot(1, 1), low);
@@ -352,9 +251,7 @@ mod tests {
         assert!(!r.status().leading);
         let out = persist_all(&mut r, 1_000, &out);
         assert!(r.status().leading);
-        assert!(out
-            .iter()
-            .any(|c| matches!(c, Command::LeadershipChanged { leading: true, .. })));
+        assert!(out.iter().any(|c| matches!(c, Command::LeadershipChanged { leading: true, .. })));
         assert_eq!(r.leader(), Some(ReplicaId(0)));
     }
 }

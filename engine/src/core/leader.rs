@@ -5,7 +5,7 @@ use super::{Replica, Role};
 use crate::contract;
 use crate::membership::Membership;
 use crate::message::{Accept, Accepted, Heartbeat, Message, Reject, Rejection};
-use crate::types::{Ballot, Entry, ReplicaId, Request, Slot, Value};
+use crate::types::{Ballot, ReplicaId, Request, Slot, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
@@ -74,18 +74,9 @@ impl Progress {
 }
 
 impl Leadership {
-    pub(crate) fn new(
-        ballot: Ballot,
-        membership: &Membership,
-        me: ReplicaId,
-        from_slot: Slot,
-        now_ms: u64,
-    ) -> Self {
-        let progress = membership
-            .members()
-            .filter(|m| *m != me)
-            .map(|m| (m, Progress::new(from_slot, now_ms)))
-            .collect();
+    pub(crate) fn new(ballot: Ballot, membership: &Membership, me: ReplicaId, from_slot: Slot, now_ms: u64) -> Self {
+        let progress =
+            membership.members().filter(|m| *m != me).map(|m| (m, Progress::new(from_slot, now_ms))).collect();
         Leadership {
             ballot,
             progress,
@@ -105,9 +96,7 @@ impl Leadership {
 impl Replica {
     pub(crate) fn leader_propose(&mut self, requests: Vec<Request>) {
         let limit = self.cfg.max_pending_requests;
-        let Role::Leader(leadership) = &mut self.role else {
-            unreachable!("leader_propose while not leading")
-        };
+        let Role::Leader(leadership) = &mut self.role else { unreachable!("leader_propose while not leading") };
         let room = limit.saturating_sub(leadership.pending.len());
         let mut overflow = Vec::new();
         for (index, request) in requests.into_iter().enumerate() {
@@ -126,43 +115,50 @@ impl Replica {
 
     /// Cuts pending requests into batches while the window has room, one slot per batch.
     pub(crate) fn fill_window(&mut self) {
-        let window_end = self.commit + self.cfg.window_slots;
-        let (max_requests, max_bytes) = (self.cfg.max_batch_requests, self.cfg.max_batch_bytes);
-        let Role::Leader(leadership) = &mut self.role else {
-            return;
-        };
-        let ballot = leadership.ballot;
         let mut proposed = false;
-        // Proposals extend the horizon (stale entries past it, from older ballots, are overwritten).
-        while !leadership.pending.is_empty()
-            && self.horizon < window_end
-            && leadership.reconfig_pending.is_none()
-            && leadership.transfer.is_none()
-        {
-            let mut batch = Vec::new();
-            let mut size_bytes = 0;
-            while let Some(request) = leadership.pending.front() {
-                let next_size = size_bytes + request.size_bytes();
-                if !batch.is_empty() && (batch.len() >= max_requests || next_size > max_bytes) {
-                    break;
-                }
-                size_bytes = next_size;
-                batch.push(leadership.pending.pop_front().expect("front exists"));
-            }
-            let slot = self.horizon;
-            let value = Value::Batch(Arc::from(batch));
-            self.log.put(slot, ballot, value.clone());
-            self.unpersisted.push(Entry {
-                slot,
-                ballot,
-                value,
-            });
-            self.horizon = slot + 1;
+        while let Some((ballot, batch)) = self.cut_batch() {
+            self.propose_at_horizon(ballot, Value::Batch(Arc::from(batch)));
             proposed = true;
         }
         if proposed {
             self.replicate_all();
         }
+    }
+
+    /// The next batch of pending requests, if the window has room and nothing (a pending reconfig,
+    /// a hand-over) holds proposals back.
+    fn cut_batch(&mut self) -> Option<(Ballot, Vec<Request>)> {
+        let window_end = self.commit + self.cfg.window_slots;
+        let (max_requests, max_bytes) = (self.cfg.max_batch_requests, self.cfg.max_batch_bytes);
+        let horizon = self.horizon;
+        let Role::Leader(leadership) = &mut self.role else { return None };
+        if leadership.pending.is_empty()
+            || horizon >= window_end
+            || leadership.reconfig_pending.is_some()
+            || leadership.transfer.is_some()
+        {
+            return None;
+        }
+        let mut batch = Vec::new();
+        let mut size_bytes = 0;
+        while let Some(request) = leadership.pending.front() {
+            let next_size = size_bytes + request.size_bytes();
+            if !batch.is_empty() && (batch.len() >= max_requests || next_size > max_bytes) {
+                break;
+            }
+            size_bytes = next_size;
+            batch.push(leadership.pending.pop_front().expect("front exists"));
+        }
+        Some((leadership.ballot, batch))
+    }
+
+    /// Proposes `value` in the next slot (stale entries past the horizon, from older ballots, are
+    /// overwritten); the caller replicates.
+    pub(crate) fn propose_at_horizon(&mut self, ballot: Ballot, value: Value) -> Slot {
+        let slot = self.horizon;
+        self.accept_locally(slot, ballot, value);
+        self.horizon = slot + 1;
+        slot
     }
 
     pub(crate) fn replicate_all(&mut self) {
@@ -200,22 +196,12 @@ impl Replica {
         }
         progress.snapshot_in_flight = false;
         let mut sends = Vec::new();
-        while progress.next < end
-            && progress.next < progress.matched.saturating_add(in_flight_limit)
-        {
+        while progress.next < end && progress.next < progress.matched.saturating_add(in_flight_limit) {
             let start = progress.next;
             let values = self.log.values(start, chunk.min((end - start) as usize));
-            assert!(
-                !values.is_empty(),
-                "contract violated: replicate-sends-held-slots"
-            );
+            assert!(!values.is_empty(), "contract violated: replicate-sends-held-slots");
             progress.next = start + values.len() as u64;
-            sends.push(Accept {
-                ballot,
-                start,
-                values,
-                commit,
-            });
+            sends.push(Accept { ballot, start, values, commit });
         }
         for accept in sends {
             self.send(follower, Message::Accept(accept));
@@ -285,22 +271,13 @@ impl Replica {
         let Role::Leader(leadership) = &self.role else {
             return;
         };
-        let own = if self.durability.durable_ballot() == leadership.ballot {
-            self.durability.durable_horizon()
-        } else {
-            0
-        };
+        let own =
+            if self.durability.durable_ballot() == leadership.ballot { self.durability.durable_horizon() } else { 0 };
         let mut matched: Vec<Slot> = self
             .membership
             .voters()
             .iter()
-            .map(|v| {
-                if *v == self.id() {
-                    own
-                } else {
-                    leadership.progress.get(v).map_or(0, |p| p.matched)
-                }
-            })
+            .map(|v| if *v == self.id() { own } else { leadership.progress.get(v).map_or(0, |p| p.matched) })
             .collect();
         matched.sort_unstable_by(|a, b| b.cmp(a));
         #[allow(unused_mut)]
@@ -348,16 +325,12 @@ impl Replica {
         }
         if let Role::Leader(leadership) = &mut self.role {
             for progress in leadership.progress.values_mut() {
-                if progress.matched == progress.matched_at_heartbeat
-                    && progress.next > progress.matched
-                {
+                if progress.matched == progress.matched_at_heartbeat && progress.next > progress.matched {
                     progress.next = progress.matched; // stalled: resend what may have been lost
                 }
                 if progress.matched == progress.matched_at_heartbeat {
                     progress.snapshot_in_flight = false; // a chunk or request may have been lost
-                    if progress.reported < progress.next
-                        && progress.reported == progress.reported_at_heartbeat
-                    {
+                    if progress.reported < progress.next && progress.reported == progress.reported_at_heartbeat {
                         // It keeps reporting less than we sent (it restarted and lost its
                         // volatile horizon): resend from what it reports.
                         progress.next = progress.reported;
@@ -377,11 +350,7 @@ impl Replica {
         let Role::Leader(leadership) = &self.role else {
             return;
         };
-        let heartbeat = Heartbeat {
-            ballot: leadership.ballot,
-            commit: self.commit,
-            round: leadership.read_round,
-        };
+        let heartbeat = Heartbeat { ballot: leadership.ballot, commit: self.commit, round: leadership.read_round };
         let followers: Vec<ReplicaId> = leadership.progress.keys().copied().collect();
         for follower in followers {
             self.send(follower, Message::Heartbeat(heartbeat.clone()));
@@ -417,9 +386,7 @@ mod tests {
             .into_iter()
             .filter(|(to, _)| *to == ReplicaId(1))
             .filter_map(|(_, m)| match m {
-                Message::Accept(a) => {
-                    Some((a.start..a.start + a.values.len() as u64).collect::<Vec<_>>())
-                }
+                Message::Accept(a) => Some((a.start..a.start + a.values.len() as u64).collect::<Vec<_>>()),
                 _ => None,
             })
             .flatten()
@@ -434,11 +401,7 @@ mod tests {
         let window = r.cfg.window_slots;
         let mut outs = Vec::new();
         for seq in 1..=window + 10 {
-            outs.extend(step(
-                &mut r,
-                2_000,
-                Input::Propose(vec![request(7, seq, "w")]),
-            ));
+            outs.extend(step(&mut r, 2_000, Input::Propose(vec![request(7, seq, "w")])));
         }
         assert_eq!(r.status().log_end, window, "no slot beyond commit + window");
         let out = persist_all(&mut r, 2_001, &outs);
@@ -447,26 +410,11 @@ mod tests {
             "own vote alone commits nothing"
         );
         let ballot = r.promised;
-        let out = deliver(
-            &mut r,
-            2_002,
-            1,
-            Message::Accepted(Accepted {
-                ballot,
-                upto: 4,
-                round: 0,
-            }),
-        );
-        assert_eq!(
-            r.status().commit,
-            4,
-            "own durable vote + one follower is a majority"
-        );
+        let out = deliver(&mut r, 2_002, 1, Message::Accepted(Accepted { ballot, upto: 4, round: 0 }));
+        assert_eq!(r.status().commit, 4, "own durable vote + one follower is a majority");
         // The window slid by 4: the 10 queued requests go out in one batch.
         assert_eq!(r.status().log_end, window + 1);
-        let Value::Batch(batch) = &r.log.get(window).unwrap().value else {
-            panic!("expected a batch")
-        };
+        let Value::Batch(batch) = &r.log.get(window).unwrap().value else { panic!("expected a batch") };
         assert_eq!(batch.len(), 10);
         assert!(proposed_slots(&out).contains(&window));
     }
@@ -476,26 +424,11 @@ mod tests {
         let mut r = leader_of_three();
         let out = step(&mut r, 2_000, Input::Propose(vec![request(7, 1, "x")]));
         let ballot = r.promised;
-        deliver(
-            &mut r,
-            2_001,
-            1,
-            Message::Accepted(Accepted {
-                ballot,
-                upto: 1,
-                round: 0,
-            }),
-        );
-        assert_eq!(
-            r.status().commit,
-            0,
-            "leader's own write not yet durable: one follower is not a majority"
-        );
+        deliver(&mut r, 2_001, 1, Message::Accepted(Accepted { ballot, upto: 1, round: 0 }));
+        assert_eq!(r.status().commit, 0, "leader's own write not yet durable: one follower is not a majority");
         let out = persist_all(&mut r, 2_002, &out);
         assert_eq!(r.status().commit, 1);
-        assert!(out
-            .iter()
-            .any(|c| matches!(c, Command::Apply { slot: 0, .. })));
+        assert!(out.iter().any(|c| matches!(c, Command::Apply { slot: 0, .. })));
     }
 
     #[test]
@@ -505,15 +438,7 @@ mod tests {
             step(&mut r, 2_000, Input::Propose(vec![request(7, seq, "x")]));
         }
         let ballot = r.promised;
-        let out = deliver(
-            &mut r,
-            2_001,
-            1,
-            Message::Reject(Reject {
-                ballot,
-                reason: Rejection::Gap { horizon: 1 },
-            }),
-        );
+        let out = deliver(&mut r, 2_001, 1, Message::Reject(Reject { ballot, reason: Rejection::Gap { horizon: 1 } }));
         assert_eq!(proposed_slots(&out), vec![1, 2]);
     }
 
@@ -522,11 +447,7 @@ mod tests {
         let mut r = leader_of_three();
         let mut outs = Vec::new();
         for seq in 1..=r.cfg.window_slots + 2 {
-            outs.extend(step(
-                &mut r,
-                2_000,
-                Input::Propose(vec![request(7, seq, "x")]),
-            ));
+            outs.extend(step(&mut r, 2_000, Input::Propose(vec![request(7, seq, "x")])));
         }
         let ballot = r.promised;
         let higher = crate::types::Ballot::new(ballot.round + 1, ReplicaId(2));
@@ -534,16 +455,13 @@ mod tests {
             &mut r,
             2_001,
             1,
-            Message::Reject(Reject {
-                ballot,
-                reason: Rejection::Stale { promised: higher },
-            }),
+            Message::Reject(Reject { ballot, reason: Rejection::Stale { promised: higher } }),
         );
         assert!(!r.status().leading);
+        assert!(out.iter().any(|c| matches!(c, Command::LeadershipChanged { leading: false, .. })));
         assert!(out
             .iter()
-            .any(|c| matches!(c, Command::LeadershipChanged { leading: false, .. })));
-        assert!(out.iter().any(|c| matches!(c, Command::Redirect { requests, leader: Some(ReplicaId(2)) } if requests.len() == 2)));
+            .any(|c| matches!(c, Command::Redirect { requests, leader: Some(ReplicaId(2)) } if requests.len() == 2)));
     }
 
     #[test]
@@ -554,14 +472,9 @@ mod tests {
             now += 10;
             step(&mut r, now, Input::Tick);
         }
-        assert!(
-            !r.status().leading,
-            "check-quorum deposed the isolated leader"
-        );
-        let bound = 1_001
-            + r.cfg.election_timeout_max_ms
-            + r.cfg.election_timeout_min_ms
-            + 2 * r.cfg.heartbeat_interval_ms;
+        assert!(!r.status().leading, "check-quorum deposed the isolated leader");
+        let bound =
+            1_001 + r.cfg.election_timeout_max_ms + r.cfg.election_timeout_min_ms + 2 * r.cfg.heartbeat_interval_ms;
         assert!(now <= bound, "stepped down at {now}, later than {bound}");
     }
 }

@@ -11,10 +11,7 @@ impl Replica {
     /// Asks every member it knows for chosen entries past its commit index.
     pub(crate) fn fetch_chosen(&mut self) {
         self.reset_election_timer();
-        let fetch = Fetch {
-            ballot: self.promised,
-            from_slot: self.commit,
-        };
+        let fetch = Fetch { ballot: self.promised, from_slot: self.commit };
         let me = self.id();
         let peers: Vec<ReplicaId> = self.membership.members().filter(|m| *m != me).collect();
         for peer in peers {
@@ -33,18 +30,8 @@ impl Replica {
             return; // it knows nothing more than the requester
         }
         let count = ((self.commit - start) as usize).min(self.cfg.max_values_per_accept);
-        let entries: Vec<Entry> = self
-            .log
-            .entries_from(start)
-            .into_iter()
-            .take(count)
-            .collect();
-        let chosen = Chosen {
-            ballot: self.promised,
-            start,
-            entries,
-            commit: self.commit,
-        };
+        let entries: Vec<Entry> = self.log.entries_from(start).into_iter().take(count).collect();
+        let chosen = Chosen { ballot: self.promised, start, entries, commit: self.commit };
         self.send(from, Message::Chosen(chosen));
     }
 
@@ -74,10 +61,7 @@ impl Replica {
         self.commit = self.commit.max(end);
         if end < chosen.commit {
             // More is chosen than one answer carries: keep pulling from the same peer.
-            let fetch = Fetch {
-                ballot: self.promised,
-                from_slot: end,
-            };
+            let fetch = Fetch { ballot: self.promised, from_slot: end };
             self.send(from, Message::Fetch(fetch));
         }
     }

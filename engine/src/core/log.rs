@@ -23,10 +23,7 @@ pub struct AcceptLog {
 impl AcceptLog {
     /// An empty log starting at `base`.
     pub fn new(base: Slot) -> Self {
-        AcceptLog {
-            base,
-            slots: VecDeque::new(),
-        }
+        AcceptLog { base, slots: VecDeque::new() }
     }
 
     /// First slot held.
@@ -50,16 +47,8 @@ impl AcceptLog {
     /// Stores `value` at `slot` accepted at `ballot`. `slot` may overwrite a held slot or extend the
     /// log by exactly one; later slots are never dropped (an acceptor must not forget accepts).
     pub fn put(&mut self, slot: Slot, ballot: Ballot, value: Value) {
-        assert!(
-            slot >= self.base,
-            "contract violated: log-put-above-base (slot {slot} < base {})",
-            self.base
-        );
-        assert!(
-            slot <= self.end(),
-            "contract violated: log-contiguous (slot {slot} > end {})",
-            self.end()
-        );
+        assert!(slot >= self.base, "contract violated: log-put-above-base (slot {slot} < base {})", self.base);
+        assert!(slot <= self.end(), "contract violated: log-contiguous (slot {slot} > end {})", self.end());
         let cell = LogSlot { ballot, value };
         if slot == self.end() {
             self.slots.push_back(cell);
@@ -85,11 +74,7 @@ impl AcceptLog {
         (start..self.end())
             .map(|slot| {
                 let cell = self.get(slot).expect("slot within base..end");
-                Entry {
-                    slot,
-                    ballot: cell.ballot,
-                    value: cell.value.clone(),
-                }
+                Entry { slot, ballot: cell.ballot, value: cell.value.clone() }
             })
             .collect()
     }
@@ -97,8 +82,6 @@ impl AcceptLog {
     /// The values at `start .. start + count` (clamped to the log end).
     pub fn values(&self, start: Slot, count: usize) -> Vec<Value> {
         let end = self.end().min(start + count as u64);
-        (start..end)
-            .map(|slot| self.get(slot).expect("slot within base..end").value.clone())
-            .collect()
+        (start..end).map(|slot| self.get(slot).expect("slot within base..end").value.clone()).collect()
     }
 }

@@ -180,11 +180,7 @@ impl Replica {
         }
         // Entries past the commit index durably accepted at the promised ballot still count: the
         // horizon covers them, so the leader need not resend them after a restart.
-        while replica
-            .log
-            .get(replica.horizon)
-            .is_some_and(|cell| cell.ballot == promised && promised != Ballot::ZERO)
-        {
+        while replica.log.get(replica.horizon).is_some_and(|cell| cell.ballot == promised && promised != Ballot::ZERO) {
             replica.horizon += 1;
         }
         replica.durability = Durability::new(promised, replica.horizon);
@@ -195,13 +191,7 @@ impl Replica {
     /// Feeds one input at time `now_ms` (the driver's monotonic clock) and appends the resulting
     /// commands to `commands`.
     pub fn step(&mut self, now_ms: u64, input: Input, commands: &mut Vec<Command>) {
-        contract!(
-            self,
-            now_ms >= self.now_ms,
-            "clock-monotonic",
-            "{now_ms} < {}",
-            self.now_ms
-        );
+        contract!(self, now_ms >= self.now_ms, "clock-monotonic", "{now_ms} < {}", self.now_ms);
         self.now_ms = now_ms;
         if !self.started {
             self.started = true;
@@ -266,8 +256,7 @@ impl Replica {
             return Some(self.id());
         }
         let heard = self.last_leader_contact_ms?;
-        (self.now_ms.saturating_sub(heard) <= self.cfg.election_timeout_max_ms)
-            .then_some(self.leader_hint?)
+        (self.now_ms.saturating_sub(heard) <= self.cfg.election_timeout_max_ms).then_some(self.leader_hint?)
     }
 
     /// First slot still held in the log (slots below were discarded after a checkpoint).
@@ -391,6 +380,12 @@ impl Replica {
         ticket
     }
 
+    /// Accepts `value` at `slot` in this replica's own log; made durable with the step's other entries.
+    pub(crate) fn accept_locally(&mut self, slot: Slot, ballot: Ballot, value: Value) {
+        self.log.put(slot, ballot, value.clone());
+        self.unpersisted.push(Entry { slot, ballot, value });
+    }
+
     /// Entries accepted during this step go out as one write.
     fn flush_entries(&mut self) {
         if self.unpersisted.is_empty() {
@@ -398,20 +393,13 @@ impl Replica {
         }
         let entries = std::mem::take(&mut self.unpersisted);
         let ticket = self.durability.issue(self.promised, self.horizon);
-        self.out.push(Command::Persist {
-            ticket,
-            write: DurableWrite::Entries(entries),
-        });
+        self.out.push(Command::Persist { ticket, write: DurableWrite::Entries(entries) });
     }
 
     /// Sends `msg` once everything issued so far is durable.
     pub(crate) fn send_when_durable(&mut self, to: ReplicaId, msg: Message) {
         self.flush_entries();
-        let envelope = Envelope {
-            from: self.id(),
-            to,
-            msg,
-        };
+        let envelope = Envelope { from: self.id(), to, msg };
         let ticket = self.durability.last_issued();
         if let Some(envelope) = self.durability.defer(ticket, envelope) {
             if envelope.to == self.id() {
@@ -431,13 +419,7 @@ impl Replica {
         if upto <= self.commit {
             return;
         }
-        contract!(
-            self,
-            upto <= self.log.end(),
-            "commit-within-log",
-            "commit {upto} > log end {}",
-            self.log.end()
-        );
+        contract!(self, upto <= self.log.end(), "commit-within-log", "commit {upto} > log end {}", self.log.end());
         self.commit = upto;
     }
 
@@ -460,18 +442,12 @@ impl Replica {
                 self.on_configuration_applied(slot, membership);
             }
         }
-        contract!(
-            self,
-            self.applied <= self.commit,
-            "apply-never-passes-commit"
-        );
+        contract!(self, self.applied <= self.commit, "apply-never-passes-commit");
     }
 
     /// Re-arms the election timer with a fresh random timeout.
     pub(crate) fn reset_election_timer(&mut self) {
-        let timeout = self
-            .rng
-            .u64(self.cfg.election_timeout_min_ms..=self.cfg.election_timeout_max_ms);
+        let timeout = self.rng.u64(self.cfg.election_timeout_min_ms..=self.cfg.election_timeout_max_ms);
         self.election_deadline_ms = self.now_ms + timeout;
     }
 
@@ -489,11 +465,7 @@ impl Replica {
         );
         contract!(self, self.commit <= self.log.end(), "commit-within-log");
         if let Role::Leader(leadership) = &self.role {
-            contract!(
-                self,
-                leadership.ballot == self.promised,
-                "leader-ballot-is-promised"
-            );
+            contract!(self, leadership.ballot == self.promised, "leader-ballot-is-promised");
         }
     }
 }

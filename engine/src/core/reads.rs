@@ -32,18 +32,11 @@ impl Replica {
         // leader re-proposed in phase 1.
         let read_index = read_index.max(leadership.phase1_end);
         #[cfg(feature = "mutations")]
-        let round = if self.cfg.mutation == super::Mutation::ReadWithoutConfirmation {
-            0
-        } else {
-            leadership.read_round + 1
-        };
+        let round =
+            if self.cfg.mutation == super::Mutation::ReadWithoutConfirmation { 0 } else { leadership.read_round + 1 };
         #[cfg(not(feature = "mutations"))]
         let round = leadership.read_round + 1;
-        leadership.reads.push_back(PendingRead {
-            id,
-            read_index,
-            round,
-        });
+        leadership.reads.push_back(PendingRead { id, read_index, round });
         leadership.read_round_due = true;
     }
 
@@ -81,11 +74,7 @@ impl Replica {
                 }
                 !now
             });
-            self.out.extend(
-                ready
-                    .into_iter()
-                    .map(|id| Command::ReadReady { id, slot: applied }),
-            );
+            self.out.extend(ready.into_iter().map(|id| Command::ReadReady { id, slot: applied }));
         }
         let quorum = self.membership.quorum();
         let Role::Leader(leadership) = &mut self.role else {
@@ -112,10 +101,7 @@ impl Replica {
             if read.round > confirmed || read.read_index > applied {
                 break;
             }
-            self.out.push(Command::ReadReady {
-                id: read.id,
-                slot: applied,
-            });
+            self.out.push(Command::ReadReady { id: read.id, slot: applied });
             leadership.reads.pop_front();
         }
     }
@@ -129,61 +115,22 @@ mod tests {
     use crate::types::ReplicaId;
 
     fn ready(commands: &[Command]) -> Vec<u64> {
-        commands
-            .iter()
-            .filter_map(|c| {
-                if let Command::ReadReady { id, .. } = c {
-                    Some(*id)
-                } else {
-                    None
-                }
-            })
-            .collect()
+        commands.iter().filter_map(|c| if let Command::ReadReady { id, .. } = c { Some(*id) } else { None }).collect()
     }
 
     #[test]
     fn a_read_index_read_waits_for_a_majority_to_echo_a_round_sent_after_it() {
         let mut r = leader_of_three();
         let out = step(&mut r, 2_000, Input::Read { id: 7 });
-        assert!(
-            ready(&out).is_empty(),
-            "not served before leadership is confirmed"
-        );
+        assert!(ready(&out).is_empty(), "not served before leadership is confirmed");
         let round = sent(&out)
             .iter()
-            .find_map(|(_, m)| {
-                if let Message::Heartbeat(h) = m {
-                    Some(h.round)
-                } else {
-                    None
-                }
-            })
+            .find_map(|(_, m)| if let Message::Heartbeat(h) = m { Some(h.round) } else { None })
             .expect("the read starts a heartbeat round");
         let ballot = r.promised;
-        let stale = deliver(
-            &mut r,
-            2_001,
-            1,
-            Message::Accepted(Accepted {
-                ballot,
-                upto: 0,
-                round: round - 1,
-            }),
-        );
-        assert!(
-            ready(&stale).is_empty(),
-            "an echo of an older round confirms nothing"
-        );
-        let out = deliver(
-            &mut r,
-            2_002,
-            1,
-            Message::Accepted(Accepted {
-                ballot,
-                upto: 0,
-                round,
-            }),
-        );
+        let stale = deliver(&mut r, 2_001, 1, Message::Accepted(Accepted { ballot, upto: 0, round: round - 1 }));
+        assert!(ready(&stale).is_empty(), "an echo of an older round confirms nothing");
+        let out = deliver(&mut r, 2_002, 1, Message::Accepted(Accepted { ballot, upto: 0, round }));
         assert_eq!(ready(&out), vec![7]);
     }
 
@@ -193,23 +140,10 @@ mod tests {
         let out = step(&mut r, 10, Input::FastRead { id: 1, min_slot: 2 });
         assert!(ready(&out).is_empty());
         let values = vec![batch(1, 1, "a"), batch(1, 2, "b")];
-        let accept = crate::message::Accept {
-            ballot: ballot(1, 0),
-            start: 0,
-            values,
-            commit: 2,
-        };
+        let accept = crate::message::Accept { ballot: ballot(1, 0), start: 0, values, commit: 2 };
         let out = deliver(&mut r, 11, 0, Message::Accept(accept));
-        assert!(out
-            .iter()
-            .any(|c| matches!(c, Command::ReadReady { id: 1, slot: 2 })));
+        assert!(out.iter().any(|c| matches!(c, Command::ReadReady { id: 1, slot: 2 })));
         let out = step(&mut r, 12, Input::Read { id: 2 });
-        assert!(matches!(
-            out[..],
-            [Command::ReadRefused {
-                id: 2,
-                leader: Some(ReplicaId(0))
-            }]
-        ));
+        assert!(matches!(out[..], [Command::ReadRefused { id: 2, leader: Some(ReplicaId(0)) }]));
     }
 }

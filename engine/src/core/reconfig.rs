@@ -12,12 +12,7 @@ use crate::types::{Entry, Slot, Value};
 
 impl Replica {
     pub(crate) fn on_change_membership(&mut self, membership: Membership) {
-        let refuse = |reason| {
-            Command::Admin(AdminReply::Refused {
-                reason,
-                leader: None,
-            })
-        };
+        let refuse = |reason| Command::Admin(AdminReply::Refused { reason, leader: None });
         if membership.validate().is_err() {
             self.out.push(refuse("malformed configuration"));
             return;
@@ -25,30 +20,17 @@ impl Replica {
         let leader = self.leader();
         let horizon = self.horizon;
         let Role::Leader(leadership) = &mut self.role else {
-            self.out.push(Command::Admin(AdminReply::Refused {
-                reason: "not the leader",
-                leader,
-            }));
+            self.out.push(Command::Admin(AdminReply::Refused { reason: "not the leader", leader }));
             return;
         };
         if leadership.reconfig_pending.is_some() {
-            self.out
-                .push(refuse("a configuration change is already in flight"));
+            self.out.push(refuse("a configuration change is already in flight"));
             return;
         }
         let ballot = leadership.ballot;
-        let slot = horizon;
-        leadership.reconfig_pending = Some(slot);
-        let value = Value::Reconfig(membership.clone());
-        self.log.put(slot, ballot, value.clone());
-        self.unpersisted.push(Entry {
-            slot,
-            ballot,
-            value,
-        });
-        self.horizon = slot + 1;
-        self.out
-            .push(Command::Admin(AdminReply::ReconfigProposed { slot }));
+        leadership.reconfig_pending = Some(horizon);
+        let slot = self.propose_at_horizon(ballot, Value::Reconfig(membership.clone()));
+        self.out.push(Command::Admin(AdminReply::ReconfigProposed { slot }));
         #[cfg(feature = "mutations")]
         if self.mutated(super::Mutation::EarlyReconfig) {
             // The bug: switch quorums as soon as the change is proposed, and keep proposing.
@@ -68,13 +50,7 @@ impl Replica {
 
     /// The reconfig at `slot` was applied: switch configurations.
     pub(crate) fn on_configuration_applied(&mut self, slot: Slot, membership: Membership) {
-        contract!(
-            self,
-            slot < self.commit,
-            "config-switch-only-when-chosen",
-            "slot {slot} commit {}",
-            self.commit
-        );
+        contract!(self, slot < self.commit, "config-switch-only-when-chosen", "slot {slot} commit {}", self.commit);
         self.membership = membership;
         self.config_slot = Some(slot);
         if let Role::Candidate(_) = self.role {
@@ -96,11 +72,9 @@ impl Replica {
 
     /// After recovery: the configuration is whatever the committed prefix last set.
     pub(crate) fn adopt_committed_configuration(&mut self) {
-        let latest = (self.log.base()..self.commit).rev().find_map(|slot| {
-            match &self.log.get(slot)?.value {
-                Value::Reconfig(membership) => Some((slot, membership.clone())),
-                _ => None,
-            }
+        let latest = (self.log.base()..self.commit).rev().find_map(|slot| match &self.log.get(slot)?.value {
+            Value::Reconfig(membership) => Some((slot, membership.clone())),
+            _ => None,
         });
         if let Some((slot, membership)) = latest {
             self.membership = membership;
@@ -109,12 +83,7 @@ impl Replica {
     }
 
     /// The first reconfig among phase-1 results at or after `from`: the new leader's proposals stop there.
-    pub(crate) fn first_reconfig<'a>(
-        entries: impl Iterator<Item = (&'a Slot, &'a Entry)>,
-    ) -> Option<Slot> {
-        entries
-            .filter(|(_, e)| matches!(e.value, Value::Reconfig(_)))
-            .map(|(slot, _)| *slot)
-            .next()
+    pub(crate) fn first_reconfig<'a>(entries: impl Iterator<Item = (&'a Slot, &'a Entry)>) -> Option<Slot> {
+        entries.filter(|(_, e)| matches!(e.value, Value::Reconfig(_))).map(|(slot, _)| *slot).next()
     }
 }

@@ -22,15 +22,7 @@ pub fn step(replica: &mut Replica, now_ms: u64, input: Input) -> Vec<Command> {
 /// Delivers `msg` from `from`.
 pub fn deliver(replica: &mut Replica, now_ms: u64, from: u32, msg: Message) -> Vec<Command> {
     let to = replica.id();
-    step(
-        replica,
-        now_ms,
-        Input::Receive(Envelope {
-            from: ReplicaId(from),
-            to,
-            msg,
-        }),
-    )
+    step(replica, now_ms, Input::Receive(Envelope { from: ReplicaId(from), to, msg }))
 }
 
 /// The messages sent, with their receivers.
@@ -70,11 +62,7 @@ pub fn batch(client: u64, seq: u64, op: &str) -> Value {
 
 /// One request.
 pub fn request(client: u64, seq: u64, op: &str) -> Request {
-    Request {
-        client: ClientId(client),
-        seq,
-        op: Bytes::from(op.to_string()),
-    }
+    Request { client: ClientId(client), seq, op: Bytes::from(op.to_string()) }
 }
 
 /// Ballot `round` of replica `id`.
@@ -87,25 +75,17 @@ pub fn leader_of_three() -> Replica {
     let mut r = replica(0, 3);
     step(&mut r, 0, Input::Tick); // arms the election timer
     let out = step(&mut r, 1_000, Input::Tick);
-    assert!(
-        sent(&out)
-            .iter()
-            .any(|(_, m)| matches!(m, Message::Prepare(_))),
-        "election started"
-    );
+    assert!(sent(&out).iter().any(|(_, m)| matches!(m, Message::Prepare(_))), "election started");
     let out = persist_all(&mut r, 1_000, &out);
     assert!(out.is_empty() || !r.status().leading);
-    let promise = crate::message::Promise {
-        ballot: ballot(1, 0),
-        commit: 0,
-        log_base: 0,
-        entries: vec![],
-    };
+    let promise = crate::message::Promise { ballot: ballot(1, 0), commit: 0, log_base: 0, entries: vec![] };
     let out = deliver(&mut r, 1_001, 1, Message::Promise(promise));
-    assert!(
-        r.status().leading,
-        "replica 0 leads after a majority of promises"
-    );
+    assert!(r.status().leading, "replica 0 leads after a majority of promises");
     let _ = persist_all(&mut r, 1_001, &out);
     r
+}
+
+/// A prepare for `ballot` from slot 0 (not a transfer).
+pub fn prepare(ballot: Ballot) -> Message {
+    Message::Prepare(crate::message::Prepare { ballot, from_slot: 0, transfer: false })
 }

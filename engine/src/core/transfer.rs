@@ -20,43 +20,23 @@ impl Replica {
         let me = self.id();
         let leader = self.leader();
         let deadline_ms = self.now_ms + self.cfg.election_timeout_max_ms;
-        let voters: Vec<ReplicaId> = self
-            .membership
-            .voters()
-            .iter()
-            .copied()
-            .filter(|v| *v != me)
-            .collect();
+        let voters: Vec<ReplicaId> = self.membership.voters().iter().copied().filter(|v| *v != me).collect();
         let Role::Leader(leadership) = &mut self.role else {
-            self.out.push(Command::Admin(AdminReply::Refused {
-                reason: "not the leader",
-                leader,
-            }));
+            self.out.push(Command::Admin(AdminReply::Refused { reason: "not the leader", leader }));
             return;
         };
-        let refuse = |reason| {
-            Command::Admin(AdminReply::Refused {
-                reason,
-                leader: None,
-            })
-        };
+        let refuse = |reason| Command::Admin(AdminReply::Refused { reason, leader: None });
         if leadership.transfer.is_some() {
-            self.out
-                .push(refuse("a leadership transfer is already in progress"));
+            self.out.push(refuse("a leadership transfer is already in progress"));
             return;
         }
         let target = match to {
             Some(to) if voters.contains(&to) => to,
             Some(_) => {
-                self.out.push(refuse(
-                    "the target is not another voter of the current configuration",
-                ));
+                self.out.push(refuse("the target is not another voter of the current configuration"));
                 return;
             }
-            None => match voters
-                .iter()
-                .max_by_key(|v| leadership.progress.get(v).map_or(0, |p| p.matched))
-            {
+            None => match voters.iter().max_by_key(|v| leadership.progress.get(v).map_or(0, |p| p.matched)) {
                 Some(best) => *best,
                 None => {
                     self.out.push(refuse("no other voter to hand over to"));
@@ -64,13 +44,8 @@ impl Replica {
                 }
             },
         };
-        leadership.transfer = Some(super::transfer::Transfer {
-            to: target,
-            deadline_ms,
-            told: false,
-        });
-        self.out
-            .push(Command::Admin(AdminReply::TransferStarted { to: target }));
+        leadership.transfer = Some(super::transfer::Transfer { to: target, deadline_ms, told: false });
+        self.out.push(Command::Admin(AdminReply::TransferStarted { to: target }));
         self.replicate(target);
         self.advance_transfer();
     }
@@ -90,10 +65,7 @@ impl Replica {
             self.fill_window();
             return;
         }
-        let caught_up = leadership
-            .progress
-            .get(&transfer.to)
-            .is_some_and(|p| p.matched >= horizon);
+        let caught_up = leadership.progress.get(&transfer.to).is_some_and(|p| p.matched >= horizon);
         if caught_up && !transfer.told {
             transfer.told = true;
             let (to, ballot) = (transfer.to, leadership.ballot);
@@ -125,94 +97,37 @@ mod tests {
         let mut r = leader_of_three();
         let out = step(&mut r, 2_000, Input::Propose(vec![request(1, 1, "x")]));
         persist_all(&mut r, 2_000, &out);
-        let out = step(
-            &mut r,
-            2_001,
-            Input::TransferLeadership {
-                to: Some(ReplicaId(2)),
-            },
-        );
-        assert!(out.iter().any(|c| matches!(
-            c,
-            Command::Admin(AdminReply::TransferStarted { to: ReplicaId(2) })
-        )));
-        assert!(
-            !sent(&out)
-                .iter()
-                .any(|(_, m)| matches!(m, Message::TimeoutNow(_))),
-            "target not caught up yet"
-        );
+        let out = step(&mut r, 2_001, Input::TransferLeadership { to: Some(ReplicaId(2)) });
+        assert!(out.iter().any(|c| matches!(c, Command::Admin(AdminReply::TransferStarted { to: ReplicaId(2) }))));
+        assert!(!sent(&out).iter().any(|(_, m)| matches!(m, Message::TimeoutNow(_))), "target not caught up yet");
         let before = r.status().log_end;
         step(&mut r, 2_002, Input::Propose(vec![request(1, 2, "y")]));
-        assert_eq!(
-            r.status().log_end,
-            before,
-            "no new proposals during a hand-over"
-        );
+        assert_eq!(r.status().log_end, before, "no new proposals during a hand-over");
         let ballot = r.promised;
-        let out = deliver(
-            &mut r,
-            2_003,
-            2,
-            Message::Accepted(Accepted {
-                ballot,
-                upto: before,
-                round: 0,
-            }),
-        );
-        assert_eq!(
-            sent(&out),
-            vec![(ReplicaId(2), Message::TimeoutNow(TimeoutNow { ballot }))]
-        );
+        let out = deliver(&mut r, 2_003, 2, Message::Accepted(Accepted { ballot, upto: before, round: 0 }));
+        assert_eq!(sent(&out), vec![(ReplicaId(2), Message::TimeoutNow(TimeoutNow { ballot }))]);
     }
 
     #[test]
     fn a_follower_told_to_campaign_asks_others_to_ignore_stickiness() {
         let mut r = replica(1, 3);
-        let accept = crate::message::Accept {
-            ballot: ballot(1, 0),
-            start: 0,
-            values: vec![],
-            commit: 0,
-        };
+        let accept = crate::message::Accept { ballot: ballot(1, 0), start: 0, values: vec![], commit: 0 };
         let out = deliver(&mut r, 10, 0, Message::Accept(accept));
         persist_all(&mut r, 10, &out);
-        let out = deliver(
-            &mut r,
-            11,
-            0,
-            Message::TimeoutNow(TimeoutNow {
-                ballot: ballot(1, 0),
-            }),
-        );
+        let out = deliver(&mut r, 11, 0, Message::TimeoutNow(TimeoutNow { ballot: ballot(1, 0) }));
         let prepares: Vec<Prepare> = sent(&out)
             .into_iter()
-            .filter_map(|(_, m)| {
-                if let Message::Prepare(p) = m {
-                    Some(p)
-                } else {
-                    None
-                }
-            })
+            .filter_map(|(_, m)| if let Message::Prepare(p) = m { Some(p) } else { None })
             .collect();
         assert_eq!(prepares.len(), 2);
-        assert!(prepares
-            .iter()
-            .all(|p| p.transfer && p.ballot > ballot(1, 0)));
+        assert!(prepares.iter().all(|p| p.transfer && p.ballot > ballot(1, 0)));
         // Another follower that heard from the leader a moment ago still promises.
         let mut other = replica(2, 3);
-        let accept = crate::message::Accept {
-            ballot: ballot(1, 0),
-            start: 0,
-            values: vec![],
-            commit: 0,
-        };
+        let accept = crate::message::Accept { ballot: ballot(1, 0), start: 0, values: vec![], commit: 0 };
         let out = deliver(&mut other, 10, 0, Message::Accept(accept));
         persist_all(&mut other, 10, &out);
         let out = deliver(&mut other, 12, 1, Message::Prepare(prepares[0].clone()));
         let out = persist_all(&mut other, 12, &out);
-        assert!(sent(&out)
-            .iter()
-            .any(|(to, m)| *to == ReplicaId(1) && matches!(m, Message::Promise(_))));
+        assert!(sent(&out).iter().any(|(to, m)| *to == ReplicaId(1) && matches!(m, Message::Promise(_))));
     }
 }

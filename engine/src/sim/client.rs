@@ -80,13 +80,7 @@ impl SimClient {
 }
 
 /// Draws the next operation. Values are unique per (client, seq) so the checker can tell writes apart.
-pub fn next_op(
-    rng: &mut fastrand::Rng,
-    client: usize,
-    seq: u64,
-    keys: usize,
-    written: &[Bytes],
-) -> KvOp {
+pub fn next_op(rng: &mut fastrand::Rng, client: usize, seq: u64, keys: usize, written: &[Bytes]) -> KvOp {
     let key = Bytes::from(format!("k{}", rng.usize(0..keys)));
     let value = Bytes::from(format!("c{client}s{seq}"));
     match rng.u32(0..10) {
@@ -98,11 +92,7 @@ pub fn next_op(
             } else {
                 Some(written[rng.usize(0..written.len())].clone())
             };
-            KvOp::Cas {
-                key,
-                expected,
-                new: value,
-            }
+            KvOp::Cas { key, expected, new: value }
         }
     }
 }

@@ -9,11 +9,7 @@ use crate::types::{ClientId, Request};
 impl World {
     pub(super) fn respond(&mut self, client: ClientId, seq: u64, response: Response) {
         let client = client.0 as usize;
-        self.transmit(None, |_| Event::ClientResponse {
-            client,
-            seq,
-            response: response.clone(),
-        });
+        self.transmit(None, |_| Event::ClientResponse { client, seq, response: response.clone() });
     }
 
     pub(super) fn start_op(&mut self, client: usize) {
@@ -35,20 +31,14 @@ impl World {
         }
         let mode = match (&op, self.rng.u32(0..3)) {
             (KvOp::Get { .. }, 1) => ReadMode::Index,
-            (KvOp::Get { .. }, 2) => ReadMode::Fast {
-                min_slot: self.clients[client].seen_slot,
-            },
+            (KvOp::Get { .. }, 2) => ReadMode::Fast { min_slot: self.clients[client].seen_slot },
             _ => ReadMode::Log,
         };
         if let ReadMode::Fast { .. } = mode {
             // A fast read may go to any replica.
             self.clients[client].target = self.rng.usize(0..self.nodes.len());
         }
-        self.clients[client].current = Some(InFlight {
-            op,
-            call_us: self.now_us,
-            mode,
-        });
+        self.clients[client].current = Some(InFlight { op, call_us: self.now_us, mode });
         self.send_request(client);
     }
 
@@ -62,30 +52,14 @@ impl World {
         match (&in_flight.op, in_flight.mode) {
             (KvOp::Get { key }, mode) if mode != ReadMode::Log => {
                 let key = key.clone();
-                self.transmit(None, |_| Event::ClientRead {
-                    node,
-                    client,
-                    seq,
-                    key: key.clone(),
-                    mode,
-                });
+                self.transmit(None, |_| Event::ClientRead { node, client, seq, key: key.clone(), mode });
             }
             _ => {
-                let request = Request {
-                    client: ClientId(client as u64),
-                    seq,
-                    op: in_flight.op.encode(),
-                };
-                self.transmit(None, |_| Event::ClientRequest {
-                    node,
-                    request: request.clone(),
-                });
+                let request = Request { client: ClientId(client as u64), seq, op: in_flight.op.encode() };
+                self.transmit(None, |_| Event::ClientRequest { node, request: request.clone() });
             }
         }
-        self.after(
-            self.config.client_timeout_ms * 1_000,
-            Event::ClientTimeout { client, generation },
-        );
+        self.after(self.config.client_timeout_ms * 1_000, Event::ClientTimeout { client, generation });
     }
 
     pub(super) fn on_client_response(&mut self, client: usize, seq: u64, response: Response) {
@@ -99,9 +73,7 @@ impl World {
                 c.seen_slot = c.seen_slot.max(slot);
                 let in_flight = c.current.take().expect("checked above");
                 let reply = match response {
-                    Response::Reply(bytes, _) => {
-                        KvReply::decode(&bytes).unwrap_or(KvReply::Malformed)
-                    }
+                    Response::Reply(bytes, _) => KvReply::decode(&bytes).unwrap_or(KvReply::Malformed),
                     Response::ReadValue(value, _) => KvReply::Value(value),
                     Response::Redirect(_) => unreachable!("matched above"),
                 };

@@ -81,24 +81,14 @@ impl World {
         let size = [1, 3, 3, 3, 5][self.rng.usize(0..5)].min(pool);
         let mut ids: Vec<u32> = (0..pool as u32).collect();
         self.rng.shuffle(&mut ids);
-        if ids[..size]
-            .iter()
-            .all(|i| self.vetoed.contains(&(*i as usize)))
-        {
+        if ids[..size].iter().all(|i| self.vetoed.contains(&(*i as usize))) {
             // A group whose every voter refuses to lead can never make progress: not a useful test.
             ids.swap(0, size);
         }
         let voters: Vec<ReplicaId> = ids[..size].iter().map(|i| ReplicaId(*i)).collect();
-        let learners: Vec<ReplicaId> = ids[size..]
-            .iter()
-            .filter(|_| self.rng.bool())
-            .map(|i| ReplicaId(*i))
-            .collect();
-        let membership =
-            Membership::try_new(voters, learners).expect("drawn configurations are well formed");
-        let target = self
-            .apparent_leader()
-            .unwrap_or_else(|| self.rng.usize(0..pool));
+        let learners: Vec<ReplicaId> = ids[size..].iter().filter(|_| self.rng.bool()).map(|i| ReplicaId(*i)).collect();
+        let membership = Membership::try_new(voters, learners).expect("drawn configurations are well formed");
+        let target = self.apparent_leader().unwrap_or_else(|| self.rng.usize(0..pool));
         self.step(target, Input::ChangeMembership(membership))
     }
 
@@ -112,11 +102,7 @@ impl World {
         let Some(leader) = self.apparent_leader() else {
             return Ok(());
         };
-        let to = if self.rng.bool() {
-            None
-        } else {
-            Some(ReplicaId(self.rng.u32(0..self.nodes.len() as u32)))
-        };
+        let to = if self.rng.bool() { None } else { Some(ReplicaId(self.rng.u32(0..self.nodes.len() as u32))) };
         self.step(leader, Input::TransferLeadership { to })
     }
 

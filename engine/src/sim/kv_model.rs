@@ -23,13 +23,7 @@ impl Model for KvRegister {
             KvOp::Cas { expected, new, .. } => {
                 let ok = state == expected;
                 let next = if ok { Some(new.clone()) } else { state.clone() };
-                (
-                    KvReply::Cas {
-                        ok,
-                        previous: state.clone(),
-                    },
-                    next,
-                )
+                (KvReply::Cas { ok, previous: state.clone() }, next)
             }
         }
     }

@@ -59,37 +59,18 @@ pub fn check<M: Model>(history: &[Operation<M::Op, M::Out>]) -> Result<(), NotLi
     // so touching operations count as concurrent (the permissive reading).
     let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(history.len() * 2);
     for (index, operation) in history.iter().enumerate() {
-        assert!(
-            operation.call_time <= operation.return_time,
-            "operation returns before its call"
-        );
+        assert!(operation.call_time <= operation.return_time, "operation returns before its call");
         events.push((operation.call_time, true, index));
         events.push((operation.return_time, false, index));
     }
     events.sort_by_key(|(time, is_call, index)| (*time, !*is_call, *index));
     // Node 0 is the head sentinel.
-    let mut nodes: Vec<Node> = vec![Node {
-        prev: NONE,
-        next: 1,
-        op: NONE,
-        is_call: false,
-        partner: NONE,
-    }];
+    let mut nodes: Vec<Node> = vec![Node { prev: NONE, next: 1, op: NONE, is_call: false, partner: NONE }];
     let mut call_node = vec![NONE; history.len()];
     for (position, (_, is_call, op)) in events.iter().enumerate() {
         let id = position + 1;
-        let next = if position + 1 < events.len() {
-            id + 1
-        } else {
-            NONE
-        };
-        nodes.push(Node {
-            prev: id - 1,
-            next,
-            op: *op,
-            is_call: *is_call,
-            partner: NONE,
-        });
+        let next = if position + 1 < events.len() { id + 1 } else { NONE };
+        nodes.push(Node { prev: id - 1, next, op: *op, is_call: *is_call, partner: NONE });
         if *is_call {
             call_node[*op] = id;
         } else {
@@ -174,10 +155,7 @@ mod tests {
         Bytes::from_static(b"k")
     }
     fn put(v: &'static str) -> KvOp {
-        KvOp::Put {
-            key: key(),
-            value: Bytes::from_static(v.as_bytes()),
-        }
+        KvOp::Put { key: key(), value: Bytes::from_static(v.as_bytes()) }
     }
     fn get() -> KvOp {
         KvOp::Get { key: key() }
@@ -186,20 +164,12 @@ mod tests {
         KvReply::Value(v.map(|v| Bytes::from_static(v.as_bytes())))
     }
     fn op(call: u64, ret: u64, op: KvOp, out: KvReply) -> Operation<KvOp, KvReply> {
-        Operation {
-            call_time: call,
-            return_time: ret,
-            op,
-            out,
-        }
+        Operation { call_time: call, return_time: ret, op, out }
     }
 
     #[test]
     fn a_stale_read_after_a_completed_write_is_rejected() {
-        let history = vec![
-            op(0, 10, put("1"), KvReply::Done),
-            op(20, 30, get(), read(None)),
-        ];
+        let history = vec![op(0, 10, put("1"), KvReply::Done), op(20, 30, get(), read(None))];
         assert!(check::<KvRegister>(&history).is_err());
     }
 
@@ -230,20 +200,10 @@ mod tests {
 
     #[test]
     fn a_failed_cas_must_report_the_value_it_saw() {
-        let cas = KvOp::Cas {
-            key: key(),
-            expected: None,
-            new: Bytes::from_static(b"2"),
-        };
-        let lying = KvReply::Cas {
-            ok: false,
-            previous: None,
-        };
+        let cas = KvOp::Cas { key: key(), expected: None, new: Bytes::from_static(b"2") };
+        let lying = KvReply::Cas { ok: false, previous: None };
         let history = vec![op(0, 10, cas, lying)];
-        assert!(
-            check::<KvRegister>(&history).is_err(),
-            "cas(None) on an absent key must succeed"
-        );
+        assert!(check::<KvRegister>(&history).is_err(), "cas(None) on an absent key must succeed");
     }
 
     proptest! {

@@ -86,11 +86,7 @@ impl SimConfig {
         let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed_c0f1_9000_0001);
         let voters = if rng.u32(0..4) == 0 { 5 } else { 3 };
         let reconfig_every_ms = [0, 0, 300, 800][rng.usize(0..4)];
-        let pool = if reconfig_every_ms > 0 {
-            voters + 2
-        } else {
-            voters
-        };
+        let pool = if reconfig_every_ms > 0 { voters + 2 } else { voters };
         let max_delay_us = [500, 2_000, 10_000, 30_000][rng.usize(0..4)];
         SimConfig {
             voters,

@@ -41,12 +41,7 @@ pub enum Delivery {
 
 impl Network {
     /// Decides the fate of a message from `from` to `to` (replica indices; clients pass `None`).
-    pub fn route(
-        &self,
-        rng: &mut fastrand::Rng,
-        faults: &NetworkFaults,
-        link: Option<(usize, usize)>,
-    ) -> Delivery {
+    pub fn route(&self, rng: &mut fastrand::Rng, faults: &NetworkFaults, link: Option<(usize, usize)>) -> Delivery {
         if let Some(link) = link {
             if self.blocked.contains(&link) {
                 return Delivery::Dropped;

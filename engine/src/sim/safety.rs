@@ -44,20 +44,12 @@ impl SafetyChecker {
         if slot as usize > self.learned.len() {
             return None;
         }
-        self.configurations
-            .iter()
-            .rev()
-            .find(|(from, _)| *from <= slot)
-            .map(|(_, m)| m)
+        self.configurations.iter().rev().find(|(from, _)| *from <= slot).map(|(_, m)| m)
     }
 
     /// The configuration after every learned reconfig.
     pub fn latest_configuration(&self) -> &Membership {
-        &self
-            .configurations
-            .last()
-            .expect("the initial configuration")
-            .1
+        &self.configurations.last().expect("the initial configuration").1
     }
 
     /// Checks slot `slot` against the Paxos definition of chosen, once its configuration is known:
@@ -72,19 +64,14 @@ impl SafetyChecker {
             if *s != slot {
                 continue;
             }
-            let votes = accepted_by
-                .iter()
-                .filter(|n| membership.is_voter(ReplicaId(**n as u32)))
-                .count();
+            let votes = accepted_by.iter().filter(|n| membership.is_voter(ReplicaId(**n as u32))).count();
             if votes >= quorum {
                 newly_chosen.push(value.clone());
             }
         }
         for value in newly_chosen {
             match self.chosen.get(&slot) {
-                Some(chosen) if *chosen != value => {
-                    return Err(Violation::TwoValuesChosen { slot })
-                }
+                Some(chosen) if *chosen != value => return Err(Violation::TwoValuesChosen { slot }),
                 Some(_) => {}
                 None => {
                     if let Some(learned) = self.learned.get(slot as usize) {
@@ -107,10 +94,7 @@ impl SafetyChecker {
                 .entry((entry.slot, entry.ballot))
                 .or_insert_with(|| (entry.value.clone(), BTreeSet::new()));
             if *value != entry.value {
-                return Err(Violation::TwoValuesInOneBallot {
-                    slot: entry.slot,
-                    ballot: entry.ballot,
-                });
+                return Err(Violation::TwoValuesInOneBallot { slot: entry.slot, ballot: entry.ballot });
             }
             voters.insert(node);
             self.evaluate(entry.slot)?;
@@ -158,23 +142,14 @@ impl SafetyChecker {
             }
             if let Ok(op @ (KvOp::Put { .. } | KvOp::Cas { .. })) = KvOp::decode(&request.op) {
                 let after = self.reference.state_machine().get(op.key()).cloned();
-                self.key_history
-                    .entry(op.key().clone())
-                    .or_default()
-                    .push((slot + 1, after));
+                self.key_history.entry(op.key().clone()).or_default().push((slot + 1, after));
             }
         }
     }
 
     /// A read at replica `node` of `key` with `slot` slots applied returned `value`: it must be the
     /// key's value after exactly those slots of the one sequence.
-    pub fn check_read(
-        &self,
-        node: usize,
-        key: &Bytes,
-        slot: Slot,
-        value: Option<&Bytes>,
-    ) -> Result<(), Violation> {
+    pub fn check_read(&self, node: usize, key: &Bytes, slot: Slot, value: Option<&Bytes>) -> Result<(), Violation> {
         if slot as usize > self.learned.len() {
             return Err(Violation::WrongRead { node, slot });
         }
@@ -190,12 +165,7 @@ impl SafetyChecker {
     }
 
     /// Checks one replica's committed value at `slot` against the learned sequence.
-    pub fn check_committed(
-        &self,
-        node: usize,
-        slot: Slot,
-        value: Option<&Value>,
-    ) -> Result<(), Violation> {
+    pub fn check_committed(&self, node: usize, slot: Slot, value: Option<&Value>) -> Result<(), Violation> {
         match (self.learned.get(slot as usize), value) {
             (Some(learned), Some(value)) if learned == value => Ok(()),
             _ => Err(Violation::CommittedPrefixChanged { node, slot }),

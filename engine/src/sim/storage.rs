@@ -16,13 +16,7 @@ pub struct SimStorage {
 
 impl SimStorage {
     /// Queues a write; returns when it completes.
-    pub fn submit(
-        &mut self,
-        ticket: u64,
-        write: DurableWrite,
-        now_us: u64,
-        latency_us: u64,
-    ) -> u64 {
+    pub fn submit(&mut self, ticket: u64, write: DurableWrite, now_us: u64, latency_us: u64) -> u64 {
         self.in_flight.push_back((ticket, write));
         self.busy_until_us = self.busy_until_us.max(now_us) + latency_us;
         self.busy_until_us
@@ -30,14 +24,9 @@ impl SimStorage {
 
     /// Completes the oldest write, which must be `ticket`; returns it.
     pub fn complete(&mut self, ticket: u64) -> DurableWrite {
-        let (head, write) = self
-            .in_flight
-            .pop_front()
-            .expect("a completion without a queued write");
+        let (head, write) = self.in_flight.pop_front().expect("a completion without a queued write");
         assert_eq!(head, ticket, "sim storage completes in FIFO order");
-        self.durable
-            .apply(&write)
-            .expect("a correct replica writes recoverable state");
+        self.durable.apply(&write).expect("a correct replica writes recoverable state");
         write
     }
 

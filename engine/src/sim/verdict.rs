@@ -19,8 +19,7 @@ impl World {
         let commit = core.status().commit;
         let from = self.nodes[node].commit_checked.max(core.log_base());
         for slot in from..commit {
-            self.safety
-                .check_committed(node, slot, core.committed_value(slot))?;
+            self.safety.check_committed(node, slot, core.committed_value(slot))?;
         }
         self.nodes[node].commit_checked = commit;
         Ok(())
@@ -33,8 +32,7 @@ impl World {
                 continue;
             };
             for slot in core.log_base()..core.status().commit {
-                self.safety
-                    .check_committed(index, slot, core.committed_value(slot))?;
+                self.safety.check_committed(index, slot, core.committed_value(slot))?;
             }
         }
         Ok(())
@@ -66,15 +64,12 @@ impl World {
     pub(super) fn check_history(&self) -> Result<(), Violation> {
         let mut by_key: BTreeMap<Bytes, Vec<Operation<KvOp, KvReply>>> = BTreeMap::new();
         for done in &self.history {
-            by_key
-                .entry(done.op.key().clone())
-                .or_default()
-                .push(Operation {
-                    call_time: done.call_us,
-                    return_time: done.return_us,
-                    op: done.op.clone(),
-                    out: done.reply.clone(),
-                });
+            by_key.entry(done.op.key().clone()).or_default().push(Operation {
+                call_time: done.call_us,
+                return_time: done.return_us,
+                op: done.op.clone(),
+                out: done.reply.clone(),
+            });
         }
         for (key, operations) in by_key {
             if linearizability::check::<KvRegister>(&operations).is_err() {

@@ -34,54 +34,19 @@ pub(super) enum Response {
 
 #[derive(Clone, Debug)]
 pub(super) enum Event {
-    Deliver {
-        to: usize,
-        envelope: Envelope,
-    },
-    ClientRequest {
-        node: usize,
-        request: Request,
-    },
-    ClientRead {
-        node: usize,
-        client: usize,
-        seq: u64,
-        key: Bytes,
-        mode: ReadMode,
-    },
+    Deliver { to: usize, envelope: Envelope },
+    ClientRequest { node: usize, request: Request },
+    ClientRead { node: usize, client: usize, seq: u64, key: Bytes, mode: ReadMode },
     Transfer,
-    ClientResponse {
-        client: usize,
-        seq: u64,
-        response: Response,
-    },
-    ClientSend {
-        client: usize,
-        generation: u64,
-    },
-    ClientTimeout {
-        client: usize,
-        generation: u64,
-    },
-    ClientNext {
-        client: usize,
-    },
-    Tick {
-        node: usize,
-        incarnation: u64,
-    },
-    PersistDone {
-        node: usize,
-        incarnation: u64,
-        ticket: u64,
-    },
+    ClientResponse { client: usize, seq: u64, response: Response },
+    ClientSend { client: usize, generation: u64 },
+    ClientTimeout { client: usize, generation: u64 },
+    ClientNext { client: usize },
+    Tick { node: usize, incarnation: u64 },
+    PersistDone { node: usize, incarnation: u64, ticket: u64 },
     Crash,
-    CrashNode {
-        node: usize,
-    },
-    Restart {
-        node: usize,
-    },
+    CrashNode { node: usize },
+    Restart { node: usize },
     PartitionStart,
     PartitionEnd,
     Reconfigure,
@@ -128,9 +93,7 @@ pub(super) struct Node {
 
 impl Node {
     pub(super) fn local_ms(&self, now_us: u64) -> u64 {
-        let scaled = (now_us + self.clock_offset_us) as i128
-            * (1_000_000 + self.clock_rate_ppm as i128)
-            / 1_000_000;
+        let scaled = (now_us + self.clock_offset_us) as i128 * (1_000_000 + self.clock_rate_ppm as i128) / 1_000_000;
         (scaled / 1_000) as u64
     }
 }
@@ -176,15 +139,12 @@ impl World {
                 awaiting: BTreeSet::new(),
                 reads: BTreeMap::new(),
                 clock_offset_us: rng.u64(0..1_000_000),
-                clock_rate_ppm: rng
-                    .i64(-(config.max_drift_ppm as i64)..=config.max_drift_ppm as i64),
+                clock_rate_ppm: rng.i64(-(config.max_drift_ppm as i64)..=config.max_drift_ppm as i64),
                 commit_checked: 0,
                 last_checkpoint: 0,
             })
             .collect();
-        let clients = (0..config.clients)
-            .map(|_| SimClient::new(rng.usize(0..config.pool)))
-            .collect();
+        let clients = (0..config.clients).map(|_| SimClient::new(rng.usize(0..config.pool))).collect();
         let initial = Membership::new((0..config.voters as u32).map(ReplicaId).collect());
         World {
             seed,
@@ -202,17 +162,10 @@ impl World {
             safety: SafetyChecker::new(initial),
             history: Vec::new(),
             written: Vec::new(),
-            report: Report {
-                seed,
-                ..Report::default()
-            },
+            report: Report { seed, ..Report::default() },
             commands: Vec::new(),
             next_read_id: 0,
-            vetoed: if config.veto_one_replica {
-                BTreeSet::from([0])
-            } else {
-                BTreeSet::new()
-            },
+            vetoed: if config.veto_one_replica { BTreeSet::from([0]) } else { BTreeSet::new() },
             config,
         }
     }
@@ -253,9 +206,7 @@ impl World {
             self.now_us = next.at_us;
             self.report.events += 1;
             if self.report.events > MAX_EVENTS {
-                return Err(Violation::Liveness {
-                    waiting_clients: self.waiting_clients(),
-                });
+                return Err(Violation::Liveness { waiting_clients: self.waiting_clients() });
             }
             if self.now_us > self.heal_deadline_us && settle_until.is_none() {
                 if self.options.trace {
@@ -263,9 +214,7 @@ impl World {
                         eprintln!("node {index}: {:?}", node.core.as_ref().map(|c| c.status()));
                     }
                 }
-                return Err(Violation::Liveness {
-                    waiting_clients: self.waiting_clients(),
-                });
+                return Err(Violation::Liveness { waiting_clients: self.waiting_clients() });
             }
             if self.options.trace {
                 eprintln!("{:>10}us {:?}", self.now_us, next.event);
@@ -297,11 +246,7 @@ impl World {
 
     pub(super) fn schedule(&mut self, at_us: u64, event: Event) {
         self.order += 1;
-        self.queue.push(Scheduled {
-            at_us,
-            order: self.order,
-            event,
-        });
+        self.queue.push(Scheduled { at_us, order: self.order, event });
     }
 
     pub(super) fn after(&mut self, delay_us: u64, event: Event) {
@@ -315,9 +260,7 @@ impl World {
     pub(super) fn core_config(&self, node: usize) -> CoreConfig {
         let voters = (0..self.config.voters as u32).map(ReplicaId).collect();
         let mut config = CoreConfig::new(ReplicaId(node as u32), voters);
-        config.seed = self.seed
-            ^ ((node as u64) << 32)
-            ^ self.nodes[node].incarnation.wrapping_mul(0x9e37_79b9);
+        config.seed = self.seed ^ ((node as u64) << 32) ^ self.nodes[node].incarnation.wrapping_mul(0x9e37_79b9);
         // Small chunks and a short retained tail, so transfers are chunked, cut and resumed.
         config.snapshot_chunk_bytes = 64;
         config.checkpoint_retain_slots = self.config.checkpoint_retain_slots;
@@ -335,14 +278,13 @@ impl World {
         let initial = config.membership.clone();
         let state = &mut self.nodes[node];
         state.applier = match durable.checkpoint() {
-            Some(checkpoint) => Applier::from_checkpoint(KvStore::default(), checkpoint)
-                .expect("a stored checkpoint loads"),
+            Some(checkpoint) => {
+                Applier::from_checkpoint(KvStore::default(), checkpoint).expect("a stored checkpoint loads")
+            }
             None => Applier::new(KvStore::default(), initial),
         };
         let mut core = Replica::recover(config, durable);
-        core.set_candidacy(
-            state.applier.state_machine().can_become_primary() && !self.vetoed.contains(&node),
-        );
+        core.set_candidacy(state.applier.state_machine().can_become_primary() && !self.vetoed.contains(&node));
         state.core = Some(core);
         state.commit_checked = state.core.as_ref().map_or(0, |c| c.log_base());
         state.last_checkpoint = state.applier.next_slot();
@@ -358,18 +300,10 @@ impl World {
                 if self.nodes[node].core.is_none() {
                     return Ok(());
                 }
-                self.nodes[node]
-                    .awaiting
-                    .insert((request.client, request.seq));
+                self.nodes[node].awaiting.insert((request.client, request.seq));
                 self.step(node, Input::Propose(vec![request]))
             }
-            Event::ClientRead {
-                node,
-                client,
-                seq,
-                key,
-                mode,
-            } => {
+            Event::ClientRead { node, client, seq, key, mode } => {
                 if self.nodes[node].core.is_none() {
                     return Ok(());
                 }
@@ -383,18 +317,12 @@ impl World {
                 self.step(node, input)
             }
             Event::Transfer => self.transfer(),
-            Event::ClientResponse {
-                client,
-                seq,
-                response,
-            } => {
+            Event::ClientResponse { client, seq, response } => {
                 self.on_client_response(client, seq, response);
                 Ok(())
             }
             Event::ClientSend { client, generation } => {
-                if self.clients[client].generation == generation
-                    && self.clients[client].current.is_some()
-                {
+                if self.clients[client].generation == generation && self.clients[client].current.is_some() {
                     self.send_request(client);
                 }
                 Ok(())
@@ -417,21 +345,14 @@ impl World {
                     return Ok(());
                 }
                 self.after(TICK_US, Event::Tick { node, incarnation });
-                let allowed = self.nodes[node]
-                    .applier
-                    .state_machine()
-                    .can_become_primary()
-                    && !self.vetoed.contains(&node);
+                let allowed =
+                    self.nodes[node].applier.state_machine().can_become_primary() && !self.vetoed.contains(&node);
                 if let Some(core) = self.nodes[node].core.as_mut() {
                     core.set_candidacy(allowed);
                 }
                 self.step(node, Input::Tick)
             }
-            Event::PersistDone {
-                node,
-                incarnation,
-                ticket,
-            } => {
+            Event::PersistDone { node, incarnation, ticket } => {
                 if self.nodes[node].incarnation != incarnation || self.nodes[node].core.is_none() {
                     return Ok(()); // the write was lost in a crash
                 }
@@ -505,10 +426,7 @@ impl World {
     fn maybe_checkpoint(&mut self, node: usize) -> Result<(), Violation> {
         let every = self.config.checkpoint_every_slots;
         let state = &mut self.nodes[node];
-        if every == 0
-            || state.core.is_none()
-            || state.applier.next_slot() < state.last_checkpoint + every
-        {
+        if every == 0 || state.core.is_none() || state.applier.next_slot() < state.last_checkpoint + every {
             return Ok(());
         }
         let checkpoint = state.applier.checkpoint();
@@ -524,40 +442,21 @@ impl World {
         match command {
             Command::Persist { ticket, write } => {
                 let (low, high) = self.config.write_latency_us;
-                let latency = if self.rng.u32(0..100) == 0 {
-                    self.config.slow_write_us
-                } else {
-                    self.rng.u64(low..=high)
-                };
-                let done_at = self.nodes[node]
-                    .storage
-                    .submit(ticket, write, self.now_us, latency);
+                let latency =
+                    if self.rng.u32(0..100) == 0 { self.config.slow_write_us } else { self.rng.u64(low..=high) };
+                let done_at = self.nodes[node].storage.submit(ticket, write, self.now_us, latency);
                 let incarnation = self.nodes[node].incarnation;
-                self.schedule(
-                    done_at,
-                    Event::PersistDone {
-                        node,
-                        incarnation,
-                        ticket,
-                    },
-                );
+                self.schedule(done_at, Event::PersistDone { node, incarnation, ticket });
             }
             Command::Send(envelope) => {
-                let acknowledges =
-                    matches!(envelope.msg, Message::Promise(_) | Message::Accepted(_));
-                if acknowledges
-                    && !self.healed
-                    && self.rng.u32(0..1000) < self.config.crash_after_ack_per_mille
-                {
+                let acknowledges = matches!(envelope.msg, Message::Promise(_) | Message::Accepted(_));
+                if acknowledges && !self.healed && self.rng.u32(0..1000) < self.config.crash_after_ack_per_mille {
                     let delay = self.rng.u64(0..=self.config.write_latency_us.1);
                     self.after(delay, Event::CrashNode { node });
                 }
                 let to = envelope.to.0 as usize;
                 if to < self.nodes.len() {
-                    self.transmit(Some((node, to)), |_| Event::Deliver {
-                        to,
-                        envelope: envelope.clone(),
-                    });
+                    self.transmit(Some((node, to)), |_| Event::Deliver { to, envelope: envelope.clone() });
                 }
             }
             Command::Apply { slot, value } => {
@@ -565,10 +464,7 @@ impl World {
                 let mut applied = Vec::new();
                 self.nodes[node].applier.apply(slot, &value, &mut applied);
                 for result in applied {
-                    if !self.nodes[node]
-                        .awaiting
-                        .remove(&(result.client, result.seq))
-                    {
+                    if !self.nodes[node].awaiting.remove(&(result.client, result.seq)) {
                         continue;
                     }
                     let reply = match result.outcome {
@@ -600,21 +496,13 @@ impl World {
                 if let ReadMode::Fast { min_slot } = mode {
                     self.report.fast_reads += 1;
                     if slot < min_slot {
-                        return Err(Violation::StaleRead {
-                            node,
-                            slot,
-                            min_slot,
-                        });
+                        return Err(Violation::StaleRead { node, slot, min_slot });
                     }
                     self.safety.check_read(node, &key, slot, value.as_ref())?;
                 } else {
                     self.report.index_reads += 1;
                 }
-                self.respond(
-                    ClientId(client as u64),
-                    seq,
-                    Response::ReadValue(value, slot),
-                );
+                self.respond(ClientId(client as u64), seq, Response::ReadValue(value, slot));
             }
             Command::ReadRefused { id, leader } => {
                 if let Some((client, seq, _, _)) = self.nodes[node].reads.remove(&id) {
@@ -624,20 +512,13 @@ impl World {
             Command::InstallCheckpoint(checkpoint) => {
                 self.report.checkpoints_installed += 1;
                 let state = &mut self.nodes[node];
-                state
-                    .applier
-                    .install(&checkpoint)
-                    .map_err(Violation::Diverged)?;
+                state.applier.install(&checkpoint).map_err(Violation::Diverged)?;
                 state.last_checkpoint = checkpoint.slot;
                 state.commit_checked = state.commit_checked.max(checkpoint.slot);
             }
             Command::Admin(reply) => match reply {
-                crate::core::AdminReply::ReconfigProposed { .. } => {
-                    self.report.reconfigs_proposed += 1
-                }
-                crate::core::AdminReply::TransferStarted { .. } => {
-                    self.report.transfers_started += 1
-                }
+                crate::core::AdminReply::ReconfigProposed { .. } => self.report.reconfigs_proposed += 1,
+                crate::core::AdminReply::TransferStarted { .. } => self.report.transfers_started += 1,
                 crate::core::AdminReply::Refused { .. } => {}
             },
             Command::LeadershipChanged { leading, .. } => {
@@ -646,10 +527,7 @@ impl World {
                         "replica {node} leads although its state machine vetoed it"
                     )));
                 }
-                self.nodes[node]
-                    .applier
-                    .state_machine_mut()
-                    .on_primary_change(leading);
+                self.nodes[node].applier.state_machine_mut().on_primary_change(leading);
                 if leading {
                     self.report.elections_won += 1;
                 }
