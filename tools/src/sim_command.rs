@@ -114,6 +114,8 @@ struct Totals {
     transfers: u64,
     index_reads: u64,
     fast_reads: u64,
+    handover_us: Vec<u64>,
+    handover_per_mille_of_rtt: Vec<u64>,
 }
 
 impl Totals {
@@ -135,6 +137,8 @@ impl Totals {
         self.transfers += r.transfers_started;
         self.index_reads += r.index_reads;
         self.fast_reads += r.fast_reads;
+        self.handover_us.extend_from_slice(&r.handover_us);
+        self.handover_per_mille_of_rtt.extend_from_slice(&r.handover_per_mille_of_rtt);
     }
 
     fn print(&self) {
@@ -156,5 +160,20 @@ impl Totals {
             "sim: totals: {} configuration changes proposed, {} checkpoints taken, {} checkpoints transferred and installed, {} leadership transfers, {} read-index reads, {} fast reads checked",
             self.reconfigs, self.checkpoints_taken, self.checkpoints_installed, self.transfers, self.index_reads, self.fast_reads
         );
+        if !self.handover_us.is_empty() {
+            let quantile = |values: &[u64], q: f64| {
+                let mut sorted = values.to_vec();
+                sorted.sort_unstable();
+                sorted[((sorted.len() - 1) as f64 * q) as usize] as f64
+            };
+            println!(
+                "sim: leadership hand-over (TimeoutNow sent -> target leads), {} hand-overs: p50 {:.1} ms, p90 {:.1} ms; in units of the run's mean round trip + mean write: p50 {:.2}, p90 {:.2}",
+                self.handover_us.len(),
+                quantile(&self.handover_us, 0.5) / 1000.0,
+                quantile(&self.handover_us, 0.9) / 1000.0,
+                quantile(&self.handover_per_mille_of_rtt, 0.5) / 1000.0,
+                quantile(&self.handover_per_mille_of_rtt, 0.9) / 1000.0
+            );
+        }
     }
 }

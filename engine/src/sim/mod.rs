@@ -230,6 +230,10 @@ pub struct Report {
     pub index_reads: u64,
     /// Fast reads served (checked against the chosen sequence at their slot).
     pub fast_reads: u64,
+    /// Leadership hand-overs: from the leader sending TimeoutNow to the target leading, in µs.
+    pub handover_us: Vec<u64>,
+    /// The same hand-overs in thousandths of (mean round trip + mean write) of their run.
+    pub handover_per_mille_of_rtt: Vec<u64>,
 }
 
 impl Report {

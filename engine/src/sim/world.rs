@@ -119,6 +119,8 @@ pub struct World {
     pub(super) report: Report,
     pub(super) commands: Vec<Command>,
     pub(super) next_read_id: u64,
+    /// When each replica was told to take over (TimeoutNow sent), to time the hand-over.
+    pub(super) handovers: BTreeMap<usize, u64>,
     /// Replicas whose state machine vetoes candidacy for the whole run (RSL's CanBecomePrimary).
     pub(super) vetoed: BTreeSet<usize>,
 }
@@ -165,6 +167,7 @@ impl World {
             report: Report { seed, ..Report::default() },
             commands: Vec::new(),
             next_read_id: 0,
+            handovers: BTreeMap::new(),
             vetoed: if config.veto_one_replica { BTreeSet::from([0]) } else { BTreeSet::new() },
             config,
         }
@@ -450,6 +453,9 @@ impl World {
             }
             Command::Send(envelope) => {
                 let acknowledges = matches!(envelope.msg, Message::Promise(_) | Message::Accepted(_));
+                if let Message::TimeoutNow(_) = envelope.msg {
+                    self.handovers.insert(envelope.to.0 as usize, self.now_us);
+                }
                 if acknowledges && !self.healed && self.rng.u32(0..1000) < self.config.crash_after_ack_per_mille {
                     let delay = self.rng.u64(0..=self.config.write_latency_us.1);
                     self.after(delay, Event::CrashNode { node });
@@ -528,6 +534,16 @@ impl World {
                     )));
                 }
                 self.nodes[node].applier.state_machine_mut().on_primary_change(leading);
+                if let Some(told_us) = self.handovers.remove(&node).filter(|_| leading) {
+                    let took_us = self.now_us - told_us;
+                    // In units of this run's mean round trip plus mean write: "about one round trip"
+                    // means about 1.5 here (TimeoutNow one way, then a phase-1 round trip and a persist).
+                    let faults = &self.config.faults;
+                    let (low, high) = self.config.write_latency_us;
+                    let unit_us = (faults.min_delay_us + faults.max_delay_us) + (low + high) / 2;
+                    self.report.handover_us.push(took_us);
+                    self.report.handover_per_mille_of_rtt.push(took_us * 1000 / unit_us.max(1));
+                }
                 if leading {
                     self.report.elections_won += 1;
                 }
