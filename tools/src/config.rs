@@ -97,6 +97,11 @@ pub struct TimeoutsSection {
     pub tick_ms: u64,
 }
 
+/// Most `[placement] spin_iterations` accepted.
+const MAX_SPIN_ITERATIONS: u32 = 100_000;
+/// Most `[placement] yield_iterations` accepted.
+const MAX_YIELD_ITERATIONS: u32 = 1_000;
+
 /// Which CPU runs which role (omit for the default placement for this host's CPU count).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,8 +112,12 @@ pub struct PlacementSection {
     pub persistence_cpu: Option<usize>,
     /// CPU of socket threads.
     pub io_cpu: Option<usize>,
-    /// Busy-wait iterations before an idle role yields, then parks.
+    /// Busy-wait iterations before an idle role yields, then parks (default: 256 on hosts with 4
+    /// or more CPUs, else 0).
     pub spin_iterations: Option<u32>,
+    /// `yield_now` calls after spinning, before an idle role parks (default: 16 on hosts with 4
+    /// or more CPUs, else 0).
+    pub yield_iterations: Option<u32>,
     /// `false`: do not pin at all.
     #[serde(default = "default_true")]
     pub pin: bool,
@@ -116,7 +125,7 @@ pub struct PlacementSection {
 
 impl Default for PlacementSection {
     fn default() -> Self {
-        PlacementSection { core_cpu: None, persistence_cpu: None, io_cpu: None, spin_iterations: None, pin: true }
+        PlacementSection { core_cpu: None, persistence_cpu: None, io_cpu: None, spin_iterations: None, yield_iterations: None, pin: true }
     }
 }
 
@@ -279,6 +288,13 @@ impl ReplicaConfig {
             return Err(("timeouts.tick_ms", "must be in 1..=heartbeat_interval_ms".into()));
         }
         self.core_config().validate().map_err(|detail| ("timeouts", detail))?;
+        // Bounded so an idle role still parks within about a millisecond of running dry.
+        if self.placement.spin_iterations.is_some_and(|n| n > MAX_SPIN_ITERATIONS) {
+            return Err(("placement.spin_iterations", format!("must be at most {MAX_SPIN_ITERATIONS}")));
+        }
+        if self.placement.yield_iterations.is_some_and(|n| n > MAX_YIELD_ITERATIONS) {
+            return Err(("placement.yield_iterations", format!("must be at most {MAX_YIELD_ITERATIONS}")));
+        }
         self.placement().validate(decree_engine::runtime::placement::available_cpus()).map_err(|detail| ("placement", detail))?;
         Ok(())
     }
@@ -328,6 +344,9 @@ impl ReplicaConfig {
         node.checkpoint_every_slots = self.log.checkpoint_every_slots;
         if let Some(spins) = self.placement.spin_iterations {
             node.spin_iterations = spins;
+        }
+        if let Some(yields) = self.placement.yield_iterations {
+            node.yield_iterations = yields;
         }
         node
     }

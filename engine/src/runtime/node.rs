@@ -34,20 +34,24 @@ pub struct NodeConfig {
     pub persist_capacity: usize,
     /// Busy-wait iterations before an idle thread yields, then parks.
     pub spin_iterations: u32,
+    /// `yield_now` calls after spinning, before an idle thread parks.
+    pub yield_iterations: u32,
     /// Take a checkpoint (and let the log discard below it) every this many applied slots; 0 never.
     pub checkpoint_every_slots: u64,
 }
 
 impl NodeConfig {
-    /// Defaults around `core`.
+    /// Defaults around `core`; the idle budget suits this host's CPU count (`idle::default_budget`).
     pub fn new(core: CoreConfig) -> Self {
+        let (spin_iterations, yield_iterations) = super::idle::default_budget(super::placement::available_cpus());
         NodeConfig {
             core,
             placement: Placement::default(),
             tick_ms: 5,
             inbox_capacity: 65_536,
             persist_capacity: 16_384,
-            spin_iterations: super::idle::DEFAULT_SPIN_ITERATIONS,
+            spin_iterations,
+            yield_iterations,
             checkpoint_every_slots: 10_000,
         }
     }
@@ -99,7 +103,7 @@ impl<R: Responder> Node<R> {
         {
             let (jobs, inbox, shared, observer, placement) =
                 (persist.clone(), inbox.clone(), shared.clone(), observer.clone(), config.placement.clone());
-            let idler = Idler::new(config.spin_iterations, super::idle::DEFAULT_YIELD_ITERATIONS);
+            let idler = Idler::new(config.spin_iterations, config.yield_iterations);
             threads.push(std::thread::Builder::new().name("decree-persist".into()).spawn(move || {
                 placement.pin_current(Role::Persistence);
                 persistence::run(storage, jobs, inbox, shared, observer, idler);
@@ -118,7 +122,7 @@ impl<R: Responder> Node<R> {
                 config.checkpoint_every_slots,
             );
             let placement = config.placement.clone();
-            let idler = Idler::new(config.spin_iterations, super::idle::DEFAULT_YIELD_ITERATIONS);
+            let idler = Idler::new(config.spin_iterations, config.yield_iterations);
             threads.push(std::thread::Builder::new().name("decree-core".into()).spawn(move || {
                 placement.pin_current(Role::Core);
                 driver.run(idler);

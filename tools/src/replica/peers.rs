@@ -3,10 +3,10 @@
 //! listener (`listener.rs`) after authentication.
 
 use crate::auth::{self, Peer};
-use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 use decree_engine::codec::encode_frame;
 use decree_engine::message::Envelope;
-use decree_engine::runtime::{Placement, PeerTransport, Role};
+use decree_engine::runtime::idle::Idler;
+use decree_engine::runtime::{Placement, PeerTransport, Ring, Role};
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -18,10 +18,15 @@ use std::time::Duration;
 const PEER_QUEUE_MESSAGES: usize = 8_192;
 /// Back-off between connection attempts.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest park of an idle writer; bounds shutdown latency.
+const MAX_PARK: Duration = Duration::from_millis(100);
 
 /// Sends to peers through per-peer writer threads.
 pub struct TcpPeers {
-    queues: HashMap<u32, Sender<Envelope>>,
+    /// The engine's ring rather than a crossbeam channel: its consumer parks at once when empty,
+    /// where a channel's `recv` spins and yields first (on the 2-vCPU bench host: 50 -> 37
+    /// context switches per put at 1 client, docs/benchmarks.md "After tuning").
+    queues: HashMap<u32, Arc<Ring<Envelope>>>,
     dropped: u64,
 }
 
@@ -30,14 +35,14 @@ impl TcpPeers {
     pub fn start(self_id: u32, peers: Vec<(u32, SocketAddr)>, key: Arc<Vec<u8>>, placement: Placement, stop: Arc<AtomicBool>) -> TcpPeers {
         let mut queues = HashMap::new();
         for (id, addr) in peers {
-            let (tx, rx) = channel::bounded(PEER_QUEUE_MESSAGES);
-            queues.insert(id, tx);
+            let queue = Arc::new(Ring::new(PEER_QUEUE_MESSAGES));
+            queues.insert(id, queue.clone());
             let (key, placement, stop) = (key.clone(), placement.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("decree-peer-{id}"))
                 .spawn(move || {
                     placement.pin_current(Role::Io);
-                    writer(self_id, id, addr, &key, rx, &stop);
+                    writer(self_id, id, addr, &key, &queue, &stop);
                 })
                 .expect("spawning a peer writer thread");
         }
@@ -48,7 +53,7 @@ impl TcpPeers {
 impl PeerTransport for TcpPeers {
     fn send(&mut self, envelope: Envelope) {
         let Some(queue) = self.queues.get(&envelope.to.0) else { return };
-        if let Err(TrySendError::Full(_)) = queue.try_send(envelope) {
+        if queue.push(envelope).is_err() {
             self.dropped += 1;
             if self.dropped.is_power_of_two() {
                 tracing::warn!(dropped = self.dropped, "peer queue full; dropping messages (retransmitted on heartbeat)");
@@ -66,7 +71,10 @@ fn dial(self_id: u32, addr: SocketAddr, key: &[u8]) -> Result<TcpStream, String>
     Ok(stream)
 }
 
-fn writer(self_id: u32, peer: u32, addr: SocketAddr, key: &[u8], queue: Receiver<Envelope>, stop: &AtomicBool) {
+fn writer(self_id: u32, peer: u32, addr: SocketAddr, key: &[u8], queue: &Ring<Envelope>, stop: &AtomicBool) {
+    queue.bind_consumer();
+    // Park as soon as the queue is empty: the core thread unparks this writer on its next push.
+    let mut idler = Idler::new(0, 0);
     let mut buf = Vec::with_capacity(64 << 10);
     let mut last_error = String::new();
     while !stop.load(Ordering::Acquire) {
@@ -82,17 +90,21 @@ fn writer(self_id: u32, peer: u32, addr: SocketAddr, key: &[u8], queue: Receiver
                     last_error = error;
                 }
                 // Messages queued while the peer is unreachable are stale: drop them.
-                while queue.try_recv().is_ok() {}
+                while queue.pop().is_some() {}
                 std::thread::sleep(RECONNECT_BACKOFF);
                 continue;
             }
         };
         while !stop.load(Ordering::Acquire) {
-            let Ok(first) = queue.recv_timeout(Duration::from_millis(100)) else { continue };
+            let Some(first) = queue.pop() else {
+                idler.idle(&queue.sleeping, || !queue.is_empty(), MAX_PARK);
+                continue;
+            };
+            idler.reset();
             buf.clear();
             encode_frame(&first, &mut buf);
             while buf.len() < (1 << 20) {
-                let Ok(next) = queue.try_recv() else { break };
+                let Some(next) = queue.pop() else { break };
                 encode_frame(&next, &mut buf);
             }
             if let Err(error) = stream.write_all(&buf) {
