@@ -4,15 +4,19 @@
 
 use super::Context;
 use crate::wire::{self, ClientFrame, ErrorCode, ServerFrame, StatusView};
-use crossbeam::channel::{self, Receiver, Sender};
-use decree_engine::runtime::{Event, MembershipChange, Responder, Response};
+use decree_engine::runtime::idle::Idler;
+use decree_engine::runtime::{Event, MembershipChange, Responder, Response, Ring};
 use decree_engine::types::{ClientId, ReplicaId, Request};
 use std::io::Write;
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Responses queued per connection; a client that does not read loses the overflow.
 const SESSION_QUEUE_FRAMES: usize = 4_096;
+/// Longest park of an idle writer (it leaves on `Outgoing::Close`, which unparks it).
+const MAX_PARK: Duration = Duration::from_secs(1);
 
 /// What the writer thread sends.
 pub enum Outgoing {
@@ -24,28 +28,36 @@ pub enum Outgoing {
     Close,
 }
 
-/// Routes core-thread responses to one connection's writer.
+/// Routes core-thread responses to one connection's writer. The engine's ring rather than a
+/// crossbeam channel: its consumer parks at once when empty, where a channel's `recv` spins and
+/// yields first (the peer writers' change measured 50 -> 37 context switches per put).
 #[derive(Clone)]
 pub struct ConnResponder {
-    tx: Sender<Outgoing>,
+    queue: Arc<Ring<Outgoing>>,
 }
 
 impl Responder for ConnResponder {
     fn respond(&self, request_id: u64, response: Response) {
-        let _ = self.tx.try_send(Outgoing::Response(request_id, response));
+        let _ = self.queue.push(Outgoing::Response(request_id, response));
     }
 }
 
 /// Serves a client on `stream` until it disconnects or sends a refused frame.
 pub fn serve(stream: TcpStream, remote: String, ctx: Arc<Context>) {
-    let (tx, rx) = channel::bounded(SESSION_QUEUE_FRAMES);
+    let queue = Arc::new(Ring::new(SESSION_QUEUE_FRAMES));
+    // Raised when the writer leaves, so the reader never waits for room it will not get.
+    let writer_gone = Arc::new(AtomicBool::new(false));
     let Ok(write_half) = stream.try_clone() else { return };
-    let writer_ctx = ctx.clone();
-    let writer = std::thread::Builder::new().name("decree-client-w".into()).spawn(move || writer(write_half, rx, &writer_ctx));
+    let (writer_ctx, writer_queue, writer_done) = (ctx.clone(), queue.clone(), writer_gone.clone());
+    let writer = std::thread::Builder::new().name("decree-client-w".into()).spawn(move || {
+        writer(write_half, &writer_queue, &writer_ctx);
+        writer_done.store(true, Ordering::Release);
+    });
     if writer.is_err() {
         return;
     }
-    let responder = ConnResponder { tx: tx.clone() };
+    let responder = ConnResponder { queue: queue.clone() };
+    let give_up = || writer_gone.load(Ordering::Acquire);
     let mut reader = std::io::BufReader::with_capacity(64 << 10, stream);
     let mut buf = Vec::new();
     loop {
@@ -97,9 +109,9 @@ pub fn serve(stream: TcpStream, remote: String, ctx: Arc<Context>) {
             Err(error) => {
                 if let Some(code) = error.code() {
                     tracing::warn!(%remote, %error, "refusing client frame; closing the connection");
-                    let _ = tx.send(Outgoing::Error(code, error.to_string()));
+                    let _ = queue.push_blocking(Outgoing::Error(code, error.to_string()), give_up);
                 }
-                let _ = tx.send(Outgoing::Close);
+                let _ = queue.push_blocking(Outgoing::Close, give_up);
                 return;
             }
         }
@@ -142,9 +154,16 @@ fn to_frame(request_id: u64, response: Response, ctx: &Context) -> ServerFrame {
     }
 }
 
-fn writer(mut stream: TcpStream, rx: Receiver<Outgoing>, ctx: &Context) {
+fn writer(mut stream: TcpStream, queue: &Ring<Outgoing>, ctx: &Context) {
+    queue.bind_consumer();
+    let mut idler = Idler::new(0, 0);
     let mut buf = Vec::with_capacity(64 << 10);
-    while let Ok(first) = rx.recv() {
+    loop {
+        let Some(first) = queue.pop() else {
+            idler.idle(&queue.sleeping, || !queue.is_empty(), MAX_PARK);
+            continue;
+        };
+        idler.reset();
         buf.clear();
         let mut next = Some(first);
         let mut close = false;
@@ -157,7 +176,7 @@ fn writer(mut stream: TcpStream, rx: Receiver<Outgoing>, ctx: &Context) {
             if close || buf.len() > (1 << 20) {
                 break;
             }
-            next = rx.try_recv().ok();
+            next = queue.pop();
         }
         if stream.write_all(&buf).is_err() || close {
             let _ = stream.shutdown(std::net::Shutdown::Both);
