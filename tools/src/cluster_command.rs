@@ -159,11 +159,13 @@ fn up(args: UpArgs) -> Result<(), String> {
         write_configs(&args)?;
         ClusterFile::load(&args.dir)?
     };
+    let mut started = Vec::new();
     for member in &file.members {
         match running_pid(&pid_path(&args.dir, member.id)) {
             Some(pid) => println!("replica r{} already running (pid {pid})", member.id),
             None => {
                 let pid = spawn_replica(&args.dir, member.id)?;
+                started.push((member.id, pid));
                 println!("replica r{} started on {} (pid {pid}, log {})", member.id, member.addr, args.dir.join(format!("replica-{}.log", member.id)).display());
             }
         }
@@ -183,6 +185,8 @@ fn up(args: UpArgs) -> Result<(), String> {
             let log_path = args.dir.join(format!("replica-{}.log", dead.id));
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            // Leave nothing half-started behind: the replicas this call started are stopped.
+            stop_started(&args.dir, &started);
             return Err(format!(
                 "replica r{} exited during start-up; last lines of {}:\n{}",
                 dead.id,
@@ -193,6 +197,17 @@ fn up(args: UpArgs) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(100));
     }
     Err(format!("no leader elected within {} s; see {}/replica-*.log", args.wait_s, args.dir.display()))
+}
+
+/// Stops replicas `up` started when start-up fails, so no orphan keeps a port or a log locked.
+fn stop_started(dir: &std::path::Path, started: &[(u32, i32)]) {
+    for (id, pid) in started {
+        if running_pid(&pid_path(dir, *id)).is_some() {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+            eprintln!("stopped replica r{id} (pid {pid}) started by this failed `cluster up`");
+        }
+        let _ = std::fs::remove_file(pid_path(dir, *id));
+    }
 }
 
 fn down(args: DownArgs) -> Result<(), String> {
