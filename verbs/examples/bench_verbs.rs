@@ -57,6 +57,18 @@ fn entry(seq: u64) -> [u8; ENTRY_BYTES] {
     e
 }
 
+/// Polls the leader until the follower's persisted mark reaches `upto`.
+fn wait_persisted(link: &mut impl LeaderLink, events: &mut Vec<LeaderEvent>, upto: u64, what: &str) {
+    spin_until(
+        || {
+            events.clear();
+            link.poll(events).unwrap();
+            events.iter().any(|e| matches!(e, LeaderEvent::Persisted { upto: at } if *at == upto))
+        },
+        what,
+    );
+}
+
 fn spin_until(mut done: impl FnMut() -> bool, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut n = 0u32;
@@ -131,15 +143,7 @@ fn shm(iters: u64) {
         })
         .unwrap();
         write.record(t.elapsed().as_nanos() as u64).unwrap();
-        spin_until(
-            || {
-                ev.clear();
-                l.poll(&mut ev).unwrap();
-                ev.iter()
-                    .any(|e| matches!(e, LeaderEvent::Persisted { upto } if *upto == i))
-            },
-            "persisted ack",
-        );
+        wait_persisted(&mut l, &mut ev, i, "persisted ack");
         rt.record(t.elapsed().as_nanos() as u64).unwrap();
     }
     assert!(child.wait().unwrap().success());
@@ -385,15 +389,7 @@ fn rdma(iters: u64, baseline_us: f64) {
             "imm at follower",
         );
         f.ack_persisted(TOKEN, i).unwrap();
-        spin_until(
-            || {
-                ev.clear();
-                l.poll(&mut ev).unwrap();
-                ev.iter()
-                    .any(|e| matches!(e, LeaderEvent::Persisted { upto } if *upto == i))
-            },
-            "ack at leader",
-        );
+        wait_persisted(&mut l, &mut ev, i, "ack at leader");
         rt.record(t.elapsed().as_nanos() as u64).unwrap();
     }
     row(
