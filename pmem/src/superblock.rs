@@ -103,7 +103,7 @@ impl Superblock {
                 source,
             })?;
             match Superblock::decode(&bytes) {
-                Ok(sb) if best.map_or(true, |b| sb.generation > b.generation) => best = Some(sb),
+                Ok(sb) if best.is_none_or(|b| sb.generation > b.generation) => best = Some(sb),
                 Ok(_) => {}
                 Err(e) => why.push(format!("copy at {at}: {e}")),
             }

@@ -82,7 +82,7 @@ pub fn run(args: SimArgs) -> ExitCode {
 
 fn replay(seed: u64, trace: bool) -> ExitCode {
     println!("seed {seed}: {:?}", sim::SimConfig::from_seed(seed));
-    let options = SimOptions { trace, ..SimOptions::default() };
+    let options = SimOptions { trace };
     match sim::run(seed, &options) {
         Ok(report) => {
             println!("seed {seed} passed: {report:?}");

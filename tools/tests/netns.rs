@@ -139,6 +139,14 @@ impl Drop for Net {
             let _ = child.wait();
         }
         self.teardown_links();
+        if std::thread::panicking() {
+            // CI keeps only this test's output: put the end of each replica's log in it.
+            for i in 0..REPLICAS {
+                let log = std::fs::read_to_string(self.dir.join(format!("replica-{i}.log"))).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                eprintln!("--- last lines of replica-{i}.log:\n{}", lines[lines.len().saturating_sub(60)..].join("\n"));
+            }
+        }
         if std::thread::panicking() || std::env::var_os("DECREE_KEEP_LOGS").is_some() {
             eprintln!("replica logs kept in {}", self.dir.display());
         } else {
@@ -229,8 +237,13 @@ fn partitions_and_loss_between_namespaced_replicas_keep_the_history_linearizable
 
     let mut reader = Client::new(ClientConfig::new(net.addrs(), net.secret()));
     let acked = acked.lock().unwrap().clone();
-    for (key, value) in acked.iter().filter(|(k, _)| k.starts_with(b"u")) {
-        assert_eq!(reader.get(key).unwrap().as_ref(), Some(value), "acknowledged write to {key:?} lost");
+    // A healed cluster serves a read in well under a millisecond here; a minute for all of them
+    // means it is not really healed, which must fail the test rather than stretch it for an hour.
+    let readback = Instant::now();
+    for (n, (key, value)) in acked.iter().filter(|(k, _)| k.starts_with(b"u")).enumerate() {
+        let read = reader.get(key).unwrap_or_else(|e| panic!("reading back {key:?} (write {n}) after healing: {e}"));
+        assert_eq!(read.as_ref(), Some(value), "acknowledged write to {key:?} lost");
+        assert!(readback.elapsed() < Duration::from_secs(60), "read back only {n} writes in 60 s (leader now {:?})", net.leader());
     }
     for k in 0..3 {
         let key = Bytes::from(format!("k{k}"));

@@ -181,7 +181,7 @@ impl Replica {
 mod tests {
     use super::super::testkit::*;
     use super::super::{DurableWrite, Input};
-    use crate::message::{Accept, Accepted, Heartbeat, Message, Prepare, Rejection};
+    use crate::message::{Accept, Accepted, Heartbeat, Message, Rejection};
     use crate::types::ReplicaId;
 
     fn accept(round: u64, leader: u32, start: u64, n: u64, commit: u64) -> Message {

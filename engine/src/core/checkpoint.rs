@@ -16,6 +16,10 @@ pub(crate) struct Incoming {
     membership: crate::membership::Membership,
     config_slot: Option<Slot>,
     data: Vec<u8>,
+    /// When we last asked for the next chunk: a duplicate chunk (a leader restarting a transfer it
+    /// thinks was lost) re-asks at most once a heartbeat interval, so duplicates cannot multiply
+    /// into parallel request chains.
+    requested_ms: u64,
 }
 
 impl Replica {
@@ -92,7 +96,7 @@ impl Replica {
         if let Role::Leader(leadership) = &mut self.role {
             if let Some(progress) = leadership.progress.get_mut(&from) {
                 progress.last_ack_ms = now_ms;
-                progress.snapshot_in_flight = true;
+                progress.snapshot_sent_ms = Some(now_ms);
             }
         }
         self.send_snapshot_chunk(from, request.slot, request.offset);
@@ -140,16 +144,23 @@ impl Replica {
                 membership: chunk.membership.clone(),
                 config_slot: chunk.config_slot,
                 data: Vec::new(),
+                requested_ms: 0,
             });
         }
+        let (now_ms, interval_ms) = (self.now_ms, self.cfg.heartbeat_interval_ms);
         let incoming = self.incoming.as_mut().expect("set above");
         let held = incoming.data.len() as u64;
         let chunk_end = chunk.offset + chunk.data.len() as u64;
-        if chunk.offset <= held && chunk_end > held {
+        let extends = chunk.offset <= held && chunk_end > held;
+        if extends {
             incoming.data.extend_from_slice(&chunk.data[(held - chunk.offset) as usize..]);
         }
         let held = incoming.data.len() as u64;
         if held < incoming.total_bytes {
+            if !extends && now_ms < incoming.requested_ms + interval_ms {
+                return; // a duplicate: the request for `held` is already on its way
+            }
+            incoming.requested_ms = now_ms;
             let slot = incoming.slot;
             self.send(from, Message::SnapshotRequest(SnapshotRequest { ballot: self.promised, slot, offset: held }));
             return;
@@ -190,5 +201,97 @@ impl Replica {
         self.out.push(Command::InstallCheckpoint(checkpoint.clone()));
         self.persist(DurableWrite::Checkpoint(checkpoint.clone()));
         self.checkpoint = Some(checkpoint);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::super::{Command, Input};
+    use crate::membership::Membership;
+    use crate::message::{Accepted, Message, SnapshotChunk, SnapshotRequest};
+    use crate::types::{Checkpoint, ReplicaId};
+
+    const CHUNK: usize = 16;
+
+    /// Chunk offsets sent to replica 2.
+    fn chunks_to_2(commands: &[Command]) -> Vec<u64> {
+        sent(commands)
+            .into_iter()
+            .filter_map(|(to, m)| match m {
+                Message::Snapshot(chunk) if to == ReplicaId(2) => Some(chunk.offset),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A leader that applied slots 0..2 and discarded them behind a 10-chunk checkpoint; replica 2
+    /// never answered, so it needs the checkpoint.
+    fn leader_with_checkpoint() -> super::super::Replica {
+        let mut r = leader_of_three_with(|c| {
+            c.checkpoint_retain_slots = 0;
+            c.snapshot_chunk_bytes = CHUNK;
+        });
+        let out = step(&mut r, 1_002, Input::Propose(vec![request(7, 1, "a"), request(7, 2, "b")]));
+        let _ = persist_all(&mut r, 1_002, &out);
+        let accepted = Accepted { ballot: ballot(1, 0), upto: r.status().log_end, round: 0 };
+        let _ = deliver(&mut r, 1_003, 1, Message::Accepted(accepted));
+        let applied = r.status().applied;
+        assert!(applied > 0, "slots were chosen and applied");
+        let membership = Membership::new((0..3).map(ReplicaId).collect());
+        let checkpoint = Checkpoint { slot: applied, membership, config_slot: None, data: vec![9u8; CHUNK * 10].into() };
+        let out = step(&mut r, 1_004, Input::CheckpointTaken(checkpoint));
+        let _ = persist_all(&mut r, 1_004, &out);
+        assert_eq!(r.log_base(), applied, "the log below the checkpoint is discarded");
+        r
+    }
+
+    #[test]
+    fn a_transfer_the_follower_keeps_driving_is_never_restarted_by_heartbeats() {
+        let mut r = leader_with_checkpoint();
+        let mut restarts = 0;
+        let mut now = 1_005;
+        let mut offset = 0u64;
+        // The follower asks for one chunk every 15 ms: slower than the 20 ms heartbeats would let
+        // a transfer live if stalled heartbeats restarted it, faster than the restart timeout.
+        for _ in 0..10 {
+            now += 15;
+            let out = step(&mut r, now, Input::Tick);
+            restarts += chunks_to_2(&out).iter().filter(|o| **o == 0).count();
+            let request = SnapshotRequest { ballot: ballot(1, 0), slot: r.status().applied, offset };
+            let out = deliver(&mut r, now, 2, Message::SnapshotRequest(request));
+            assert_eq!(chunks_to_2(&out), vec![offset], "one chunk per request, at the requested offset");
+            offset += CHUNK as u64;
+        }
+        assert!(restarts <= 1, "the leader restarted a live transfer {restarts} times");
+        // Silence for an election timeout (replica 1 keeps the leader in office): the leader
+        // assumes the transfer was lost and restarts it.
+        let accepted = Accepted { ballot: ballot(1, 0), upto: r.status().log_end, round: 0 };
+        let _ = deliver(&mut r, now + 199, 1, Message::Accepted(accepted));
+        assert!(r.status().leading);
+        let out = step(&mut r, now + 200, Input::Tick);
+        assert_eq!(chunks_to_2(&out), vec![0], "a silent transfer restarts from the first chunk");
+    }
+
+    #[test]
+    fn duplicate_chunks_do_not_multiply_requests() {
+        let mut follower = replica(2, 3);
+        let chunk = |offset: u64| SnapshotChunk {
+            ballot: ballot(1, 0),
+            slot: 5,
+            membership: Membership::new((0..3).map(ReplicaId).collect()),
+            config_slot: None,
+            total_bytes: 64,
+            checksum: crc32c::crc32c(&[1u8; 64]),
+            offset,
+            data: vec![1u8; 16].into(),
+        };
+        let requests = |commands: &[Command]| {
+            sent(commands).into_iter().filter(|(_, m)| matches!(m, Message::SnapshotRequest(_))).count()
+        };
+        assert_eq!(requests(&deliver(&mut follower, 10, 0, Message::Snapshot(chunk(0)))), 1, "asks for the next chunk");
+        assert_eq!(requests(&deliver(&mut follower, 11, 0, Message::Snapshot(chunk(0)))), 0, "a duplicate right after adds no chain");
+        assert_eq!(requests(&deliver(&mut follower, 40, 0, Message::Snapshot(chunk(0)))), 1, "a heartbeat later, it re-asks");
+        assert_eq!(requests(&deliver(&mut follower, 41, 0, Message::Snapshot(chunk(16)))), 1, "new data always asks on");
     }
 }

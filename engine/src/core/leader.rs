@@ -20,8 +20,11 @@ pub(crate) struct Progress {
     pub matched_at_heartbeat: Slot,
     /// When it last answered at our ballot.
     pub last_ack_ms: u64,
-    /// A checkpoint chunk is on its way (the follower's next slot was discarded).
-    pub snapshot_in_flight: bool,
+    /// When a checkpoint chunk last went to it (its next slot was discarded); None: no transfer.
+    /// The follower drives a transfer with its requests, so the leader restarts one only after
+    /// an election timeout of silence: restarting on every stalled heartbeat started a new chain
+    /// of chunk requests each time, and a multi-megabyte checkpoint never finished (CI, stop 8).
+    pub snapshot_sent_ms: Option<u64>,
     /// Highest heartbeat round it echoed.
     pub round: u64,
     /// The horizon in its latest acknowledgement (it can fall below `matched` after a restart).
@@ -65,7 +68,7 @@ impl Progress {
             matched: 0,
             matched_at_heartbeat: 0,
             last_ack_ms: now_ms,
-            snapshot_in_flight: false,
+            snapshot_sent_ms: None,
             round: 0,
             reported: 0,
             reported_at_heartbeat: 0,
@@ -178,6 +181,7 @@ impl Replica {
         let commit = self.commit;
         let end = self.horizon; // only this leader's own proposals, never stale entries past them
         let base = self.log.base();
+        let (now_ms, restart_after_ms) = (self.now_ms, self.cfg.election_timeout_min_ms);
         let Role::Leader(leadership) = &mut self.role else {
             return;
         };
@@ -188,13 +192,13 @@ impl Replica {
         if progress.next < base {
             // Its next slot was discarded: it needs the checkpoint first (the follower then
             // drives the transfer with its requests).
-            if !progress.snapshot_in_flight {
-                progress.snapshot_in_flight = true;
+            if progress.snapshot_sent_ms.is_none_or(|sent| now_ms >= sent + restart_after_ms) {
+                progress.snapshot_sent_ms = Some(now_ms);
                 self.send_snapshot_chunk(follower, 0, 0);
             }
             return;
         }
-        progress.snapshot_in_flight = false;
+        progress.snapshot_sent_ms = None;
         let mut sends = Vec::new();
         while progress.next < end && progress.next < progress.matched.saturating_add(in_flight_limit) {
             let start = progress.next;
@@ -328,13 +332,13 @@ impl Replica {
                 if progress.matched == progress.matched_at_heartbeat && progress.next > progress.matched {
                     progress.next = progress.matched; // stalled: resend what may have been lost
                 }
-                if progress.matched == progress.matched_at_heartbeat {
-                    progress.snapshot_in_flight = false; // a chunk or request may have been lost
-                    if progress.reported < progress.next && progress.reported == progress.reported_at_heartbeat {
-                        // It keeps reporting less than we sent (it restarted and lost its
-                        // volatile horizon): resend from what it reports.
-                        progress.next = progress.reported;
-                    }
+                if progress.matched == progress.matched_at_heartbeat
+                    && progress.reported < progress.next
+                    && progress.reported == progress.reported_at_heartbeat
+                {
+                    // It keeps reporting less than we sent (it restarted and lost its volatile
+                    // horizon): resend from what it reports.
+                    progress.next = progress.reported;
                 }
                 progress.matched_at_heartbeat = progress.matched;
                 progress.reported_at_heartbeat = progress.reported;

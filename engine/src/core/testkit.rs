@@ -72,7 +72,14 @@ pub fn ballot(round: u64, id: u32) -> Ballot {
 
 /// Makes replica 0 of a 3-group the leader at round 1 with empty logs; returns it.
 pub fn leader_of_three() -> Replica {
-    let mut r = replica(0, 3);
+    leader_of_three_with(|_| {})
+}
+
+/// `leader_of_three` with its configuration edited first.
+pub fn leader_of_three_with(edit: impl FnOnce(&mut CoreConfig)) -> Replica {
+    let mut config = CoreConfig::new(ReplicaId(0), (0..3).map(ReplicaId).collect());
+    edit(&mut config);
+    let mut r = Replica::new(config);
     step(&mut r, 0, Input::Tick); // arms the election timer
     let out = step(&mut r, 1_000, Input::Tick);
     assert!(sent(&out).iter().any(|(_, m)| matches!(m, Message::Prepare(_))), "election started");

@@ -20,6 +20,11 @@ const PEER_QUEUE_MESSAGES: usize = 8_192;
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest park of an idle writer; bounds shutdown latency.
 const MAX_PARK: Duration = Duration::from_millis(100);
+/// A write blocked this long means the peer has stopped reading or the path is lossy enough that
+/// TCP has backed off to multi-second retransmissions: a fresh connection recovers faster (its
+/// retransmission timer starts small), and the messages stuck in the old one are retransmitted
+/// by Paxos anyway.
+const WRITE_STALL: Duration = Duration::from_secs(2);
 
 /// Sends to peers through per-peer writer threads.
 pub struct TcpPeers {
@@ -68,6 +73,7 @@ fn dial(self_id: u32, addr: SocketAddr, key: &[u8]) -> Result<TcpStream, String>
     stream.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
     auth::connect(&mut stream, key, Peer::Replica(self_id)).map_err(|e| e.to_string())?;
     stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(WRITE_STALL)).map_err(|e| e.to_string())?;
     Ok(stream)
 }
 
