@@ -55,6 +55,10 @@ pub struct UpArgs {
     /// then holds every write: about 230 bytes per 64-byte put).
     #[arg(long, default_value_t = 10_000)]
     checkpoint_every_slots: u64,
+    /// Between replicas: tcp (framed messages) or shm (one-sided stores into each other's
+    /// mailbox files under --dir).
+    #[arg(long, default_value = "tcp", value_parser = ["tcp", "shm"])]
+    transport: String,
     /// Wait this long for a leader before giving up.
     #[arg(long, default_value_t = 15)]
     wait_s: u64,
@@ -122,6 +126,7 @@ fn write_configs(args: &UpArgs) -> Result<ClusterFile, String> {
         config.initial_voters = Some((0..args.replicas).collect());
         config.log.size_mib = args.log_size_mib;
         config.log.checkpoint_every_slots = args.checkpoint_every_slots;
+        config.transport.kind = args.transport.clone();
         let text = toml::to_string_pretty(&config).map_err(|e| e.to_string())?;
         let path = dir.join(format!("replica-{id}.toml"));
         std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;

@@ -74,10 +74,32 @@ pub struct LogSection {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransportSection {
-    /// Only `tcp` (framed engine envelopes) is served by this build.
+    /// `tcp` (framed messages on the replica's own port), `shm` (replicas on one host: one-sided
+    /// stores into each other's mailbox files) or `rdma` (one-sided RDMA writes; a build with the
+    /// `rdma` feature).
     #[serde(default = "default_transport")]
     pub kind: String,
+    /// shm: directory holding every replica's mailbox (`r<id>.mailbox`), the same for all of
+    /// them (default: the parent of `data_dir`, which `decree cluster up` shares).
+    pub shm_dir: Option<PathBuf>,
+    /// shm and rdma: size of this replica's mailbox.
+    #[serde(default = "default_mailbox_mib")]
+    pub mailbox_mib: u64,
+    /// rdma: device name (`rxe0`, `mlx5_0`).
+    #[serde(default = "default_rdma_device")]
+    pub rdma_device: String,
+    /// rdma: GID index (on rxe, 1 is the IPv4-mapped RoCE v2 GID).
+    #[serde(default = "default_rdma_gid_index")]
+    pub rdma_gid_index: u8,
+    /// rdma: a replica's queue-pair side channel listens on its member port plus this.
+    #[serde(default = "default_rdma_port_offset")]
+    pub rdma_port_offset: u16,
 }
+
+/// Transports this build serves.
+pub const TRANSPORTS: &[&str] = if cfg!(feature = "rdma") { &["tcp", "shm", "rdma"] } else { &["tcp", "shm"] };
+/// Largest mailbox accepted.
+const MAX_MAILBOX_MIB: u64 = 1_024;
 
 /// Protocol timers.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -178,6 +200,18 @@ fn default_checkpoint_every_slots() -> u64 {
 fn default_transport() -> String {
     "tcp".into()
 }
+fn default_mailbox_mib() -> u64 {
+    16
+}
+fn default_rdma_device() -> String {
+    "rxe0".into()
+}
+fn default_rdma_gid_index() -> u8 {
+    1
+}
+fn default_rdma_port_offset() -> u16 {
+    1_000
+}
 fn default_heartbeat_ms() -> u64 {
     20
 }
@@ -202,7 +236,14 @@ fn default_log() -> LogSection {
     }
 }
 fn default_transport_section() -> TransportSection {
-    TransportSection { kind: default_transport() }
+    TransportSection {
+        kind: default_transport(),
+        shm_dir: None,
+        mailbox_mib: default_mailbox_mib(),
+        rdma_device: default_rdma_device(),
+        rdma_gid_index: default_rdma_gid_index(),
+        rdma_port_offset: default_rdma_port_offset(),
+    }
 }
 fn default_timeouts() -> TimeoutsSection {
     TimeoutsSection {
@@ -247,6 +288,9 @@ impl ReplicaConfig {
         if let Some(log_path) = config.log.path.take() {
             config.log.path = Some(base.join(log_path));
         }
+        if let Some(shm_dir) = config.transport.shm_dir.take() {
+            config.transport.shm_dir = Some(base.join(shm_dir));
+        }
         config.validate().map_err(|(field, detail)| ConfigError::Invalid { path: shown, field, detail })?;
         Ok(config)
     }
@@ -281,8 +325,20 @@ impl ReplicaConfig {
         if self.log.size_mib < 1 {
             return Err(("log.size_mib", "must be at least 1".into()));
         }
-        if self.transport.kind != "tcp" {
-            return Err(("transport.kind", format!("{:?}: this build serves `tcp` between replicas (shm/rdma links are in decree-verbs, not yet wired to the server)", self.transport.kind)));
+        if !TRANSPORTS.contains(&self.transport.kind.as_str()) {
+            let rdma = if cfg!(feature = "rdma") { "" } else { " (rdma needs a build with `--features rdma`)" };
+            return Err(("transport.kind", format!("{:?}: this build serves {}{rdma}", self.transport.kind, TRANSPORTS.join(", "))));
+        }
+        if !(1..=MAX_MAILBOX_MIB).contains(&self.transport.mailbox_mib) {
+            return Err(("transport.mailbox_mib", format!("must be in 1..={MAX_MAILBOX_MIB}")));
+        }
+        if self.transport.kind == "rdma" {
+            for member in &self.members {
+                let port = member.addr.parse::<SocketAddr>().map(|a| a.port()).unwrap_or(0);
+                if self.transport.rdma_port_offset == 0 || port.checked_add(self.transport.rdma_port_offset).is_none() {
+                    return Err(("transport.rdma_port_offset", format!("must be > 0 and keep replica {}'s port {port} plus it below 65536", member.id)));
+                }
+            }
         }
         if self.timeouts.tick_ms == 0 || self.timeouts.tick_ms > self.timeouts.heartbeat_interval_ms {
             return Err(("timeouts.tick_ms", "must be in 1..=heartbeat_interval_ms".into()));
@@ -349,6 +405,18 @@ impl ReplicaConfig {
             node.yield_iterations = yields;
         }
         node
+    }
+
+    /// shm: the directory of every replica's mailbox.
+    pub fn shm_dir(&self) -> PathBuf {
+        self.transport.shm_dir.clone().unwrap_or_else(|| self.data_dir.parent().unwrap_or(Path::new(".")).to_path_buf())
+    }
+
+    /// rdma: where replica `id`'s queue-pair side channel listens.
+    pub fn rdma_side_channel(&self, id: u32) -> Option<SocketAddr> {
+        let mut addr: SocketAddr = self.member(id)?.addr.parse().ok()?;
+        addr.set_port(addr.port().checked_add(self.transport.rdma_port_offset)?);
+        Some(addr)
     }
 
     /// The address this replica listens on.

@@ -211,9 +211,25 @@ fn start_load(cluster: &Cluster, n: usize, stop: &Arc<AtomicBool>, phase: &Arc<A
 #[test]
 #[ignore = "multi-process; run by ci/test-cluster.sh"]
 fn leader_kill9_under_load_elects_a_new_leader_loses_no_acknowledged_write_and_the_victim_catches_up() {
+    kill9_the_leader_under_load("failover", 27400, "tcp");
+}
+
+#[test]
+#[ignore = "multi-process; run by ci/test-cluster.sh"]
+fn over_shm_mailboxes_a_leader_kill9_loses_no_acknowledged_write_and_the_victim_catches_up() {
+    let cluster = kill9_the_leader_under_load("failover-shm", 28200, "shm");
+    for id in 0..3 {
+        assert!(cluster.log(id).contains("replicating with one-sided writes transport=\"shm\""), "r{id} did not use shm:\n{}", cluster.log(id));
+    }
+}
+
+/// Kills the leader of a 3-replica cluster (on `transport`) under client load: a new leader is
+/// elected, clients continue, every acknowledged write reads back, the history is linearizable,
+/// and the restarted victim catches up through a checkpoint transfer.
+fn kill9_the_leader_under_load(name: &str, base_port: u16, transport: &str) -> Cluster {
     // Frequent checkpoints: the leader discards its log while the victim is down, so the victim
     // can only catch up by installing a checkpoint sent by a peer.
-    let cluster = Cluster::up_with("failover", 27400, &["--checkpoint-every-slots", "500"]);
+    let cluster = Cluster::up_with(name, base_port, &["--checkpoint-every-slots", "500", "--transport", transport]);
     let old_leader = cluster.wait_leader(None, Duration::from_secs(10));
     let (stop, killed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     let history: History = Arc::default();
@@ -252,7 +268,8 @@ fn leader_kill9_under_load_elects_a_new_leader_loses_no_acknowledged_write_and_t
     let target = cluster.status(new_leader).unwrap().commit;
     cluster.wait_applied(old_leader, target, Duration::from_secs(15));
     assert!(cluster.log(old_leader).contains("installed a checkpoint received from a peer"), "the victim caught up without a checkpoint transfer");
-    eprintln!("ops before kill {before}, after {after}; {unique_acked} acknowledged writes verified; r{old_leader} caught up to {target} via a checkpoint");
+    eprintln!("{transport}: ops before kill {before}, after {after}; {unique_acked} acknowledged writes verified; r{old_leader} caught up to {target} via a checkpoint");
+    cluster
 }
 
 #[test]
@@ -513,4 +530,29 @@ fn a_follower_paused_while_megabytes_of_state_are_written_catches_up_by_checkpoi
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
     cluster.wait_applied(victim, target, Duration::from_secs(20));
     assert!(cluster.log(victim).contains("installed a checkpoint received from a peer"), "r{victim} caught up without the checkpoint");
+}
+
+#[test]
+#[ignore = "multi-process; run by ci/test-cluster.sh"]
+fn an_shm_mailbox_refuses_a_leader_without_the_secret_and_fences_its_writes() {
+    use decree_verbs::{Durability, LeaderLink, VerbsError, Write};
+    let cluster = Cluster::up_with("shm-gate", 28300, &["--transport", "shm"]);
+    let leader = cluster.wait_leader(None, Duration::from_secs(10));
+    let mailbox = cluster.dir.join(format!("r{leader}.mailbox"));
+    let wrong = decree_tools::replica::one_sided::secret_gate(Arc::new(b"not the cluster secret".to_vec()), 9);
+    let refused = decree_verbs::shm::ShmLeader::connect_gated(&mailbox, decree_verbs::LeaderToken(10), Durability::FollowerPersists, &wrong);
+    assert!(matches!(refused, Err(VerbsError::Unauthenticated { .. })), "a wrong secret was not refused: {:?}", refused.err());
+    // Without any handshake the socket accepts the bytes, but the replica never admits it, and
+    // the region's fence (granted to the leader's peers' choice, never to this token) refuses
+    // its one-sided writes even though the same OS user can map the file.
+    let mut intruder = decree_verbs::shm::ShmLeader::connect(&mailbox, decree_verbs::LeaderToken(10), Durability::FollowerPersists).unwrap();
+    let key = intruder.remote().key;
+    let write = intruder.post_write(&Write { key, offset: 0, bytes: b"forged accept", imm: Some(0) });
+    assert!(matches!(write, Err(VerbsError::Fenced { .. })), "an unadmitted writer was not fenced: {write:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cluster.log(leader).contains("shm control connection refused: cluster-secret handshake failed") {
+        assert!(Instant::now() < deadline, "no refusal logged:\n{}", cluster.log(leader));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.client().put(b"still", b"serving").unwrap();
 }

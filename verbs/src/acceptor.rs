@@ -3,7 +3,7 @@
 
 use crate::conn::Conn;
 use crate::control::{TAG_HELLO, TAG_WELCOME};
-use crate::VerbsError;
+use crate::{Gate, VerbsError};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -66,8 +66,13 @@ pub fn prepare(
 /// Bound on each step of a handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Leader: connects to `addr`, sends `hello`, and returns the connection and the welcome's body.
-pub fn dial(addr: SocketAddr, hello: &[u8]) -> Result<(Conn<TcpStream>, Vec<u8>), VerbsError> {
+/// Leader: connects to `addr`, passes `gate`, sends `hello`, and returns the connection and the
+/// welcome's body.
+pub fn dial(
+    addr: SocketAddr,
+    hello: &[u8],
+    gate: &Gate,
+) -> Result<(Conn<TcpStream>, Vec<u8>), VerbsError> {
     let peer = addr.to_string();
     let stream = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT).map_err(|e| {
         VerbsError::Disconnected {
@@ -76,6 +81,12 @@ pub fn dial(addr: SocketAddr, hello: &[u8]) -> Result<(Conn<TcpStream>, Vec<u8>)
         }
     })?;
     prepare(&stream, &peer, HANDSHAKE_TIMEOUT, HANDSHAKE_TIMEOUT)?;
+    let mut stream = stream;
+    gate.connect(&mut stream)
+        .map_err(|reason| VerbsError::Unauthenticated {
+            peer: peer.clone(),
+            reason,
+        })?;
     let mut conn = Conn::new(stream, peer);
     conn.send(TAG_HELLO, &[hello])?;
     let welcome = conn.recv_tagged(TAG_WELCOME, "welcome")?;

@@ -108,6 +108,14 @@ pub enum VerbsError {
         /// Devices present.
         found: String,
     },
+    /// The other end of a side channel does not hold the cluster secret (or refused ours).
+    #[error("{peer} failed the cluster-secret handshake: {reason}; the connection was refused")]
+    Unauthenticated {
+        /// The other end.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
     /// A configuration value is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),

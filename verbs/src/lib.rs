@@ -24,6 +24,7 @@ pub mod conn;
 pub mod control;
 pub mod durability;
 pub mod error;
+pub mod handshake;
 pub mod mapping;
 #[cfg(feature = "rdma")]
 pub mod rdma;
@@ -34,6 +35,7 @@ pub mod transport;
 
 pub use durability::Durability;
 pub use error::VerbsError;
+pub use handshake::{Gate, Handshake};
 pub use transport::{
     FollowerEvent, FollowerLink, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion, Write, WriteId,
 };

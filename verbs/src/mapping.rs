@@ -35,12 +35,15 @@ impl Mapping {
     }
 
     /// Creates (or truncates to `len` and reuses) a shared file, e.g. under /dev/shm, and maps it.
+    /// A new file is 0600: only this user's processes can map it.
     pub fn create_shared(path: &Path, len: usize) -> Result<Mapping, VerbsError> {
+        use std::os::unix::fs::OpenOptionsExt;
         let name = path.display().to_string();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
+            .mode(0o600)
             .truncate(true)
             .open(path)
             .map_err(|e| VerbsError::os("open", &name, e))?;

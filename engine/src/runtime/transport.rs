@@ -9,3 +9,10 @@ pub trait PeerTransport: Send + 'static {
     /// Queues `envelope` for `envelope.to`.
     fn send(&mut self, envelope: Envelope);
 }
+
+/// A transport chosen at run time (the replica server's `transport.kind`).
+impl PeerTransport for Box<dyn PeerTransport> {
+    fn send(&mut self, envelope: Envelope) {
+        (**self).send(envelope)
+    }
+}

@@ -5,6 +5,7 @@
 pub mod checkpoint_file;
 pub mod listener;
 pub mod metrics;
+pub mod one_sided;
 pub mod peers;
 pub mod session;
 pub mod storage;
@@ -12,7 +13,7 @@ pub mod storage;
 use crate::config::ReplicaConfig;
 use crate::secret::{read_secret, SecretError};
 use decree_engine::kv::KvStore;
-use decree_engine::runtime::{Event, Node, Placement, Ring, StorageError};
+use decree_engine::runtime::{Event, Node, PeerTransport, Placement, Ring, StorageError};
 use session::ConnResponder;
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -69,6 +70,69 @@ pub struct Context {
     pub connections: std::sync::atomic::AtomicUsize,
 }
 
+/// The replica-to-replica transport `config.transport.kind` names.
+fn start_transport(
+    config: &ReplicaConfig,
+    key: &Arc<Vec<u8>>,
+    placement: &Placement,
+    inbox: &Arc<Ring<Event<ConnResponder>>>,
+    stop: &Arc<AtomicBool>,
+) -> Result<Box<dyn PeerTransport>, ServeError> {
+    let peers: Vec<(u32, SocketAddr)> = config
+        .members
+        .iter()
+        .filter(|m| m.id != config.id)
+        .map(|m| (m.id, m.addr.parse().expect("validated")))
+        .collect();
+    let kind = config.transport.kind.as_str();
+    if kind == "tcp" {
+        return Ok(Box::new(peers::TcpPeers::start(config.id, peers, key.clone(), placement.clone(), stop.clone())));
+    }
+    let mailbox_bytes = (config.transport.mailbox_mib << 20) as usize;
+    let gate = one_sided::secret_gate(key.clone(), config.id);
+    let transport_error = |what: String, e: decree_verbs::VerbsError| ServeError::Io { what, source: std::io::Error::other(e.to_string()) };
+    let (mailbox, dial): (Box<dyn decree_verbs::FollowerLink + Send>, one_sided::Dial) = match kind {
+        "shm" => {
+            let dir = config.shm_dir();
+            let path = move |id: u32| dir.join(format!("r{id}.mailbox"));
+            let mine = path(config.id);
+            let mailbox = decree_verbs::shm::ShmFollower::create_gated(&mine, mailbox_bytes, gate.clone())
+                .map_err(|e| transport_error(format!("creating the shm mailbox {}", mine.display()), e))?;
+            let token = one_sided::token_of(config.id);
+            let dial: one_sided::Dial = Box::new(move |peer| {
+                let link = decree_verbs::shm::ShmLeader::connect_gated(&path(peer), token, decree_verbs::Durability::FollowerPersists, &gate)?;
+                Ok(Box::new(link) as Box<dyn decree_verbs::LeaderLink + Send>)
+            });
+            (Box::new(mailbox), dial)
+        }
+        #[cfg(feature = "rdma")]
+        "rdma" => {
+            let mut rdma = decree_verbs::rdma::RdmaConfig::new(&config.transport.rdma_device);
+            rdma.gid_index = config.transport.rdma_gid_index;
+            rdma.gate = gate;
+            let bind = config.rdma_side_channel(config.id).expect("validated: member address and port offset");
+            let region = decree_verbs::mapping::Mapping::anonymous(mailbox_bytes)
+                .map_err(|e| transport_error("allocating the rdma mailbox".into(), e))?;
+            let mailbox = decree_verbs::rdma::RdmaFollower::listen(bind, rdma.clone(), region)
+                .map_err(|e| transport_error(format!("registering the rdma mailbox on {}", config.transport.rdma_device), e))?;
+            let addrs: std::collections::HashMap<u32, SocketAddr> =
+                peers.iter().map(|(id, _)| (*id, config.rdma_side_channel(*id).expect("validated"))).collect();
+            let token = one_sided::token_of(config.id);
+            let dial: one_sided::Dial = Box::new(move |peer| {
+                let link = decree_verbs::rdma::RdmaLeader::connect(addrs[&peer], token, rdma.clone())?;
+                Ok(Box::new(link) as Box<dyn decree_verbs::LeaderLink + Send>)
+            });
+            (Box::new(mailbox), dial)
+        }
+        other => unreachable!("validated transport kind {other}"),
+    };
+    let ids = peers.iter().map(|(id, _)| *id).collect();
+    let transport = one_sided::start(config.id, if kind == "shm" { "shm" } else { "rdma" }, ids, mailbox, dial, inbox.clone(), stop.clone())
+        .map_err(|source| ServeError::Io { what: format!("starting the {kind} transport thread"), source })?;
+    tracing::info!(transport = kind, mailbox_bytes, "replicating with one-sided writes");
+    Ok(Box::new(transport))
+}
+
 fn bind(addr: &str) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr: addr.to_string(), source })
 }
@@ -90,13 +154,7 @@ pub fn run(config: ReplicaConfig) -> Result<(), ServeError> {
     let placement = node_config.placement.clone();
     let inbox = Node::inbox(&node_config);
     let stop = Arc::new(AtomicBool::new(false));
-    let peers: Vec<(u32, SocketAddr)> = config
-        .members
-        .iter()
-        .filter(|m| m.id != config.id)
-        .map(|m| (m.id, m.addr.parse().expect("validated")))
-        .collect();
-    let transport = peers::TcpPeers::start(config.id, peers, key.clone(), placement.clone(), stop.clone());
+    let transport = start_transport(&config, &key, &placement, &inbox, &stop)?;
     let node = Node::start(node_config, inbox.clone(), durable, KvStore::default(), transport, storage, metrics)
         .map_err(|source| ServeError::Io { what: "starting runtime threads".into(), source })?;
     let ctx = Arc::new(Context {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Messages queued per peer before new ones are dropped (Paxos retransmits).
-const PEER_QUEUE_MESSAGES: usize = 8_192;
+pub(crate) const PEER_QUEUE_MESSAGES: usize = 8_192;
 /// Back-off between connection attempts.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest park of an idle writer; bounds shutdown latency.

@@ -23,6 +23,8 @@ pub struct RdmaConfig {
     pub signal_every: u32,
     /// Largest payload posted inline (copied into the work request).
     pub max_inline: u32,
+    /// Both sides: the side channel's cluster-secret handshake (open by default).
+    pub gate: crate::Gate,
 }
 
 impl RdmaConfig {
@@ -37,6 +39,7 @@ impl RdmaConfig {
             write_timeout: Duration::from_secs(2),
             signal_every: 1,
             max_inline: 128,
+            gate: crate::Gate::default(),
         }
     }
 }

@@ -112,6 +112,15 @@ impl RdmaFollower {
 fn admit(stream: TcpStream, from: SocketAddr, shared: &Shared) -> Result<(), VerbsError> {
     let peer = from.to_string();
     prepare(&stream, &peer, HANDSHAKE_TIMEOUT, HANDSHAKE_TIMEOUT)?;
+    let mut stream = stream;
+    shared
+        .cfg
+        .gate
+        .accept(&mut stream)
+        .map_err(|reason| VerbsError::Unauthenticated {
+            peer: peer.clone(),
+            reason,
+        })?;
     let mut conn = Conn::new(stream, peer.clone());
     let body = conn.recv_tagged(TAG_HELLO, "hello")?;
     let mut f = Fields::new(&body, &peer);

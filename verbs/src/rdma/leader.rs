@@ -36,7 +36,10 @@ struct Outstanding {
 /// persist and acknowledge instead. Detected from the follower's welcome and logged.
 fn effective_durability(configured: Durability, remote_persistent: bool, peer: &str) -> Durability {
     if configured == Durability::ReadAfterWrite && !remote_persistent {
-        tracing::warn!(peer, "read-after-write configured, but the follower's region is not persistent memory: using follower-persists");
+        tracing::warn!(
+            peer,
+            "read-after-write configured, but the follower's region is not persistent memory: using follower-persists"
+        );
         return Durability::FollowerPersists;
     }
     configured
@@ -97,7 +100,7 @@ impl RdmaLeader {
 
         let mut hello = token.0.to_le_bytes().to_vec();
         put_endpoint(&mut hello, &local);
-        let (conn, body) = dial(addr, &hello)?;
+        let (conn, body) = dial(addr, &hello, &cfg.gate)?;
         let remote = Welcome::decode(&body, &peer)?;
         qp.connect(local.psn, &remote.qp, cfg.gid_index, mtu, 0)?;
         cfg.durability = effective_durability(cfg.durability, remote.persistent, &peer);

@@ -8,7 +8,8 @@ use crate::durability::log_mode;
 use crate::mapping::Mapping;
 use crate::transport::{check_bounds, check_key};
 use crate::{
-    Durability, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion, VerbsError, Write, WriteId,
+    Durability, Gate, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion, VerbsError, Write,
+    WriteId,
 };
 use decree_engine::message::Envelope;
 use std::os::unix::net::UnixStream;
@@ -37,6 +38,16 @@ impl ShmLeader {
         token: LeaderToken,
         durability: Durability,
     ) -> Result<ShmLeader, VerbsError> {
+        ShmLeader::connect_gated(path, token, durability, &Gate::default())
+    }
+
+    /// Like `connect`, proving the cluster secret to a gated follower first (`gate`).
+    pub fn connect_gated(
+        path: &Path,
+        token: LeaderToken,
+        durability: Durability,
+        gate: &Gate,
+    ) -> Result<ShmLeader, VerbsError> {
         if durability == Durability::ReadAfterWrite {
             return Err(VerbsError::Config(
                 "shm supports follower-persists or volatile durability, not read-after-write"
@@ -54,6 +65,12 @@ impl ShmLeader {
             .set_write_timeout(timeout)
             .and_then(|_| stream.set_read_timeout(timeout))
             .map_err(|e| VerbsError::os("setsockopt", &peer, e))?;
+        let mut stream = stream;
+        gate.connect(&mut stream)
+            .map_err(|reason| VerbsError::Unauthenticated {
+                peer: peer.clone(),
+                reason,
+            })?;
         let mut conn = Conn::new(stream, peer.clone());
         // The header already says the key and size: no reply to wait for, so a follower that
         // polls on the same thread as this connect cannot deadlock it.

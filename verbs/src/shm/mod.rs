@@ -13,11 +13,14 @@ use crate::conn::{Conn, Fields};
 use crate::control::{decode_control, encode_control, TAG_CONTROL, TAG_HELLO};
 use crate::mapping::Mapping;
 use crate::transport::check_bounds;
+use crate::Gate;
 use crate::{FollowerEvent, FollowerLink, LeaderToken, RemoteRegion, VerbsError};
 use decree_engine::message::Envelope;
 use header::{Header, HEADER_BYTES};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long `grant` waits for a write in flight before reporting the holder stuck.
@@ -34,14 +37,30 @@ pub fn socket_path(region: &Path) -> PathBuf {
 pub struct ShmFollower {
     path: PathBuf,
     map: Mapping,
-    listener: UnixListener,
+    /// Control connections that passed the gate, from the acceptor thread.
+    admitted: crossbeam::channel::Receiver<Conn<UnixStream>>,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
     leaders: Vec<(LeaderToken, Conn<UnixStream>)>,
     pending: Vec<Conn<UnixStream>>,
 }
 
 impl ShmFollower {
-    /// Creates a region of `data_len` bytes at `path` (plus a header page) and its socket.
+    /// Creates a region of `data_len` bytes at `path` (plus a header page) and its socket; any
+    /// process that can open the socket may introduce itself as a leader.
     pub fn create(path: &Path, data_len: usize) -> Result<ShmFollower, VerbsError> {
+        ShmFollower::create_gated(path, data_len, Gate::default())
+    }
+
+    /// Like `create`, but a control connection is admitted only after `gate` accepts it. The
+    /// handshake runs on an acceptor thread, so two replicas dialling each other's regions from
+    /// their polling threads never wait on each other. The region file is created 0600: the
+    /// memory itself is guarded by the OS user boundary, the fence by the gate.
+    pub fn create_gated(
+        path: &Path,
+        data_len: usize,
+        gate: Gate,
+    ) -> Result<ShmFollower, VerbsError> {
         let map = Mapping::create_shared(path, HEADER_BYTES + data_len)?;
         Header::new(&map).init(fastrand::u32(1..), data_len as u64);
         let sock = socket_path(path);
@@ -51,10 +70,21 @@ impl ShmFollower {
         listener
             .set_nonblocking(true)
             .map_err(|e| VerbsError::os("set_nonblocking", sock.display().to_string(), e))?;
+        let (admit, admitted) = crossbeam::channel::unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let acceptor = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("shm-accept".into())
+                .spawn(move || accept_leaders(&listener, &gate, &stop, &admit))
+                .map_err(|e| VerbsError::os("spawn", "shm accept thread", e))?
+        };
         Ok(ShmFollower {
             path: path.to_path_buf(),
             map,
-            listener,
+            admitted,
+            stop,
+            acceptor: Some(acceptor),
             leaders: Vec::new(),
             pending: Vec::new(),
         })
@@ -64,18 +94,8 @@ impl ShmFollower {
         Header::new(&self.map)
     }
 
-    fn accept(&mut self) -> Result<(), VerbsError> {
-        loop {
-            match self.listener.accept() {
-                Ok((s, _)) => {
-                    s.set_write_timeout(Some(Duration::from_secs(5)))
-                        .map_err(|e| VerbsError::os("setsockopt", "shm control socket", e))?;
-                    self.pending.push(Conn::new(s, "shm leader".into()));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(VerbsError::os("accept", self.path.display().to_string(), e)),
-            }
-        }
+    fn accept(&mut self) {
+        self.pending.extend(self.admitted.try_iter());
     }
 
     fn conn(&mut self, to: LeaderToken) -> Result<&mut Conn<UnixStream>, VerbsError> {
@@ -130,7 +150,7 @@ impl FollowerLink for ShmFollower {
     }
 
     fn poll(&mut self, out: &mut Vec<FollowerEvent>) -> Result<(), VerbsError> {
-        self.accept()?;
+        self.accept();
         let mut i = 0;
         while i < self.pending.len() {
             match self.pending[i].try_recv() {
@@ -186,8 +206,50 @@ impl FollowerLink for ShmFollower {
     }
 }
 
+/// The acceptor thread: admits control connections that pass `gate`, until `stop`.
+fn accept_leaders(
+    listener: &UnixListener,
+    gate: &Gate,
+    stop: &AtomicBool,
+    admit: &crossbeam::channel::Sender<Conn<UnixStream>>,
+) {
+    while !stop.load(Ordering::Acquire) {
+        let mut stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "shm control accept failed; no more leaders will be admitted");
+                return;
+            }
+        };
+        let timeout = Some(Duration::from_secs(5));
+        let prepared = stream
+            .set_nonblocking(false)
+            .and_then(|_| stream.set_read_timeout(timeout))
+            .and_then(|_| stream.set_write_timeout(timeout));
+        if let Err(e) = prepared {
+            tracing::warn!(error = %e, "shm control connection dropped: cannot set timeouts");
+            continue;
+        }
+        if let Err(reason) = gate.accept(&mut stream) {
+            tracing::warn!(%reason, "shm control connection refused: cluster-secret handshake failed");
+            continue;
+        }
+        if admit.send(Conn::new(stream, "shm leader".into())).is_err() {
+            return;
+        }
+    }
+}
+
 impl Drop for ShmFollower {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
         let _ = std::fs::remove_file(socket_path(&self.path));
     }
 }

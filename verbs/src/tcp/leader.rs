@@ -60,7 +60,7 @@ fn dial(
     token: LeaderToken,
 ) -> Result<(Conn<TcpStream>, RemoteRegion), VerbsError> {
     let peer = addr.to_string();
-    let (conn, body) = acceptor::dial(addr, &token.0.to_le_bytes())?;
+    let (conn, body) = acceptor::dial(addr, &token.0.to_le_bytes(), &crate::Gate::default())?;
     let mut f = Fields::new(&body, &peer);
     let remote = RemoteRegion {
         key: f.u32()?,
