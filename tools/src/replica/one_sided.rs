@@ -71,10 +71,20 @@ pub fn secret_gate(key: Arc<Vec<u8>>, id: u32) -> Gate {
 /// Opens a leader link to peer `id`'s mailbox.
 pub type Dial = Box<dyn FnMut(u32) -> Result<Box<dyn LeaderLink + Send>, VerbsError> + Send>;
 
-/// Sends to peers through the transport thread.
+/// Sends to peers through the transport thread; dropping it (when the core thread ends) waits for
+/// the transport thread, which stops on the replica's stop flag.
 pub struct OneSidedPeers {
     queue: Arc<Ring<Envelope>>,
     dropped: u64,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for OneSidedPeers {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl PeerTransport for OneSidedPeers {
@@ -108,6 +118,12 @@ struct Transport<R> {
     frame: Vec<u8>,
     /// Frames that failed their checksum or addressing (lapped or garbage), for the log.
     dropped_frames: u64,
+    /// Accepts stored one-sided into peers' mailboxes.
+    written: u64,
+    /// Accepts sent on the control channel instead (fenced, immediate queue full, too big).
+    fallbacks: u64,
+    /// Frames read out of our own mailbox.
+    received: u64,
 }
 
 /// Starts the transport thread for replica `id`: `mailbox` is its own region, `dial` reaches a
@@ -127,9 +143,9 @@ pub fn start<R: Send + 'static>(
         .into_iter()
         .map(|p| (p, Outbound { link: None, cursor: 0, next_dial: now, last_error: String::new() }))
         .collect();
-    let mut state = Transport { id, transport, mailbox, dial, peers, inbox, frame: Vec::with_capacity(64 << 10), dropped_frames: 0 };
+    let mut state = Transport { id, transport, mailbox, dial, peers, inbox, frame: Vec::with_capacity(64 << 10), dropped_frames: 0, written: 0, fallbacks: 0, received: 0 };
     let consumer = queue.clone();
-    std::thread::Builder::new().name(format!("decree-{transport}")).spawn(move || {
+    let thread = std::thread::Builder::new().name(format!("decree-{transport}")).spawn(move || {
         consumer.bind_consumer();
         // Spin a little before parking: links and the mailbox are polled, not signalled.
         let mut idler = Idler::new(64, 0);
@@ -140,8 +156,10 @@ pub fn start<R: Send + 'static>(
                 idler.idle(&consumer.sleeping, || !consumer.is_empty(), MAX_PARK);
             }
         }
+        let Transport { written, fallbacks, received, dropped_frames, .. } = state;
+        tracing::info!(transport, written, fallbacks, received, dropped_frames, "one-sided transport stopped: accepts written one-sided, sent as control messages, frames read from our mailbox, frames dropped");
     })?;
-    Ok(OneSidedPeers { queue, dropped: 0 })
+    Ok(OneSidedPeers { queue, dropped: 0, thread: Some(thread) })
 }
 
 impl<R> Transport<R> {
@@ -175,7 +193,13 @@ impl<R> Transport<R> {
         let Some(out) = self.peers.get_mut(&to) else { return };
         let Some(link) = out.link.as_mut() else { return }; // unreachable: Paxos retransmits
         let result = if matches!(envelope.msg, Message::Accept(_)) {
-            write_frame(link.as_mut(), &mut out.cursor, &envelope, &mut self.frame)
+            write_frame(link.as_mut(), &mut out.cursor, &envelope, &mut self.frame).map(|one_sided| {
+                if one_sided {
+                    self.written += 1;
+                } else {
+                    self.fallbacks += 1;
+                }
+            })
         } else {
             link.send(&envelope)
         };
@@ -224,7 +248,10 @@ impl<R> Transport<R> {
                 decode_frame(&self.frame).map(|(envelope, _)| envelope).map_err(|e| e.to_string())
             });
         match decoded {
-            Ok(envelope) => Some(envelope),
+            Ok(envelope) => {
+                self.received += 1;
+                Some(envelope)
+            }
             Err(error) => {
                 self.dropped_frames += 1;
                 if self.dropped_frames.is_power_of_two() {
@@ -308,15 +335,15 @@ impl<R> Transport<R> {
 /// Stores `envelope` into the link's mailbox at `cursor` (wrapping to the start when it does not
 /// fit), the offset in the immediate. A refused write (fenced: the receiver follows another
 /// leader; or its immediate queue is full) falls back to the control channel, which the
-/// receiver's core judges by ballot as it would any message.
-fn write_frame(link: &mut dyn LeaderLink, cursor: &mut u64, envelope: &Envelope, frame: &mut Vec<u8>) -> Result<(), VerbsError> {
+/// receiver's core judges by ballot as it would any message. Returns whether it went one-sided.
+fn write_frame(link: &mut dyn LeaderLink, cursor: &mut u64, envelope: &Envelope, frame: &mut Vec<u8>) -> Result<bool, VerbsError> {
     frame.clear();
     encode_frame(envelope, frame);
     frame.resize(frame.len().next_multiple_of(ALIGN), 0);
     let region = link.remote();
     let len = frame.len() as u64;
     if len > region.len / 4 {
-        return link.send(envelope); // too big to share the ring with others in flight
+        return link.send(envelope).map(|_| false); // too big to share the ring with others in flight
     }
     if *cursor + len > region.len {
         *cursor = 0;
@@ -325,9 +352,9 @@ fn write_frame(link: &mut dyn LeaderLink, cursor: &mut u64, envelope: &Envelope,
     match link.post_write(&write) {
         Ok(_) => {
             *cursor += len;
-            Ok(())
+            Ok(true)
         }
-        Err(VerbsError::Fenced { .. } | VerbsError::QueueFull { .. }) => link.send(envelope),
+        Err(VerbsError::Fenced { .. } | VerbsError::QueueFull { .. }) => link.send(envelope).map(|_| false),
         Err(error) => Err(error),
     }
 }
