@@ -2,7 +2,7 @@
 SEEDS ?= 2000
 JOBS ?= 2
 
-.PHONY: test test-unit test-sim test-mutations test-crash test-guest sim soak bench bench-pmem bench-verbs bench-peers run deps
+.PHONY: test test-unit test-sim test-mutations test-crash test-guest test-guest-netns sim soak bench bench-pmem bench-verbs bench-peers run deps
 
 ## test: everything CI runs: unit + property tests, simulation seeds, mutation checks, crash loop, guest suite
 test: deps
@@ -27,6 +27,10 @@ test-crash:
 ## test-guest: the soft-RoCE + NVDIMM suite inside a QEMU guest
 test-guest:
 	bash ci/test-guest.sh
+
+## test-guest-netns: does rxe carry RDMA between network namespaces? (Debian 6.1 and 6.12: no; not in `make test`)
+test-guest-netns:
+	bash ci/guest/extra-rxe-netns.sh
 
 ## soak: long runs (many more seeds and crash iterations)
 soak:

@@ -12,6 +12,8 @@
 #  -e NAME=VALUE  environment for the guest command (repeatable)
 #  -k MARKER  crash mode: SIGKILL qemu as soon as a console line contains MARKER; exit 0 then
 #  -q         quiet: do not copy the guest console to stdout (it is kept in the run dir)
+#  -K PKG     boot this Debian kernel package (e.g. linux-image-6.12-amd64); default
+#             $DECREE_GUEST_KERNEL, else linux-image-amd64 (see setup.sh; -k is the crash marker)
 # Exit: the guest command's code; 123 (-k) the guest ended without printing MARKER; 124 timeout;
 #       125 no result (boot failure, kernel panic, harness set-up failure).
 # The guest's cwd is the caller's cwd (host files read-only under a tmpfs overlay: writes vanish);
@@ -20,11 +22,12 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/common.sh"
 MEM=512M; SMP=2; TMO=300; NVIMG=""; NV2IMG=""; NVSIZE=512M; SCRIPT=""; MARKER=""; QUIET=0; ENVS=()
-while getopts "w:m:s:t:n:D:N:e:f:k:q" o; do
+KPKG=${DECREE_GUEST_KERNEL:-linux-image-amd64}
+while getopts "w:m:s:t:n:D:N:e:f:k:qK:" o; do
   case $o in
     w) DECREE_GUEST_DIR=$OPTARG;; m) MEM=$OPTARG;; s) SMP=$OPTARG;; t) TMO=$OPTARG;;
     n) NVIMG=$OPTARG;; D) NV2IMG=$OPTARG;; N) NVSIZE=$OPTARG;; e) ENVS+=("$OPTARG");;
-    f) SCRIPT=$OPTARG;; k) MARKER=$OPTARG;; q) QUIET=1;;
+    f) SCRIPT=$OPTARG;; k) MARKER=$OPTARG;; q) QUIET=1;; K) KPKG=$OPTARG;;
     *) echo "run-guest: bad option (see the header of $0)" >&2; exit 2;;
   esac
 done
@@ -32,7 +35,7 @@ shift $((OPTIND-1)); [ "${1:-}" = "--" ] && shift
 [ -n "$SCRIPT" ] || [ $# -gt 0 ] || { echo "run-guest: nothing to run (-- CMD or -f SCRIPT)" >&2; exit 2; }
 export DECREE_GUEST_DIR
 W=$DECREE_GUEST_DIR
-KVER=$("$here/setup.sh" -w "$W" 2>"$W.setup.err" | sed -n 's/^KVER=//p') || true
+KVER=$("$here/setup.sh" -w "$W" -K "$KPKG" 2>"$W.setup.err" | sed -n 's/^KVER=//p') || true
 [ -n "$KVER" ] || { echo "run-guest: guest set-up failed:" >&2; cat "$W.setup.err" >&2; exit $GUEST_RC_NO_RESULT; }
 rm -f "$W.setup.err"
 
