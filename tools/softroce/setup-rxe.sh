@@ -9,7 +9,8 @@
 #
 # Why the policy routing in --pair: both addresses are local, so the kernel would route
 # 10.0.0.1 <-> 10.0.0.2 over lo and rxe would never see the packets; and in kernel 6.1 rxe only
-# receives in the initial network namespace, so the two ends cannot live in separate netns.
+# receives in the initial network namespace (6.12 too: make test-guest-netns), so the two ends
+# cannot live in separate netns.
 # The pair uses GID index 1 (the IPv4-mapped RoCE v2 GID): perftest needs `-x 1`.
 set -euo pipefail
 need() { command -v "$1" >/dev/null || { echo "setup-rxe: '$1' missing (apt-get install $2)" >&2; exit 3; }; }

@@ -25,6 +25,7 @@ pub mod control;
 pub mod durability;
 pub mod error;
 pub mod handshake;
+pub mod mailbox;
 pub mod mapping;
 #[cfg(feature = "rdma")]
 pub mod rdma;
