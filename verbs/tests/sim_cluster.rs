@@ -82,8 +82,7 @@ fn run(seed: u64) -> Outcome {
             }
         }
         leaders.extend((0..REPLICAS).filter(|id| nodes[*id as usize].core.status().leading));
-        for id in 0..REPLICAS as usize {
-            let node = &mut nodes[id];
+        for (id, node) in nodes.iter_mut().enumerate() {
             for peer in node.mailboxes.unlinked().collect::<Vec<_>>() {
                 node.mailboxes.attach(peer, Box::new(net.leader(id as u32, peer, token_of(id as u32))));
             }
