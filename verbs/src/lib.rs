@@ -24,6 +24,7 @@ pub mod conn;
 pub mod control;
 pub mod durability;
 pub mod error;
+pub mod futex;
 pub mod handshake;
 pub mod mailbox;
 pub mod mapping;
@@ -38,5 +39,6 @@ pub use durability::Durability;
 pub use error::VerbsError;
 pub use handshake::{Gate, Handshake};
 pub use transport::{
-    FollowerEvent, FollowerLink, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion, Write, WriteId,
+    FollowerEvent, FollowerLink, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion, Wake, Write,
+    WriteId,
 };

@@ -95,6 +95,22 @@ impl<F: FollowerLink + ?Sized, L: LeaderLink + ?Sized> Mailboxes<F, L> {
         self.stats
     }
 
+    /// Our mailbox's wake sequence, if it can sleep (read it before `poll`, pass it to `sleep`).
+    pub fn wake_seq(&self) -> Option<u32> {
+        self.mailbox.wake_seq()
+    }
+
+    /// Sleeps until a peer stores or sends into our mailbox (or a `waker` handle rings), or
+    /// `timeout`.
+    pub fn sleep(&self, seq: u32, timeout: std::time::Duration) {
+        self.mailbox.sleep(seq, timeout);
+    }
+
+    /// Interrupts `sleep` from another thread.
+    pub fn waker(&self) -> Option<std::sync::Arc<dyn crate::Wake>> {
+        self.mailbox.waker()
+    }
+
     /// Peers without a link.
     pub fn unlinked(&self) -> impl Iterator<Item = u32> + '_ {
         self.peers

@@ -6,7 +6,7 @@ use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// A mapped byte region. Shared mappings may be written by other processes at any time: read
 /// through [`Mapping::read_at`] (copies) or atomics, never through long-lived references.
@@ -190,6 +190,17 @@ impl Mapping {
         // SAFETY: aligned (mmap returns page-aligned memory, offset % 8 == 0), in bounds, and
         // living as long as `self`; AtomicU64 has the layout of u64.
         unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU64>() }
+    }
+
+    /// The 4-byte-aligned word at `offset` as an atomic shared with the other processes (a futex).
+    pub fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
+        assert!(
+            offset % 4 == 0 && offset + 4 <= self.len,
+            "invariant: atomic word aligned and in bounds"
+        );
+        // SAFETY: aligned (mmap returns page-aligned memory, offset % 4 == 0), in bounds, and
+        // living as long as `self`; AtomicU32 has the layout of u32.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() }
     }
 }
 

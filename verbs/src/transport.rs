@@ -139,6 +139,25 @@ pub trait FollowerLink {
     fn ack_persisted(&mut self, to: LeaderToken, upto: u64) -> Result<(), VerbsError>;
     /// Appends what happened since the last poll to `out`; never blocks.
     fn poll(&mut self, out: &mut Vec<FollowerEvent>) -> Result<(), VerbsError>;
+    /// For endpoints that can sleep (shm): the wake sequence to read *before* polling for work,
+    /// then hand to `sleep`. None: this endpoint cannot sleep, poll it.
+    fn wake_seq(&self) -> Option<u32> {
+        None
+    }
+    /// Sleeps until a peer or a [`Wake`] handle gives this endpoint work, or `timeout`; returns
+    /// at once if the sequence moved past `seq` (work arrived since it was read).
+    fn sleep(&self, _seq: u32, _timeout: std::time::Duration) {}
+    /// A handle another thread of this process uses to interrupt `sleep` (it has queued work for
+    /// the thread that polls this endpoint).
+    fn waker(&self) -> Option<std::sync::Arc<dyn Wake>> {
+        None
+    }
+}
+
+/// Interrupts a follower endpoint's `sleep`.
+pub trait Wake: Send + Sync {
+    /// Wakes the sleeper (cheap when it is awake).
+    fn wake(&self);
 }
 
 /// Refuses a range that does not fit in a region of `region_len` bytes.

@@ -133,3 +133,35 @@ fn records_land_and_the_follower_polls_their_validity_marker() {
     records_land_and_the_follower_polls_their_validity(&mut f, &mut l);
     std::fs::remove_file(path).unwrap();
 }
+
+#[test]
+fn a_sleeping_follower_is_woken_by_a_store_and_by_its_waker_and_never_misses_one() {
+    let (f, mut l, path) = pair(4096, Durability::FollowerPersists);
+    let long = std::time::Duration::from_secs(20);
+    // Work that arrived after the sequence was read: the sleep returns at once.
+    let seq = f.wake_seq().expect("an shm mailbox can sleep");
+    let key = l.remote().key;
+    l.post_write(&decree_verbs::Write { key, offset: 0, bytes: b"x", imm: Some(1) }).unwrap();
+    let started = std::time::Instant::now();
+    f.sleep(seq, long);
+    assert!(started.elapsed() < long / 4, "slept through a store made before the sleep");
+    // A store from another thread while asleep wakes it; so does the waker handle.
+    let waker = f.waker().expect("an shm mailbox has a waker");
+    for by_waker in [false, true] {
+        let seq = f.wake_seq().unwrap();
+        let started = std::time::Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                if by_waker {
+                    waker.wake();
+                } else {
+                    l.post_write(&decree_verbs::Write { key, offset: 8, bytes: b"y", imm: Some(2) }).unwrap();
+                }
+            });
+            f.sleep(seq, long);
+        });
+        assert!(started.elapsed() < long / 4, "not woken (by_waker: {by_waker})");
+    }
+    std::fs::remove_file(path).unwrap();
+}

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 /// Longest park of an idle transport thread. Mailboxes and links have no wake-up of their own,
 /// so this bounds the latency a message waits when the thread was asleep.
 const MAX_PARK: Duration = Duration::from_micros(200);
+/// Longest sleep of a transport whose mailbox can sleep (shm): peers and the core thread wake it,
+/// so this only bounds how late a redial or a shutdown is noticed.
+const MAX_SLEEP: Duration = Duration::from_millis(10);
 /// Between attempts to reach a peer's mailbox.
 const REDIAL: Duration = Duration::from_millis(200);
 pub use decree_verbs::mailbox::token_of;
@@ -59,6 +62,8 @@ pub struct OneSidedPeers {
     queue: Arc<Ring<Envelope>>,
     dropped: u64,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Wakes the transport thread when its mailbox can sleep (shm).
+    waker: Option<Arc<dyn decree_verbs::Wake>>,
 }
 
 impl Drop for OneSidedPeers {
@@ -71,7 +76,13 @@ impl Drop for OneSidedPeers {
 
 impl PeerTransport for OneSidedPeers {
     fn send(&mut self, envelope: Envelope) {
-        if self.queue.push(envelope).is_err() {
+        let pushed = self.queue.push(envelope);
+        if let Some(waker) = &self.waker {
+            // After the push: the transport thread reads its wake sequence before it looks at
+            // the queue, so either it sees the message or the sequence moved and it does not sleep.
+            waker.wake();
+        }
+        if pushed.is_err() {
             self.dropped += 1;
             if self.dropped.is_power_of_two() {
                 tracing::warn!(dropped = self.dropped, "transport queue full; dropping messages (retransmitted on heartbeat)");
@@ -102,6 +113,7 @@ pub fn start<R: Send + 'static>(
 ) -> std::io::Result<OneSidedPeers> {
     let queue = Arc::new(Ring::new(PEER_QUEUE_MESSAGES));
     let mailboxes = Mailboxes::new(id, mailbox, peers);
+    let waker = mailboxes.waker();
     let mut state = Transport { transport, mailboxes, dial, next_dial: BTreeMap::new(), inbox };
     let consumer = queue.clone();
     let thread = std::thread::Builder::new().name(format!("decree-{transport}")).spawn(move || {
@@ -109,16 +121,23 @@ pub fn start<R: Send + 'static>(
         // Spin a little before parking: links and the mailbox are polled, not signalled.
         let mut idler = Idler::new(64, 0);
         while !stop.load(Ordering::Acquire) {
-            if state.turn(&consumer) {
-                idler.reset();
-            } else {
-                idler.idle(&consumer.sleeping, || !consumer.is_empty(), MAX_PARK);
+            match state.mailboxes.wake_seq() {
+                // shm: sleep on the mailbox's futex; peers' stores and the core thread's sends
+                // (through `OneSidedPeers::send`) wake it. The sequence is read before the pass,
+                // so work arriving during it makes the sleep return at once.
+                Some(seq) => {
+                    if !state.turn(&consumer) {
+                        state.mailboxes.sleep(seq, MAX_SLEEP);
+                    }
+                }
+                None if state.turn(&consumer) => idler.reset(),
+                None => idler.idle(&consumer.sleeping, || !consumer.is_empty(), MAX_PARK),
             }
         }
         let MailboxStats { written, fallbacks, received, dropped_frames, unlinked } = state.mailboxes.stats();
         tracing::info!(transport, written, fallbacks, received, dropped_frames, unlinked, "one-sided transport stopped: accepts written one-sided, sent as control messages, frames read from our mailbox, frames dropped, messages with no link");
     })?;
-    Ok(OneSidedPeers { queue, dropped: 0, thread: Some(thread) })
+    Ok(OneSidedPeers { queue, dropped: 0, thread: Some(thread), waker })
 }
 
 impl<R> Transport<R> {

@@ -26,8 +26,12 @@ const OFF_DOORBELL: usize = 56;
 const OFF_IMM_RING: usize = 64;
 /// Immediates the follower has not yet polled, at most.
 pub const IMM_SLOTS: usize = 256;
+/// The wake sequence (a u32 futex word): bumped by whoever gives the owner work.
+const OFF_WAKE: usize = OFF_IMM_RING + IMM_SLOTS * 8;
+/// Non-zero while the owner sleeps on the wake word (so wakers skip the syscall otherwise).
+const OFF_SLEEPING: usize = OFF_WAKE + 8;
 const BUSY: u64 = 1 << 63;
-const _: () = assert!(OFF_IMM_RING + IMM_SLOTS * 8 <= HEADER_BYTES);
+const _: () = assert!(OFF_SLEEPING + 8 <= HEADER_BYTES);
 
 /// Typed view of the header of a mapped region.
 pub struct Header<'a> {
@@ -50,6 +54,8 @@ impl<'a> Header<'a> {
         self.word(OFF_IMM_HEAD).store(0, Ordering::Relaxed);
         self.word(OFF_IMM_TAIL).store(0, Ordering::Relaxed);
         self.word(OFF_DOORBELL).store(0, Ordering::Relaxed);
+        self.map.atomic_u32(OFF_WAKE).store(0, Ordering::Relaxed);
+        self.word(OFF_SLEEPING).store(0, Ordering::Relaxed);
         self.word(OFF_MAGIC).store(MAGIC, Ordering::Release);
     }
 
@@ -160,6 +166,31 @@ impl<'a> Header<'a> {
     /// Leader: the doorbell count.
     pub fn doorbell(&self) -> u64 {
         self.word(OFF_DOORBELL).load(Ordering::Acquire)
+    }
+
+    /// Owner: the wake sequence now. Read it, then look for work, then `sleep(seq)`: a wake in
+    /// between changes the sequence, so the sleep returns at once and nothing is missed.
+    pub fn wake_seq(&self) -> u32 {
+        self.map.atomic_u32(OFF_WAKE).load(Ordering::SeqCst)
+    }
+
+    /// Owner: sleeps until woken (or `timeout`) unless the sequence already moved past `seq`.
+    pub fn sleep(&self, seq: u32, timeout: Duration) {
+        let sleeping = self.word(OFF_SLEEPING);
+        sleeping.store(1, Ordering::SeqCst);
+        if self.wake_seq() == seq {
+            crate::futex::wait(self.map.atomic_u32(OFF_WAKE), seq, timeout);
+        }
+        sleeping.store(0, Ordering::SeqCst);
+    }
+
+    /// Anyone who just gave the owner work (stored a frame, sent a message): bumps the sequence
+    /// and wakes the owner if it sleeps.
+    pub fn wake(&self) {
+        self.map.atomic_u32(OFF_WAKE).fetch_add(1, Ordering::SeqCst);
+        if self.word(OFF_SLEEPING).load(Ordering::SeqCst) != 0 {
+            crate::futex::wake(self.map.atomic_u32(OFF_WAKE));
+        }
     }
 
     /// Whether the immediate ring is full (the follower is not polling).

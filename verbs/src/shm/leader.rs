@@ -107,6 +107,9 @@ impl ShmLeader {
             header.push_imm(imm);
         }
         header.end_write(self.token);
+        if w.imm.is_some() {
+            header.wake(); // the follower learns of it from the immediate: wake it to look
+        }
         Ok(())
     }
 }
@@ -141,7 +144,9 @@ impl LeaderLink for ShmLeader {
 
     fn send(&mut self, envelope: &Envelope) -> Result<(), VerbsError> {
         let body = encode_control(envelope);
-        self.conn.send(TAG_CONTROL, &[&body])
+        self.conn.send(TAG_CONTROL, &[&body])?;
+        Header::new(&self.map).wake();
+        Ok(())
     }
 
     fn poll(&mut self, out: &mut Vec<LeaderEvent>) -> Result<(), VerbsError> {

@@ -14,7 +14,7 @@ use crate::control::{decode_control, encode_control, TAG_CONTROL, TAG_HELLO};
 use crate::mapping::Mapping;
 use crate::transport::check_bounds;
 use crate::Gate;
-use crate::{FollowerEvent, FollowerLink, LeaderToken, RemoteRegion, VerbsError};
+use crate::{FollowerEvent, FollowerLink, LeaderToken, RemoteRegion, VerbsError, Wake};
 use decree_engine::message::Envelope;
 use header::{Header, HEADER_BYTES};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -36,7 +36,7 @@ pub fn socket_path(region: &Path) -> PathBuf {
 /// The follower's side: owns the shared region and the control socket.
 pub struct ShmFollower {
     path: PathBuf,
-    map: Mapping,
+    map: Arc<Mapping>,
     /// Control connections that passed the gate, from the acceptor thread.
     admitted: crossbeam::channel::Receiver<Conn<UnixStream>>,
     stop: Arc<AtomicBool>,
@@ -61,7 +61,7 @@ impl ShmFollower {
         data_len: usize,
         gate: Gate,
     ) -> Result<ShmFollower, VerbsError> {
-        let map = Mapping::create_shared(path, HEADER_BYTES + data_len)?;
+        let map = Arc::new(Mapping::create_shared(path, HEADER_BYTES + data_len)?);
         Header::new(&map).init(fastrand::u32(1..), data_len as u64);
         let sock = socket_path(path);
         let _ = std::fs::remove_file(&sock);
@@ -149,6 +149,18 @@ impl FollowerLink for ShmFollower {
         Ok(())
     }
 
+    fn wake_seq(&self) -> Option<u32> {
+        Some(self.header().wake_seq())
+    }
+
+    fn sleep(&self, seq: u32, timeout: Duration) {
+        self.header().sleep(seq, timeout);
+    }
+
+    fn waker(&self) -> Option<Arc<dyn Wake>> {
+        Some(Arc::new(RegionWaker(self.map.clone())))
+    }
+
     fn poll(&mut self, out: &mut Vec<FollowerEvent>) -> Result<(), VerbsError> {
         self.accept();
         let mut i = 0;
@@ -203,6 +215,15 @@ impl FollowerLink for ShmFollower {
             out.push(FollowerEvent::Imm { from, imm });
         }
         Ok(())
+    }
+}
+
+/// Wakes the owner of a region from another thread of its process.
+struct RegionWaker(Arc<Mapping>);
+
+impl Wake for RegionWaker {
+    fn wake(&self) {
+        Header::new(&self.0).wake();
     }
 }
 
