@@ -7,7 +7,7 @@ use super::peers::PEER_QUEUE_MESSAGES;
 use crate::auth::{self, Peer};
 use decree_engine::message::Envelope;
 use decree_engine::runtime::idle::Idler;
-use decree_engine::runtime::{Event, PeerTransport, Ring};
+use decree_engine::runtime::{Event, PeerTransport, Placement, Ring, Role};
 use decree_verbs::handshake::Stream;
 use decree_verbs::mailbox::{MailboxStats, Mailboxes};
 use decree_verbs::{FollowerLink, Gate, Handshake, LeaderLink, VerbsError};
@@ -109,6 +109,7 @@ pub fn start<R: Send + 'static>(
     mailbox: Box<dyn FollowerLink + Send>,
     dial: Dial,
     inbox: Arc<Ring<Event<R>>>,
+    placement: Placement,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<OneSidedPeers> {
     let queue = Arc::new(Ring::new(PEER_QUEUE_MESSAGES));
@@ -117,6 +118,7 @@ pub fn start<R: Send + 'static>(
     let mut state = Transport { transport, mailboxes, dial, next_dial: BTreeMap::new(), inbox };
     let consumer = queue.clone();
     let thread = std::thread::Builder::new().name(format!("decree-{transport}")).spawn(move || {
+        placement.pin_current(Role::Io); // the replication role: with the socket threads
         consumer.bind_consumer();
         // Spin a little before parking: links and the mailbox are polled, not signalled.
         let mut idler = Idler::new(64, 0);
