@@ -14,8 +14,8 @@ use decree_tools::replica::io_thread::{ConnKey, IoShared};
 use decree_tools::replica::session::{dispatch, ConnResponder, Session};
 use decree_tools::wire::{self, ClientFrame};
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::HashMap;
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 struct Counting;
@@ -123,7 +123,10 @@ fn the_request_path_allocates_only_each_requests_op_bytes() {
         .map(|n| {
             let mut out = Vec::new();
             let op = Bytes::from(vec![n; OP_BYTES]);
-            wire::encode(&ClientFrame::Request { request_id: u64::from(n), client: 7, seq: u64::from(n), op }, &mut out);
+            wire::encode(
+                &ClientFrame::Request { request_id: u64::from(n), client: 7, seq: u64::from(n), op },
+                &mut out,
+            );
             out
         })
         .collect();

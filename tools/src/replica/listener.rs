@@ -36,7 +36,9 @@ impl Drop for ConnSlot {
 
 /// Starts the client I/O threads, then accepts until `ctx.stop`.
 pub fn serve(listener: TcpListener, ctx: Arc<Context>) {
-    let threads = ctx.io_threads.unwrap_or_else(|| io_thread::default_io_threads(decree_engine::runtime::placement::available_cpus()));
+    let threads = ctx
+        .io_threads
+        .unwrap_or_else(|| io_thread::default_io_threads(decree_engine::runtime::placement::available_cpus()));
     let io: Vec<Arc<IoShared>> = match (0..threads).map(|n| io_thread::start(ctx.clone(), n)).collect() {
         Ok(io) => io,
         Err(error) => {
@@ -125,7 +127,9 @@ fn handle(mut stream: TcpStream, remote: SocketAddr, slot: ConnSlot, ctx: &Conte
             read_peer(stream, id, ctx);
             drop(slot);
         }
-        Peer::Replica(id) => tracing::warn!(%remote, peer = id, "connection refused: replica id is not a member of this group"),
+        Peer::Replica(id) => {
+            tracing::warn!(%remote, peer = id, "connection refused: replica id is not a member of this group")
+        }
     }
 }
 

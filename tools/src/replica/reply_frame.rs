@@ -25,9 +25,12 @@ enum ServerFrameRef<'a> {
 /// Appends the frame answering `request_id` with `response` to `out`. Allocates only for a
 /// `Status` answer (its voter lists), and when `out` lacks the capacity.
 pub fn encode_response(request_id: u64, response: &Response, members: &HashMap<u32, String>, out: &mut Vec<u8>) {
-    let address = |leader: Option<decree_engine::types::ReplicaId>| leader.and_then(|l| members.get(&l.0)).map(String::as_str);
+    let address =
+        |leader: Option<decree_engine::types::ReplicaId>| leader.and_then(|l| members.get(&l.0)).map(String::as_str);
     match response {
-        Response::Reply { seq, payload } => wire::encode(&ServerFrameRef::Reply { request_id, seq: *seq, payload }, out),
+        Response::Reply { seq, payload } => {
+            wire::encode(&ServerFrameRef::Reply { request_id, seq: *seq, payload }, out)
+        }
         Response::Redirect { leader } => wire::encode(
             &ServerFrameRef::Redirect { request_id, leader: leader.map(|l| l.0), leader_addr: address(*leader) },
             out,
@@ -62,13 +65,28 @@ mod tests {
     fn borrowed_frames_are_byte_identical_to_server_frames() {
         let members: HashMap<u32, String> = [(2, "10.0.0.2:7000".to_string())].into();
         let cases = [
-            (Response::Reply { seq: 9, payload: Bytes::from_static(b"value") }, ServerFrame::Reply { request_id: 5, seq: 9, payload: Bytes::from_static(b"value") }),
-            (Response::Redirect { leader: Some(ReplicaId(2)) }, ServerFrame::Redirect { request_id: 5, leader: Some(2), leader_addr: Some("10.0.0.2:7000".into()) }),
-            (Response::Redirect { leader: Some(ReplicaId(3)) }, ServerFrame::Redirect { request_id: 5, leader: Some(3), leader_addr: None }),
+            (
+                Response::Reply { seq: 9, payload: Bytes::from_static(b"value") },
+                ServerFrame::Reply { request_id: 5, seq: 9, payload: Bytes::from_static(b"value") },
+            ),
+            (
+                Response::Redirect { leader: Some(ReplicaId(2)) },
+                ServerFrame::Redirect { request_id: 5, leader: Some(2), leader_addr: Some("10.0.0.2:7000".into()) },
+            ),
+            (
+                Response::Redirect { leader: Some(ReplicaId(3)) },
+                ServerFrame::Redirect { request_id: 5, leader: Some(3), leader_addr: None },
+            ),
             (Response::Busy, ServerFrame::Busy { request_id: 5 }),
             (
                 Response::Admin { ok: false, detail: "not leader".into(), leader: Some(ReplicaId(2)), slot: Some(4) },
-                ServerFrame::Admin { request_id: 5, ok: false, detail: "not leader".into(), leader_addr: Some("10.0.0.2:7000".into()), slot: Some(4) },
+                ServerFrame::Admin {
+                    request_id: 5,
+                    ok: false,
+                    detail: "not leader".into(),
+                    leader_addr: Some("10.0.0.2:7000".into()),
+                    slot: Some(4),
+                },
             ),
         ];
         for (response, expected) in cases {

@@ -206,7 +206,9 @@ pub fn dispatch(
             }
             (request_id, Event::ChangeMembership { change, request_id, reply_to: reply_to.clone() })
         }
-        ClientFrame::Checkpoint { request_id } => (request_id, Event::Checkpoint { request_id, reply_to: reply_to.clone() }),
+        ClientFrame::Checkpoint { request_id } => {
+            (request_id, Event::Checkpoint { request_id, reply_to: reply_to.clone() })
+        }
         ClientFrame::Status { request_id } => (request_id, Event::Status { request_id, reply_to: reply_to.clone() }),
     };
     match inbox.push(event) {
@@ -239,7 +241,10 @@ mod tests {
 
     fn request(request_id: u64, op: &'static [u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        wire::encode(&ClientFrame::Request { request_id, client: 1, seq: request_id, op: Bytes::from_static(op) }, &mut out);
+        wire::encode(
+            &ClientFrame::Request { request_id, client: 1, seq: request_id, op: Bytes::from_static(op) },
+            &mut out,
+        );
         out
     }
 
@@ -270,10 +275,13 @@ mod tests {
         }
         for chunk in [1, 7, 16, 4096] {
             let frames = feed(&mut Session::new(), &stream, chunk);
-            let ids: Vec<u64> = frames.into_iter().map(|f| match f.unwrap() {
-                ClientFrame::Request { request_id, .. } => request_id,
-                other => panic!("{other:?}"),
-            }).collect();
+            let ids: Vec<u64> = frames
+                .into_iter()
+                .map(|f| match f.unwrap() {
+                    ClientFrame::Request { request_id, .. } => request_id,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
             assert_eq!(ids, (0..50).collect::<Vec<_>>(), "chunk {chunk}");
         }
     }
@@ -282,7 +290,10 @@ mod tests {
     fn a_frame_larger_than_the_buffer_grows_it_and_decodes() {
         let op = vec![7u8; 3 * READ_BUFFER_BYTES];
         let mut stream = Vec::new();
-        wire::encode(&ClientFrame::Request { request_id: 1, client: 1, seq: 1, op: Bytes::from(op.clone()) }, &mut stream);
+        wire::encode(
+            &ClientFrame::Request { request_id: 1, client: 1, seq: 1, op: Bytes::from(op.clone()) },
+            &mut stream,
+        );
         stream.extend(request(2, b"after"));
         let frames = feed(&mut Session::new(), &stream, 10_000);
         assert!(matches!(&frames[0], Ok(ClientFrame::Request { op: got, .. }) if got[..] == op[..]));
