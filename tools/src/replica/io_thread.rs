@@ -255,20 +255,28 @@ impl IoThread {
         }
     }
 
-    /// Reads until the socket would block, dispatching every complete frame.
+    /// Reads until the socket is drained, dispatching every complete frame.
     fn read(&mut self, index: usize) {
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
         if conn.closing {
             return;
         }
         let mut open = true;
-        loop {
-            match conn.stream.read(conn.session.read_space()) {
+        let mut drained = false;
+        while !drained {
+            let space = conn.session.read_space();
+            let space_bytes = space.len();
+            match conn.stream.read(space) {
                 Ok(0) => {
                     open = false;
                     break;
                 }
-                Ok(bytes) => conn.session.received(bytes),
+                Ok(bytes) => {
+                    conn.session.received(bytes);
+                    // A short read took everything queued: bytes arriving later raise a new edge,
+                    // so the read that would only say WouldBlock (one syscall per request) is skipped.
+                    drained = bytes < space_bytes;
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => {
