@@ -9,7 +9,7 @@
 //! decodes `op: Bytes` by copying it out of the read buffer; everything else reuses memory).
 
 use bytes::Bytes;
-use decree_engine::runtime::{Event, Response, Ring};
+use decree_engine::runtime::{Event, Responder, Response, Ring};
 use decree_tools::replica::io_thread::{ConnKey, IoShared};
 use decree_tools::replica::session::{dispatch, ConnResponder, Session};
 use decree_tools::wire::{self, ClientFrame};
@@ -73,52 +73,53 @@ const COUNTED_REQUESTS: u64 = 10_000;
 /// A put of a 16-byte key and a 64-byte value is about this long once postcard-encoded.
 const OP_BYTES: usize = 90;
 
-/// Runs requests `ids` through the path; returns how many answers were sent.
-fn serve(
-    ids: std::ops::Range<u64>,
-    frames: &[Vec<u8>],
-    session: &mut Session,
-    responder: &ConnResponder,
-    io: &IoShared,
-    inbox: &Ring<Event<ConnResponder>>,
-    members: &HashMap<u32, String>,
-    payload: &Bytes,
-) -> u64 {
-    let mut answered = 0;
-    for id in ids {
-        // Socket -> read buffer (several frames per read in real life; one here is the worst case).
-        let bytes = &frames[(id % frames.len() as u64) as usize];
-        session.read_space()[..bytes.len()].copy_from_slice(bytes);
-        session.received(bytes.len());
-        while let Some(frame) = session.next_frame() {
-            let frame = frame.expect("a well-formed frame");
-            assert!(dispatch(frame, responder, inbox, members).is_none(), "the inbox has room");
+/// One connection and what its requests pass through.
+struct Path {
+    frames: Vec<Vec<u8>>,
+    session: Session,
+    responder: ConnResponder,
+    io: Arc<IoShared>,
+    inbox: Ring<Event<ConnResponder>>,
+    members: HashMap<u32, String>,
+    payload: Bytes,
+}
+
+impl Path {
+    /// Runs requests `ids` through the path; returns how many answers were sent.
+    fn serve(&mut self, ids: std::ops::Range<u64>) -> u64 {
+        let mut answered = 0;
+        for id in ids {
+            // Socket -> read buffer (several frames per read in real life; one here is the worst case).
+            let bytes = &self.frames[(id % self.frames.len() as u64) as usize];
+            self.session.read_space()[..bytes.len()].copy_from_slice(bytes);
+            self.session.received(bytes.len());
+            while let Some(frame) = self.session.next_frame() {
+                let frame = frame.expect("a well-formed frame");
+                assert!(dispatch(frame, &self.responder, &self.inbox, &self.members).is_none(), "the inbox has room");
+            }
+            // The core thread answers.
+            let Some(Event::Request { request, request_id, reply_to }) = self.inbox.pop() else {
+                panic!("a request event")
+            };
+            reply_to.respond(request_id, Response::Reply { seq: request.seq, payload: self.payload.clone() });
+            drop(request);
+            // The I/O thread encodes the answer and writes it out.
+            while let Some(answer) = self.io.next_answer() {
+                assert!(self.session.push_response(answer.request_id, &answer.response, &self.members));
+            }
+            let unsent = self.session.unsent().len();
+            assert!(unsent > 0);
+            self.session.sent(unsent);
+            answered += 1;
         }
-        // The core thread answers.
-        let Some(Event::Request { request, request_id, reply_to }) = inbox.pop() else { panic!("a request event") };
-        use decree_engine::runtime::Responder;
-        reply_to.respond(request_id, Response::Reply { seq: request.seq, payload: payload.clone() });
-        drop(request);
-        // The I/O thread encodes the answer and writes it out.
-        while let Some(answer) = io.next_answer() {
-            assert!(session.push_response(answer.request_id, &answer.response, members));
-        }
-        let unsent = session.unsent().len();
-        assert!(unsent > 0);
-        session.sent(unsent);
-        answered += 1;
+        answered
     }
-    answered
 }
 
 #[test]
 fn the_request_path_allocates_only_each_requests_op_bytes() {
     let poll = mio::Poll::new().unwrap();
     let io = Arc::new(IoShared::new(poll.registry()).unwrap());
-    let responder = ConnResponder::new(io.clone(), ConnKey::new(0, 0));
-    let inbox: Ring<Event<ConnResponder>> = Ring::new(4_096);
-    let members: HashMap<u32, String> = [(1, "127.0.0.1:7000".to_string()), (2, "127.0.0.1:7001".to_string())].into();
-    let payload = Bytes::from(vec![0xab; 64]);
     let frames: Vec<Vec<u8>> = (0..64u8)
         .map(|n| {
             let mut out = Vec::new();
@@ -130,15 +131,19 @@ fn the_request_path_allocates_only_each_requests_op_bytes() {
             out
         })
         .collect();
-    let mut session = Session::new();
+    let mut path = Path {
+        frames,
+        session: Session::new(),
+        responder: ConnResponder::new(io.clone(), ConnKey::new(0, 0)),
+        io,
+        inbox: Ring::new(4_096),
+        members: [(1, "127.0.0.1:7000".to_string()), (2, "127.0.0.1:7001".to_string())].into(),
+        payload: Bytes::from(vec![0xab; 64]),
+    };
 
-    let warm = serve(0..WARM_UP_REQUESTS, &frames, &mut session, &responder, &io, &inbox, &members, &payload);
-    assert_eq!(warm, WARM_UP_REQUESTS);
-
+    assert_eq!(path.serve(0..WARM_UP_REQUESTS), WARM_UP_REQUESTS);
     let mut answered = 0;
-    let (allocations, bytes) = counted(|| {
-        answered = serve(0..COUNTED_REQUESTS, &frames, &mut session, &responder, &io, &inbox, &members, &payload);
-    });
+    let (allocations, bytes) = counted(|| answered = path.serve(0..COUNTED_REQUESTS));
     assert_eq!(answered, COUNTED_REQUESTS);
     assert_eq!(allocations, COUNTED_REQUESTS, "allocations per request beyond the op's own bytes");
     assert_eq!(bytes, COUNTED_REQUESTS * OP_BYTES as u64, "allocated bytes other than the ops");
