@@ -13,7 +13,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +68,8 @@ pub struct IoShared {
     waker: Waker,
     /// Raised while the thread may sleep in `poll`; a producer that lowers it wakes the thread.
     sleeping: AtomicBool,
+    /// Answers dropped because their client had `WRITE_BACKLOG_LIMIT_BYTES` unsent.
+    dropped_answers: AtomicU64,
 }
 
 impl IoShared {
@@ -78,6 +80,7 @@ impl IoShared {
             intake: Ring::new(MAX_CONNECTIONS),
             waker: Waker::new(registry, WAKER)?,
             sleeping: AtomicBool::new(false),
+            dropped_answers: AtomicU64::new(0),
         })
     }
 
@@ -98,6 +101,11 @@ impl IoShared {
         self.intake.push(conn)?;
         self.wake();
         Ok(())
+    }
+
+    /// Answers dropped so far because their client did not read.
+    pub fn dropped_answers(&self) -> u64 {
+        self.dropped_answers.load(Ordering::Relaxed)
     }
 
     /// One `eventfd` write per sleep, not per answer: the first producer to see the flag takes it.
@@ -248,7 +256,9 @@ impl IoThread {
             let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut).filter(|_| live) else {
                 continue; // the connection closed; its answer has nowhere to go
             };
-            if conn.session.push_response(answer.request_id, &answer.response, &self.ctx.members) && !conn.dirty {
+            if !conn.session.push_response(answer.request_id, &answer.response, &self.ctx.members) {
+                self.shared.dropped_answers.fetch_add(1, Ordering::Relaxed);
+            } else if !conn.dirty {
                 conn.dirty = true;
                 self.dirty.push(index);
             }
@@ -342,5 +352,123 @@ impl IoThread {
         }
         self.generations[index] = self.generations[index].wrapping_add(1);
         self.free.push(index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{self, ClientFrame, ErrorCode, ServerFrame};
+    use bytes::Bytes;
+    use decree_engine::runtime::{Event, Placement, Responder};
+    use std::collections::HashMap;
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    /// An I/O thread with a stand-in core thread that answers every request with `reply_bytes`.
+    fn serving(reply_bytes: usize) -> (Arc<Context>, Arc<IoShared>, TcpListener) {
+        let ctx = Arc::new(Context {
+            id: 1,
+            key: Arc::new(b"unused: the handshake is the listener's".to_vec()),
+            inbox: Arc::new(Ring::new(1 << 16)),
+            members: HashMap::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            placement: Placement::default(),
+            connections: AtomicUsize::new(0),
+            io_threads: Some(1),
+        });
+        let io = start(ctx.clone(), 0).unwrap();
+        let core_ctx = ctx.clone();
+        std::thread::spawn(move || {
+            let payload = Bytes::from(vec![1u8; reply_bytes]);
+            while !core_ctx.stop.load(Ordering::Acquire) {
+                match core_ctx.inbox.pop() {
+                    Some(Event::Request { request, request_id, reply_to }) => {
+                        reply_to.respond(request_id, Response::Reply { seq: request.seq, payload: payload.clone() })
+                    }
+                    Some(_) => {}
+                    None => std::thread::sleep(Duration::from_micros(50)),
+                }
+            }
+        });
+        (ctx, io, TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    fn connect(ctx: &Arc<Context>, io: &IoShared, listener: &TcpListener) -> TcpStream {
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, remote) = listener.accept().unwrap();
+        ctx.connections.fetch_add(1, Ordering::AcqRel);
+        let slot = ConnSlot::new(ctx.clone());
+        assert!(io.hand_over(NewConn { stream: server, remote, slot }).is_ok());
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        client
+    }
+
+    fn request(id: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        wire::encode(
+            &ClientFrame::Request { request_id: id, client: 9, seq: id, op: Bytes::from_static(b"op") },
+            &mut out,
+        );
+        out
+    }
+
+    fn round_trips(client: &mut TcpStream, ids: std::ops::Range<u64>) {
+        for id in ids {
+            client.write_all(&request(id)).unwrap();
+            let frame: ServerFrame = wire::read_frame(client, &mut Vec::new()).unwrap();
+            assert!(matches!(frame, ServerFrame::Reply { request_id, .. } if request_id == id), "{frame:?}");
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order_and_a_closed_connection_frees_its_slot() {
+        let (ctx, io, listener) = serving(8);
+        let mut client = connect(&ctx, &io, &listener);
+        let mut burst = Vec::new();
+        (0..500).for_each(|id| burst.extend(request(id)));
+        client.write_all(&burst).unwrap();
+        for id in 0..500 {
+            let frame: ServerFrame = wire::read_frame(&mut client, &mut Vec::new()).unwrap();
+            assert!(matches!(frame, ServerFrame::Reply { request_id, .. } if request_id == id), "{frame:?}");
+        }
+        drop(client);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ctx.connections.load(Ordering::Acquire) != 0 {
+            assert!(Instant::now() < deadline, "the closed connection still holds its slot");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        ctx.stop.store(true, Ordering::Release);
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_and_a_refused_frame_leave_other_clients_served() {
+        let (ctx, io, listener) = serving(64 << 10);
+        let mut good = connect(&ctx, &io, &listener);
+        round_trips(&mut good, 0..10);
+        // 32 MiB of answers to a client that never reads: socket buffers fill, then its backlog.
+        let mut deaf = connect(&ctx, &io, &listener);
+        let mut burst = Vec::new();
+        (0..512).for_each(|id| burst.extend(request(id)));
+        deaf.write_all(&burst).unwrap();
+        let mut garbage = connect(&ctx, &io, &listener);
+        garbage.write_all(b"this is not a decree frame at all").unwrap();
+        let refusal: ServerFrame = wire::read_frame(&mut garbage, &mut Vec::new()).unwrap();
+        assert!(matches!(refusal, ServerFrame::Error { code: ErrorCode::Malformed, .. }), "{refusal:?}");
+        let mut rest = [0u8; 1];
+        assert_eq!(garbage.read(&mut rest).unwrap_or(0), 0, "connection left open after a refused frame");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while io.dropped_answers() == 0 {
+            assert!(Instant::now() < deadline, "the deaf client's backlog never overflowed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let started = Instant::now();
+        round_trips(&mut good, 10..110);
+        assert!(started.elapsed() < Duration::from_secs(3), "a deaf client slowed others: {:?}", started.elapsed());
+        // The deaf client still gets the start of its answers once it reads.
+        let first: ServerFrame = wire::read_frame(&mut deaf, &mut Vec::new()).unwrap();
+        assert!(matches!(first, ServerFrame::Reply { request_id: 0, .. }), "{first:?}");
+        ctx.stop.store(true, Ordering::Release);
     }
 }

@@ -28,6 +28,13 @@ const ACCEPT_POLL: Duration = Duration::from_millis(100);
 /// A connection's place under `MAX_CONNECTIONS`; freed when dropped with the connection.
 pub struct ConnSlot(Arc<Context>);
 
+impl ConnSlot {
+    /// The slot of a connection already counted in `ctx.connections`.
+    pub fn new(ctx: Arc<Context>) -> Self {
+        ConnSlot(ctx)
+    }
+}
+
 impl Drop for ConnSlot {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::AcqRel);
