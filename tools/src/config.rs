@@ -123,6 +123,8 @@ pub struct TimeoutsSection {
 const MAX_SPIN_ITERATIONS: u32 = 100_000;
 /// Most `[placement] yield_iterations` accepted.
 const MAX_YIELD_ITERATIONS: u32 = 1_000;
+/// Most `[placement] io_threads` accepted.
+const MAX_IO_THREADS: usize = 64;
 
 /// Which CPU runs which role (omit for the default placement for this host's CPU count).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -140,6 +142,9 @@ pub struct PlacementSection {
     /// `yield_now` calls after spinning, before an idle role parks (default: 16 on hosts with 4
     /// or more CPUs, else 0).
     pub yield_iterations: Option<u32>,
+    /// Client I/O threads, each multiplexing many connections (default: one per four CPUs, at
+    /// least one).
+    pub io_threads: Option<usize>,
     /// `false`: do not pin at all.
     #[serde(default = "default_true")]
     pub pin: bool,
@@ -147,7 +152,15 @@ pub struct PlacementSection {
 
 impl Default for PlacementSection {
     fn default() -> Self {
-        PlacementSection { core_cpu: None, persistence_cpu: None, io_cpu: None, spin_iterations: None, yield_iterations: None, pin: true }
+        PlacementSection {
+            core_cpu: None,
+            persistence_cpu: None,
+            io_cpu: None,
+            spin_iterations: None,
+            yield_iterations: None,
+            io_threads: None,
+            pin: true,
+        }
     }
 }
 
@@ -347,6 +360,9 @@ impl ReplicaConfig {
         // Bounded so an idle role still parks within about a millisecond of running dry.
         if self.placement.spin_iterations.is_some_and(|n| n > MAX_SPIN_ITERATIONS) {
             return Err(("placement.spin_iterations", format!("must be at most {MAX_SPIN_ITERATIONS}")));
+        }
+        if self.placement.io_threads.is_some_and(|n| !(1..=MAX_IO_THREADS).contains(&n)) {
+            return Err(("placement.io_threads", format!("must be 1..={MAX_IO_THREADS}")));
         }
         if self.placement.yield_iterations.is_some_and(|n| n > MAX_YIELD_ITERATIONS) {
             return Err(("placement.yield_iterations", format!("must be at most {MAX_YIELD_ITERATIONS}")));

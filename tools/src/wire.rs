@@ -225,10 +225,8 @@ pub fn write_frame<T: Serialize>(writer: &mut impl Write, message: &T) -> std::i
     writer.write_all(&out)
 }
 
-/// Reads one framed message, reusing `buf` for the payload.
-pub fn read_frame<T: DeserializeOwned>(reader: &mut impl Read, buf: &mut Vec<u8>) -> Result<T, WireError> {
-    let mut header = [0u8; CLIENT_HEADER_BYTES];
-    reader.read_exact(&mut header)?;
+/// Checks a frame header; returns the payload length (within the limit) and its crc32c.
+pub fn decode_header(header: &[u8; CLIENT_HEADER_BYTES]) -> Result<(usize, u32), WireError> {
     let magic = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
     if magic != CLIENT_MAGIC {
         return Err(WireError::BadMagic(magic));
@@ -241,14 +239,26 @@ pub fn read_frame<T: DeserializeOwned>(reader: &mut impl Read, buf: &mut Vec<u8>
     if len > MAX_CLIENT_PAYLOAD_BYTES {
         return Err(WireError::Oversize(len));
     }
-    let crc = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
+    Ok((len, u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"))))
+}
+
+/// Checks a payload against the header's crc32c and decodes it.
+pub fn decode_payload<T: DeserializeOwned>(payload: &[u8], crc: u32) -> Result<T, WireError> {
+    if crc32c::crc32c(payload) != crc {
+        return Err(WireError::BadChecksum);
+    }
+    postcard::from_bytes(payload).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+/// Reads one framed message, reusing `buf` for the payload.
+pub fn read_frame<T: DeserializeOwned>(reader: &mut impl Read, buf: &mut Vec<u8>) -> Result<T, WireError> {
+    let mut header = [0u8; CLIENT_HEADER_BYTES];
+    reader.read_exact(&mut header)?;
+    let (len, crc) = decode_header(&header)?;
     buf.clear();
     buf.resize(len, 0);
     reader.read_exact(buf)?;
-    if crc32c::crc32c(buf) != crc {
-        return Err(WireError::BadChecksum);
-    }
-    postcard::from_bytes(buf).map_err(|e| WireError::Malformed(e.to_string()))
+    decode_payload(buf, crc)
 }
 
 #[cfg(test)]

@@ -1,68 +1,117 @@
-//! Accepts connections, authenticates each with the cluster secret, then hands it to a peer reader
-//! or a client session. A connection that fails authentication is logged and closed: it never
+//! Accepts connections, authenticates each with the cluster secret on a short-lived thread, then
+//! hands a client to one of the client I/O threads (`io_thread.rs`, round robin) or keeps the
+//! thread as a peer reader. A connection that fails authentication is logged and closed: it never
 //! reaches the protocol.
 
-use super::{session, Context};
+use super::io_thread::{self, IoShared, NewConn};
+use super::Context;
 use crate::auth::{self, Peer};
 use decree_engine::codec::{decode_frame, frame_len, FRAME_HEADER_BYTES};
 use decree_engine::runtime::{Event, Role};
-use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use std::io::{ErrorKind, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Time a new connection has to authenticate.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most connections served at once (each holds a thread or two); beyond it new ones are closed.
+/// Most connections served at once (clients across all I/O threads, peers, handshakes); beyond
+/// it new ones are closed.
 pub const MAX_CONNECTIONS: usize = 1_024;
+/// Longest wait for a connection before the accept loop checks for shutdown.
+const ACCEPT_POLL: Duration = Duration::from_millis(100);
 
-/// Decrements the open-connection count when a connection thread ends.
-struct Slot<'a>(&'a std::sync::atomic::AtomicUsize);
+/// A connection's place under `MAX_CONNECTIONS`; freed when dropped with the connection.
+pub struct ConnSlot(Arc<Context>);
 
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+impl ConnSlot {
+    /// The slot of a connection already counted in `ctx.connections`.
+    pub fn new(ctx: Arc<Context>) -> Self {
+        ConnSlot(ctx)
     }
 }
 
-/// Accepts until `ctx.stop`.
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Starts the client I/O threads, then accepts until `ctx.stop`.
 pub fn serve(listener: TcpListener, ctx: Arc<Context>) {
+    let threads = ctx
+        .io_threads
+        .unwrap_or_else(|| io_thread::default_io_threads(decree_engine::runtime::placement::available_cpus()));
+    let io: Vec<Arc<IoShared>> = match (0..threads).map(|n| io_thread::start(ctx.clone(), n)).collect() {
+        Ok(io) => io,
+        Err(error) => {
+            tracing::error!(%error, threads, "cannot start the client I/O threads; this replica serves no clients");
+            return;
+        }
+    };
+    tracing::info!(threads, "client I/O threads started");
     listener.set_nonblocking(true).expect("a listening socket can be made non-blocking");
+    let (mut poll, mut events) = match Poll::new() {
+        Ok(poll) => (poll, Events::with_capacity(4)),
+        Err(error) => {
+            tracing::error!(%error, "cannot create the accept poller; this replica serves no clients");
+            return;
+        }
+    };
+    let fd = listener.as_raw_fd();
+    poll.registry()
+        .register(&mut SourceFd(&fd), Token(0), Interest::READABLE)
+        .expect("a listening socket can be polled");
+    let mut next_io = 0usize;
     while !ctx.stop.load(Ordering::Acquire) {
-        match listener.accept() {
-            Ok((stream, remote)) => {
-                if ctx.connections.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-                    ctx.connections.fetch_sub(1, Ordering::AcqRel);
-                    tracing::warn!(%remote, limit = MAX_CONNECTIONS, "connection refused: too many open connections");
-                    drop(stream);
-                    continue;
-                }
-                let ctx = ctx.clone();
-                let spawned = std::thread::Builder::new().name("decree-conn".into()).spawn({
-                    let ctx = ctx.clone();
-                    move || {
-                        ctx.placement.pin_current(Role::Io);
-                        handle(stream, remote.to_string(), ctx);
-                    }
-                });
-                if let Err(error) = spawned {
-                    ctx.connections.fetch_sub(1, Ordering::AcqRel);
-                    tracing::warn!(%error, "connection dropped: cannot start its thread");
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(2)),
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
+        if let Err(error) = poll.poll(&mut events, Some(ACCEPT_POLL)) {
+            if error.kind() != ErrorKind::Interrupted {
+                tracing::warn!(%error, "accept poll failed");
                 std::thread::sleep(Duration::from_millis(50));
+            }
+            continue;
+        }
+        loop {
+            match listener.accept() {
+                Ok((stream, remote)) => {
+                    next_io = (next_io + 1) % io.len();
+                    admit(stream, remote, &ctx, &io[next_io]);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    std::thread::sleep(Duration::from_millis(50));
+                    break;
+                }
             }
         }
     }
 }
 
-fn handle(mut stream: TcpStream, remote: String, ctx: Arc<Context>) {
-    let counter = ctx.clone();
-    let _slot = Slot(&counter.connections);
+/// Applies the connection cap, then authenticates on a short-lived thread.
+fn admit(stream: TcpStream, remote: SocketAddr, ctx: &Arc<Context>, io: &Arc<IoShared>) {
+    if ctx.connections.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+        ctx.connections.fetch_sub(1, Ordering::AcqRel);
+        tracing::warn!(%remote, limit = MAX_CONNECTIONS, "connection refused: too many open connections");
+        return;
+    }
+    let slot = ConnSlot(ctx.clone());
+    let (ctx, io) = (ctx.clone(), io.clone());
+    let spawned = std::thread::Builder::new().name("decree-conn".into()).spawn(move || {
+        ctx.placement.pin_current(Role::Io);
+        handle(stream, remote, slot, &ctx, &io);
+    });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "connection dropped: cannot start its handshake thread");
+    }
+}
+
+fn handle(mut stream: TcpStream, remote: SocketAddr, slot: ConnSlot, ctx: &Context, io: &IoShared) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
@@ -75,12 +124,19 @@ fn handle(mut stream: TcpStream, remote: String, ctx: Arc<Context>) {
     };
     let _ = stream.set_read_timeout(None);
     match peer {
-        Peer::Client => session::serve(stream, remote, ctx),
+        Peer::Client => {
+            if io.hand_over(NewConn { stream, remote, slot }).is_err() {
+                tracing::warn!(%remote, "client dropped: its I/O thread's intake is full");
+            }
+        }
         Peer::Replica(id) if ctx.members.contains_key(&id) && id != ctx.id => {
             tracing::info!(%remote, peer = id, "peer connected");
-            read_peer(stream, id, &ctx);
+            read_peer(stream, id, ctx);
+            drop(slot);
         }
-        Peer::Replica(id) => tracing::warn!(%remote, peer = id, "connection refused: replica id is not a member of this group"),
+        Peer::Replica(id) => {
+            tracing::warn!(%remote, peer = id, "connection refused: replica id is not a member of this group")
+        }
     }
 }
 

@@ -3,10 +3,12 @@
 //! and shuts down gracefully on SIGTERM / SIGINT.
 
 pub mod checkpoint_file;
+pub mod io_thread;
 pub mod listener;
 pub mod metrics;
 pub mod one_sided;
 pub mod peers;
+pub mod reply_frame;
 pub mod session;
 pub mod storage;
 
@@ -68,6 +70,8 @@ pub struct Context {
     pub placement: Placement,
     /// Connections open now (capped at `listener::MAX_CONNECTIONS`).
     pub connections: std::sync::atomic::AtomicUsize,
+    /// Client I/O threads (`[placement] io_threads`; None: `io_thread::default_io_threads`).
+    pub io_threads: Option<usize>,
 }
 
 /// The replica-to-replica transport `config.transport.kind` names.
@@ -165,6 +169,7 @@ pub fn run(config: ReplicaConfig) -> Result<(), ServeError> {
         stop: stop.clone(),
         placement,
         connections: std::sync::atomic::AtomicUsize::new(0),
+        io_threads: config.placement.io_threads,
     });
     std::thread::Builder::new()
         .name("decree-accept".into())

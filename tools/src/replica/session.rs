@@ -1,124 +1,224 @@
-//! One authenticated client connection: the reader turns frames into core-thread events; a writer
-//! thread sends responses. A refused frame (malformed, oversize, unknown version) gets an error
-//! frame and the connection is closed; other connections are untouched.
+//! One authenticated client connection as a state machine without a socket: bytes read go into
+//! its read buffer, frames are decoded from there and turned into core-thread events; responses
+//! are encoded straight into its write buffer, which the I/O thread (`io_thread.rs`) drains into
+//! the socket. Both buffers are allocated when the connection arrives and reused until it closes.
+//! A refused frame (malformed, oversize, unknown version) gets an error frame and the connection
+//! is closed; other connections are untouched.
 
-use super::Context;
-use crate::wire::{self, ClientFrame, ErrorCode, ServerFrame, StatusView};
-use decree_engine::runtime::idle::Idler;
+use super::io_thread::{ConnKey, IoShared};
+use super::reply_frame;
+use crate::wire::{self, ClientFrame, ErrorCode, StatusView, WireError, CLIENT_HEADER_BYTES};
 use decree_engine::runtime::{Event, MembershipChange, Responder, Response, Ring};
 use decree_engine::types::{ClientId, ReplicaId, Request};
-use std::io::Write;
-use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-/// Responses queued per connection; a client that does not read loses the overflow.
-const SESSION_QUEUE_FRAMES: usize = 4_096;
-/// Longest park of an idle writer (it leaves on `Outgoing::Close`, which unparks it).
-const MAX_PARK: Duration = Duration::from_secs(1);
+/// Read buffer per connection; a larger frame (up to the 1 MiB payload limit) grows it once.
+pub const READ_BUFFER_BYTES: usize = 64 << 10;
+/// Write buffer capacity allocated per connection.
+pub const WRITE_BUFFER_BYTES: usize = 64 << 10;
+/// Unsent bytes at which further responses to the connection are dropped: a client that does not
+/// read loses its own overflow (it retries after its attempt timeout), nobody else's.
+pub const WRITE_BACKLOG_LIMIT_BYTES: usize = 1 << 20;
 
-/// What the writer thread sends.
-pub enum Outgoing {
-    /// A response from the core thread.
-    Response(u64, Response),
-    /// Refuse the last frame, then close.
-    Error(ErrorCode, String),
-    /// Close the connection.
-    Close,
-}
-
-/// Routes core-thread responses to one connection's writer. The engine's ring rather than a
-/// crossbeam channel: its consumer parks at once when empty, where a channel's `recv` spins and
-/// yields first (the peer writers' change measured 50 -> 37 context switches per put).
+/// Routes core-thread responses to one connection: into its I/O thread's answer ring, then wakes
+/// that thread if it sleeps. Lock-free; a full ring drops the answer (the client retries).
 #[derive(Clone)]
 pub struct ConnResponder {
-    queue: Arc<Ring<Outgoing>>,
+    io: Arc<IoShared>,
+    conn: ConnKey,
+}
+
+impl ConnResponder {
+    /// Answers for connection `conn` of the I/O thread sharing `io`.
+    pub fn new(io: Arc<IoShared>, conn: ConnKey) -> Self {
+        ConnResponder { io, conn }
+    }
 }
 
 impl Responder for ConnResponder {
     fn respond(&self, request_id: u64, response: Response) {
-        let _ = self.queue.push(Outgoing::Response(request_id, response));
+        self.io.answer(self.conn, request_id, response);
     }
 }
 
-/// Serves a client on `stream` until it disconnects or sends a refused frame.
-pub fn serve(stream: TcpStream, remote: String, ctx: Arc<Context>) {
-    let queue = Arc::new(Ring::new(SESSION_QUEUE_FRAMES));
-    // Raised when the writer leaves, so the reader never waits for room it will not get.
-    let writer_gone = Arc::new(AtomicBool::new(false));
-    let Ok(write_half) = stream.try_clone() else { return };
-    let (writer_ctx, writer_queue, writer_done) = (ctx.clone(), queue.clone(), writer_gone.clone());
-    let writer = std::thread::Builder::new().name("decree-client-w".into()).spawn(move || {
-        writer(write_half, &writer_queue, &writer_ctx);
-        writer_done.store(true, Ordering::Release);
-    });
-    if writer.is_err() {
-        return;
+/// A connection's buffers and framing state.
+pub struct Session {
+    /// Always `len() == capacity`; bytes `read_start..read_end` are received, not yet decoded.
+    read: Vec<u8>,
+    read_start: usize,
+    read_end: usize,
+    /// Bytes `write_start..len()` are encoded, not yet sent.
+    write: Vec<u8>,
+    write_start: usize,
+    /// Responses dropped because the client did not read.
+    dropped: u64,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session::new()
     }
-    let responder = ConnResponder { queue: queue.clone() };
-    let give_up = || writer_gone.load(Ordering::Acquire);
-    let mut reader = std::io::BufReader::with_capacity(64 << 10, stream);
-    let mut buf = Vec::new();
-    loop {
-        match wire::read_frame::<ClientFrame>(&mut reader, &mut buf) {
-            Ok(ClientFrame::Request { request_id, client, seq, op }) => {
-                let request = Request { client: ClientId(client), seq, op };
-                let event = Event::Request { request, request_id, reply_to: responder.clone() };
-                if ctx.inbox.push(event).is_err() {
-                    responder.respond(request_id, Response::Busy);
-                }
-            }
-            Ok(ClientFrame::TransferLeadership { request_id, to }) => {
-                let event = Event::TransferLeadership { to: to.map(ReplicaId), request_id, reply_to: responder.clone() };
-                if ctx.inbox.push(event).is_err() {
-                    responder.respond(request_id, Response::Busy);
-                }
-            }
-            Ok(ClientFrame::StaleRead { request_id, client, seq, op, min_slot }) => {
-                let request = Request { client: ClientId(client), seq, op };
-                let event = Event::FastRead { request, min_slot, request_id, reply_to: responder.clone() };
-                if ctx.inbox.push(event).is_err() {
-                    responder.respond(request_id, Response::Busy);
-                }
-            }
-            Ok(ClientFrame::ChangeMembership { request_id, change }) => {
-                let id = change.replica();
-                // The leader must be able to reach a replica it adds: its address comes from this config.
-                if !matches!(change, MembershipChange::Remove(_)) && !ctx.members.contains_key(&id.0) {
-                    let detail = format!(
-                        "replica {id} has no address in this replica's [[members]]; add it to every replica's config and restart them"
-                    );
-                    responder.respond(request_id, Response::Admin { ok: false, detail, leader: None, slot: None });
-                    continue;
-                }
-                if ctx.inbox.push(Event::ChangeMembership { change, request_id, reply_to: responder.clone() }).is_err() {
-                    responder.respond(request_id, Response::Busy);
-                }
-            }
-            Ok(ClientFrame::Checkpoint { request_id }) => {
-                if ctx.inbox.push(Event::Checkpoint { request_id, reply_to: responder.clone() }).is_err() {
-                    responder.respond(request_id, Response::Busy);
-                }
-            }
-            Ok(ClientFrame::Status { request_id }) => {
-                if ctx.inbox.push(Event::Status { request_id, reply_to: responder.clone() }).is_err() {
-                    responder.respond(request_id, Response::Busy);
-                }
-            }
-            Err(error) => {
-                if let Some(code) = error.code() {
-                    tracing::warn!(%remote, %error, "refusing client frame; closing the connection");
-                    let _ = queue.push_blocking(Outgoing::Error(code, error.to_string()), give_up);
-                }
-                let _ = queue.push_blocking(Outgoing::Close, give_up);
-                return;
-            }
+}
+
+impl Session {
+    /// A session with its buffers allocated.
+    pub fn new() -> Self {
+        Session {
+            read: vec![0; READ_BUFFER_BYTES],
+            read_start: 0,
+            read_end: 0,
+            write: Vec::with_capacity(WRITE_BUFFER_BYTES),
+            write_start: 0,
+            dropped: 0,
         }
     }
+
+    /// Free space to read socket bytes into (never empty); report what was read with `received`.
+    pub fn read_space(&mut self) -> &mut [u8] {
+        if self.read_start == self.read_end {
+            (self.read_start, self.read_end) = (0, 0);
+        } else if self.read_end == self.read.len() {
+            self.compact_read();
+        }
+        assert!(self.read_end < self.read.len(), "invariant: a session always has read space");
+        &mut self.read[self.read_end..]
+    }
+
+    /// `bytes` were read into the start of `read_space()`.
+    pub fn received(&mut self, bytes: usize) {
+        assert!(self.read_end + bytes <= self.read.len(), "contract: received more than read_space offered");
+        self.read_end += bytes;
+    }
+
+    fn compact_read(&mut self) {
+        self.read.copy_within(self.read_start..self.read_end, 0);
+        (self.read_start, self.read_end) = (0, self.read_end - self.read_start);
+    }
+
+    /// The next complete frame, if one has arrived. An `Err` means the connection must be closed
+    /// after an error frame; the header is checked before the buffer grows for a large payload.
+    pub fn next_frame(&mut self) -> Option<Result<ClientFrame, WireError>> {
+        let available = self.read_end - self.read_start;
+        if available < CLIENT_HEADER_BYTES {
+            return None;
+        }
+        let header: &[u8; CLIENT_HEADER_BYTES] =
+            self.read[self.read_start..self.read_start + CLIENT_HEADER_BYTES].try_into().expect("header bytes");
+        let (payload_bytes, crc) = match wire::decode_header(header) {
+            Ok(parsed) => parsed,
+            Err(error) => return Some(Err(error)),
+        };
+        let total = CLIENT_HEADER_BYTES + payload_bytes;
+        if available < total {
+            if self.read_start + total > self.read.len() {
+                self.compact_read();
+                if total > self.read.len() {
+                    self.read.resize(total, 0);
+                }
+            }
+            return None;
+        }
+        let payload = &self.read[self.read_start + CLIENT_HEADER_BYTES..self.read_start + total];
+        let frame = wire::decode_payload(payload, crc);
+        self.read_start += total;
+        Some(frame)
+    }
+
+    /// Encodes the answer to `request_id`; false (and counted) when the client's unsent backlog is
+    /// at its limit and the answer is dropped.
+    pub fn push_response(&mut self, request_id: u64, response: &Response, members: &HashMap<u32, String>) -> bool {
+        if self.unsent().len() >= WRITE_BACKLOG_LIMIT_BYTES {
+            self.dropped += 1;
+            return false;
+        }
+        self.compact_write();
+        reply_frame::encode_response(request_id, response, members, &mut self.write);
+        true
+    }
+
+    /// Encodes an error frame refusing the last frame.
+    pub fn push_error(&mut self, code: ErrorCode, message: &str) {
+        self.compact_write();
+        reply_frame::encode_error(code, message, &mut self.write);
+    }
+
+    /// Drops sent bytes once they are at least half the buffer, so appends rarely move bytes.
+    fn compact_write(&mut self) {
+        if self.write_start == self.write.len() {
+            self.write.clear();
+            self.write_start = 0;
+        } else if self.write_start >= self.write.capacity() / 2 {
+            self.write.drain(..self.write_start);
+            self.write_start = 0;
+        }
+    }
+
+    /// Encoded bytes not yet written to the socket.
+    pub fn unsent(&self) -> &[u8] {
+        &self.write[self.write_start..]
+    }
+
+    /// `bytes` of `unsent()` reached the socket.
+    pub fn sent(&mut self, bytes: usize) {
+        assert!(self.write_start + bytes <= self.write.len(), "contract: sent more than was unsent");
+        self.write_start += bytes;
+        if self.write_start == self.write.len() {
+            self.write.clear();
+            self.write_start = 0;
+        }
+    }
+
+    /// Responses dropped so far because the client did not read.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
 }
 
-fn status_view(status: &decree_engine::runtime::NodeStatus) -> StatusView {
+/// Turns a decoded frame into a core-thread event. Returns an answer to send at once instead
+/// (the inbox is full, or the request is refused here), else None.
+pub fn dispatch(
+    frame: ClientFrame,
+    reply_to: &ConnResponder,
+    inbox: &Ring<Event<ConnResponder>>,
+    members: &HashMap<u32, String>,
+) -> Option<(u64, Response)> {
+    let (request_id, event) = match frame {
+        ClientFrame::Request { request_id, client, seq, op } => {
+            let request = Request { client: ClientId(client), seq, op };
+            (request_id, Event::Request { request, request_id, reply_to: reply_to.clone() })
+        }
+        ClientFrame::TransferLeadership { request_id, to } => {
+            (request_id, Event::TransferLeadership { to: to.map(ReplicaId), request_id, reply_to: reply_to.clone() })
+        }
+        ClientFrame::StaleRead { request_id, client, seq, op, min_slot } => {
+            let request = Request { client: ClientId(client), seq, op };
+            (request_id, Event::FastRead { request, min_slot, request_id, reply_to: reply_to.clone() })
+        }
+        ClientFrame::ChangeMembership { request_id, change } => {
+            let id = change.replica();
+            // The leader must be able to reach a replica it adds: its address comes from this config.
+            if !matches!(change, MembershipChange::Remove(_)) && !members.contains_key(&id.0) {
+                let detail = format!(
+                    "replica {id} has no address in this replica's [[members]]; add it to every replica's config and restart them"
+                );
+                return Some((request_id, Response::Admin { ok: false, detail, leader: None, slot: None }));
+            }
+            (request_id, Event::ChangeMembership { change, request_id, reply_to: reply_to.clone() })
+        }
+        ClientFrame::Checkpoint { request_id } => {
+            (request_id, Event::Checkpoint { request_id, reply_to: reply_to.clone() })
+        }
+        ClientFrame::Status { request_id } => (request_id, Event::Status { request_id, reply_to: reply_to.clone() }),
+    };
+    match inbox.push(event) {
+        Ok(()) => None,
+        Err(_) => Some((request_id, Response::Busy)),
+    }
+}
+
+/// A replica's status as clients see it.
+pub fn status_view(status: &decree_engine::runtime::NodeStatus) -> StatusView {
     StatusView {
         id: status.core.id.0,
         leading: status.core.leading,
@@ -134,53 +234,98 @@ fn status_view(status: &decree_engine::runtime::NodeStatus) -> StatusView {
     }
 }
 
-fn to_frame(request_id: u64, response: Response, ctx: &Context) -> ServerFrame {
-    match response {
-        Response::Reply { seq, payload } => ServerFrame::Reply { request_id, seq, payload },
-        Response::Redirect { leader } => ServerFrame::Redirect {
-            request_id,
-            leader: leader.map(|l| l.0),
-            leader_addr: leader.and_then(|l| ctx.members.get(&l.0).cloned()),
-        },
-        Response::Busy => ServerFrame::Busy { request_id },
-        Response::Status(status) => ServerFrame::Status { request_id, status: status_view(&status) },
-        Response::Admin { ok, detail, leader, slot } => ServerFrame::Admin {
-            request_id,
-            ok,
-            detail,
-            leader_addr: leader.and_then(|l| ctx.members.get(&l.0).cloned()),
-            slot,
-        },
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
 
-fn writer(mut stream: TcpStream, queue: &Ring<Outgoing>, ctx: &Context) {
-    queue.bind_consumer();
-    let mut idler = Idler::new(0, 0);
-    let mut buf = Vec::with_capacity(64 << 10);
-    loop {
-        let Some(first) = queue.pop() else {
-            idler.idle(&queue.sleeping, || !queue.is_empty(), MAX_PARK);
-            continue;
-        };
-        idler.reset();
-        buf.clear();
-        let mut next = Some(first);
-        let mut close = false;
-        while let Some(item) = next.take() {
-            match item {
-                Outgoing::Response(id, response) => wire::encode(&to_frame(id, response, ctx), &mut buf),
-                Outgoing::Error(code, message) => wire::encode(&ServerFrame::Error { code, message }, &mut buf),
-                Outgoing::Close => close = true,
+    fn request(request_id: u64, op: &'static [u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        wire::encode(
+            &ClientFrame::Request { request_id, client: 1, seq: request_id, op: Bytes::from_static(op) },
+            &mut out,
+        );
+        out
+    }
+
+    fn feed(session: &mut Session, mut bytes: &[u8], chunk: usize) -> Vec<Result<ClientFrame, WireError>> {
+        let mut frames = Vec::new();
+        while !bytes.is_empty() {
+            let space = session.read_space();
+            let n = chunk.min(space.len()).min(bytes.len());
+            space[..n].copy_from_slice(&bytes[..n]);
+            session.received(n);
+            bytes = &bytes[n..];
+            while let Some(frame) = session.next_frame() {
+                let refused = frame.is_err();
+                frames.push(frame);
+                if refused {
+                    return frames; // the connection closes after a refused frame
+                }
             }
-            if close || buf.len() > (1 << 20) {
-                break;
-            }
-            next = queue.pop();
         }
-        if stream.write_all(&buf).is_err() || close {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-            return;
+        frames
+    }
+
+    #[test]
+    fn frames_split_anywhere_decode_in_order() {
+        let mut stream = Vec::new();
+        for id in 0..50 {
+            stream.extend(request(id, b"some operation bytes"));
         }
+        for chunk in [1, 7, 16, 4096] {
+            let frames = feed(&mut Session::new(), &stream, chunk);
+            let ids: Vec<u64> = frames
+                .into_iter()
+                .map(|f| match f.unwrap() {
+                    ClientFrame::Request { request_id, .. } => request_id,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(ids, (0..50).collect::<Vec<_>>(), "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_buffer_grows_it_and_decodes() {
+        let op = vec![7u8; 3 * READ_BUFFER_BYTES];
+        let mut stream = Vec::new();
+        wire::encode(
+            &ClientFrame::Request { request_id: 1, client: 1, seq: 1, op: Bytes::from(op.clone()) },
+            &mut stream,
+        );
+        stream.extend(request(2, b"after"));
+        let frames = feed(&mut Session::new(), &stream, 10_000);
+        assert!(matches!(&frames[0], Ok(ClientFrame::Request { op: got, .. }) if got[..] == op[..]));
+        assert!(matches!(&frames[1], Ok(ClientFrame::Request { request_id: 2, .. })));
+    }
+
+    #[test]
+    fn an_oversize_header_is_refused_before_the_buffer_grows() {
+        let mut frame = request(1, b"x");
+        frame[8..12].copy_from_slice(&(64u32 << 20).to_le_bytes());
+        let mut session = Session::new();
+        let frames = feed(&mut session, &frame[..CLIENT_HEADER_BYTES], 64);
+        assert!(matches!(frames[0], Err(WireError::Oversize(_))));
+        assert_eq!(session.read.len(), READ_BUFFER_BYTES);
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_loses_answers_past_the_backlog_limit() {
+        let mut session = Session::new();
+        let payload = Response::Reply { seq: 1, payload: Bytes::from(vec![0u8; 1000]) };
+        let members = HashMap::new();
+        let mut accepted = 0;
+        for id in 0..5_000 {
+            accepted += u64::from(session.push_response(id, &payload, &members));
+        }
+        assert!(session.unsent().len() >= WRITE_BACKLOG_LIMIT_BYTES);
+        assert!(session.unsent().len() < WRITE_BACKLOG_LIMIT_BYTES + 1100);
+        assert_eq!(accepted + session.dropped(), 5_000);
+        assert!(session.dropped() > 0);
+        // Once it reads, answers flow again.
+        let all = session.unsent().len();
+        session.sent(all);
+        assert!(session.push_response(9, &payload, &members));
     }
 }

@@ -1,0 +1,159 @@
+//! The client request path of an I/O thread allocates nothing but each request's `op` bytes.
+//!
+//! A counting global allocator (this test binary's own) watches N requests after a warm-up go the
+//! whole way an I/O thread and the core thread take them, minus sockets and the protocol: frame
+//! bytes into a connection's read buffer, decode, dispatch as an `Event` into the inbox ring, the
+//! "core" pops it and answers through the connection's `ConnResponder` (the I/O thread's answer
+//! ring), the I/O thread pops the answer and encodes it into the write buffer, the bytes are
+//! "sent". Expected: exactly one allocation per request, of exactly the op's length (postcard
+//! decodes `op: Bytes` by copying it out of the read buffer; everything else reuses memory).
+
+use bytes::Bytes;
+use decree_engine::runtime::{Event, Responder, Response, Ring};
+use decree_tools::replica::io_thread::{ConnKey, IoShared};
+use decree_tools::replica::session::{dispatch, ConnResponder, Session};
+use decree_tools::wire::{self, ClientFrame};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+struct Counting;
+
+// Per thread, so tests running side by side in this binary do not count each other.
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    static ALLOCATED_BYTES: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count(bytes: usize) {
+    // `try_with`: the thread-locals may already be gone while a thread exits.
+    let _ = COUNTING.try_with(|on| {
+        if on.get() {
+            ALLOCATIONS.with(|n| n.set(n.get() + 1));
+            ALLOCATED_BYTES.with(|n| n.set(n.get() + bytes as u64));
+        }
+    });
+}
+
+fn counted(f: impl FnOnce()) -> (u64, u64) {
+    let before = (ALLOCATIONS.with(Cell::get), ALLOCATED_BYTES.with(Cell::get));
+    COUNTING.with(|on| on.set(true));
+    f();
+    COUNTING.with(|on| on.set(false));
+    (ALLOCATIONS.with(Cell::get) - before.0, ALLOCATED_BYTES.with(Cell::get) - before.1)
+}
+
+// SAFETY: forwards every call unchanged to the system allocator; only counts on the side.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: the caller's contract for `alloc` is passed through unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout (every allocation goes there).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size);
+        // SAFETY: as for `dealloc`; `new_size` is the caller's, passed through.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const WARM_UP_REQUESTS: u64 = 1_000;
+const COUNTED_REQUESTS: u64 = 10_000;
+/// A put of a 16-byte key and a 64-byte value is about this long once postcard-encoded.
+const OP_BYTES: usize = 90;
+
+/// One connection and what its requests pass through.
+struct Path {
+    frames: Vec<Vec<u8>>,
+    session: Session,
+    responder: ConnResponder,
+    io: Arc<IoShared>,
+    inbox: Ring<Event<ConnResponder>>,
+    members: HashMap<u32, String>,
+    payload: Bytes,
+}
+
+impl Path {
+    /// Runs requests `ids` through the path; returns how many answers were sent.
+    fn serve(&mut self, ids: std::ops::Range<u64>) -> u64 {
+        let mut answered = 0;
+        for id in ids {
+            // Socket -> read buffer (several frames per read in real life; one here is the worst case).
+            let bytes = &self.frames[(id % self.frames.len() as u64) as usize];
+            self.session.read_space()[..bytes.len()].copy_from_slice(bytes);
+            self.session.received(bytes.len());
+            while let Some(frame) = self.session.next_frame() {
+                let frame = frame.expect("a well-formed frame");
+                assert!(dispatch(frame, &self.responder, &self.inbox, &self.members).is_none(), "the inbox has room");
+            }
+            // The core thread answers.
+            let Some(Event::Request { request, request_id, reply_to }) = self.inbox.pop() else {
+                panic!("a request event")
+            };
+            reply_to.respond(request_id, Response::Reply { seq: request.seq, payload: self.payload.clone() });
+            drop(request);
+            // The I/O thread encodes the answer and writes it out.
+            while let Some(answer) = self.io.next_answer() {
+                assert!(self.session.push_response(answer.request_id, &answer.response, &self.members));
+            }
+            let unsent = self.session.unsent().len();
+            assert!(unsent > 0);
+            self.session.sent(unsent);
+            answered += 1;
+        }
+        answered
+    }
+}
+
+#[test]
+fn the_request_path_allocates_only_each_requests_op_bytes() {
+    let poll = mio::Poll::new().unwrap();
+    let io = Arc::new(IoShared::new(poll.registry()).unwrap());
+    let frames: Vec<Vec<u8>> = (0..64u8)
+        .map(|n| {
+            let mut out = Vec::new();
+            let op = Bytes::from(vec![n; OP_BYTES]);
+            wire::encode(
+                &ClientFrame::Request { request_id: u64::from(n), client: 7, seq: u64::from(n), op },
+                &mut out,
+            );
+            out
+        })
+        .collect();
+    let mut path = Path {
+        frames,
+        session: Session::new(),
+        responder: ConnResponder::new(io.clone(), ConnKey::new(0, 0)),
+        io,
+        inbox: Ring::new(4_096),
+        members: [(1, "127.0.0.1:7000".to_string()), (2, "127.0.0.1:7001".to_string())].into(),
+        payload: Bytes::from(vec![0xab; 64]),
+    };
+
+    assert_eq!(path.serve(0..WARM_UP_REQUESTS), WARM_UP_REQUESTS);
+    let mut answered = 0;
+    let (allocations, bytes) = counted(|| answered = path.serve(0..COUNTED_REQUESTS));
+    assert_eq!(answered, COUNTED_REQUESTS);
+    assert_eq!(allocations, COUNTED_REQUESTS, "allocations per request beyond the op's own bytes");
+    assert_eq!(bytes, COUNTED_REQUESTS * OP_BYTES as u64, "allocated bytes other than the ops");
+}
+
+/// The counter itself works: a path that allocates per request is caught.
+#[test]
+fn the_counter_sees_an_allocation_per_request() {
+    let mut owned = Vec::new();
+    let (allocations, bytes) = counted(|| owned = (0..100).map(|n| vec![n as u8; 10]).collect::<Vec<_>>());
+    assert!(allocations >= 101, "{allocations} allocations for {owned:?}");
+    assert!(bytes >= 100 * 10 + 100 * std::mem::size_of::<Vec<u8>>() as u64);
+}
