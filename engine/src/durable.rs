@@ -76,12 +76,10 @@ impl Durable {
 
     /// Checks the recovered state is one a correct replica could have written.
     pub fn validate(&self) -> Result<(), RecoveryError> {
-        let mut expected = self.base();
-        for slot in self.entries.keys() {
+        for (expected, slot) in (self.base()..).zip(self.entries.keys()) {
             if *slot != expected {
                 return Err(RecoveryError::Hole(expected));
             }
-            expected += 1;
         }
         Ok(())
     }

@@ -131,7 +131,7 @@ fn start_transport(
         other => unreachable!("validated transport kind {other}"),
     };
     let ids = peers.iter().map(|(id, _)| *id).collect();
-    let transport = one_sided::start(config.id, if kind == "shm" { "shm" } else { "rdma" }, ids, mailbox, dial, inbox.clone(), placement.clone(), stop.clone())
+    let transport = one_sided::start(config.id, if kind == "shm" { "shm" } else { "rdma" }, ids, (mailbox, dial), inbox.clone(), placement.clone(), stop.clone())
         .map_err(|source| ServeError::Io { what: format!("starting the {kind} transport thread"), source })?;
     tracing::info!(transport = kind, mailbox_bytes, "replicating with one-sided writes");
     Ok(Box::new(transport))
