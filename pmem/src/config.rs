@@ -45,6 +45,11 @@ impl Backend {
     /// Every name `parse` accepts, for error messages and command-line help.
     pub const NAMES: [&'static str; 8] = ["auto", "dax", "devdax", "file", "file-pwrite", "file-uring", "file-mmap", "memory"];
 
+    /// Whether a log on this backend keeps nothing across a restart (`memory`).
+    pub fn is_volatile(self) -> bool {
+        self == Backend::Memory
+    }
+
     /// Parses a config string: one of `NAMES`.
     pub fn parse(text: &str) -> Option<Backend> {
         Some(match text {
@@ -162,6 +167,7 @@ mod tests {
             assert!(Backend::parse(name).is_some(), "{name} is listed but does not parse");
         }
         assert_eq!(Backend::parse("memory"), Some(Backend::Memory));
+        assert!(Backend::Memory.is_volatile() && !Backend::parse("file").unwrap().is_volatile());
         assert_eq!(Backend::parse("floppy"), None);
     }
 
