@@ -7,16 +7,10 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Log backends the replica server accepts (decree-tools validates the same list).
-pub const LOG_BACKENDS: [&str; 7] = [
-    "auto",
-    "dax",
-    "devdax",
-    "file",
-    "file-pwrite",
-    "file-uring",
-    "file-mmap",
-];
+/// Log backends the replica server accepts (decree-tools' list).
+pub const LOG_BACKENDS: [&str; 8] = decree_tools::config::LOG_BACKENDS;
+/// Transports between replicas the server can serve; `rdma` only in a build with its feature.
+pub const TRANSPORTS: [&str; 3] = ["tcp", "shm", "rdma"];
 /// Largest value size accepted (the client frame limit leaves room for the key).
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 
@@ -53,10 +47,12 @@ pub struct RunArgs {
     /// Replicas in the decree cluster.
     #[arg(long, default_value_t = 3)]
     pub replicas: u32,
-    /// Transport between replicas (the server serves tcp only so far).
+    /// Transport between replicas: tcp, shm (replicas on this host), or rdma (a build with
+    /// `--features decree-tools/rdma` and an RDMA device).
     #[arg(long, default_value = "tcp")]
     pub transport: String,
-    /// Log backend: auto, dax, devdax, file, file-pwrite, file-uring, file-mmap.
+    /// Log backend: auto, dax, devdax, file, file-pwrite, file-uring, file-mmap, or memory
+    /// (volatile: no durability at all, for measuring the protocol without storage).
     #[arg(long, default_value = "file")]
     pub log_backend: String,
     /// Size of each replica's log file.
@@ -218,13 +214,16 @@ impl RunArgs {
                 format!("{}: must be 1..=9", self.replicas),
             ));
         }
-        if self.transport != "tcp" {
-            let detail = match self.transport.as_str() {
-                "shm" | "rdma" | "sim" => format!(
-                    "{:?} exists in decree-verbs but the replica server serves only tcp so far",
-                    self.transport
-                ),
-                other => format!("{other:?}: unknown (tcp; shm and rdma are not served yet)"),
+        let served = decree_tools::config::TRANSPORTS;
+        if !served.contains(&self.transport.as_str()) {
+            let detail = if TRANSPORTS.contains(&self.transport.as_str()) {
+                format!(
+                    "{:?} needs a build with `--features decree-tools/rdma` (this one serves {})",
+                    self.transport,
+                    served.join(", ")
+                )
+            } else {
+                format!("{:?}: use one of {}", self.transport, served.join(", "))
             };
             return Err(invalid("transport", detail));
         }
@@ -341,12 +340,31 @@ mod tests {
     }
 
     #[test]
+    fn shm_and_the_memory_log_are_accepted() {
+        parse(&["--transport", "shm"]).validate().unwrap();
+        parse(&["--transport", "shm", "--log-backend", "memory"])
+            .validate()
+            .unwrap();
+        parse(&["--log-backend", "memory"]).validate().unwrap();
+    }
+
+    #[test]
+    fn rdma_is_accepted_only_in_an_rdma_build() {
+        let rdma = parse(&["--transport", "rdma"]).validate();
+        if decree_tools::config::TRANSPORTS.contains(&"rdma") {
+            rdma.unwrap();
+        } else {
+            let error = rdma.unwrap_err().to_string();
+            assert!(error.contains("--transport") && error.contains("--features decree-tools/rdma"), "{error}");
+        }
+    }
+
+    #[test]
     fn bad_values_name_their_flag() {
-        assert!(
-            error_of(&["--transport", "shm"]).contains("--transport")
-                && error_of(&["--transport", "shm"]).contains("only tcp")
-        );
-        assert!(error_of(&["--log-backend", "floppy"]).contains("--log-backend"));
+        let transport = error_of(&["--transport", "carrier-pigeon"]);
+        assert!(transport.contains("--transport") && transport.contains("tcp, shm"), "{transport}");
+        let backend = error_of(&["--log-backend", "floppy"]);
+        assert!(backend.contains("--log-backend") && backend.contains("memory"), "{backend}");
         assert!(error_of(&["--clients", "1,0"]).contains("--clients: 0"));
         assert!(error_of(&["--payload-bytes", "0"]).contains("--payload-bytes"));
         assert!(error_of(&["--rate=-5"]).contains("--rate"));

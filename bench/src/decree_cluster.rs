@@ -1,5 +1,5 @@
 //! A local decree cluster for one benchmark: the harness writes the replicas' configs through
-//! decree-tools' public config types (so it can pick the log backend), then `decree cluster up`
+//! decree-tools' public config types (so it can pick the transport and log backend), then `decree cluster up`
 //! starts them (it keeps an existing cluster.toml) and `decree cluster down --purge` stops them.
 
 use crate::error::BenchError;
@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 pub struct ClusterSpec {
     /// Number of replicas.
     pub replicas: u32,
+    /// Transport between replicas (validated by decree-tools' config).
+    pub transport: String,
     /// Log backend name (validated by decree-tools' config).
     pub log_backend: String,
     /// Size of each replica's log file.
@@ -79,6 +81,7 @@ fn write_configs(spec: &ClusterSpec, dir: &Path) -> Result<(), BenchError> {
             "secret".into(),
             Some(metrics[id as usize].clone()),
         );
+        config.transport.kind = spec.transport.clone();
         config.log.backend = spec.log_backend.clone();
         config.log.size_mib = spec.log_size_mib;
         config.log.checkpoint_every_slots = spec.checkpoint_every_slots;

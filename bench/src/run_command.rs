@@ -38,6 +38,7 @@ fn run_decree(
     let bin = find_decree_bin(args.decree_bin.as_deref())?;
     let spec = ClusterSpec {
         replicas: args.replicas,
+        transport: args.transport.clone(),
         log_backend: args.log_backend.clone(),
         log_size_mib: args.log_size_mib,
         checkpoint_every_slots: args.checkpoint_every_slots,
@@ -47,8 +48,10 @@ fn run_decree(
     say(
         args,
         format!(
-            "== decree: starting {} replicas under {}",
+            "== decree: starting {} replicas (transport {}, log {}) under {}",
             args.replicas,
+            args.transport,
+            args.log_backend,
             dir.display()
         ),
     );
@@ -168,7 +171,15 @@ pub fn run(args: &RunArgs) -> Result<Report, BenchError> {
     }
     let _ = std::fs::remove_dir(&run_dir);
     let ratios = report::ratios(&rows);
-    let targets = report::check_targets(&rows, &ratios, &baselines);
+    let cluster = ClusterInfo {
+        replicas: args.replicas,
+        transport: args.transport.clone(),
+        log_backend: args.log_backend.clone(),
+        log_volatile: decree_pmem::Backend::parse(&args.log_backend)
+            .is_some_and(decree_pmem::Backend::is_volatile),
+        data_dir_fs: fs,
+    };
+    let targets = report::check_targets(&rows, &ratios, &baselines, &cluster);
     let report = Report {
         host: HostInfo {
             cpus: std::thread::available_parallelism()
@@ -177,12 +188,7 @@ pub fn run(args: &RunArgs) -> Result<Report, BenchError> {
             load_before,
             load_after: report::load_average(),
         },
-        cluster: ClusterInfo {
-            replicas: args.replicas,
-            transport: args.transport.clone(),
-            log_backend: args.log_backend.clone(),
-            data_dir_fs: fs,
-        },
+        cluster,
         baselines,
         rows,
         ratios,

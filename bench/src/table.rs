@@ -35,7 +35,7 @@ pub fn render(report: &Report) -> String {
         "decree-bench: {} replicas, transport {}, log {} on {}; {} CPUs, load {:.2} -> {:.2}",
         c.replicas,
         c.transport,
-        c.log_backend,
+        c.log_label(),
         c.data_dir_fs,
         report.host.cpus,
         report.host.load_before,

@@ -8,6 +8,7 @@ use crate::file_mmap::MmapMedium;
 use crate::file_uring::UringMedium;
 use crate::log::Log;
 use crate::medium::Medium;
+use crate::memory::MemoryMedium;
 use std::path::PathBuf;
 
 /// How the `file` backend persists a group.
@@ -32,10 +33,24 @@ pub enum Backend {
     DevDax,
     /// An ordinary file with the given strategy.
     File(FileStrategy),
+    /// Anonymous memory, persist a no-op: VOLATILE, a restart starts with an empty log (the
+    /// replica has forgotten its promises and votes). Benchmarks only.
+    Memory,
 }
 
+/// What start-up logs at WARN when the log runs on the `memory` backend.
+pub const MEMORY_WARNING: &str = "log backend memory is volatile: a restart loses every write; for benchmarks only";
+
 impl Backend {
-    /// Parses a config string: auto, dax, devdax, file, file-pwrite, file-uring, file-mmap.
+    /// Every name `parse` accepts, for error messages and command-line help.
+    pub const NAMES: [&'static str; 8] = ["auto", "dax", "devdax", "file", "file-pwrite", "file-uring", "file-mmap", "memory"];
+
+    /// Whether a log on this backend keeps nothing across a restart (`memory`).
+    pub fn is_volatile(self) -> bool {
+        self == Backend::Memory
+    }
+
+    /// Parses a config string: one of `NAMES`.
     pub fn parse(text: &str) -> Option<Backend> {
         Some(match text {
             "auto" => Backend::Auto,
@@ -44,6 +59,7 @@ impl Backend {
             "file" | "file-pwrite" => Backend::File(FileStrategy::Pwrite),
             "file-uring" => Backend::File(FileStrategy::Uring),
             "file-mmap" => Backend::File(FileStrategy::Mmap),
+            "memory" => Backend::Memory,
             _ => return None,
         })
     }
@@ -60,11 +76,13 @@ pub struct Config {
     pub backend: Backend,
 }
 
-/// Opens (recovering) or creates the log `config` describes.
+/// Opens (recovering) or creates the log `config` describes. The `memory` backend always creates
+/// an empty log (and touches no file at `path`).
 pub fn open(config: &Config) -> Result<Log<Box<dyn Medium>>> {
     let path = &config.path;
     let is_devdax = path.to_str().is_some_and(|p| p.starts_with("/dev/dax"));
     let (medium, created, why): (Box<dyn Medium>, bool, String) = match config.backend {
+        Backend::Memory => return open_memory(config),
         Backend::DevDax => (Box::new(DaxMedium::devdax(path)?), false, "configured devdax".into()),
         Backend::Auto if is_devdax => (Box::new(DaxMedium::devdax(path)?), false, "auto: path is a device-DAX node".into()),
         Backend::Dax => {
@@ -105,6 +123,15 @@ pub fn open(config: &Config) -> Result<Log<Box<dyn Medium>>> {
     }
 }
 
+/// A fresh empty log in anonymous memory of `size_bytes`: nothing from an earlier run exists to
+/// recover, so it is formatted every time, through the same `Log::create` as a new file.
+fn open_memory(config: &Config) -> Result<Log<Box<dyn Medium>>> {
+    tracing::warn!(size_bytes = config.size_bytes, "{MEMORY_WARNING}");
+    let medium = MemoryMedium::new(config.size_bytes, "memory");
+    tracing::info!(backend = medium.kind().name(), resource = medium.resource(), why = "configured memory (volatile)", "pmem backend selected");
+    Log::create(Box::new(medium) as Box<dyn Medium>)
+}
+
 /// A device-DAX node has no "created" moment: format it only when its superblock page is all
 /// zeros, never over damaged superblocks (that would erase a replica's acknowledged log).
 fn format_blank_devdax(path: &std::path::Path, resource: String, detail: String) -> Result<Log<Box<dyn Medium>>> {
@@ -127,4 +154,38 @@ fn file_medium(file: LogFile, strategy: FileStrategy) -> Result<Box<dyn Medium>>
         FileStrategy::Uring => Box::new(UringMedium::new(file).map_err(|source| Error::Io { resource, op: "io_uring setup", source })?),
         FileStrategy::Mmap => Box::new(MmapMedium::new(file).map_err(|source| Error::Io { resource, op: "mmap", source })?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use decree_engine::types::Ballot;
+
+    #[test]
+    fn every_listed_name_parses_and_garbage_does_not() {
+        for name in Backend::NAMES {
+            assert!(Backend::parse(name).is_some(), "{name} is listed but does not parse");
+        }
+        assert_eq!(Backend::parse("memory"), Some(Backend::Memory));
+        assert!(Backend::Memory.is_volatile() && !Backend::parse("file").unwrap().is_volatile());
+        assert_eq!(Backend::parse("floppy"), None);
+    }
+
+    #[test]
+    fn the_memory_backend_serves_and_a_reopen_starts_empty() {
+        let dir = std::env::temp_dir().join(format!("decree-pmem-memory-{}", std::process::id()));
+        let config = Config { path: dir.join("log"), size_bytes: 4 << 20, backend: Backend::Memory };
+        let mut log = open(&config).unwrap();
+        assert_eq!(log.backend(), crate::BackendKind::Memory);
+        let ballot = Ballot { round: 1, leader: 0 };
+        log.append_promise(ballot).unwrap();
+        log.append_entry(0, ballot, b"x").unwrap();
+        log.sync().unwrap();
+        assert_eq!(log.read(0).unwrap().unwrap().payload, b"x");
+        assert!(!config.path.exists() && !dir.exists(), "the memory backend creates no file");
+        drop(log);
+        let again = open(&config).unwrap();
+        assert_eq!(again.slots().count(), 0, "a restart on the memory backend starts empty");
+        assert_eq!(again.hard_state().promise, Ballot::ZERO);
+    }
 }

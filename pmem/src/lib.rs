@@ -2,7 +2,8 @@
 //!
 //! A [`Log`] is a ring of checksummed [`record`]s on a [`Medium`]: a DAX mapping persisted with
 //! cache-line flushes (`dax`, no syscall per append), an ordinary file with group commit
-//! (`file`), or the simulator's memory that loses, tears and flips bits (`sim`). [`open`] picks the
+//! (`file`), volatile anonymous memory for benchmarks (`memory`, persist a no-op, a restart loses
+//! everything), or the simulator's memory that loses, tears and flips bits (`sim`). [`open`] picks the
 //! backend from a [`Config`] (auto-detecting DAX) and logs which one runs and why.
 //!
 //! Driving loop (the engine's driver):
@@ -30,6 +31,7 @@ pub mod lock;
 pub mod log;
 pub mod mapping;
 pub mod medium;
+pub mod memory;
 #[cfg(feature = "rdma-check")]
 pub mod rdma_check;
 pub mod record;
@@ -46,5 +48,6 @@ pub use config::{open, Backend, Config, FileStrategy};
 pub use error::{Error, Result};
 pub use log::{Log, StoredEntry};
 pub use medium::{BackendKind, Medium};
+pub use memory::MemoryMedium;
 pub use state::HardState;
 pub use tickets::Tickets;

@@ -1,4 +1,5 @@
-//! The byte medium a log lives on: a DAX mapping, a file, or the simulator's memory.
+//! The byte medium a log lives on: a DAX mapping, a file, volatile memory (benchmarks), or the
+//! simulator's memory.
 
 use std::io;
 
@@ -15,6 +16,8 @@ pub enum BackendKind {
     FileUring,
     /// Ordinary file, shared mapping + msync.
     FileMmap,
+    /// Anonymous memory, persist a no-op: VOLATILE, a restart loses every write (benchmarks only).
+    Memory,
     /// In-memory simulated persistent medium with crash, tear and bit-flip faults.
     Sim,
 }
@@ -28,7 +31,22 @@ impl BackendKind {
             BackendKind::FilePwrite => "file-pwrite",
             BackendKind::FileUring => "file-uring",
             BackendKind::FileMmap => "file-mmap",
+            BackendKind::Memory => "memory",
             BackendKind::Sim => "sim",
+        }
+    }
+
+    /// Whether nothing written survives a restart of the process (the `memory` backend).
+    pub fn is_volatile(self) -> bool {
+        self == BackendKind::Memory
+    }
+
+    /// The name, marked "(volatile)" where a restart loses every write: for reports and status.
+    pub fn label(self) -> String {
+        if self.is_volatile() {
+            format!("{} (volatile)", self.name())
+        } else {
+            self.name().to_string()
         }
     }
 }

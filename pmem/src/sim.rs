@@ -1,7 +1,8 @@
 //! The simulator's medium: memory with an explicit durable image. A crash keeps only what was
 //! persisted, may tear the last unpersisted write at 8-byte granularity, and bits flip on request.
 
-use crate::medium::{check_range, BackendKind, Medium};
+use crate::medium::{BackendKind, Medium};
+use crate::memory::MemoryMedium;
 use std::io;
 
 /// Bytes a store is atomic at; a torn write keeps some of these words and loses the rest.
@@ -11,7 +12,7 @@ pub const TEAR_GRANULE_BYTES: usize = 8;
 #[derive(Clone, Debug)]
 pub struct SimMedium {
     /// What reads see (includes unpersisted writes).
-    volatile: Vec<u8>,
+    volatile: MemoryMedium,
     /// What survives a crash.
     durable: Vec<u8>,
     /// Writes since the last persist, in order.
@@ -22,8 +23,9 @@ pub struct SimMedium {
 impl SimMedium {
     /// A zeroed medium of `size_bytes`.
     pub fn new(size_bytes: u64) -> SimMedium {
-        let size = usize::try_from(size_bytes).expect("sim medium fits in memory");
-        SimMedium { volatile: vec![0; size], durable: vec![0; size], pending: Vec::new(), persist_count: 0 }
+        let volatile = MemoryMedium::new(size_bytes, "sim");
+        let durable = vec![0; volatile.bytes().len()];
+        SimMedium { volatile, durable, pending: Vec::new(), persist_count: 0 }
     }
 
     /// The medium after a power loss: unpersisted writes are gone, except that with
@@ -37,18 +39,18 @@ impl SimMedium {
             for word in (start..start + len).step_by(TEAR_GRANULE_BYTES) {
                 if rng.bool() {
                     let end = (word + TEAR_GRANULE_BYTES).min(start + len);
-                    image[word..end].copy_from_slice(&self.volatile[word..end]);
+                    image[word..end].copy_from_slice(&self.volatile.bytes()[word..end]);
                 }
             }
         }
-        SimMedium { volatile: image.clone(), durable: image, pending: Vec::new(), persist_count: 0 }
+        SimMedium { volatile: MemoryMedium::from_image(image.clone(), "sim"), durable: image, pending: Vec::new(), persist_count: 0 }
     }
 
     /// Flips bit `bit` (0..8) of the byte at `offset`, in both the durable and visible image
     /// (a media error on data already at rest).
     pub fn flip_bit(&mut self, offset: u64, bit: u8) {
         let at = offset as usize;
-        self.volatile[at] ^= 1 << (bit % 8);
+        self.volatile.bytes_mut()[at] ^= 1 << (bit % 8);
         self.durable[at] ^= 1 << (bit % 8);
     }
 
@@ -65,28 +67,23 @@ impl SimMedium {
 
 impl Medium for SimMedium {
     fn size_bytes(&self) -> u64 {
-        self.volatile.len() as u64
+        self.volatile.size_bytes()
     }
 
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        check_range("sim", self.size_bytes(), offset, bytes.len())?;
-        let at = offset as usize;
-        self.volatile[at..at + bytes.len()].copy_from_slice(bytes);
+        self.volatile.write_at(offset, bytes)?;
         self.pending.push((offset, bytes.len()));
         Ok(())
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        check_range("sim", self.size_bytes(), offset, buf.len())?;
-        let at = offset as usize;
-        buf.copy_from_slice(&self.volatile[at..at + buf.len()]);
-        Ok(())
+        self.volatile.read_at(offset, buf)
     }
 
     fn persist(&mut self) -> io::Result<()> {
         for (offset, len) in self.pending.drain(..) {
             let at = offset as usize;
-            self.durable[at..at + len].copy_from_slice(&self.volatile[at..at + len]);
+            self.durable[at..at + len].copy_from_slice(&self.volatile.bytes()[at..at + len]);
         }
         self.persist_count += 1;
         Ok(())

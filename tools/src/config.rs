@@ -56,7 +56,8 @@ pub struct Member {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSection {
-    /// auto | dax | devdax | file | file-pwrite | file-uring | file-mmap.
+    /// auto | dax | devdax | file | file-pwrite | file-uring | file-mmap | memory (volatile:
+    /// a restart starts with an empty log; benchmarks only).
     #[serde(default = "default_backend")]
     pub backend: String,
     /// Log file or /dev/daxX.Y (default: `<data_dir>/log`).
@@ -95,6 +96,9 @@ pub struct TransportSection {
     #[serde(default = "default_rdma_port_offset")]
     pub rdma_port_offset: u16,
 }
+
+/// Log backends the server accepts (`log.backend`).
+pub const LOG_BACKENDS: [&str; 8] = decree_pmem::Backend::NAMES;
 
 /// Transports this build serves.
 pub const TRANSPORTS: &[&str] = if cfg!(feature = "rdma") { &["tcp", "shm", "rdma"] } else { &["tcp", "shm"] };
@@ -333,7 +337,7 @@ impl ReplicaConfig {
             metrics.parse::<SocketAddr>().map_err(|_| ("metrics", format!("{metrics:?} is not host:port")))?;
         }
         if decree_pmem::Backend::parse(&self.log.backend).is_none() {
-            return Err(("log.backend", format!("{:?}: use auto, dax, devdax, file, file-pwrite, file-uring or file-mmap", self.log.backend)));
+            return Err(("log.backend", format!("{:?}: use one of {}", self.log.backend, LOG_BACKENDS.join(", "))));
         }
         if self.log.size_mib < 1 {
             return Err(("log.size_mib", "must be at least 1".into()));
@@ -510,10 +514,17 @@ addr = "127.0.0.1:7402"
         assert!(err.contains("id: 7 is not among"), "{err}");
         let (_dir, path) = write(&format!("{GOOD}\n[log]\nbackend = \"floppy\"\n"));
         let err = ReplicaConfig::load(&path).unwrap_err().to_string();
-        assert!(err.contains("log.backend"), "{err}");
+        assert!(err.contains("log.backend") && err.contains("file-mmap, memory"), "{err}");
         let (_dir, path) = write(&format!("{GOOD}\nbogus = 1\n"));
         let err = ReplicaConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn the_volatile_memory_backend_is_accepted() {
+        let (_dir, path) = write(&format!("{GOOD}\n[log]\nbackend = \"memory\"\n"));
+        let config = ReplicaConfig::load(&path).unwrap();
+        assert_eq!(decree_pmem::Backend::parse(&config.log.backend), Some(decree_pmem::Backend::Memory));
     }
 
     fn with_initial(lines: &str) -> String {

@@ -117,6 +117,8 @@ fn pmem(report: &mut Report) {
     let namespaces: Vec<String> = entries("/sys/bus/nd/devices").into_iter().filter(|d| d.starts_with("namespace")).collect();
     let dax: Vec<String> = entries("/dev").into_iter().filter(|d| d.starts_with("dax")).collect();
     let pmem: Vec<String> = entries("/dev").into_iter().filter(|d| d.starts_with("pmem")).collect();
+    // Said whatever the hardware: `memory` is the one backend that needs none, and it is not durable.
+    report.info(format!("log.backend = \"memory\": {}", decree_pmem::config::MEMORY_WARNING));
     if regions.is_empty() && dax.is_empty() && pmem.is_empty() {
         report.info("no NVDIMM regions or DAX devices present: decree uses its file log (pwrite + fdatasync group commit)");
         return;

@@ -20,13 +20,23 @@ fn storage_error(what: &str, error: impl std::fmt::Display) -> StorageError {
 }
 
 impl PmemStorage {
-    /// Opens (or creates) the log and rebuilds the core's durable state from it.
+    /// Opens (or creates) the log and rebuilds the core's durable state from it. On the volatile
+    /// `memory` backend the log is always new and empty, and a checkpoint file left by an earlier
+    /// run is ignored: the replica starts empty, as if never started.
     pub fn open(config: &decree_pmem::Config) -> Result<(PmemStorage, Durable), StorageError> {
         let log = decree_pmem::open(config).map_err(|e| storage_error("opening the log", e))?;
         let checkpoint_path = checkpoint_file::path_for(&config.path);
         let mut durable = Durable::default();
+        let recovered_checkpoint = if log.backend().is_volatile() {
+            if checkpoint_path.exists() {
+                tracing::warn!(path = %checkpoint_path.display(), "volatile log: the checkpoint of an earlier run is ignored (the replica starts empty)");
+            }
+            None
+        } else {
+            checkpoint_file::load(&checkpoint_path).map_err(|e| storage_error("recovery", e))?
+        };
         // The checkpoint first: entries it covers are then ignored, as the log discarded them.
-        if let Some(checkpoint) = checkpoint_file::load(&checkpoint_path).map_err(|e| storage_error("recovery", e))? {
+        if let Some(checkpoint) = recovered_checkpoint {
             tracing::info!(slot = checkpoint.slot, bytes = checkpoint.data.len(), "checkpoint recovered");
             durable.apply(&DurableWrite::Checkpoint(checkpoint)).map_err(|e| storage_error("recovery", e))?;
         }
@@ -45,7 +55,7 @@ impl PmemStorage {
         durable.apply(&DurableWrite::Entries(entries)).map_err(|e| storage_error("recovery", e))?;
         durable.apply(&DurableWrite::Commit(hard.commit)).map_err(|e| storage_error("recovery", e))?;
         durable.validate().map_err(|e| storage_error("recovery", e))?;
-        tracing::info!(slots = recovered_slots, promised = %durable.promised(), commit = durable.commit(), backend = log.backend().name(), "log recovered");
+        tracing::info!(slots = recovered_slots, promised = %durable.promised(), commit = durable.commit(), backend = %log.backend().label(), "log recovered");
         Ok((PmemStorage { log, tickets: Tickets::default(), checkpoint_path }, durable))
     }
 }
@@ -71,5 +81,40 @@ impl LogStorage for PmemStorage {
 
     fn size_bytes(&self) -> u64 {
         self.log.capacity_bytes() - self.log.free_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use decree_engine::membership::Membership;
+    use decree_engine::types::{Ballot, Checkpoint, ReplicaId};
+
+    fn memory_config(dir: &std::path::Path) -> decree_pmem::Config {
+        decree_pmem::Config { path: dir.join("log"), size_bytes: 4 << 20, backend: decree_pmem::Backend::Memory }
+    }
+
+    #[test]
+    fn the_memory_backend_serves_writes_and_a_restart_starts_empty() {
+        let dir = std::env::temp_dir().join(format!("decree-storage-memory-{}", crate::secret::random_u64()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mut storage, durable) = PmemStorage::open(&memory_config(&dir)).unwrap();
+        assert_eq!((durable.entry_count(), durable.promised()), (0, Ballot::ZERO));
+        let ballot = Ballot::new(2, ReplicaId(1));
+        storage.stage(1, &DurableWrite::Promise(ballot)).unwrap();
+        let entries = (0..10).map(|slot| Entry { slot, ballot, value: Value::Noop }).collect();
+        storage.stage(2, &DurableWrite::Entries(entries)).unwrap();
+        storage.stage(3, &DurableWrite::Commit(10)).unwrap();
+        let checkpoint = Checkpoint { slot: 5, membership: Membership::new(vec![ReplicaId(0)]), config_slot: None, data: Bytes::from_static(b"state") };
+        storage.stage(4, &DurableWrite::Checkpoint(checkpoint)).unwrap();
+        assert_eq!(storage.sync().unwrap(), Some(4), "every staged ticket completes at sync");
+        assert!(storage.size_bytes() > 0);
+        assert!(storage.log.read(7).unwrap().is_some(), "an entry above the checkpoint reads back");
+        drop(storage);
+        let (_, durable) = PmemStorage::open(&memory_config(&dir)).unwrap();
+        assert_eq!((durable.entry_count(), durable.promised(), durable.commit()), (0, Ballot::ZERO, 0));
+        assert!(durable.checkpoint().is_none(), "the earlier run's checkpoint file is ignored");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
