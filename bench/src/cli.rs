@@ -58,6 +58,15 @@ pub struct RunArgs {
     /// Size of each replica's log file.
     #[arg(long, default_value_t = 256)]
     pub log_size_mib: u64,
+    /// Leader batch limit: most client requests in one slot.
+    #[arg(long, default_value_t = 1024)]
+    pub batch_requests: usize,
+    /// Leader batch limit: most request bytes in one slot.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub batch_bytes: usize,
+    /// Slots the leader keeps in flight beyond its commit index (the pipeline window).
+    #[arg(long, default_value_t = 64)]
+    pub window_slots: u64,
     /// Checkpoint every this many applied slots (0: never).
     #[arg(long, default_value_t = 10_000)]
     pub checkpoint_every_slots: u64,

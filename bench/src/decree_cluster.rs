@@ -24,6 +24,8 @@ pub struct ClusterSpec {
     pub log_size_mib: u64,
     /// Checkpoint period in applied slots (0: never).
     pub checkpoint_every_slots: u64,
+    /// Leader batching and pipeline window (validated by decree-tools' config).
+    pub batching: decree_tools::config::BatchingSection,
     /// Replica i listens on base_port + i; metrics on base_port + 1000 + i.
     pub base_port: u16,
 }
@@ -85,6 +87,7 @@ fn write_configs(spec: &ClusterSpec, dir: &Path) -> Result<(), BenchError> {
         config.log.backend = spec.log_backend.clone();
         config.log.size_mib = spec.log_size_mib;
         config.log.checkpoint_every_slots = spec.checkpoint_every_slots;
+        config.batching = spec.batching.clone();
         config.validate().map_err(|(field, detail)| {
             BenchError::Cluster(format!("replica config {field}: {detail}"))
         })?;
@@ -207,5 +210,36 @@ impl Drop for DecreeCluster {
         if let Err(e) = run_decree(&self.bin, &["cluster", "down", "--dir", &dir, "--purge"]) {
             eprintln!("decree-bench: stopping the cluster: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(batching: decree_tools::config::BatchingSection) -> ClusterSpec {
+        ClusterSpec {
+            replicas: 3,
+            transport: "tcp".into(),
+            log_backend: "file".into(),
+            log_size_mib: 16,
+            checkpoint_every_slots: 0,
+            batching,
+            base_port: 17_400,
+        }
+    }
+
+    #[test]
+    fn batch_limits_reach_every_replica_config_and_bad_ones_are_refused() {
+        let dir = std::env::temp_dir().join(format!("decree-bench-batching-{}", std::process::id()));
+        let batching = decree_tools::config::BatchingSection { max_requests: 8, max_bytes: 512, window_slots: 4 };
+        write_configs(&spec(batching.clone()), &dir).unwrap();
+        let config = ReplicaConfig::load(&dir.join("replica-2.toml")).unwrap();
+        assert_eq!(config.core_config().max_batch_requests, 8);
+        assert_eq!(config.core_config().window_slots, 4);
+        let bad = decree_tools::config::BatchingSection { max_bytes: 0, ..batching };
+        let err = write_configs(&spec(bad), &dir).unwrap_err().to_string();
+        assert!(err.contains("batching.max_bytes"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -182,6 +182,8 @@ pub struct ClusterInfo {
     pub log_volatile: bool,
     /// Filesystem type of the data dir (from /proc/mounts).
     pub data_dir_fs: String,
+    /// Leader batch limits and pipeline window: (requests, bytes, window slots).
+    pub batching: (usize, usize, u64),
 }
 
 impl ClusterInfo {
@@ -376,6 +378,7 @@ mod tests {
             log_backend: log_backend.into(),
             log_volatile: log_backend == "memory",
             data_dir_fs: "ext4".into(),
+            batching: (1024, 1 << 20, 64),
         }
     }
 

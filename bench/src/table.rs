@@ -32,11 +32,14 @@ pub fn render(report: &Report) -> String {
     let c = &report.cluster;
     let _ = writeln!(
         out,
-        "decree-bench: {} replicas, transport {}, log {} on {}; {} CPUs, load {:.2} -> {:.2}",
+        "decree-bench: {} replicas, transport {}, log {} on {}, batches <= {} requests / {} bytes, window {}; {} CPUs, load {:.2} -> {:.2}",
         c.replicas,
         c.transport,
         c.log_label(),
         c.data_dir_fs,
+        c.batching.0,
+        c.batching.1,
+        c.batching.2,
         report.host.cpus,
         report.host.load_before,
         report.host.load_after

@@ -203,6 +203,47 @@ pub struct ReplicaConfig {
     /// Core placement.
     #[serde(default)]
     pub placement: PlacementSection,
+    /// Leader batching and pipelining.
+    #[serde(default)]
+    pub batching: BatchingSection,
+}
+
+/// Most `[batching] max_requests` accepted.
+const MAX_BATCH_REQUESTS: usize = 65_536;
+/// Most `[batching] max_bytes` accepted (64 values of this size must fit one 64 MiB frame).
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Most `[batching] window_slots` accepted.
+const MAX_WINDOW_SLOTS: u64 = 65_536;
+
+/// How the leader groups client requests into slots and how many slots it keeps in flight.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingSection {
+    /// Most client requests in one slot.
+    #[serde(default = "default_batch_requests")]
+    pub max_requests: usize,
+    /// Most request bytes in one slot.
+    #[serde(default = "default_batch_bytes")]
+    pub max_bytes: usize,
+    /// Slots a leader keeps in flight beyond its commit index (the pipeline window).
+    #[serde(default = "default_window_slots")]
+    pub window_slots: u64,
+}
+
+impl Default for BatchingSection {
+    fn default() -> Self {
+        BatchingSection { max_requests: default_batch_requests(), max_bytes: default_batch_bytes(), window_slots: default_window_slots() }
+    }
+}
+
+fn default_batch_requests() -> usize {
+    CoreConfig::new(ReplicaId(0), vec![ReplicaId(0)]).max_batch_requests
+}
+fn default_batch_bytes() -> usize {
+    CoreConfig::new(ReplicaId(0), vec![ReplicaId(0)]).max_batch_bytes
+}
+fn default_window_slots() -> u64 {
+    CoreConfig::new(ReplicaId(0), vec![ReplicaId(0)]).window_slots
 }
 
 fn default_backend() -> String {
@@ -290,6 +331,7 @@ impl ReplicaConfig {
             timeouts: TimeoutsSection { heartbeat_interval_ms: 30, election_timeout_min_ms: 300, election_timeout_max_ms: 600, tick_ms: 5 },
             // Pinning every replica's core thread to the same CPU would serialize them: let the OS place them.
             placement: PlacementSection { pin: false, ..PlacementSection::default() },
+            batching: BatchingSection::default(),
         }
     }
 
@@ -360,6 +402,15 @@ impl ReplicaConfig {
         if self.timeouts.tick_ms == 0 || self.timeouts.tick_ms > self.timeouts.heartbeat_interval_ms {
             return Err(("timeouts.tick_ms", "must be in 1..=heartbeat_interval_ms".into()));
         }
+        if !(1..=MAX_BATCH_REQUESTS).contains(&self.batching.max_requests) {
+            return Err(("batching.max_requests", format!("must be in 1..={MAX_BATCH_REQUESTS}")));
+        }
+        if !(1..=MAX_BATCH_BYTES).contains(&self.batching.max_bytes) {
+            return Err(("batching.max_bytes", format!("must be in 1..={MAX_BATCH_BYTES}")));
+        }
+        if !(1..=MAX_WINDOW_SLOTS).contains(&self.batching.window_slots) {
+            return Err(("batching.window_slots", format!("must be in 1..={MAX_WINDOW_SLOTS}")));
+        }
         self.core_config().validate().map_err(|detail| ("timeouts", detail))?;
         // Bounded so an idle role still parks within about a millisecond of running dry.
         if self.placement.spin_iterations.is_some_and(|n| n > MAX_SPIN_ITERATIONS) {
@@ -395,6 +446,9 @@ impl ReplicaConfig {
         core.heartbeat_interval_ms = self.timeouts.heartbeat_interval_ms;
         core.election_timeout_min_ms = self.timeouts.election_timeout_min_ms;
         core.election_timeout_max_ms = self.timeouts.election_timeout_max_ms;
+        core.max_batch_requests = self.batching.max_requests;
+        core.max_batch_bytes = self.batching.max_bytes;
+        core.window_slots = self.batching.window_slots;
         core.seed = (self.id as u64) ^ crate::secret::random_u64();
         core
     }
@@ -525,6 +579,30 @@ addr = "127.0.0.1:7402"
         let (_dir, path) = write(&format!("{GOOD}\n[log]\nbackend = \"memory\"\n"));
         let config = ReplicaConfig::load(&path).unwrap();
         assert_eq!(decree_pmem::Backend::parse(&config.log.backend), Some(decree_pmem::Backend::Memory));
+    }
+
+    #[test]
+    fn batching_reaches_the_core_and_is_bounded() {
+        let (_dir, path) = write(&format!("{GOOD}\n[batching]\nmax_requests = 16\nmax_bytes = 4096\nwindow_slots = 8\n"));
+        let core = ReplicaConfig::load(&path).unwrap().core_config();
+        assert_eq!((core.max_batch_requests, core.max_batch_bytes, core.window_slots), (16, 4096, 8));
+        let (_dir, path) = write(&format!("{GOOD}\n[batching]\nmax_bytes = 0\n"));
+        let err = ReplicaConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("batching.max_bytes"), "{err}");
+        let (_dir, path) = write(&format!("{GOOD}\n[batching]\nwindow_slots = 1000000\n"));
+        assert!(ReplicaConfig::load(&path).unwrap_err().to_string().contains("batching.window_slots"));
+    }
+
+    #[test]
+    fn transport_kinds_and_their_settings_are_checked() {
+        let (_dir, path) = write(&format!("{GOOD}\n[transport]\nkind = \"shm\"\nmailbox_mib = 4\n"));
+        let config = ReplicaConfig::load(&path).unwrap();
+        assert_eq!(config.shm_dir(), config.data_dir.parent().unwrap());
+        let (_dir, path) = write(&format!("{GOOD}\n[transport]\nkind = \"carrier-pigeon\"\n"));
+        let err = ReplicaConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("transport.kind") && err.contains("tcp, shm"), "{err}");
+        let (_dir, path) = write(&format!("{GOOD}\n[transport]\nkind = \"shm\"\nmailbox_mib = 0\n"));
+        assert!(ReplicaConfig::load(&path).unwrap_err().to_string().contains("transport.mailbox_mib"));
     }
 
     fn with_initial(lines: &str) -> String {
