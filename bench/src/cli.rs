@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Start a local cluster, measure baselines, run the load at each client count, then etcd.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Only the raw baselines (tcp and shm round trips, fdatasync) in a directory.
     Baselines(BaselineArgs),
     /// Instructions per committed operation of a fixed in-process workload, under callgrind.
@@ -327,7 +327,7 @@ mod tests {
     fn parse(args: &[&str]) -> RunArgs {
         let cli = Cli::try_parse_from([&["decree-bench", "run"], args].concat()).unwrap();
         match cli.command {
-            BenchCommand::Run(run) => run,
+            BenchCommand::Run(run) => *run,
             other => panic!("{other:?}"),
         }
     }
