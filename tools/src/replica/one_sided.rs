@@ -16,15 +16,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Longest park of an idle transport thread. Mailboxes and links have no wake-up of their own,
-/// so this bounds the latency a message waits when the thread was asleep.
+pub use decree_verbs::mailbox::token_of;
+
+/// Longest park of an idle transport thread whose mailbox cannot sleep (rdma: completions are
+/// polled), so this bounds the latency a message waits when the thread was asleep.
 const MAX_PARK: Duration = Duration::from_micros(200);
 /// Longest sleep of a transport whose mailbox can sleep (shm): peers and the core thread wake it,
 /// so this only bounds how late a redial or a shutdown is noticed.
 const MAX_SLEEP: Duration = Duration::from_millis(10);
 /// Between attempts to reach a peer's mailbox.
 const REDIAL: Duration = Duration::from_millis(200);
-pub use decree_verbs::mailbox::token_of;
 
 /// The cluster-secret handshake on a mailbox's side channel (the same HMAC challenge-response as
 /// every TCP connection to a replica).
