@@ -4,19 +4,12 @@
 # with the same workload and prints the decree/etcd ratios. Same env knobs as ci/bench.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-peers=(etcd-server etcd-client)
-missing=()
-for p in "${peers[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
+bash ci/install-deps.sh etcd-server etcd-client
+# Debian starts a single-node etcd service on 2379/2380; the benchmark runs its own members on
+# other ports, but a stray daemon would share the disk: stop it where a service manager exists.
+if command -v systemctl >/dev/null && systemctl is-active --quiet etcd 2>/dev/null; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  echo "== installing ${missing[*]}"
-  $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
-  # Debian starts a single-node etcd service on 2379/2380; the benchmark runs its own members on
-  # other ports, but a stray daemon would share the disk: stop it where a service manager exists.
-  if command -v systemctl >/dev/null && systemctl is-active --quiet etcd 2>/dev/null; then $SUDO systemctl stop etcd; fi
+  $SUDO systemctl stop etcd
 fi
 echo "== $(etcd --version | head -1)"
 BENCH_PEER=etcd BENCH_CALLGRIND=${BENCH_CALLGRIND:-0} exec bash ci/bench.sh

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Installs the Debian packages listed in ci/apt-packages.txt that are missing, and cargo-nextest if absent.
+# Installs the Debian packages that are missing, and cargo-nextest if absent. Packages: those named
+# as arguments, else those listed in ci/apt-packages.txt.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-mapfile -t wanted < <(grep -v '^\s*#' "$here/apt-packages.txt" | grep -v '^\s*$')
+if (($#)); then
+  wanted=("$@")
+else
+  mapfile -t wanted < <(grep -v '^\s*#' "$here/apt-packages.txt" | grep -v '^\s*$')
+fi
 missing=()
 for p in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if ((${#missing[@]})); then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "== installing ${missing[*]}"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi

@@ -151,18 +151,8 @@ pub struct WorkloadArgs {
 impl WorkloadArgs {
     /// Checks every flag.
     pub fn validate(&self) -> Result<(), BenchError> {
-        if self.ops == 0 || self.ops > 10_000_000 {
-            return Err(invalid(
-                "ops",
-                format!("{}: must be 1..=10000000", self.ops),
-            ));
-        }
-        if self.clients == 0 || self.clients > 65_536 {
-            return Err(invalid(
-                "clients",
-                format!("{}: must be 1..=65536", self.clients),
-            ));
-        }
+        in_range("ops", self.ops, 1..=10_000_000)?;
+        in_range("clients", self.clients, 1..=65_536)?;
         if self.max_batch_requests == 0 {
             return Err(invalid("max-batch-requests", "must be at least 1"));
         }
@@ -205,24 +195,35 @@ fn invalid(flag: &'static str, detail: impl Into<String>) -> BenchError {
 }
 
 fn check_payload(payload_bytes: usize) -> Result<(), BenchError> {
-    if payload_bytes == 0 || payload_bytes > MAX_PAYLOAD_BYTES {
-        return Err(invalid(
-            "payload-bytes",
-            format!("{payload_bytes}: must be 1..={MAX_PAYLOAD_BYTES}"),
-        ));
+    in_range("payload-bytes", payload_bytes, 1..=MAX_PAYLOAD_BYTES)
+}
+
+/// Refuses `value` outside `range`, naming the flag and the range.
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    flag: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<(), BenchError> {
+    if range.contains(&value) {
+        return Ok(());
     }
-    Ok(())
+    let (low, high) = range.into_inner();
+    Err(invalid(flag, format!("{value}: must be {low}..={high}")))
 }
 
 impl RunArgs {
+    /// The replicas' `[batching]` section these flags ask for.
+    pub fn batching(&self) -> decree_tools::config::BatchingSection {
+        decree_tools::config::BatchingSection {
+            max_requests: self.batch_requests,
+            max_bytes: self.batch_bytes,
+            window_slots: self.window_slots,
+        }
+    }
+
     /// Checks every flag; the error names the flag and what it accepts.
     pub fn validate(&self) -> Result<(), BenchError> {
-        if !(1..=9).contains(&self.replicas) {
-            return Err(invalid(
-                "replicas",
-                format!("{}: must be 1..=9", self.replicas),
-            ));
-        }
+        in_range("replicas", self.replicas, 1..=9)?;
         let served = decree_tools::config::TRANSPORTS;
         if !served.contains(&self.transport.as_str()) {
             let detail = if TRANSPORTS.contains(&self.transport.as_str()) {
@@ -259,24 +260,9 @@ impl RunArgs {
                 format!("{bad}: each count must be 1..=100000"),
             ));
         }
-        if self.connections == 0 || self.connections > 256 {
-            return Err(invalid(
-                "connections",
-                format!("{}: must be 1..=256", self.connections),
-            ));
-        }
-        if self.duration_s == 0 || self.duration_s > 3_600 {
-            return Err(invalid(
-                "duration-s",
-                format!("{}: must be 1..=3600", self.duration_s),
-            ));
-        }
-        if self.warmup_s > 600 {
-            return Err(invalid(
-                "warmup-s",
-                format!("{}: must be 0..=600", self.warmup_s),
-            ));
-        }
+        in_range("connections", self.connections, 1..=256)?;
+        in_range("duration-s", self.duration_s, 1..=3_600)?;
+        in_range("warmup-s", self.warmup_s, 0..=600)?;
         if let Some(rate) = self.rate {
             if !rate.is_finite() || rate <= 0.0 {
                 return Err(invalid(

@@ -3,23 +3,9 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-/// Largest latency recorded exactly (60 s); longer ones saturate.
-pub const MAX_LATENCY_US: u64 = 60_000_000;
-
-/// An empty latency histogram in microseconds, 3 significant digits.
-pub fn new_histogram_us() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant bounds are valid")
-}
-
-/// Merges per-thread histograms into one (all must come from `new_histogram_us`).
-pub fn merge<'a>(parts: impl IntoIterator<Item = &'a Histogram<u64>>) -> Histogram<u64> {
-    let mut all = new_histogram_us();
-    for part in parts {
-        all.add(part)
-            .expect("histograms from new_histogram_us share bounds");
-    }
-    all
-}
+/// One histogram shape for the harness and `decree bench` (their baselines are merged and
+/// compared with the load's histograms).
+pub use decree_tools::bench_baseline::{merge, new_histogram_us, MAX_LATENCY_US};
 
 /// The percentiles a row prints, in microseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]

@@ -182,8 +182,8 @@ pub struct ClusterInfo {
     pub log_volatile: bool,
     /// Filesystem type of the data dir (from /proc/mounts).
     pub data_dir_fs: String,
-    /// Leader batch limits and pipeline window: (requests, bytes, window slots).
-    pub batching: (usize, usize, u64),
+    /// Leader batch limits and pipeline window, as the replicas were configured.
+    pub batching: decree_tools::config::BatchingSection,
 }
 
 impl ClusterInfo {
@@ -378,7 +378,7 @@ mod tests {
             log_backend: log_backend.into(),
             log_volatile: log_backend == "memory",
             data_dir_fs: "ext4".into(),
-            batching: (1024, 1 << 20, 64),
+            batching: decree_tools::config::BatchingSection::default(),
         }
     }
 

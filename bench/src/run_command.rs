@@ -42,11 +42,7 @@ fn run_decree(
         log_backend: args.log_backend.clone(),
         log_size_mib: args.log_size_mib,
         checkpoint_every_slots: args.checkpoint_every_slots,
-        batching: decree_tools::config::BatchingSection {
-            max_requests: args.batch_requests,
-            max_bytes: args.batch_bytes,
-            window_slots: args.window_slots,
-        },
+        batching: args.batching(),
         base_port: args.base_port,
     };
     let dir = run_dir.join("decree");
@@ -183,7 +179,7 @@ pub fn run(args: &RunArgs) -> Result<Report, BenchError> {
         log_volatile: decree_pmem::Backend::parse(&args.log_backend)
             .is_some_and(decree_pmem::Backend::is_volatile),
         data_dir_fs: fs,
-        batching: (args.batch_requests, args.batch_bytes, args.window_slots),
+        batching: args.batching(),
     };
     let targets = report::check_targets(&rows, &ratios, &baselines, &cluster);
     let report = Report {

@@ -37,9 +37,9 @@ pub fn render(report: &Report) -> String {
         c.transport,
         c.log_label(),
         c.data_dir_fs,
-        c.batching.0,
-        c.batching.1,
-        c.batching.2,
+        c.batching.max_requests,
+        c.batching.max_bytes,
+        c.batching.window_slots,
         report.host.cpus,
         report.host.load_before,
         report.host.load_after
@@ -55,26 +55,18 @@ pub fn render(report: &Report) -> String {
             row.system, row.clients
         );
         for c in &row.perf {
-            let _ = writeln!(
-                out,
-                "  r{}{:<9} {:>9.0} instructions {:>9.0} cycles {:>6.3} context switches   {:.2} CPUs busy",
-                c.replica,
-                if c.leader { " (leader)" } else { "" },
-                c.instructions_per_op,
-                c.cycles_per_op,
-                c.context_switches_per_op,
-                c.cpus_used
-            );
+            let name = format!("r{}{}", c.replica, if c.leader { " (leader)" } else { "" });
+            let costs = [c.instructions_per_op, c.cycles_per_op, c.context_switches_per_op, c.cpus_used];
+            let _ = writeln!(out, "{}", cost_line(&name, costs));
         }
         let total = |f: fn(&crate::report::ReplicaCost) -> f64| row.perf.iter().map(f).sum::<f64>();
-        let _ = writeln!(
-            out,
-            "  all       {:>9.0} instructions {:>9.0} cycles {:>6.3} context switches   {:.2} CPUs busy",
+        let costs = [
             total(|c| c.instructions_per_op),
             total(|c| c.cycles_per_op),
             total(|c| c.context_switches_per_op),
-            total(|c| c.cpus_used)
-        );
+            total(|c| c.cpus_used),
+        ];
+        let _ = writeln!(out, "{}", cost_line("all", costs));
     }
     let _ = writeln!(out, "baselines (same run):");
     let _ = writeln!(
@@ -136,6 +128,13 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(out, "  {verdict} {}: {}", t.target, t.measured);
     }
     out
+}
+
+/// One `perf stat` line: instructions, cycles and context switches per op, and CPUs busy.
+fn cost_line(name: &str, [instructions, cycles, switches, cpus]: [f64; 4]) -> String {
+    format!(
+        "  {name:<11} {instructions:>9.0} instructions {cycles:>9.0} cycles {switches:>6.3} context switches   {cpus:.2} CPUs busy"
+    )
 }
 
 #[cfg(test)]

@@ -145,6 +145,34 @@ impl<S: StateMachine> Applier<S> {
     }
 }
 
+/// A checkpoint whose state is frozen but not yet serialized.
+pub struct FrozenCheckpoint {
+    slot: Slot,
+    membership: Membership,
+    config_slot: Option<Slot>,
+    sessions: Vec<(ClientId, u64, Bytes)>,
+    state: crate::state_machine::Frozen,
+}
+
+impl FrozenCheckpoint {
+    /// The slot the checkpoint covers (every slot below it).
+    pub fn slot(&self) -> Slot {
+        self.slot
+    }
+
+    /// Serializes: the expensive part, safe to run on another thread.
+    pub fn finish(self) -> Checkpoint {
+        let image = Image { sessions: self.sessions, state: (self.state)() };
+        let data = postcard::to_stdvec(&image).expect("encoding into a Vec cannot fail");
+        Checkpoint {
+            slot: self.slot,
+            membership: self.membership,
+            config_slot: self.config_slot,
+            data: Bytes::from(data),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,33 +213,5 @@ mod tests {
     fn slots_out_of_order_break_a_contract() {
         let mut applier = Applier::new(KvStore::default(), Membership::new(vec![crate::types::ReplicaId(0)]));
         applier.apply(1, &Value::Noop, &mut Vec::new());
-    }
-}
-
-/// A checkpoint whose state is frozen but not yet serialized.
-pub struct FrozenCheckpoint {
-    slot: Slot,
-    membership: Membership,
-    config_slot: Option<Slot>,
-    sessions: Vec<(ClientId, u64, Bytes)>,
-    state: crate::state_machine::Frozen,
-}
-
-impl FrozenCheckpoint {
-    /// The slot the checkpoint covers (every slot below it).
-    pub fn slot(&self) -> Slot {
-        self.slot
-    }
-
-    /// Serializes: the expensive part, safe to run on another thread.
-    pub fn finish(self) -> Checkpoint {
-        let image = Image { sessions: self.sessions, state: (self.state)() };
-        let data = postcard::to_stdvec(&image).expect("encoding into a Vec cannot fail");
-        Checkpoint {
-            slot: self.slot,
-            membership: self.membership,
-            config_slot: self.config_slot,
-            data: Bytes::from(data),
-        }
     }
 }

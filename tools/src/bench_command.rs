@@ -74,7 +74,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
         Err(code) => return code,
     };
     let baseline_dir = if args.target.addrs.is_empty() { args.target.cluster.clone() } else { std::env::temp_dir() };
-    let baseline = if args.no_baseline { None } else { crate::bench_baseline::measure(&baseline_dir).ok() };
+    let baseline = if args.no_baseline { None } else { decree_tools::bench_baseline::measure(&baseline_dir).ok() };
     let clients = args.clients.max(1);
     let duration = Duration::from_secs(args.duration_s.max(1));
     let start = Arc::new(Barrier::new(clients + 1));

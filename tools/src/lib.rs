@@ -2,6 +2,7 @@
 //! of the `decree` CLI that other programs and tests reuse.
 
 pub mod auth;
+pub mod bench_baseline;
 pub mod client;
 pub mod cluster_file;
 pub mod config;

@@ -1,7 +1,6 @@
 //! The `decree` command line.
 
 mod admin_command;
-mod bench_baseline;
 mod bench_command;
 mod checkpoint_command;
 mod cluster_command;

@@ -81,6 +81,13 @@ impl Cluster {
         }
     }
 
+    /// Waits until replica `id` has applied `slot` slots, and checks it got there by installing a
+    /// checkpoint a peer sent (what it lacked was discarded everywhere).
+    fn wait_caught_up_by_checkpoint(&self, id: usize, slot: u64, within: Duration) {
+        self.wait_applied(id, slot, within);
+        assert!(self.log(id).contains("installed a checkpoint received from a peer"), "r{id} caught up without a checkpoint transfer");
+    }
+
     fn client(&self) -> Client {
         Client::new(ClientConfig::new(self.file.addrs(), self.secret.clone()))
     }
@@ -266,8 +273,7 @@ fn kill9_the_leader_under_load(name: &str, base_port: u16, transport: &str) -> C
     // The killed replica restarts from its log and catches up to the leader's commit index.
     cluster.decree(&["cluster", "up"]);
     let target = cluster.status(new_leader).unwrap().commit;
-    cluster.wait_applied(old_leader, target, Duration::from_secs(15));
-    assert!(cluster.log(old_leader).contains("installed a checkpoint received from a peer"), "the victim caught up without a checkpoint transfer");
+    cluster.wait_caught_up_by_checkpoint(old_leader, target, Duration::from_secs(15));
     eprintln!("{transport}: ops before kill {before}, after {after}; {unique_acked} acknowledged writes verified; r{old_leader} caught up to {target} via a checkpoint");
     cluster
 }
@@ -492,8 +498,7 @@ fn an_operator_checkpoint_lets_a_restarted_replica_catch_up_from_it_and_serve_st
     assert!(slot >= 200, "checkpoint at slot {slot} does not cover the 201 writes: {out}");
 
     cluster.decree(&["cluster", "up"]);
-    cluster.wait_applied(victim, slot, Duration::from_secs(15));
-    assert!(cluster.log(victim).contains("installed a checkpoint received from a peer"), "r{victim} caught up without the checkpoint");
+    cluster.wait_caught_up_by_checkpoint(victim, slot, Duration::from_secs(15));
     // A stale read at the restarted follower, bounded by the checkpoint's slot.
     let (addr, secret) = (cluster.file.members[victim].addr.clone(), cluster.file.secret_file.display().to_string());
     let stale = ["get", "late199", "--stale", "--min-slot", &slot.to_string(), "--addrs", &addr, "--secret-file", &secret];
@@ -507,9 +512,9 @@ fn an_operator_checkpoint_lets_a_restarted_replica_catch_up_from_it_and_serve_st
 #[ignore = "multi-process; run by ci/test-cluster.sh"]
 fn a_follower_paused_while_megabytes_of_state_are_written_catches_up_by_checkpoint_transfer() {
     // 40k distinct keys of 512 bytes make a checkpoint of ~22 MB: hundreds of 64 KiB chunks, so
-    // the transfer outlives many heartbeats. Before the fix each stalled heartbeat restarted it in a new chain
-    // of requests and the follower never caught up (CI stop 8; by hand: 80k slots behind for
-    // minutes while the leader burned a core).
+    // the transfer outlives many heartbeats. Before the fix each stalled heartbeat restarted it in
+    // a new chain of requests and the follower never caught up (CI stop 8; by hand: 80k slots
+    // behind for minutes while the leader burned a core).
     let cluster = Cluster::up_with("paused", 28100, &["--checkpoint-every-slots", "5000"]);
     let leader = cluster.wait_leader(None, Duration::from_secs(10));
     let victim = (leader + 1) % 3;
@@ -528,8 +533,7 @@ fn a_follower_paused_while_megabytes_of_state_are_written_catches_up_by_checkpoi
     workers.into_iter().for_each(|w| w.join().unwrap());
     let target = cluster.status(leader).expect("leader answers").applied;
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    cluster.wait_applied(victim, target, Duration::from_secs(20));
-    assert!(cluster.log(victim).contains("installed a checkpoint received from a peer"), "r{victim} caught up without the checkpoint");
+    cluster.wait_caught_up_by_checkpoint(victim, target, Duration::from_secs(20));
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The TCP side channel both ways: followers accepting leaders, leaders dialling followers
-//! (shared by the tcp and rdma transports).
+//! (shared by the tcp and rdma transports; the accept loop by shm too).
 
 use crate::conn::Conn;
 use crate::control::{TAG_HELLO, TAG_WELCOME};
@@ -21,16 +21,41 @@ pub fn listen(bind: SocketAddr) -> Result<(TcpListener, SocketAddr), VerbsError>
     Ok((listener, addr))
 }
 
+/// A non-blocking listener (TCP or Unix) `accept_until` can drive.
+pub trait Accept {
+    /// What one accept yields (stream and peer address).
+    type Connection;
+    /// One non-blocking accept.
+    fn accept_one(&self) -> std::io::Result<Self::Connection>;
+}
+
+impl Accept for TcpListener {
+    type Connection = (TcpStream, SocketAddr);
+    fn accept_one(&self) -> std::io::Result<Self::Connection> {
+        self.accept()
+    }
+}
+
+impl Accept for std::os::unix::net::UnixListener {
+    type Connection = (
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::SocketAddr,
+    );
+    fn accept_one(&self) -> std::io::Result<Self::Connection> {
+        self.accept()
+    }
+}
+
 /// Accepts on the non-blocking `listener` until `stop`, handing each connection to `admit`.
-pub fn accept_until(
-    listener: &TcpListener,
+pub fn accept_until<L: Accept>(
+    listener: &L,
     stop: &AtomicBool,
     what: &str,
-    mut admit: impl FnMut(TcpStream, SocketAddr),
+    mut admit: impl FnMut(L::Connection),
 ) {
     while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, from)) => admit(stream, from),
+        match listener.accept_one() {
+            Ok(connection) => admit(connection),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(2))
             }
@@ -82,11 +107,7 @@ pub fn dial(
     })?;
     prepare(&stream, &peer, HANDSHAKE_TIMEOUT, HANDSHAKE_TIMEOUT)?;
     let mut stream = stream;
-    gate.connect(&mut stream)
-        .map_err(|reason| VerbsError::Unauthenticated {
-            peer: peer.clone(),
-            reason,
-        })?;
+    gate.connect(&mut stream, &peer)?;
     let mut conn = Conn::new(stream, peer);
     conn.send(TAG_HELLO, &[hello])?;
     let welcome = conn.recv_tagged(TAG_WELCOME, "welcome")?;

@@ -2,6 +2,7 @@
 //! hold the cluster secret before anything else crosses it. The transport stays agnostic of how:
 //! the replica server plugs in its challenge-response HMAC (`decree_tools::auth`).
 
+use crate::VerbsError;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
@@ -23,14 +24,27 @@ pub trait Handshake: Send + Sync {
 pub struct Gate(pub Option<Arc<dyn Handshake>>);
 
 impl Gate {
-    /// Runs the dialling side, if gated.
-    pub fn connect(&self, stream: &mut dyn Stream) -> Result<(), String> {
-        self.0.as_ref().map_or(Ok(()), |h| h.connect(stream))
+    /// Runs the dialling side toward `peer`, if gated.
+    pub fn connect(&self, stream: &mut dyn Stream, peer: &str) -> Result<(), VerbsError> {
+        self.0
+            .as_ref()
+            .map_or(Ok(()), |h| h.connect(stream))
+            .map_err(|reason| refused(peer, reason))
     }
 
-    /// Runs the accepting side, if gated.
-    pub fn accept(&self, stream: &mut dyn Stream) -> Result<(), String> {
-        self.0.as_ref().map_or(Ok(()), |h| h.accept(stream))
+    /// Runs the accepting side for `peer`, if gated.
+    pub fn accept(&self, stream: &mut dyn Stream, peer: &str) -> Result<(), VerbsError> {
+        self.0
+            .as_ref()
+            .map_or(Ok(()), |h| h.accept(stream))
+            .map_err(|reason| refused(peer, reason))
+    }
+}
+
+fn refused(peer: &str, reason: String) -> VerbsError {
+    VerbsError::Unauthenticated {
+        peer: peer.to_string(),
+        reason,
     }
 }
 

@@ -77,7 +77,15 @@ impl<F: FollowerLink + ?Sized, L: LeaderLink + ?Sized> Mailboxes<F, L> {
     pub fn new(id: u32, mailbox: Box<F>, peers: impl IntoIterator<Item = u32>) -> Self {
         let peers = peers
             .into_iter()
-            .map(|p| (p, Outbound { link: None, cursor: 0 }))
+            .map(|p| {
+                (
+                    p,
+                    Outbound {
+                        link: None,
+                        cursor: 0,
+                    },
+                )
+            })
             .collect();
         Mailboxes {
             id,
@@ -138,7 +146,11 @@ impl<F: FollowerLink + ?Sized, L: LeaderLink + ?Sized> Mailboxes<F, L> {
             _ => None,
         };
         if acknowledged == Some(to) && self.mailbox.granted() != token_of(to) {
-            self.mailbox.grant(token_of(to))?;
+            // The message still goes: until the grant lands, the leader's stores are refused and
+            // it falls back to control messages. It is not this link's failure either.
+            if let Err(error) = self.mailbox.grant(token_of(to)) {
+                tracing::warn!(peer = to, %error, "granting the mailbox to the acknowledged leader failed");
+            }
         }
         let Some(out) = self.peers.get_mut(&to) else {
             return Ok(()); // not a peer: nothing to send it on

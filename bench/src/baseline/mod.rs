@@ -1,12 +1,10 @@
 //! The physical limits printed beside every result, measured in the same run.
 
-mod fdatasync;
 mod shm;
-mod tcp;
 
-pub use fdatasync::fdatasync_us;
+/// Shared with `decree bench`, so both print the same baselines.
+pub use decree_tools::bench_baseline::{fdatasync_us, tcp_round_trip_us};
 pub use shm::shm_round_trip_ns;
-pub use tcp::tcp_round_trip_us;
 
 use crate::error::BenchError;
 use crate::histogram::LatencySummary;

@@ -63,6 +63,12 @@ impl Idler {
     }
 }
 
+impl Default for Idler {
+    fn default() -> Self {
+        Idler::new(DEFAULT_SPIN_ITERATIONS, DEFAULT_YIELD_ITERATIONS)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,11 +77,5 @@ mod tests {
     fn small_hosts_park_at_once_and_large_hosts_spin() {
         assert_eq!(default_budget(2), (0, 0));
         assert_eq!(default_budget(SPIN_MIN_CPUS), (DEFAULT_SPIN_ITERATIONS, DEFAULT_YIELD_ITERATIONS));
-    }
-}
-
-impl Default for Idler {
-    fn default() -> Self {
-        Idler::new(DEFAULT_SPIN_ITERATIONS, DEFAULT_YIELD_ITERATIONS)
     }
 }

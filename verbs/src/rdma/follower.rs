@@ -80,7 +80,7 @@ impl RdmaFollower {
             std::thread::Builder::new()
                 .name("rdma-accept".into())
                 .spawn(move || {
-                    accept_until(&listener, &stop, "rdma", |stream, from| {
+                    accept_until(&listener, &stop, "rdma", |(stream, from)| {
                         if let Err(e) = admit(stream, from, &shared) {
                             tracing::warn!(%from, error = %e, "rdma leader handshake failed");
                         }
@@ -113,14 +113,7 @@ fn admit(stream: TcpStream, from: SocketAddr, shared: &Shared) -> Result<(), Ver
     let peer = from.to_string();
     prepare(&stream, &peer, HANDSHAKE_TIMEOUT, HANDSHAKE_TIMEOUT)?;
     let mut stream = stream;
-    shared
-        .cfg
-        .gate
-        .accept(&mut stream)
-        .map_err(|reason| VerbsError::Unauthenticated {
-            peer: peer.clone(),
-            reason,
-        })?;
+    shared.cfg.gate.accept(&mut stream, &peer)?;
     let mut conn = Conn::new(stream, peer.clone());
     let body = conn.recv_tagged(TAG_HELLO, "hello")?;
     let mut f = Fields::new(&body, &peer);

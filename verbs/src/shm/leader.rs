@@ -66,11 +66,7 @@ impl ShmLeader {
             .and_then(|_| stream.set_read_timeout(timeout))
             .map_err(|e| VerbsError::os("setsockopt", &peer, e))?;
         let mut stream = stream;
-        gate.connect(&mut stream)
-            .map_err(|reason| VerbsError::Unauthenticated {
-                peer: peer.clone(),
-                reason,
-            })?;
+        gate.connect(&mut stream, &peer)?;
         let mut conn = Conn::new(stream, peer.clone());
         // The header already says the key and size: no reply to wait for, so a follower that
         // polls on the same thread as this connect cannot deadlock it.

@@ -9,6 +9,7 @@ mod leader;
 
 pub use leader::ShmLeader;
 
+use crate::acceptor::accept_until;
 use crate::conn::{Conn, Fields};
 use crate::control::{decode_control, encode_control, TAG_CONTROL, TAG_HELLO};
 use crate::mapping::Mapping;
@@ -234,18 +235,7 @@ fn accept_leaders(
     stop: &AtomicBool,
     admit: &crossbeam::channel::Sender<Conn<UnixStream>>,
 ) {
-    while !stop.load(Ordering::Acquire) {
-        let mut stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(2));
-                continue;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "shm control accept failed; no more leaders will be admitted");
-                return;
-            }
-        };
+    accept_until(listener, stop, "shm control", |(mut stream, _)| {
         let timeout = Some(Duration::from_secs(5));
         let prepared = stream
             .set_nonblocking(false)
@@ -253,16 +243,15 @@ fn accept_leaders(
             .and_then(|_| stream.set_write_timeout(timeout));
         if let Err(e) = prepared {
             tracing::warn!(error = %e, "shm control connection dropped: cannot set timeouts");
-            continue;
-        }
-        if let Err(reason) = gate.accept(&mut stream) {
-            tracing::warn!(%reason, "shm control connection refused: cluster-secret handshake failed");
-            continue;
-        }
-        if admit.send(Conn::new(stream, "shm leader".into())).is_err() {
             return;
         }
-    }
+        if let Err(reason) = gate.accept(&mut stream, "shm leader") {
+            tracing::warn!(%reason, "shm control connection refused: cluster-secret handshake failed");
+            return;
+        }
+        // A closed receiver means the follower is being dropped; `stop` ends the loop next.
+        let _ = admit.send(Conn::new(stream, "shm leader".into()));
+    });
 }
 
 impl Drop for ShmFollower {

@@ -73,7 +73,7 @@ impl TcpFollower {
 }
 
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
-    accept_until(listener, &shared.stop, "tcp", |stream, from| {
+    accept_until(listener, &shared.stop, "tcp", |(stream, from)| {
         let s = shared.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("tcp-recv-{from}"))
