@@ -72,11 +72,13 @@ impl Cluster {
     fn wait_applied(&self, id: usize, slot: u64, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            let applied = self.status(id).map(|s| s.applied).unwrap_or(0);
+            let status = self.status(id);
+            let applied = status.as_ref().map_or(0, |s| s.applied);
             if applied >= slot {
                 return;
             }
-            assert!(Instant::now() < deadline, "r{id} applied {applied} < {slot} after {within:?}");
+            let seen = status.map_or("no status answer within 500 ms".to_string(), |s| format!("applied {}, commit {}", s.applied, s.commit));
+            assert!(Instant::now() < deadline, "r{id}: {seen}; wanted {slot} applied within {within:?}");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -122,7 +124,20 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = Command::new(DECREE).args(["cluster", "down", "--purge", "--dir"]).arg(&self.dir).output();
+        if std::thread::panicking() {
+            // CI keeps only the test's output: put the end of each replica's log in it.
+            for id in 0..self.file.members.len() {
+                let log = self.log(id);
+                let lines: Vec<&str> = log.lines().collect();
+                eprintln!("--- last lines of replica-{id}.log:\n{}", lines[lines.len().saturating_sub(40)..].join("\n"));
+            }
+        }
+        let mut down = Command::new(DECREE);
+        down.args(["cluster", "down", "--dir"]).arg(&self.dir);
+        if std::env::var_os("DECREE_KEEP_LOGS").is_none() {
+            down.arg("--purge");
+        }
+        let _ = down.output();
     }
 }
 

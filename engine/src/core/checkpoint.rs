@@ -20,6 +20,8 @@ pub(crate) struct Incoming {
     /// thinks was lost) re-asks at most once a heartbeat interval, so duplicates cannot multiply
     /// into parallel request chains.
     requested_ms: u64,
+    /// When a chunk last added data: while recent, chunks of any other checkpoint are ignored.
+    progressed_ms: u64,
 }
 
 impl Replica {
@@ -127,7 +129,15 @@ impl Replica {
         if chunk.total_bytes > self.cfg.max_snapshot_bytes {
             return; // refuse to buffer it; the log says why through the driver's metrics
         }
-        let fresh = self.incoming.as_ref().is_none_or(|i| i.slot != chunk.slot || i.checksum != chunk.checksum);
+        let now_ms = self.now_ms;
+        let other = |i: &Incoming| i.slot != chunk.slot || i.checksum != chunk.checksum;
+        // Two senders can each drive a transfer of their own checkpoint (the one a candidate asked
+        // for, and the one a new leader sends): finish the one that is moving, or each sender's
+        // chunks would keep restarting the other's and neither would ever complete.
+        if self.incoming.as_ref().is_some_and(|i| other(i) && now_ms < i.progressed_ms + self.cfg.election_timeout_min_ms) {
+            return;
+        }
+        let fresh = self.incoming.as_ref().is_none_or(other);
         if fresh {
             if chunk.offset != 0 {
                 self.incoming = None;
@@ -145,15 +155,17 @@ impl Replica {
                 config_slot: chunk.config_slot,
                 data: Vec::new(),
                 requested_ms: 0,
+                progressed_ms: now_ms,
             });
         }
-        let (now_ms, interval_ms) = (self.now_ms, self.cfg.heartbeat_interval_ms);
+        let interval_ms = self.cfg.heartbeat_interval_ms;
         let incoming = self.incoming.as_mut().expect("set above");
         let held = incoming.data.len() as u64;
         let chunk_end = chunk.offset + chunk.data.len() as u64;
         let extends = chunk.offset <= held && chunk_end > held;
         if extends {
             incoming.data.extend_from_slice(&chunk.data[(held - chunk.offset) as usize..]);
+            incoming.progressed_ms = now_ms;
         }
         let held = incoming.data.len() as u64;
         if held < incoming.total_bytes {
@@ -271,6 +283,35 @@ mod tests {
         assert!(r.status().leading);
         let out = step(&mut r, now + 200, Input::Tick);
         assert_eq!(chunks_to_2(&out), vec![0], "a silent transfer restarts from the first chunk");
+    }
+
+    #[test]
+    fn chunks_of_another_checkpoint_do_not_restart_a_transfer_that_is_moving() {
+        let mut follower = replica(2, 3);
+        // Checkpoint A (slot 5) from replica 1, B (slot 6) from replica 0, interleaved.
+        let chunk = |slot: u64, fill: u8, offset: u64| SnapshotChunk {
+            ballot: ballot(1, 0),
+            slot,
+            membership: Membership::new((0..3).map(ReplicaId).collect()),
+            config_slot: None,
+            total_bytes: 64,
+            checksum: crc32c::crc32c(&[fill; 64]),
+            offset,
+            data: vec![fill; 16].into(),
+        };
+        let mut out = Vec::new();
+        let mut now = 10;
+        for offset in [0, 16, 32] {
+            out.extend(deliver(&mut follower, now, 1, Message::Snapshot(chunk(5, 0xA, offset))));
+            out.extend(deliver(&mut follower, now + 1, 0, Message::Snapshot(chunk(6, 0xB, offset))));
+            now += 5;
+        }
+        out.extend(deliver(&mut follower, now, 1, Message::Snapshot(chunk(5, 0xA, 48))));
+        let asked_b = sent(&out).iter().any(|(_, m)| matches!(m, Message::SnapshotRequest(r) if r.slot == 6));
+        assert!(!asked_b, "a chunk of checkpoint B interrupted the transfer of A");
+        let installed: Vec<u64> =
+            out.iter().filter_map(|c| if let Command::InstallCheckpoint(c) = c { Some(c.slot) } else { None }).collect();
+        assert_eq!(installed, vec![5], "A completed despite B's chunks in between");
     }
 
     #[test]

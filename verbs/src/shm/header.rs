@@ -2,9 +2,10 @@
 //!
 //! The permission word holds the granted leader's token (low 63 bits) and a BUSY bit. A leader
 //! stores only while it holds BUSY, which it can take only while the word names its token; the
-//! follower changes the grant only while BUSY is clear. So when `grant` returns, no write of the
-//! previous leader is in flight and every later one is refused: the same guarantee RDMA gives by
-//! moving a queue pair out of the write-permitted state.
+//! follower changes the grant while BUSY is clear, or revokes a BUSY held past a bounded wait (a
+//! leader killed mid-write would otherwise hold the region forever). So when `grant` returns, every
+//! later write of the previous leader is refused, as RDMA does by moving a queue pair out of the
+//! write-permitted state; only the one store a dead or stalled holder had begun may still land.
 
 use crate::mapping::Mapping;
 use crate::{LeaderToken, VerbsError};
@@ -111,37 +112,36 @@ impl<'a> Header<'a> {
             })
     }
 
-    /// Leader: releases the permission taken by `begin_write`.
+    /// Leader: releases the permission taken by `begin_write`. If the follower revoked it
+    /// meanwhile (`grant` after its wait), the word already names the new leader: left alone.
     pub fn end_write(&self, token: LeaderToken) {
-        let prev = self.word(OFF_PERMIT).swap(token.0, Ordering::Release);
-        assert_eq!(
-            prev,
+        let _ = self.word(OFF_PERMIT).compare_exchange(
             token.0 | BUSY,
-            "invariant: only the busy holder ends a write"
+            token.0,
+            Ordering::Release,
+            Ordering::Relaxed,
         );
     }
 
-    /// Follower: grants the region to `leader`, waiting (bounded) for an in-flight write.
-    pub fn grant(&self, leader: LeaderToken, wait: Duration) -> Result<(), VerbsError> {
+    /// Follower: grants the region to `leader`, waiting (bounded) for an in-flight write. A
+    /// write still in flight after `wait` belongs to a leader that died mid-write (kill -9) or
+    /// stalled: its permission is revoked anyway, or the region could never change hands again.
+    /// Returns whether a permission had to be revoked. A revoked writer's last store may still
+    /// land; the receiving core judges every message by its ballot, so that is a late message,
+    /// not a safety problem.
+    pub fn grant(&self, leader: LeaderToken, wait: Duration) -> bool {
         assert!(leader.0 & BUSY == 0, "invariant: leader token below 2^63");
         let deadline = Instant::now() + wait;
         loop {
             let cur = self.word(OFF_PERMIT).load(Ordering::Acquire);
-            if cur & BUSY == 0
+            let revoke = Instant::now() >= deadline;
+            if (cur & BUSY == 0 || revoke)
                 && self
                     .word(OFF_PERMIT)
                     .compare_exchange(cur, leader.0, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
             {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(VerbsError::Timeout {
-                    peer: format!("leader {:#x}", cur & !BUSY),
-                    what: "write in flight during a grant (the leader may have died mid-write)"
-                        .into(),
-                    timeout_ms: wait.as_millis() as u64,
-                });
+                return cur & BUSY != 0;
             }
             std::hint::spin_loop();
         }
@@ -223,5 +223,45 @@ impl<'a> Header<'a> {
             .load(Ordering::Relaxed) as u32;
         self.word(OFF_IMM_TAIL).store(tail + 1, Ordering::Release);
         Some(imm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::Mapping;
+
+    const OLD: LeaderToken = LeaderToken(1);
+    const NEW: LeaderToken = LeaderToken(2);
+
+    #[test]
+    fn a_grant_waits_for_nobody_when_no_write_is_in_flight() {
+        let map = Mapping::anonymous(HEADER_BYTES).unwrap();
+        let header = Header::new(&map);
+        header.init(7, 0);
+        assert!(!header.grant(OLD, Duration::from_secs(5)), "nothing to revoke");
+        header.begin_write(OLD, "test").unwrap();
+        header.end_write(OLD);
+        assert!(!header.grant(NEW, Duration::from_secs(5)));
+        assert_eq!(header.granted(), NEW);
+    }
+
+    #[test]
+    fn a_writer_that_died_mid_write_is_revoked_and_its_release_does_not_undo_the_grant() {
+        let map = Mapping::anonymous(HEADER_BYTES).unwrap();
+        let header = Header::new(&map);
+        header.init(7, 0);
+        header.grant(OLD, Duration::ZERO);
+        header.begin_write(OLD, "test").unwrap(); // and never ends it: killed mid-write
+        let started = Instant::now();
+        assert!(header.grant(NEW, Duration::from_millis(20)), "the stuck permission was revoked");
+        assert!(started.elapsed() >= Duration::from_millis(20), "it waited for the writer first");
+        assert_eq!(header.granted(), NEW);
+        assert!(matches!(header.begin_write(OLD, "test"), Err(VerbsError::Fenced { .. })));
+        // A writer that was only stalled finishes later: its release leaves the grant alone.
+        header.end_write(OLD);
+        assert_eq!(header.granted(), NEW);
+        header.begin_write(NEW, "test").unwrap();
+        header.end_write(NEW);
     }
 }

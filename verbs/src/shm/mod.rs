@@ -24,8 +24,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long `grant` waits for a write in flight before reporting the holder stuck.
-pub const GRANT_WAIT: Duration = Duration::from_secs(1);
+/// How long `grant` waits for a write in flight before revoking its permission: a frame store
+/// takes microseconds, so this is a writer that died (kill -9) or was descheduled mid-write. Kept
+/// short: the grant runs on the polling thread.
+pub const GRANT_WAIT: Duration = Duration::from_millis(50);
 
 /// The control socket that sits beside a region file.
 pub fn socket_path(region: &Path) -> PathBuf {
@@ -126,7 +128,15 @@ impl FollowerLink for ShmFollower {
     }
 
     fn grant(&mut self, leader: LeaderToken) -> Result<(), VerbsError> {
-        self.header().grant(leader, GRANT_WAIT)
+        let previous = self.granted();
+        if self.header().grant(leader, GRANT_WAIT) {
+            tracing::warn!(
+                previous = previous.0,
+                leader = leader.0,
+                "revoked a write permission held past the grant wait (its leader died or stalled mid-write)"
+            );
+        }
+        Ok(())
     }
 
     fn granted(&self) -> LeaderToken {
