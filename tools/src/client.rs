@@ -307,7 +307,7 @@ impl Client {
     pub fn checkpoint(addr: &str, secret: &[u8], timeout: Duration) -> Result<AdminAnswer, ClientError> {
         let stream = dial(addr, secret, timeout)?;
         let mut writer = stream.try_clone().map_err(|e| ClientError::Unexpected(e.to_string()))?;
-        wire::write_frame(&mut writer, &ClientFrame::Checkpoint { request_id: 1 }).map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        wire::write_frame(&mut writer, &ClientFrame::<Bytes>::Checkpoint { request_id: 1 }).map_err(|e| ClientError::Unexpected(e.to_string()))?;
         match read_admin_answer(&mut BufReader::new(stream), &mut Vec::new(), addr, 1)? {
             Some(answer) if answer.ok => Ok(answer),
             Some(answer) => Err(ClientError::Refused(answer.detail)),
@@ -319,7 +319,7 @@ impl Client {
     pub fn status(addr: &str, secret: &[u8], timeout: Duration) -> Result<StatusView, ClientError> {
         let stream = dial(addr, secret, timeout)?;
         let mut writer = stream.try_clone().map_err(|e| ClientError::Unexpected(e.to_string()))?;
-        wire::write_frame(&mut writer, &ClientFrame::Status { request_id: 1 }).map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        wire::write_frame(&mut writer, &ClientFrame::<Bytes>::Status { request_id: 1 }).map_err(|e| ClientError::Unexpected(e.to_string()))?;
         let mut reader = BufReader::new(stream);
         match read_reply(&mut reader, &mut Vec::new(), addr)? {
             ServerFrame::Status { status, .. } => Ok(status),
@@ -453,14 +453,14 @@ mod tests {
         let follower = std::thread::spawn(move || {
             let (mut stream, _) = follower.accept().unwrap();
             auth::accept(&mut stream, KEY).unwrap();
-            let ClientFrame::Request { request_id, .. } = wire::read_frame(&mut stream, &mut Vec::new()).unwrap() else { panic!() };
+            let ClientFrame::<Bytes>::Request { request_id, .. } = wire::read_frame(&mut stream, &mut Vec::new()).unwrap() else { panic!() };
             let redirect = ServerFrame::Redirect { request_id, leader: Some(1), leader_addr: Some(redirect_to) };
             wire::write_frame(&mut stream, &redirect).unwrap();
         });
         let leader = std::thread::spawn(move || {
             let (mut stream, _) = leader.accept().unwrap();
             auth::accept(&mut stream, KEY).unwrap();
-            let ClientFrame::Request { request_id, seq, .. } = wire::read_frame(&mut stream, &mut Vec::new()).unwrap() else { panic!() };
+            let ClientFrame::<Bytes>::Request { request_id, seq, .. } = wire::read_frame(&mut stream, &mut Vec::new()).unwrap() else { panic!() };
             let reply = ServerFrame::Reply { request_id, seq, payload: KvReply::Value(Some(Bytes::from_static(b"v"))).encode() };
             wire::write_frame(&mut stream, &reply).unwrap();
         });

@@ -20,9 +20,10 @@ pub const CLIENT_HEADER_BYTES: usize = 16;
 /// Largest payload accepted either way.
 pub const MAX_CLIENT_PAYLOAD_BYTES: usize = 1 << 20;
 
-/// What a client sends.
+/// What a client sends. `Op` is how operation bytes are held: owned `Bytes`, or `&[u8]` borrowed
+/// from the received frame while a server decodes it (both encode alike).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ClientFrame {
+pub enum ClientFrame<Op = Bytes> {
     /// Execute `op` once for (client, seq).
     Request {
         /// Echoed in the answer.
@@ -32,7 +33,7 @@ pub enum ClientFrame {
         /// Per-session sequence number; retries reuse it.
         seq: u64,
         /// State machine operation bytes.
-        op: Bytes,
+        op: Op,
     },
     /// Ask for the replica's status.
     Status {
@@ -68,10 +69,30 @@ pub enum ClientFrame {
         /// Per-session sequence number.
         seq: u64,
         /// Read-only state machine operation bytes.
-        op: Bytes,
+        op: Op,
         /// Slots that must be applied here before it is served.
         min_slot: u64,
     },
+}
+
+impl<Op> ClientFrame<Op> {
+    /// The same frame with its op bytes held as `f` makes them.
+    pub fn map_op<Into>(self, f: impl FnOnce(Op) -> Into) -> ClientFrame<Into> {
+        match self {
+            ClientFrame::Request { request_id, client, seq, op } => {
+                ClientFrame::Request { request_id, client, seq, op: f(op) }
+            }
+            ClientFrame::StaleRead { request_id, client, seq, op, min_slot } => {
+                ClientFrame::StaleRead { request_id, client, seq, op: f(op), min_slot }
+            }
+            ClientFrame::Status { request_id } => ClientFrame::Status { request_id },
+            ClientFrame::TransferLeadership { request_id, to } => ClientFrame::TransferLeadership { request_id, to },
+            ClientFrame::ChangeMembership { request_id, change } => {
+                ClientFrame::ChangeMembership { request_id, change }
+            }
+            ClientFrame::Checkpoint { request_id } => ClientFrame::Checkpoint { request_id },
+        }
+    }
 }
 
 /// Why the server refused a frame.
@@ -242,8 +263,8 @@ pub fn decode_header(header: &[u8; CLIENT_HEADER_BYTES]) -> Result<(usize, u32),
     Ok((len, u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"))))
 }
 
-/// Checks a payload against the header's crc32c and decodes it.
-pub fn decode_payload<T: DeserializeOwned>(payload: &[u8], crc: u32) -> Result<T, WireError> {
+/// Checks a payload against the header's crc32c and decodes it (`T` may borrow from `payload`).
+pub fn decode_payload<'a, T: Deserialize<'a>>(payload: &'a [u8], crc: u32) -> Result<T, WireError> {
     if crc32c::crc32c(payload) != crc {
         return Err(WireError::BadChecksum);
     }
@@ -279,13 +300,22 @@ mod tests {
         encode(&frame, &mut out);
         let mut flipped = out.clone();
         *flipped.last_mut().unwrap() ^= 1;
-        assert!(matches!(read_frame::<ClientFrame>(&mut flipped.as_slice(), &mut Vec::new()), Err(WireError::BadChecksum)));
+        assert!(matches!(
+            read_frame::<ClientFrame>(&mut flipped.as_slice(), &mut Vec::new()),
+            Err(WireError::BadChecksum)
+        ));
         let mut versioned = out.clone();
         versioned[4] = 9;
-        assert!(matches!(read_frame::<ClientFrame>(&mut versioned.as_slice(), &mut Vec::new()), Err(WireError::UnsupportedVersion(9))));
+        assert!(matches!(
+            read_frame::<ClientFrame>(&mut versioned.as_slice(), &mut Vec::new()),
+            Err(WireError::UnsupportedVersion(9))
+        ));
         let mut huge = out;
         huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(read_frame::<ClientFrame>(&mut huge.as_slice(), &mut Vec::new()), Err(WireError::Oversize(_))));
+        assert!(matches!(
+            read_frame::<ClientFrame>(&mut huge.as_slice(), &mut Vec::new()),
+            Err(WireError::Oversize(_))
+        ));
     }
 }
 
@@ -307,7 +337,11 @@ mod props {
             let frame = ClientFrame::Request { request_id, client, seq, op: Bytes::from(op) };
             let mut out = Vec::new();
             encode(&frame, &mut out);
-            prop_assert_eq!(read_frame::<ClientFrame>(&mut out.as_slice(), &mut Vec::new()).unwrap(), frame);
+            prop_assert_eq!(read_frame::<ClientFrame>(&mut out.as_slice(), &mut Vec::new()).unwrap(), frame.clone());
+            // The server's borrowing decode reads the same frame.
+            let (_, crc) = decode_header(out[..CLIENT_HEADER_BYTES].try_into().unwrap()).unwrap();
+            let borrowed = decode_payload::<ClientFrame<&[u8]>>(&out[CLIENT_HEADER_BYTES..], crc).unwrap();
+            prop_assert_eq!(borrowed.map_op(Bytes::copy_from_slice), frame);
             let at = CLIENT_HEADER_BYTES + flip.index(out.len() - CLIENT_HEADER_BYTES);
             out[at] ^= 1;
             prop_assert!(read_frame::<ClientFrame>(&mut out.as_slice(), &mut Vec::new()).is_err());

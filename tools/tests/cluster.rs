@@ -345,7 +345,7 @@ fn malformed_oversize_and_unknown_version_frames_get_an_error_while_other_client
     expect_error_then_close(garbage, ErrorCode::Malformed);
 
     let mut frame = Vec::new();
-    wire::encode(&decree_tools::wire::ClientFrame::Status { request_id: 1 }, &mut frame);
+    wire::encode(&decree_tools::wire::ClientFrame::<bytes::Bytes>::Status { request_id: 1 }, &mut frame);
     let mut versioned = frame.clone();
     versioned[4] = 99;
     let mut stream = authed(&addr, &cluster.secret);

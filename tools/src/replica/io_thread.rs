@@ -6,6 +6,7 @@
 //! apart from each request's `op` bytes (see tools/tests/no_alloc.rs).
 
 use super::listener::{ConnSlot, MAX_CONNECTIONS};
+use super::op_arena::OpArena;
 use super::session::{self, ConnResponder, Session};
 use super::Context;
 use decree_engine::runtime::{Response, Ring, Role};
@@ -155,6 +156,8 @@ struct IoThread {
     generations: Vec<u32>,
     free: Vec<usize>,
     dirty: Vec<usize>,
+    /// Holds the op bytes of every request this thread decodes.
+    ops: OpArena,
 }
 
 impl IoThread {
@@ -167,6 +170,7 @@ impl IoThread {
             generations: Vec::with_capacity(MAX_CONNECTIONS),
             free: Vec::with_capacity(MAX_CONNECTIONS),
             dirty: Vec::with_capacity(MAX_CONNECTIONS),
+            ops: OpArena::new(),
         }
     }
 
@@ -294,7 +298,7 @@ impl IoThread {
                     break;
                 }
             }
-            while let Some(frame) = conn.session.next_frame() {
+            while let Some(frame) = conn.session.next_frame(&mut self.ops) {
                 match frame {
                     Ok(frame) => {
                         if let Some((request_id, response)) =

@@ -7,6 +7,7 @@ pub mod io_thread;
 pub mod listener;
 pub mod metrics;
 pub mod one_sided;
+pub mod op_arena;
 pub mod peers;
 pub mod reply_frame;
 pub mod session;

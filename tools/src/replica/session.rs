@@ -6,6 +6,7 @@
 //! is closed; other connections are untouched.
 
 use super::io_thread::{ConnKey, IoShared};
+use super::op_arena::OpArena;
 use super::reply_frame;
 use crate::wire::{self, ClientFrame, ErrorCode, StatusView, WireError, CLIENT_HEADER_BYTES};
 use decree_engine::runtime::{Event, MembershipChange, Responder, Response, Ring};
@@ -96,9 +97,10 @@ impl Session {
         (self.read_start, self.read_end) = (0, self.read_end - self.read_start);
     }
 
-    /// The next complete frame, if one has arrived. An `Err` means the connection must be closed
-    /// after an error frame; the header is checked before the buffer grows for a large payload.
-    pub fn next_frame(&mut self) -> Option<Result<ClientFrame, WireError>> {
+    /// The next complete frame, if one has arrived, its op bytes carved from `ops`. An `Err` means
+    /// the connection must be closed after an error frame; the header is checked before the buffer
+    /// grows for a large payload.
+    pub fn next_frame(&mut self, ops: &mut OpArena) -> Option<Result<ClientFrame, WireError>> {
         let available = self.read_end - self.read_start;
         if available < CLIENT_HEADER_BYTES {
             return None;
@@ -120,7 +122,8 @@ impl Session {
             return None;
         }
         let payload = &self.read[self.read_start + CLIENT_HEADER_BYTES..self.read_start + total];
-        let frame = wire::decode_payload(payload, crc);
+        let frame =
+            wire::decode_payload::<ClientFrame<&[u8]>>(payload, crc).map(|frame| frame.map_op(|op| ops.carve(op)));
         self.read_start += total;
         Some(frame)
     }
@@ -250,13 +253,14 @@ mod tests {
 
     fn feed(session: &mut Session, mut bytes: &[u8], chunk: usize) -> Vec<Result<ClientFrame, WireError>> {
         let mut frames = Vec::new();
+        let mut ops = OpArena::new();
         while !bytes.is_empty() {
             let space = session.read_space();
             let n = chunk.min(space.len()).min(bytes.len());
             space[..n].copy_from_slice(&bytes[..n]);
             session.received(n);
             bytes = &bytes[n..];
-            while let Some(frame) = session.next_frame() {
+            while let Some(frame) = session.next_frame(&mut ops) {
                 let refused = frame.is_err();
                 frames.push(frame);
                 if refused {
