@@ -7,29 +7,30 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::BuildHasherDefault;
 use serde::{Deserialize, Serialize};
 
-/// A key-value operation.
+/// A key-value operation. `B` holds its byte strings: owned `Bytes`, or `&[u8]` borrowed from the
+/// request while the store executes it (both encode alike).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KvOp {
+pub enum KvOp<B = Bytes> {
     /// Read a key.
     Get {
         /// Key.
-        key: Bytes,
+        key: B,
     },
     /// Write a key.
     Put {
         /// Key.
-        key: Bytes,
+        key: B,
         /// New value.
-        value: Bytes,
+        value: B,
     },
     /// Write `new` only if the key currently holds `expected` (`None`: absent).
     Cas {
         /// Key.
-        key: Bytes,
+        key: B,
         /// Value required now.
-        expected: Option<Bytes>,
+        expected: Option<B>,
         /// Value to write.
-        new: Bytes,
+        new: B,
     },
 }
 
@@ -51,14 +52,28 @@ pub enum KvReply {
     Malformed,
 }
 
-impl KvOp {
+/// `KvReply::Done` encoded: the reply to every put, built once.
+const DONE_REPLY: &[u8] = &[1];
+
+impl<B> KvOp<B> {
     /// The key the operation touches.
-    pub fn key(&self) -> &Bytes {
+    pub fn key(&self) -> &B {
         match self {
             KvOp::Get { key } | KvOp::Put { key, .. } | KvOp::Cas { key, .. } => key,
         }
     }
 
+    /// The same operation with its byte strings held as `f` makes them.
+    pub fn map_bytes<Into>(self, f: impl Fn(B) -> Into) -> KvOp<Into> {
+        match self {
+            KvOp::Get { key } => KvOp::Get { key: f(key) },
+            KvOp::Put { key, value } => KvOp::Put { key: f(key), value: f(value) },
+            KvOp::Cas { key, expected, new } => KvOp::Cas { key: f(key), expected: expected.map(&f), new: f(new) },
+        }
+    }
+}
+
+impl KvOp {
     /// Encodes for a request payload.
     pub fn encode(&self) -> Bytes {
         Bytes::from(postcard::to_stdvec(self).expect("encoding into a Vec cannot fail"))
@@ -108,7 +123,7 @@ impl KvStore {
         match op {
             KvOp::Get { key } => KvReply::Value(self.map.get(&key).cloned()),
             KvOp::Put { key, value } => {
-                self.map.insert(key, value);
+                self.put(&key, value);
                 KvReply::Done
             }
             KvOp::Cas { key, expected, new } => {
@@ -118,6 +133,16 @@ impl KvStore {
                     self.map.insert(key, new);
                 }
                 KvReply::Cas { ok, previous }
+            }
+        }
+    }
+
+    /// Writes `value` at `key`; the key is copied only when it is new.
+    fn put(&mut self, key: &[u8], value: Bytes) {
+        match self.map.get_mut(key) {
+            Some(held) => *held = value,
+            None => {
+                self.map.insert(Bytes::copy_from_slice(key), value);
             }
         }
     }
@@ -140,11 +165,15 @@ impl KvStore {
 
 impl StateMachine for KvStore {
     fn execute(&mut self, op: &[u8]) -> Bytes {
-        let reply = match KvOp::decode(op) {
-            Ok(op) => self.apply_op(op),
-            Err(_) => KvReply::Malformed,
-        };
-        reply.encode()
+        // Decoded borrowing from `op`: a put copies only its value (and its key if new).
+        match postcard::from_bytes::<KvOp<&[u8]>>(op) {
+            Ok(KvOp::Put { key, value }) => {
+                self.put(key, Bytes::copy_from_slice(value));
+                Bytes::from_static(DONE_REPLY)
+            }
+            Ok(op) => self.apply_op(op.map_bytes(Bytes::copy_from_slice)).encode(),
+            Err(_) => KvReply::Malformed.encode(),
+        }
     }
 
     fn save_checkpoint(&self) -> Bytes {
@@ -161,5 +190,68 @@ impl StateMachine for KvStore {
             postcard::from_bytes(data).map_err(|e| format!("kv checkpoint does not decode: {e}"))?;
         self.map = pairs.into_iter().collect();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn op_strategy() -> impl Strategy<Value = KvOp> {
+        let key = (0u8..6).prop_map(|k| Bytes::from(vec![k; 1 + k as usize]));
+        let value = proptest::collection::vec(any::<u8>(), 0..20).prop_map(Bytes::from);
+        prop_oneof![
+            key.clone().prop_map(|key| KvOp::Get { key }),
+            (key.clone(), value.clone()).prop_map(|(key, value)| KvOp::Put { key, value }),
+            (key, proptest::option::of(value.clone()), value).prop_map(|(key, expected, new)| KvOp::Cas {
+                key,
+                expected,
+                new
+            }),
+        ]
+    }
+
+    #[test]
+    fn the_built_in_put_reply_is_done_encoded() {
+        assert_eq!(&KvReply::Done.encode()[..], DONE_REPLY);
+    }
+
+    #[test]
+    fn bytes_that_are_no_operation_get_a_malformed_reply() {
+        let mut store = KvStore::default();
+        assert_eq!(KvReply::decode(&store.execute(&[9, 9, 9])).unwrap(), KvReply::Malformed);
+        assert!(store.is_empty());
+    }
+
+    proptest! {
+        /// Executing encoded operations (the borrowing path) answers and stores exactly what a
+        /// plain ordered map does.
+        #[test]
+        fn executed_operations_match_a_plain_map(ops in proptest::collection::vec(op_strategy(), 1..200)) {
+            let mut store = KvStore::default();
+            let mut model: BTreeMap<Bytes, Bytes> = BTreeMap::new();
+            for op in ops {
+                let expected = match op.clone() {
+                    KvOp::Get { key } => KvReply::Value(model.get(&key).cloned()),
+                    KvOp::Put { key, value } => {
+                        model.insert(key, value);
+                        KvReply::Done
+                    }
+                    KvOp::Cas { key, expected, new } => {
+                        let previous = model.get(&key).cloned();
+                        let ok = previous == expected;
+                        if ok {
+                            model.insert(key, new);
+                        }
+                        KvReply::Cas { ok, previous }
+                    }
+                };
+                prop_assert_eq!(KvReply::decode(&store.execute(&op.encode())).unwrap(), expected);
+            }
+            let held: BTreeMap<Bytes, Bytes> = store.map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            prop_assert_eq!(held, model);
+        }
     }
 }
