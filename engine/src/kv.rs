@@ -3,9 +3,9 @@
 use crate::state_machine::{Frozen, StateMachine};
 use bytes::Bytes;
 use imbl::GenericHashMap;
+use serde::{Deserialize, Serialize};
 use std::collections::hash_map::DefaultHasher;
 use std::hash::BuildHasherDefault;
-use serde::{Deserialize, Serialize};
 
 /// A key-value operation. `B` holds its byte strings: owned `Bytes`, or `&[u8]` borrowed from the
 /// request while the store executes it (both encode alike).
