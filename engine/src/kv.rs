@@ -1,5 +1,6 @@
 //! A key-value state machine (get / put / compare-and-set), used by tests, the simulator and the demo.
 
+use crate::kv_key::Key;
 use crate::state_machine::{Frozen, StateMachine};
 use bytes::Bytes;
 use imbl::GenericHashMap;
@@ -101,7 +102,7 @@ impl KvReply {
 /// function of the keys alone, so a run replays exactly. Chosen over the ordered map by
 /// callgrind: an ordered insert compares whole keys at every level (memcmp was the leader's top
 /// symbol), a hashed one compares hash bits.
-type Map = GenericHashMap<Bytes, Bytes, BuildHasherDefault<DefaultHasher>, imbl::shared_ptr::DefaultSharedPtr>;
+type Map = GenericHashMap<Key, Bytes, BuildHasherDefault<DefaultHasher>, imbl::shared_ptr::DefaultSharedPtr>;
 
 /// The key-value store. The map is persistent (structurally shared), so freezing it for a
 /// checkpoint is O(1) and the serialization runs off the replica's thread.
@@ -112,7 +113,7 @@ pub struct KvStore {
 
 /// The checkpoint: every pair, sorted by key (canonical whatever the map's layout).
 fn encode_pairs(map: &Map) -> Bytes {
-    let mut pairs: Vec<(&Bytes, &Bytes)> = map.iter().collect();
+    let mut pairs: Vec<(&Key, &Bytes)> = map.iter().collect();
     pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
     Bytes::from(postcard::to_stdvec(&pairs).expect("encoding into a Vec cannot fail"))
 }
@@ -121,16 +122,16 @@ impl KvStore {
     /// Applies one decoded operation.
     pub fn apply_op(&mut self, op: KvOp) -> KvReply {
         match op {
-            KvOp::Get { key } => KvReply::Value(self.map.get(&key).cloned()),
+            KvOp::Get { key } => KvReply::Value(self.map.get(&key[..]).cloned()),
             KvOp::Put { key, value } => {
                 self.put(&key, value);
                 KvReply::Done
             }
             KvOp::Cas { key, expected, new } => {
-                let previous = self.map.get(&key).cloned();
+                let previous = self.map.get(&key[..]).cloned();
                 let ok = previous == expected;
                 if ok {
-                    self.map.insert(key, new);
+                    self.map.insert(Key::from(key), new);
                 }
                 KvReply::Cas { ok, previous }
             }
@@ -142,7 +143,7 @@ impl KvStore {
         match self.map.get_mut(key) {
             Some(held) => *held = value,
             None => {
-                self.map.insert(Bytes::copy_from_slice(key), value);
+                self.map.insert(Key::copy_from_slice(key), value);
             }
         }
     }
@@ -188,7 +189,7 @@ impl StateMachine for KvStore {
     fn load_checkpoint(&mut self, data: &[u8]) -> Result<(), String> {
         let pairs: Vec<(Bytes, Bytes)> =
             postcard::from_bytes(data).map_err(|e| format!("kv checkpoint does not decode: {e}"))?;
-        self.map = pairs.into_iter().collect();
+        self.map = pairs.into_iter().map(|(key, value)| (Key::from(key), value)).collect();
         Ok(())
     }
 }
@@ -250,7 +251,8 @@ mod tests {
                 };
                 prop_assert_eq!(KvReply::decode(&store.execute(&op.encode())).unwrap(), expected);
             }
-            let held: BTreeMap<Bytes, Bytes> = store.map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let held: BTreeMap<Bytes, Bytes> =
+                store.map.iter().map(|(k, v)| (Bytes::copy_from_slice(k.as_bytes()), v.clone())).collect();
             prop_assert_eq!(held, model);
         }
     }

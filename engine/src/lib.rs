@@ -9,6 +9,7 @@ pub mod codec;
 pub mod core;
 pub mod durable;
 pub mod kv;
+pub mod kv_key;
 pub mod membership;
 pub mod message;
 pub mod runtime;
