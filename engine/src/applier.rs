@@ -119,7 +119,11 @@ impl<S: StateMachine> Applier<S> {
                 session => {
                     let reply = self.state_machine.execute(&request.op);
                     self.executed_count += 1;
-                    session.insert_entry((request.seq, reply.clone()));
+                    let latest = (request.seq, reply.clone());
+                    match session {
+                        Entry::Occupied(mut held) => drop(held.insert(latest)),
+                        Entry::Vacant(free) => drop(free.insert(latest)),
+                    }
                     Outcome::Executed(reply)
                 }
             };
