@@ -37,7 +37,7 @@ pub struct Applier<S> {
     /// Hashed, not ordered: one probe per request (the ordered map's walk missed the cache under a
     /// large state). Randomly seeded, so clients cannot pick colliding ids; nothing iterates it
     /// except a checkpoint, which sorts.
-    sessions: HashMap<ClientId, (u64, Bytes)>,
+    sessions: HashMap<ClientId, (u64, Bytes), foldhash::fast::RandomState>,
     next_slot: Slot,
     executed_count: u64,
     membership: Membership,
@@ -56,7 +56,7 @@ impl<S: StateMachine> Applier<S> {
     pub fn new(state_machine: S, membership: Membership) -> Self {
         Applier {
             state_machine,
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             next_slot: 0,
             executed_count: 0,
             membership,
