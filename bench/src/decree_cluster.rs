@@ -207,8 +207,14 @@ impl DecreeCluster {
 impl Drop for DecreeCluster {
     fn drop(&mut self) {
         let dir = self.dir.display().to_string();
-        if let Err(e) = run_decree(&self.bin, &["cluster", "down", "--dir", &dir, "--purge"]) {
+        // DECREE_KEEP_LOGS (as for the cluster tests) keeps the replicas' logs and data to read.
+        let keep = std::env::var_os("DECREE_KEEP_LOGS").is_some();
+        let args: &[&str] = if keep { &["cluster", "down", "--dir", &dir] } else { &["cluster", "down", "--dir", &dir, "--purge"] };
+        if let Err(e) = run_decree(&self.bin, args) {
             eprintln!("decree-bench: stopping the cluster: {e}");
+        }
+        if keep {
+            eprintln!("decree-bench: replica logs kept in {dir} (DECREE_KEEP_LOGS)");
         }
     }
 }
