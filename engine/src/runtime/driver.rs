@@ -48,6 +48,8 @@ pub struct Driver<S, T, R, O> {
     started: Instant,
     tick_ms: u64,
     checkpoint_every_slots: u64,
+    /// The core's `checkpoint_retain_slots`: log it keeps below a checkpoint.
+    checkpoint_retain_slots: u64,
     last_checkpoint_slot: u64,
     /// Reads waiting for the core's read-index, by read id.
     reads: HashMap<u64, PendingRead<R>>,
@@ -65,7 +67,7 @@ struct PendingRead<R> {
 impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Driver<S, T, R, O> {
     /// Wires a recovered core and applier (built from the same recovered checkpoint, if any) to
     /// their rings and transport. A checkpoint is taken every `checkpoint_every_slots` applied
-    /// slots (0: never).
+    /// slots (0: never) and when the log is half full (`maybe_checkpoint`).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         core: Replica,
@@ -77,6 +79,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
         observer: Arc<O>,
         tick_ms: u64,
         checkpoint_every_slots: u64,
+        checkpoint_retain_slots: u64,
     ) -> Self {
         let last_checkpoint_slot = applier.next_slot();
         Driver {
@@ -94,6 +97,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
             started: Instant::now(),
             tick_ms: tick_ms.max(1),
             checkpoint_every_slots,
+            checkpoint_retain_slots,
             last_checkpoint_slot,
             reads: HashMap::new(),
             next_read_id: 1,
@@ -240,14 +244,23 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
         self.maybe_checkpoint();
     }
 
-    /// The checkpoint policy: every `checkpoint_every_slots` applied slots, hand the core a
-    /// checkpoint so it can persist it and discard the log below it (bounding the log's size).
+    /// The checkpoint policy: hand the core a checkpoint so it can persist it and discard the log
+    /// below it, every `checkpoint_every_slots` applied slots, and also whenever the log is half
+    /// full: under large batches the slot count alone let a 256 MiB log fill up (and a full log
+    /// stops the replica) before the next checkpoint was due.
     fn maybe_checkpoint(&mut self) {
+        let next = self.applier.next_slot();
         let every = self.checkpoint_every_slots;
-        if every == 0 || self.applier.next_slot() < self.last_checkpoint_slot + every {
-            return;
+        let slots_due = every != 0 && next >= self.last_checkpoint_slot + every;
+        let capacity = self.shared.log_capacity_bytes.load(Ordering::Relaxed);
+        let half_full = capacity != 0 && self.shared.log_bytes.load(Ordering::Relaxed) >= capacity / 2;
+        // Far enough past the last checkpoint that discarding below the next one frees log space
+        // (the core keeps `checkpoint_retain_slots` behind it), so a slow discard cannot turn
+        // into a checkpoint per step.
+        let bytes_due = half_full && next > self.last_checkpoint_slot + 2 * self.checkpoint_retain_slots;
+        if slots_due || bytes_due {
+            self.take_checkpoint();
         }
-        self.take_checkpoint();
     }
 
     /// Checkpoints the applier now and hands it to the core; returns its slot (None: nothing

@@ -91,6 +91,7 @@ impl<R: Responder> Node<R> {
     {
         let shared = Arc::new(Shared::default());
         shared.log_bytes.store(storage.size_bytes(), Ordering::Relaxed);
+        shared.log_capacity_bytes.store(storage.capacity_bytes().unwrap_or(0), Ordering::Relaxed);
         let persist: Arc<Ring<PersistJob>> = Arc::new(Ring::new(config.persist_capacity));
         // The applier starts from the same checkpoint the core recovers (or from scratch).
         let applier = match durable.checkpoint() {
@@ -120,6 +121,7 @@ impl<R: Responder> Node<R> {
                 observer,
                 config.tick_ms,
                 config.checkpoint_every_slots,
+                config.core.checkpoint_retain_slots,
             );
             let placement = config.placement.clone();
             let idler = Idler::new(config.spin_iterations, config.yield_iterations);

@@ -11,6 +11,8 @@ pub struct Shared {
     pub failed: AtomicBool,
     /// Bytes the log holds.
     pub log_bytes: AtomicU64,
+    /// Bytes the log can hold (0: unbounded); set once at start.
+    pub log_capacity_bytes: AtomicU64,
 }
 
 impl Shared {

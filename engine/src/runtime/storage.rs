@@ -18,6 +18,11 @@ pub trait LogStorage: Send + 'static {
     /// Persists everything staged (one group commit); returns the highest ticket now durable,
     /// if a new one became durable.
     fn sync(&mut self) -> Result<Option<u64>, StorageError>;
-    /// Bytes the log holds, for metrics and status.
+    /// Bytes the log holds, for metrics, status and the checkpoint policy.
     fn size_bytes(&self) -> u64;
+    /// Bytes the log can hold (None: unbounded). The driver checkpoints once the log is half
+    /// full, so a burst of large batches cannot fill it between slot-count checkpoints.
+    fn capacity_bytes(&self) -> Option<u64> {
+        None
+    }
 }

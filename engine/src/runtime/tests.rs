@@ -33,22 +33,34 @@ impl PeerTransport for RingTransport {
     }
 }
 
-/// Memory storage with a slow sync, counting syncs and staged writes.
+/// Memory storage with a slow sync, counting syncs and staged writes. With a capacity it models a
+/// bounded log: each write takes `WRITE_BYTES`, a checkpoint discards everything, and a write
+/// that does not fit fails as a full log does.
 struct SlowStorage {
     staged: Option<u64>,
     writes: Arc<AtomicU64>,
     syncs: Arc<AtomicU64>,
     checkpoints: Arc<AtomicU64>,
+    capacity: Option<u64>,
+    used: u64,
 }
 
+const WRITE_BYTES: u64 = 1_000;
+
 impl LogStorage for SlowStorage {
-    fn stage(&mut self, ticket: u64, _write: &DurableWrite) -> Result<(), StorageError> {
+    fn stage(&mut self, ticket: u64, write: &DurableWrite) -> Result<(), StorageError> {
         self.staged = Some(ticket);
         self.writes.fetch_add(1, Ordering::Relaxed);
-        if matches!(_write, DurableWrite::Checkpoint(_)) {
+        if matches!(write, DurableWrite::Checkpoint(_)) {
             self.checkpoints.fetch_add(1, Ordering::Relaxed);
+            self.used = 0;
+        } else {
+            self.used += WRITE_BYTES;
         }
-        Ok(())
+        match self.capacity {
+            Some(capacity) if self.used > capacity => Err(StorageError { detail: "log full".into() }),
+            _ => Ok(()),
+        }
     }
     fn sync(&mut self) -> Result<Option<u64>, StorageError> {
         std::thread::sleep(Duration::from_millis(2));
@@ -56,7 +68,10 @@ impl LogStorage for SlowStorage {
         Ok(self.staged.take())
     }
     fn size_bytes(&self) -> u64 {
-        0
+        self.used
+    }
+    fn capacity_bytes(&self) -> Option<u64> {
+        self.capacity
     }
 }
 
@@ -72,6 +87,10 @@ fn start() -> Cluster {
 }
 
 fn start_with(checkpoint_every_slots: u64) -> Cluster {
+    start_bounded(checkpoint_every_slots, None)
+}
+
+fn start_bounded(checkpoint_every_slots: u64, log_capacity: Option<u64>) -> Cluster {
     let inboxes: Inboxes = Arc::default();
     let voters: Vec<ReplicaId> = (0..3).map(ReplicaId).collect();
     let (writes, syncs, checkpoints) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -90,7 +109,14 @@ fn start_with(checkpoint_every_slots: u64) -> Cluster {
         .into_iter()
         .zip(rings)
         .map(|(config, inbox)| {
-            let storage = SlowStorage { staged: None, writes: writes.clone(), syncs: syncs.clone(), checkpoints: checkpoints.clone() };
+            let storage = SlowStorage {
+                staged: None,
+                writes: writes.clone(),
+                syncs: syncs.clone(),
+                checkpoints: checkpoints.clone(),
+                capacity: log_capacity,
+                used: 0,
+            };
             Node::start(config, inbox, Durable::default(), KvStore::default(), RingTransport(inboxes.clone()), storage, Arc::new(NoopObserver))
                 .unwrap()
         })
@@ -188,6 +214,24 @@ fn the_driver_takes_checkpoints_and_the_storage_persists_them() {
     let applied = status(&cluster.nodes[leader]).core.applied;
     assert!(applied >= 40, "applied {applied}");
     assert!(cluster.checkpoints.load(Ordering::Relaxed) >= 3, "no checkpoints reached storage");
+    for node in cluster.nodes {
+        node.shutdown();
+    }
+}
+
+#[test]
+fn a_half_full_log_is_checkpointed_before_it_fills_even_with_no_slot_count_due() {
+    // Room for 300 writes and never a checkpoint by slot count: 500 one-request slots overfill
+    // the log unless the half-full rule checkpoints it (each checkpoint empties this log).
+    let cluster = start_bounded(0, Some(300 * WRITE_BYTES));
+    let leader = wait_leader(&cluster);
+    let (tx, rx) = channel::unbounded();
+    for seq in 1..=500 {
+        put_seq(&cluster.nodes[leader], 1, seq, &tx);
+        collect(&rx, 1);
+    }
+    assert!(cluster.nodes.iter().all(|node| !node.failed()), "a log filled up");
+    assert!(cluster.checkpoints.load(Ordering::Relaxed) >= 3, "no half-full checkpoints reached storage");
     for node in cluster.nodes {
         node.shutdown();
     }

@@ -82,6 +82,10 @@ impl LogStorage for PmemStorage {
     fn size_bytes(&self) -> u64 {
         self.log.capacity_bytes() - self.log.free_bytes()
     }
+
+    fn capacity_bytes(&self) -> Option<u64> {
+        Some(self.log.capacity_bytes())
+    }
 }
 
 #[cfg(test)]
