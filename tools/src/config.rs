@@ -66,7 +66,7 @@ pub struct LogSection {
     #[serde(default = "default_log_size_mib")]
     pub size_mib: u64,
     /// Checkpoint the state machine every this many applied slots, then discard the log below it
-    /// (0: never; the log then keeps every write and eventually fills).
+    /// (0: not by count). The runtime also checkpoints whenever the log is half full.
     #[serde(default = "default_checkpoint_every_slots")]
     pub checkpoint_every_slots: u64,
 }
