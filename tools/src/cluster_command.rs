@@ -51,8 +51,8 @@ pub struct UpArgs {
     /// Size of each replica's log file.
     #[arg(long, default_value_t = 256)]
     log_size_mib: u64,
-    /// Checkpoint every this many applied slots and discard the log below (0: never, and the log
-    /// then holds every write: about 230 bytes per 64-byte put).
+    /// Checkpoint every this many applied slots and discard the log below (0: not by count; a
+    /// half-full log is checkpointed either way).
     #[arg(long, default_value_t = 10_000)]
     checkpoint_every_slots: u64,
     /// Between replicas: tcp (framed messages) or shm (one-sided stores into each other's
