@@ -157,6 +157,10 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
                         self.next_read_id += 1;
                         self.reads.insert(id, PendingRead { request, waiter });
                         self.step(Input::Read { id });
+                    } else if self.log_nearly_full() {
+                        // A full log stops the replica: shed writes until a checkpoint frees
+                        // space (the client backs off and retries the same seq).
+                        waiter.reply_to.respond(request_id, Response::Busy);
                     } else {
                         self.awaiting.insert((request.client, request.seq), waiter);
                         self.batch.push(request);
@@ -261,6 +265,13 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
         if slots_due || bytes_due {
             self.take_checkpoint();
         }
+    }
+
+    /// Whether the log is three quarters full: past the half-full checkpoint, so a checkpoint is
+    /// on its way but has not freed space yet.
+    fn log_nearly_full(&self) -> bool {
+        let capacity = self.shared.log_capacity_bytes.load(Ordering::Relaxed);
+        capacity != 0 && self.shared.log_bytes.load(Ordering::Relaxed) >= capacity / 4 * 3
     }
 
     /// Checkpoints the applier now and hands it to the core; returns its slot (None: nothing

@@ -43,6 +43,8 @@ struct SlowStorage {
     checkpoints: Arc<AtomicU64>,
     capacity: Option<u64>,
     used: u64,
+    /// Whether a checkpoint empties the log (false: it frees nothing, as a stuck discard would).
+    checkpoint_frees: bool,
 }
 
 const WRITE_BYTES: u64 = 1_000;
@@ -53,7 +55,9 @@ impl LogStorage for SlowStorage {
         self.writes.fetch_add(1, Ordering::Relaxed);
         if matches!(write, DurableWrite::Checkpoint(_)) {
             self.checkpoints.fetch_add(1, Ordering::Relaxed);
-            self.used = 0;
+            if self.checkpoint_frees {
+                self.used = 0;
+            }
         } else {
             self.used += WRITE_BYTES;
         }
@@ -87,10 +91,10 @@ fn start() -> Cluster {
 }
 
 fn start_with(checkpoint_every_slots: u64) -> Cluster {
-    start_bounded(checkpoint_every_slots, None)
+    start_bounded(checkpoint_every_slots, None, true)
 }
 
-fn start_bounded(checkpoint_every_slots: u64, log_capacity: Option<u64>) -> Cluster {
+fn start_bounded(checkpoint_every_slots: u64, log_capacity: Option<u64>, checkpoint_frees: bool) -> Cluster {
     let inboxes: Inboxes = Arc::default();
     let voters: Vec<ReplicaId> = (0..3).map(ReplicaId).collect();
     let (writes, syncs, checkpoints) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -116,6 +120,7 @@ fn start_bounded(checkpoint_every_slots: u64, log_capacity: Option<u64>) -> Clus
                 checkpoints: checkpoints.clone(),
                 capacity: log_capacity,
                 used: 0,
+                checkpoint_frees,
             };
             Node::start(config, inbox, Durable::default(), KvStore::default(), RingTransport(inboxes.clone()), storage, Arc::new(NoopObserver))
                 .unwrap()
@@ -223,7 +228,7 @@ fn the_driver_takes_checkpoints_and_the_storage_persists_them() {
 fn a_half_full_log_is_checkpointed_before_it_fills_even_with_no_slot_count_due() {
     // Room for 300 writes and never a checkpoint by slot count: 500 one-request slots overfill
     // the log unless the half-full rule checkpoints it (each checkpoint empties this log).
-    let cluster = start_bounded(0, Some(300 * WRITE_BYTES));
+    let cluster = start_bounded(0, Some(300 * WRITE_BYTES), true);
     let leader = wait_leader(&cluster);
     let (tx, rx) = channel::unbounded();
     for seq in 1..=500 {
@@ -232,6 +237,28 @@ fn a_half_full_log_is_checkpointed_before_it_fills_even_with_no_slot_count_due()
     }
     assert!(cluster.nodes.iter().all(|node| !node.failed()), "a log filled up");
     assert!(cluster.checkpoints.load(Ordering::Relaxed) >= 3, "no half-full checkpoints reached storage");
+    for node in cluster.nodes {
+        node.shutdown();
+    }
+}
+
+#[test]
+fn a_leader_whose_log_is_nearly_full_sheds_writes_instead_of_filling_it() {
+    // Checkpoints free nothing here, so only shedding keeps the log from filling up.
+    let cluster = start_bounded(0, Some(200 * WRITE_BYTES), false);
+    let leader = wait_leader(&cluster);
+    let (tx, rx) = channel::unbounded();
+    let mut busy = 0;
+    for seq in 1..=300 {
+        put_seq(&cluster.nodes[leader], 1, seq, &tx);
+        busy += collect(&rx, 1).iter().filter(|(_, response)| matches!(response, Response::Busy)).count();
+    }
+    assert!(busy > 0, "the leader never shed a write");
+    assert!(cluster.nodes.iter().all(|node| !node.failed()), "a log filled up");
+    // Reads need no log space and are still served.
+    let get = KvOp::Get { key: Bytes::from_static(b"k1") };
+    request(&cluster.nodes[leader], 2, 1, get, &tx);
+    assert!(matches!(collect(&rx, 1)[0].1, Response::Reply { .. }));
     for node in cluster.nodes {
         node.shutdown();
     }
