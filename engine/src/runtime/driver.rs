@@ -50,6 +50,8 @@ pub struct Driver<S, T, R, O> {
     checkpoint_every_slots: u64,
     /// The core's `checkpoint_retain_slots`: log it keeps below a checkpoint.
     checkpoint_retain_slots: u64,
+    /// Client writes are being shed because the log is nearly full (logged on each change).
+    shedding: bool,
     last_checkpoint_slot: u64,
     /// Reads waiting for the core's read-index, by read id.
     reads: HashMap<u64, PendingRead<R>>,
@@ -98,6 +100,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
             tick_ms: tick_ms.max(1),
             checkpoint_every_slots,
             checkpoint_retain_slots,
+            shedding: false,
             last_checkpoint_slot,
             reads: HashMap::new(),
             next_read_id: 1,
@@ -157,7 +160,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
                         self.next_read_id += 1;
                         self.reads.insert(id, PendingRead { request, waiter });
                         self.step(Input::Read { id });
-                    } else if self.log_nearly_full() {
+                    } else if self.shed_writes() {
                         // A full log stops the replica: shed writes until a checkpoint frees
                         // space (the client backs off and retries the same seq).
                         waiter.reply_to.respond(request_id, Response::Busy);
@@ -267,11 +270,21 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
         }
     }
 
-    /// Whether the log is three quarters full: past the half-full checkpoint, so a checkpoint is
-    /// on its way but has not freed space yet.
-    fn log_nearly_full(&self) -> bool {
+    /// Whether client writes are shed now: the log is three quarters full, past the half-full
+    /// checkpoint, so a checkpoint is due or on its way but has not freed space yet.
+    fn shed_writes(&mut self) -> bool {
         let capacity = self.shared.log_capacity_bytes.load(Ordering::Relaxed);
-        capacity != 0 && self.shared.log_bytes.load(Ordering::Relaxed) >= capacity / 4 * 3
+        let bytes = self.shared.log_bytes.load(Ordering::Relaxed);
+        let nearly_full = capacity != 0 && bytes >= capacity / 4 * 3;
+        if nearly_full != self.shedding {
+            self.shedding = nearly_full;
+            if nearly_full {
+                tracing::warn!(log_bytes = bytes, capacity, "log three quarters full; answering client writes Busy until a checkpoint frees space");
+            } else {
+                tracing::info!(log_bytes = bytes, capacity, "log space freed; accepting client writes again");
+            }
+        }
+        nearly_full
     }
 
     /// Checkpoints the applier now and hands it to the core; returns its slot (None: nothing
