@@ -163,6 +163,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
                     } else if self.shed_writes() {
                         // A full log stops the replica: shed writes until a checkpoint frees
                         // space (the client backs off and retries the same seq).
+                        self.observer.on_write_shed();
                         waiter.reply_to.respond(request_id, Response::Busy);
                     } else {
                         self.awaiting.insert((request.client, request.seq), waiter);

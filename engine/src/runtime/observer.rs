@@ -16,6 +16,8 @@ pub trait Observer: Send + Sync + 'static {
     fn on_checkpoint(&self, _slot: u64, _bytes: usize) {}
     /// One group commit persisted `writes` durable writes; the log now holds `log_bytes`.
     fn on_group_commit(&self, _writes: usize, _log_bytes: u64) {}
+    /// A client write was answered Busy because the log is nearly full.
+    fn on_write_shed(&self) {}
 }
 
 /// Ignores everything.

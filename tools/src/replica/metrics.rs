@@ -21,6 +21,7 @@ pub struct Metrics {
     checkpoint_slot: Gauge,
     leading: Gauge,
     log_bytes: Gauge,
+    writes_shed: Counter,
     batch_requests: Histogram,
     group_commit_writes: Histogram,
     request_latency_seconds: Histogram,
@@ -38,6 +39,7 @@ impl Metrics {
             checkpoint_slot: Gauge::default(),
             leading: Gauge::default(),
             log_bytes: Gauge::default(),
+            writes_shed: Counter::default(),
             batch_requests: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             group_commit_writes: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             request_latency_seconds: Histogram::new(exponential_buckets(25e-6, 2.0, 18)),
@@ -50,6 +52,11 @@ impl Metrics {
         registry.register("checkpoint_slot", "Slot of the newest checkpoint taken here", m.checkpoint_slot.clone());
         registry.register("leading", "1 while this replica leads", m.leading.clone());
         registry.register("log_bytes", "Bytes held by the persistent log", m.log_bytes.clone());
+        registry.register(
+            "writes_shed",
+            "Client writes answered Busy because the log was three quarters full",
+            m.writes_shed.clone(),
+        );
         registry.register("batch_requests", "Client requests per proposal", m.batch_requests.clone());
         registry.register("group_commit_writes", "Durable writes per log sync", m.group_commit_writes.clone());
         registry.register(
@@ -93,6 +100,9 @@ impl Observer for Metrics {
         self.group_commit_writes.observe(writes as f64);
         self.log_bytes.set(log_bytes as i64);
     }
+    fn on_write_shed(&self) {
+        self.writes_shed.inc();
+    }
 }
 
 /// Serves `metrics` over HTTP on `listener` from a background thread.
@@ -114,4 +124,29 @@ pub fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             }
         })
         .expect("spawning the metrics thread");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_observer_hooks_show_in_the_text_exposition() {
+        let metrics = Metrics::new(2);
+        metrics.on_applied(3, 40);
+        metrics.on_group_commit(5, 4096);
+        metrics.on_write_shed();
+        metrics.on_write_shed();
+        metrics.on_reply(100);
+        let text = metrics.render();
+        for line in [
+            "decree_applied_slots_total{replica=\"2\"} 3",
+            "decree_applied_requests_total{replica=\"2\"} 40",
+            "decree_log_bytes{replica=\"2\"} 4096",
+            "decree_writes_shed_total{replica=\"2\"} 2",
+            "decree_request_latency_seconds_count{replica=\"2\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+        }
+    }
 }
