@@ -97,7 +97,8 @@ fn start_with(checkpoint_every_slots: u64) -> Cluster {
 fn start_bounded(checkpoint_every_slots: u64, log_capacity: Option<u64>, checkpoint_frees: bool) -> Cluster {
     let inboxes: Inboxes = Arc::default();
     let voters: Vec<ReplicaId> = (0..3).map(ReplicaId).collect();
-    let (writes, syncs, checkpoints) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (writes, syncs, checkpoints) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let configs: Vec<NodeConfig> = voters
         .iter()
         .map(|id| {
@@ -122,11 +123,38 @@ fn start_bounded(checkpoint_every_slots: u64, log_capacity: Option<u64>, checkpo
                 used: 0,
                 checkpoint_frees,
             };
-            Node::start(config, inbox, Durable::default(), KvStore::default(), RingTransport(inboxes.clone()), storage, Arc::new(NoopObserver))
-                .unwrap()
+            Node::start(
+                config,
+                inbox,
+                Durable::default(),
+                KvStore::default(),
+                RingTransport(inboxes.clone()),
+                storage,
+                Arc::new(NoopObserver),
+            )
+            .unwrap()
         })
         .collect();
     Cluster { nodes, writes, syncs, checkpoints }
+}
+
+impl Cluster {
+    fn shutdown(self) {
+        for node in self.nodes {
+            node.shutdown();
+        }
+    }
+
+    /// Puts `count` writes of client 1 at `node` one at a time (one slot each); returns the answers.
+    fn put_one_at_a_time(&self, node: usize, count: u64) -> Vec<Response> {
+        let (tx, rx) = channel::unbounded();
+        (1..=count)
+            .map(|seq| {
+                put_seq(&self.nodes[node], 1, seq, &tx);
+                collect(&rx, 1).remove(0).1
+            })
+            .collect()
+    }
 }
 
 fn status(node: &Node<Reply>) -> NodeStatus {
@@ -180,9 +208,7 @@ fn leader_replies_to_every_request_and_the_log_is_group_committed() {
     }
     let (writes, syncs) = (cluster.writes.load(Ordering::Relaxed), cluster.syncs.load(Ordering::Relaxed));
     assert!(syncs < writes, "no group commit: {syncs} syncs for {writes} staged writes");
-    for node in cluster.nodes {
-        node.shutdown();
-    }
+    cluster.shutdown();
 }
 
 #[test]
@@ -201,27 +227,19 @@ fn a_follower_redirects_to_the_leader() {
     let (id, response) = collect(&rx, 1).remove(0);
     assert_eq!(id, 7);
     assert_eq!(response, Response::Redirect { leader: Some(ReplicaId(leader as u32)) });
-    for node in cluster.nodes {
-        node.shutdown();
-    }
+    cluster.shutdown();
 }
 
 #[test]
 fn the_driver_takes_checkpoints_and_the_storage_persists_them() {
     let cluster = start_with(5);
     let leader = wait_leader(&cluster);
-    let (tx, rx) = channel::unbounded();
     // One request at a time: one slot each, so 40 slots pass 5-slot checkpoint marks 8 times.
-    for seq in 1..=40 {
-        put_seq(&cluster.nodes[leader], 1, seq, &tx);
-        collect(&rx, 1);
-    }
+    cluster.put_one_at_a_time(leader, 40);
     let applied = status(&cluster.nodes[leader]).core.applied;
     assert!(applied >= 40, "applied {applied}");
     assert!(cluster.checkpoints.load(Ordering::Relaxed) >= 3, "no checkpoints reached storage");
-    for node in cluster.nodes {
-        node.shutdown();
-    }
+    cluster.shutdown();
 }
 
 #[test]
@@ -230,16 +248,10 @@ fn a_half_full_log_is_checkpointed_before_it_fills_even_with_no_slot_count_due()
     // the log unless the half-full rule checkpoints it (each checkpoint empties this log).
     let cluster = start_bounded(0, Some(300 * WRITE_BYTES), true);
     let leader = wait_leader(&cluster);
-    let (tx, rx) = channel::unbounded();
-    for seq in 1..=500 {
-        put_seq(&cluster.nodes[leader], 1, seq, &tx);
-        collect(&rx, 1);
-    }
+    cluster.put_one_at_a_time(leader, 500);
     assert!(cluster.nodes.iter().all(|node| !node.failed()), "a log filled up");
     assert!(cluster.checkpoints.load(Ordering::Relaxed) >= 3, "no half-full checkpoints reached storage");
-    for node in cluster.nodes {
-        node.shutdown();
-    }
+    cluster.shutdown();
 }
 
 #[test]
@@ -247,21 +259,16 @@ fn a_leader_whose_log_is_nearly_full_sheds_writes_instead_of_filling_it() {
     // Checkpoints free nothing here, so only shedding keeps the log from filling up.
     let cluster = start_bounded(0, Some(200 * WRITE_BYTES), false);
     let leader = wait_leader(&cluster);
-    let (tx, rx) = channel::unbounded();
-    let mut busy = 0;
-    for seq in 1..=300 {
-        put_seq(&cluster.nodes[leader], 1, seq, &tx);
-        busy += collect(&rx, 1).iter().filter(|(_, response)| matches!(response, Response::Busy)).count();
-    }
+    let busy =
+        cluster.put_one_at_a_time(leader, 300).iter().filter(|response| matches!(response, Response::Busy)).count();
     assert!(busy > 0, "the leader never shed a write");
     assert!(cluster.nodes.iter().all(|node| !node.failed()), "a log filled up");
     // Reads need no log space and are still served.
+    let (tx, rx) = channel::unbounded();
     let get = KvOp::Get { key: Bytes::from_static(b"k1") };
     request(&cluster.nodes[leader], 2, 1, get, &tx);
     assert!(matches!(collect(&rx, 1)[0].1, Response::Reply { .. }));
-    for node in cluster.nodes {
-        node.shutdown();
-    }
+    cluster.shutdown();
 }
 
 fn request(node: &Node<Reply>, client: u64, seq: u64, op: KvOp, tx: &Sender<(u64, Response)>) {
@@ -285,9 +292,7 @@ fn gets_are_served_by_read_index_without_a_log_slot_and_see_the_latest_write() {
         assert_eq!(KvReply::decode(&payload).unwrap(), KvReply::Value(Some(Bytes::from_static(b"v1"))));
     }
     assert_eq!(status(&cluster.nodes[leader]).core.log_end, log_end, "gets took log slots");
-    for node in cluster.nodes {
-        node.shutdown();
-    }
+    cluster.shutdown();
 }
 
 fn ask(node: &Node<Reply>, event: impl FnOnce(Reply) -> Event<Reply>) -> Response {
@@ -319,28 +324,53 @@ fn operator_events_checkpoint_change_membership_at_the_leader_and_serve_stale_re
 
     // A stale read at a follower waits for `min_slot`, then sees the write; a write is refused.
     let get = Request { client: ClientId(9), seq: 2, op: KvOp::Get { key: key.clone() }.encode() };
-    let response = ask(&cluster.nodes[follower], |reply_to| Event::FastRead { request: get, min_slot: applied, request_id: 2, reply_to });
+    let response = ask(&cluster.nodes[follower], |reply_to| Event::FastRead {
+        request: get,
+        min_slot: applied,
+        request_id: 2,
+        reply_to,
+    });
     let Response::Reply { payload, .. } = response else { panic!("{response:?}") };
     assert_eq!(KvReply::decode(&payload).unwrap(), KvReply::Value(Some(Bytes::from_static(b"v1"))));
     let put = Request { client: ClientId(9), seq: 3, op: KvOp::Put { key, value: Bytes::new() }.encode() };
-    let response = ask(&cluster.nodes[follower], |reply_to| Event::FastRead { request: put, min_slot: 0, request_id: 3, reply_to });
+    let response = ask(&cluster.nodes[follower], |reply_to| Event::FastRead {
+        request: put,
+        min_slot: 0,
+        request_id: 3,
+        reply_to,
+    });
     assert!(matches!(response, Response::Admin { ok: false, .. }), "{response:?}");
 
     // Membership edits: a follower points at the leader; the leader validates, then proposes.
     let remove = |id: usize| MembershipChange::Remove(ReplicaId(id as u32));
-    let response = ask(&cluster.nodes[follower], |reply_to| Event::ChangeMembership { change: remove(follower), request_id: 4, reply_to });
-    assert_eq!(response, Response::Admin { ok: false, detail: "not the leader".into(), leader: Some(ReplicaId(leader as u32)), slot: None });
-    let response = ask(&cluster.nodes[leader], |reply_to| Event::ChangeMembership { change: remove(9), request_id: 5, reply_to });
+    let response = ask(&cluster.nodes[follower], |reply_to| Event::ChangeMembership {
+        change: remove(follower),
+        request_id: 4,
+        reply_to,
+    });
+    assert_eq!(
+        response,
+        Response::Admin {
+            ok: false,
+            detail: "not the leader".into(),
+            leader: Some(ReplicaId(leader as u32)),
+            slot: None
+        }
+    );
+    let response =
+        ask(&cluster.nodes[leader], |reply_to| Event::ChangeMembership { change: remove(9), request_id: 5, reply_to });
     let Response::Admin { ok: false, detail, .. } = response else { panic!("{response:?}") };
     assert!(detail.contains("not a member"), "{detail}");
-    let response = ask(&cluster.nodes[leader], |reply_to| Event::ChangeMembership { change: remove(follower), request_id: 6, reply_to });
+    let response = ask(&cluster.nodes[leader], |reply_to| Event::ChangeMembership {
+        change: remove(follower),
+        request_id: 6,
+        reply_to,
+    });
     let Response::Admin { ok: true, slot: Some(_), .. } = response else { panic!("{response:?}") };
     let deadline = Instant::now() + Duration::from_secs(5);
     while status(&cluster.nodes[leader]).core.membership.is_member(ReplicaId(follower as u32)) {
         assert!(Instant::now() < deadline, "the removal never applied at the leader");
         std::thread::sleep(Duration::from_millis(10));
     }
-    for node in cluster.nodes {
-        node.shutdown();
-    }
+    cluster.shutdown();
 }
