@@ -196,19 +196,23 @@ impl<'a> Header<'a> {
     /// Whether the immediate ring is full (the follower is not polling).
     pub fn imm_ring_full(&self) -> bool {
         let head = self.word(OFF_IMM_HEAD).load(Ordering::Relaxed);
-        head - self.word(OFF_IMM_TAIL).load(Ordering::Acquire) >= IMM_SLOTS as u64
+        // Wrapping: a revoked writer that resumes late may have moved `head` behind `tail`
+        // (see `pop_imm`); that reads as full until the follower resets the ring.
+        head.wrapping_sub(self.word(OFF_IMM_TAIL).load(Ordering::Acquire)) >= IMM_SLOTS as u64
     }
 
-    /// Leader (holding BUSY, after checking `imm_ring_full`): queues an immediate.
-    pub fn push_imm(&self, imm: u32) {
-        assert!(
-            !self.imm_ring_full(),
-            "invariant: immediate ring checked for space before the write"
-        );
+    /// Leader (holding BUSY): queues an immediate; false if the ring is full.
+    pub fn push_imm(&self, imm: u32) -> bool {
+        // Re-checked here, not asserted: after `grant` revoked a stalled holder, that holder may
+        // resume and push beside the new one (one writer is the rule, not a guarantee).
+        if self.imm_ring_full() {
+            return false;
+        }
         let head = self.word(OFF_IMM_HEAD).load(Ordering::Relaxed);
         self.word(OFF_IMM_RING + (head as usize % IMM_SLOTS) * 8)
             .store(u64::from(imm), Ordering::Relaxed);
         self.word(OFF_IMM_HEAD).store(head + 1, Ordering::Release);
+        true
     }
 
     /// Follower: takes the oldest queued immediate.
@@ -216,6 +220,12 @@ impl<'a> Header<'a> {
         let tail = self.word(OFF_IMM_TAIL).load(Ordering::Relaxed);
         let head = self.word(OFF_IMM_HEAD).load(Ordering::Acquire);
         if tail == head {
+            return None;
+        }
+        if head.wrapping_sub(tail) > IMM_SLOTS as u64 {
+            // Two writers raced (a revoked one resumed): `head` moved backwards. Restart the
+            // ring at `head`; frames whose immediates are lost are resent by the protocol.
+            self.word(OFF_IMM_TAIL).store(head, Ordering::Release);
             return None;
         }
         let imm = self
@@ -263,5 +273,36 @@ mod tests {
         assert_eq!(header.granted(), NEW);
         header.begin_write(NEW, "test").unwrap();
         header.end_write(NEW);
+    }
+
+    #[test]
+    fn a_revoked_writer_moving_the_immediate_head_backwards_restarts_the_ring() {
+        let map = Mapping::anonymous(HEADER_BYTES).unwrap();
+        let header = Header::new(&map);
+        header.init(7, 0);
+        for imm in 1..=3 {
+            assert!(header.push_imm(imm));
+        }
+        assert_eq!((header.pop_imm(), header.pop_imm(), header.pop_imm()), (Some(1), Some(2), Some(3)));
+        // The stalled writer resumes and stores the head it read before the new leader's pushes.
+        header.word(OFF_IMM_HEAD).store(1, Ordering::Release);
+        assert!(header.imm_ring_full(), "a head behind the tail is not free space");
+        assert_eq!(header.pop_imm(), None, "the follower restarts the ring instead of replaying slots");
+        assert!(!header.imm_ring_full());
+        assert!(header.push_imm(9));
+        assert_eq!(header.pop_imm(), Some(9));
+        assert_eq!(header.pop_imm(), None);
+    }
+
+    #[test]
+    fn a_full_immediate_ring_refuses_a_push() {
+        let map = Mapping::anonymous(HEADER_BYTES).unwrap();
+        let header = Header::new(&map);
+        header.init(7, 0);
+        for imm in 0..IMM_SLOTS as u32 {
+            assert!(header.push_imm(imm));
+        }
+        assert!(!header.push_imm(99));
+        assert_eq!(header.pop_imm(), Some(0));
     }
 }

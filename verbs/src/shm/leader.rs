@@ -91,18 +91,20 @@ impl ShmLeader {
         check_key(&self.peer, w.key, header.key())?;
         check_bounds(&self.peer, w.offset, w.bytes.len(), header.data_len())?;
         header.begin_write(self.token, &self.peer)?;
+        let ring_full = || VerbsError::QueueFull {
+            what: "shm immediate ring (follower not polling)",
+            capacity: super::header::IMM_SLOTS,
+        };
         if w.imm.is_some() && header.imm_ring_full() {
             header.end_write(self.token);
-            return Err(VerbsError::QueueFull {
-                what: "shm immediate ring (follower not polling)",
-                capacity: super::header::IMM_SLOTS,
-            });
+            return Err(ring_full());
         }
         self.map.write_at(HEADER_BYTES + w.offset as usize, w.bytes);
-        if let Some(imm) = w.imm {
-            header.push_imm(imm);
-        }
+        let queued = w.imm.is_none_or(|imm| header.push_imm(imm));
         header.end_write(self.token);
+        if !queued {
+            return Err(ring_full());
+        }
         if w.imm.is_some() {
             header.wake(); // the follower learns of it from the immediate: wake it to look
         }
