@@ -50,6 +50,8 @@ pub struct Driver<S, T, R, O> {
     checkpoint_every_slots: u64,
     /// The core's `checkpoint_retain_slots`: log it keeps below a checkpoint.
     checkpoint_retain_slots: u64,
+    /// The slot of a checkpoint taken whose log prefix the core has not discarded yet.
+    checkpoint_in_flight: Option<u64>,
     /// Client writes are being shed because the log is nearly full (logged on each change).
     shedding: bool,
     last_checkpoint_slot: u64,
@@ -100,6 +102,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
             tick_ms: tick_ms.max(1),
             checkpoint_every_slots,
             checkpoint_retain_slots,
+            checkpoint_in_flight: None,
             shedding: false,
             last_checkpoint_slot,
             reads: HashMap::new(),
@@ -160,9 +163,10 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
                         self.next_read_id += 1;
                         self.reads.insert(id, PendingRead { request, waiter });
                         self.step(Input::Read { id });
-                    } else if self.shed_writes() {
+                    } else if self.shed_writes() && self.core.status().leading {
                         // A full log stops the replica: shed writes until a checkpoint frees
-                        // space (the client backs off and retries the same seq).
+                        // space (the client backs off and retries the same seq). Only the leader
+                        // sheds; a follower still redirects.
                         self.observer.on_write_shed();
                         waiter.reply_to.respond(request_id, Response::Busy);
                     } else {
@@ -262,10 +266,14 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
         let slots_due = every != 0 && next >= self.last_checkpoint_slot + every;
         let capacity = self.shared.log_capacity_bytes.load(Ordering::Relaxed);
         let half_full = capacity != 0 && self.shared.log_bytes.load(Ordering::Relaxed) >= capacity / 2;
-        // Far enough past the last checkpoint that discarding below the next one frees log space
-        // (the core keeps `checkpoint_retain_slots` behind it), so a slow discard cannot turn
-        // into a checkpoint per step.
-        let bytes_due = half_full && next > self.last_checkpoint_slot + 2 * self.checkpoint_retain_slots;
+        // The log shrinks only once the last checkpoint is durable and the core discarded below
+        // it (whether it discarded for this checkpoint or for a newer one it holds): until then
+        // a half-full log must not start another full serialization per step.
+        let retain = self.checkpoint_retain_slots;
+        if self.checkpoint_in_flight.is_some_and(|slot| self.core.log_base() + retain >= slot) {
+            self.checkpoint_in_flight = None;
+        }
+        let bytes_due = half_full && self.checkpoint_in_flight.is_none();
         if slots_due || bytes_due {
             self.take_checkpoint();
         }
@@ -299,6 +307,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
         let frozen = self.applier.freeze_checkpoint();
         let slot = frozen.slot();
         self.last_checkpoint_slot = slot;
+        self.checkpoint_in_flight = Some(slot);
         let (inbox, shared) = (self.inbox.clone(), self.shared.clone());
         let spawned = std::thread::Builder::new().name("decree-checkpoint".into()).spawn(move || {
             let checkpoint = frozen.finish();
@@ -306,6 +315,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
         });
         if let Err(why) = spawned {
             tracing::warn!(slot, %why, "could not start the checkpoint thread; skipping this checkpoint");
+            self.checkpoint_in_flight = None;
             return None;
         }
         Some(slot)
