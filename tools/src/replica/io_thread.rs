@@ -123,13 +123,17 @@ pub fn default_io_threads(cpus: usize) -> usize {
     (cpus / 4).max(1)
 }
 
-/// Starts one I/O thread; returns its handle for the listener.
-pub fn start(ctx: Arc<Context>, number: usize) -> std::io::Result<Arc<IoShared>> {
+/// Starts I/O thread `number` of `count`; returns its handle for the listener.
+pub fn start(ctx: Arc<Context>, number: usize, count: usize) -> std::io::Result<Arc<IoShared>> {
     let poll = Poll::new()?;
     let shared = Arc::new(IoShared::new(poll.registry())?);
     let thread_shared = shared.clone();
     std::thread::Builder::new().name(format!("decree-io-{number}")).spawn(move || {
-        ctx.placement.pin_current(Role::Io);
+        // The placement names one CPU for the I/O role: several I/O threads pinned there would
+        // only take turns on it, so they are left to the scheduler.
+        if count == 1 {
+            ctx.placement.pin_current(Role::Io);
+        }
         IoThread::new(poll, thread_shared, ctx).run();
     })?;
     Ok(shared)
@@ -180,6 +184,10 @@ impl IoThread {
             self.shared.sleeping.store(true, Ordering::SeqCst);
             // Re-checked after raising the flag: a push before it was raised did not wake us.
             let pending = !self.shared.answers.is_empty() || !self.shared.intake.is_empty();
+            if pending {
+                // Not going to block: producers need not pay an eventfd write to wake us.
+                self.shared.sleeping.store(false, Ordering::SeqCst);
+            }
             let timeout = if pending { Duration::ZERO } else { IDLE_POLL };
             let polled = self.poll.poll(&mut events, Some(timeout));
             self.shared.sleeping.store(false, Ordering::SeqCst);
@@ -195,7 +203,7 @@ impl IoThread {
                     continue;
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    self.read(token.0);
+                    self.read(token.0, event.is_read_closed());
                 }
                 if event.is_writable() {
                     self.flush(token.0);
@@ -247,7 +255,7 @@ impl IoThread {
                 _slot: new.slot,
             });
             // Bytes may have arrived before registration; edge-triggered readiness would not say so.
-            self.read(index);
+            self.read(index, false);
         }
     }
 
@@ -270,7 +278,9 @@ impl IoThread {
     }
 
     /// Reads until the socket is drained, dispatching every complete frame.
-    fn read(&mut self, index: usize) {
+    /// `peer_closed`: the event also reported the peer's FIN, which edge-triggered readiness
+    /// will not report again, so the socket is read to its end instead of stopping at a short read.
+    fn read(&mut self, index: usize, peer_closed: bool) {
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else { return };
         if conn.closing {
             return;
@@ -289,7 +299,7 @@ impl IoThread {
                     conn.session.received(bytes);
                     // A short read took everything queued: bytes arriving later raise a new edge,
                     // so the read that would only say WouldBlock (one syscall per request) is skipped.
-                    drained = bytes < space_bytes;
+                    drained = bytes < space_bytes && !peer_closed;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -382,7 +392,7 @@ mod tests {
             connections: AtomicUsize::new(0),
             io_threads: Some(1),
         });
-        let io = start(ctx.clone(), 0).unwrap();
+        let io = start(ctx.clone(), 0, 1).unwrap();
         let core_ctx = ctx.clone();
         std::thread::spawn(move || {
             let payload = Bytes::from(vec![1u8; reply_bytes]);

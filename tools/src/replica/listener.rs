@@ -46,7 +46,7 @@ pub fn serve(listener: TcpListener, ctx: Arc<Context>) {
     let threads = ctx
         .io_threads
         .unwrap_or_else(|| io_thread::default_io_threads(decree_engine::runtime::placement::available_cpus()));
-    let io: Vec<Arc<IoShared>> = match (0..threads).map(|n| io_thread::start(ctx.clone(), n)).collect() {
+    let io: Vec<Arc<IoShared>> = match (0..threads).map(|n| io_thread::start(ctx.clone(), n, threads)).collect() {
         Ok(io) => io,
         Err(error) => {
             tracing::error!(%error, threads, "cannot start the client I/O threads; this replica serves no clients");

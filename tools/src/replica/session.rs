@@ -79,6 +79,11 @@ impl Session {
     pub fn read_space(&mut self) -> &mut [u8] {
         if self.read_start == self.read_end {
             (self.read_start, self.read_end) = (0, 0);
+            // A large frame grew the buffer; once it is consumed, give the memory back.
+            if self.read.len() > READ_BUFFER_BYTES {
+                self.read.truncate(READ_BUFFER_BYTES);
+                self.read.shrink_to_fit();
+            }
         } else if self.read_end == self.read.len() {
             self.compact_read();
         }
@@ -169,6 +174,8 @@ impl Session {
         if self.write_start == self.write.len() {
             self.write.clear();
             self.write_start = 0;
+            // A backlog grew the buffer (up to the 1 MiB limit); drained, it shrinks back.
+            self.write.shrink_to(WRITE_BUFFER_BYTES);
         }
     }
 
@@ -299,9 +306,13 @@ mod tests {
             &mut stream,
         );
         stream.extend(request(2, b"after"));
-        let frames = feed(&mut Session::new(), &stream, 10_000);
+        let mut session = Session::new();
+        let frames = feed(&mut session, &stream, 10_000);
         assert!(matches!(&frames[0], Ok(ClientFrame::Request { op: got, .. }) if got[..] == op[..]));
         assert!(matches!(&frames[1], Ok(ClientFrame::Request { request_id: 2, .. })));
+        // The large frame grew the buffer; everything is consumed, so reads use the normal size again.
+        assert!(!session.read_space().is_empty());
+        assert_eq!(session.read.len(), READ_BUFFER_BYTES);
     }
 
     #[test]
@@ -330,6 +341,7 @@ mod tests {
         // Once it reads, answers flow again.
         let all = session.unsent().len();
         session.sent(all);
+        assert!(session.write.capacity() <= WRITE_BUFFER_BYTES, "the drained backlog's memory is given back");
         assert!(session.push_response(9, &payload, &members));
     }
 }
