@@ -21,9 +21,9 @@ impl ReadOnly for KvStore {
     }
 
     fn query(&mut self, op: &[u8]) -> Bytes {
-        match KvOp::decode(op) {
-            // A Get leaves the store unchanged; `apply_op` is the store's only read entry point.
-            Ok(get @ KvOp::Get { .. }) => self.apply_op(get).encode(),
+        match postcard::from_bytes::<KvOp<&[u8]>>(op) {
+            // A Get leaves the store unchanged; `apply` is the store's only entry point.
+            Ok(get @ KvOp::Get { .. }) => self.apply(get).encode(),
             _ => unreachable!("contract violated: query-only-read-only-ops"),
         }
     }
