@@ -44,7 +44,7 @@ struct Outcome {
 }
 
 fn client_loop(mut client: Client, args: &BenchArgs, index: usize, start: &Barrier, duration: Duration) -> Outcome {
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+    let mut histogram = decree_tools::bench_baseline::new_histogram_us();
     let value = vec![b'x'; args.payload_bytes];
     let mut rng = fastrand::Rng::with_seed(index as u64 + 1);
     let warmed = client.put(format!("bench-warmup-{index}").as_bytes(), &value).is_ok();
@@ -89,10 +89,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
     let began = Instant::now();
     let outcomes: Vec<Outcome> = threads.into_iter().map(|t| t.join().expect("bench client thread panicked")).collect();
     let elapsed_s = began.elapsed().as_secs_f64();
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
-    for outcome in &outcomes {
-        all.add(&outcome.histogram).expect("same bounds");
-    }
+    let all = decree_tools::bench_baseline::merge(outcomes.iter().map(|o| &o.histogram));
     let errors: u64 = outcomes.iter().map(|o| o.errors).sum();
     let retries: u64 = outcomes.iter().map(|o| o.retries).sum();
     let ops = all.len();
