@@ -5,4 +5,4 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 ITERATIONS=${PMEM_SOAK_ITERATIONS:-5000} MAX_KILL_MS=${MAX_KILL_MS:-60} bash "$here/test-crash.sh"
-PROPTEST_CASES=${PMEM_SOAK_CASES:-5000} cargo nextest run -p decree-pmem --release --test recovery_props --test model_props
+PROPTEST_CASES=${PMEM_SOAK_CASES:-5000} cargo nextest run --profile soak -p decree-pmem --release --test recovery_props --test model_props
