@@ -10,6 +10,8 @@ use crate::types::{Checkpoint, ReplicaId, Slot};
 /// A checkpoint being assembled from chunks.
 #[derive(Debug)]
 pub(crate) struct Incoming {
+    /// Who sent the chunks that moved it last.
+    from: ReplicaId,
     slot: Slot,
     total_bytes: u64,
     checksum: u32,
@@ -133,8 +135,11 @@ impl Replica {
         let other = |i: &Incoming| i.slot != chunk.slot || i.checksum != chunk.checksum;
         // Two senders can each drive a transfer of their own checkpoint (the one a candidate asked
         // for, and the one a new leader sends): finish the one that is moving, or each sender's
-        // chunks would keep restarting the other's and neither would ever complete.
-        if self.incoming.as_ref().is_some_and(|i| other(i) && now_ms < i.progressed_ms + self.cfg.election_timeout_min_ms) {
+        // chunks would keep restarting the other's and neither would ever complete. The same
+        // sender's other checkpoint replaces the one it was sending (it no longer holds that one).
+        let moving_elsewhere =
+            |i: &Incoming| other(i) && i.from != from && now_ms < i.progressed_ms + self.cfg.election_timeout_min_ms;
+        if self.incoming.as_ref().is_some_and(moving_elsewhere) {
             return;
         }
         let fresh = self.incoming.as_ref().is_none_or(other);
@@ -148,6 +153,7 @@ impl Replica {
                 return;
             }
             self.incoming = Some(Incoming {
+                from,
                 slot: chunk.slot,
                 total_bytes: chunk.total_bytes,
                 checksum: chunk.checksum,
@@ -166,6 +172,7 @@ impl Replica {
         if extends {
             incoming.data.extend_from_slice(&chunk.data[(held - chunk.offset) as usize..]);
             incoming.progressed_ms = now_ms;
+            incoming.from = from;
         }
         let held = incoming.data.len() as u64;
         if held < incoming.total_bytes {
@@ -285,11 +292,9 @@ mod tests {
         assert_eq!(chunks_to_2(&out), vec![0], "a silent transfer restarts from the first chunk");
     }
 
-    #[test]
-    fn chunks_of_another_checkpoint_do_not_restart_a_transfer_that_is_moving() {
-        let mut follower = replica(2, 3);
-        // Checkpoint A (slot 5) from replica 1, B (slot 6) from replica 0, interleaved.
-        let chunk = |slot: u64, fill: u8, offset: u64| SnapshotChunk {
+    /// The chunk at `offset` of a 64-byte checkpoint at `slot` filled with `fill`.
+    fn chunk(slot: u64, fill: u8, offset: u64) -> SnapshotChunk {
+        SnapshotChunk {
             ballot: ballot(1, 0),
             slot,
             membership: Membership::new((0..3).map(ReplicaId).collect()),
@@ -298,7 +303,13 @@ mod tests {
             checksum: crc32c::crc32c(&[fill; 64]),
             offset,
             data: vec![fill; 16].into(),
-        };
+        }
+    }
+
+    #[test]
+    fn chunks_of_another_checkpoint_do_not_restart_a_transfer_that_is_moving() {
+        let mut follower = replica(2, 3);
+        // Checkpoint A (slot 5) from replica 1, B (slot 6) from replica 0, interleaved.
         let mut out = Vec::new();
         let mut now = 10;
         for offset in [0, 16, 32] {
@@ -315,18 +326,23 @@ mod tests {
     }
 
     #[test]
+    fn a_sender_that_replaced_its_checkpoint_mid_transfer_is_followed_to_the_new_one() {
+        let mut follower = replica(2, 3);
+        let _ = deliver(&mut follower, 10, 0, Message::Snapshot(chunk(5, 0xA, 0)));
+        let _ = deliver(&mut follower, 11, 0, Message::Snapshot(chunk(5, 0xA, 16)));
+        // Replica 0 took a newer checkpoint: it answers the request for A's next chunk with B's first.
+        let out = deliver(&mut follower, 12, 0, Message::Snapshot(chunk(6, 0xB, 0)));
+        let asked: Vec<(u64, u64)> = sent(&out)
+            .into_iter()
+            .filter_map(|(_, m)| if let Message::SnapshotRequest(r) = m { Some((r.slot, r.offset)) } else { None })
+            .collect();
+        assert_eq!(asked, vec![(6, 16)], "the transfer moved on to B at once instead of waiting to time out");
+    }
+
+    #[test]
     fn duplicate_chunks_do_not_multiply_requests() {
         let mut follower = replica(2, 3);
-        let chunk = |offset: u64| SnapshotChunk {
-            ballot: ballot(1, 0),
-            slot: 5,
-            membership: Membership::new((0..3).map(ReplicaId).collect()),
-            config_slot: None,
-            total_bytes: 64,
-            checksum: crc32c::crc32c(&[1u8; 64]),
-            offset,
-            data: vec![1u8; 16].into(),
-        };
+        let chunk = |offset: u64| chunk(5, 1, offset);
         let requests = |commands: &[Command]| {
             sent(commands).into_iter().filter(|(_, m)| matches!(m, Message::SnapshotRequest(_))).count()
         };
