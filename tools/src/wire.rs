@@ -223,13 +223,24 @@ impl WireError {
     }
 }
 
-/// Appends one framed message to `out`.
+/// Appends one framed message to `out`; the caller guarantees it fits the payload limit.
 pub fn encode<T: Serialize>(message: &T, out: &mut Vec<u8>) {
+    try_encode(message, out).expect("contract: client frame exceeds MAX_CLIENT_PAYLOAD_BYTES");
+}
+
+/// Appends one framed message to `out`, or leaves `out` as it was and returns `Oversize` when
+/// the payload exceeds `MAX_CLIENT_PAYLOAD_BYTES` (a server's reply can, by a few bytes of ids,
+/// even when the request that stored the value fit).
+pub fn try_encode<T: Serialize>(message: &T, out: &mut Vec<u8>) -> Result<(), WireError> {
     let at = out.len();
     out.extend_from_slice(&[0u8; CLIENT_HEADER_BYTES]);
     let mut buf = postcard::to_extend(message, std::mem::take(out)).expect("encoding into a Vec cannot fail");
     let len = buf.len() - at - CLIENT_HEADER_BYTES;
-    assert!(len <= MAX_CLIENT_PAYLOAD_BYTES, "contract: client frame exceeds MAX_CLIENT_PAYLOAD_BYTES");
+    if len > MAX_CLIENT_PAYLOAD_BYTES {
+        buf.truncate(at);
+        *out = buf;
+        return Err(WireError::Oversize(len));
+    }
     let crc = crc32c::crc32c(&buf[at + CLIENT_HEADER_BYTES..]);
     let header = &mut buf[at..at + CLIENT_HEADER_BYTES];
     header[0..4].copy_from_slice(&CLIENT_MAGIC.to_le_bytes());
@@ -237,6 +248,7 @@ pub fn encode<T: Serialize>(message: &T, out: &mut Vec<u8>) {
     header[8..12].copy_from_slice(&(len as u32).to_le_bytes());
     header[12..16].copy_from_slice(&crc.to_le_bytes());
     *out = buf;
+    Ok(())
 }
 
 /// Writes one framed message.

@@ -29,7 +29,14 @@ pub fn encode_response(request_id: u64, response: &Response, members: &HashMap<u
         |leader: Option<decree_engine::types::ReplicaId>| leader.and_then(|l| members.get(&l.0)).map(String::as_str);
     match response {
         Response::Reply { seq, payload } => {
-            wire::encode(&ServerFrameRef::Reply { request_id, seq: *seq, payload }, out)
+            if let Err(error) = wire::try_encode(&ServerFrameRef::Reply { request_id, seq: *seq, payload }, out) {
+                // Not sendable in one frame: the client learns why instead of the I/O thread dying.
+                encode_error(
+                    ErrorCode::Oversize,
+                    &format!("the reply to request {request_id} is too large: {error}"),
+                    out,
+                );
+            }
         }
         Response::Redirect { leader } => wire::encode(
             &ServerFrameRef::Redirect { request_id, leader: leader.map(|l| l.0), leader_addr: address(*leader) },
@@ -102,5 +109,15 @@ mod tests {
         let mut theirs = Vec::new();
         wire::encode(&ServerFrame::Error { code: ErrorCode::Oversize, message: "too big".into() }, &mut theirs);
         assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn a_reply_too_large_for_one_frame_becomes_an_error_frame_not_a_panic() {
+        // A value that fit its request (small ids) but not the reply (ten-byte ids).
+        let payload = Bytes::from(vec![7u8; wire::MAX_CLIENT_PAYLOAD_BYTES - 8]);
+        let mut out = b"earlier".to_vec();
+        encode_response(u64::MAX, &Response::Reply { seq: u64::MAX, payload }, &HashMap::new(), &mut out);
+        assert_eq!(&out[..7], b"earlier", "bytes already queued are kept");
+        assert!(matches!(owned(&out[7..]), ServerFrame::Error { code: ErrorCode::Oversize, .. }));
     }
 }
