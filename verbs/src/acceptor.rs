@@ -53,6 +53,7 @@ pub fn accept_until<L: Accept>(
     what: &str,
     mut admit: impl FnMut(L::Connection),
 ) {
+    let mut failures = 0u64;
     while !stop.load(Ordering::Relaxed) {
         match listener.accept_one() {
             Ok(connection) => admit(connection),
@@ -60,8 +61,13 @@ pub fn accept_until<L: Accept>(
                 std::thread::sleep(Duration::from_millis(2))
             }
             Err(e) => {
-                tracing::error!(error = %e, "{what} accept failed; no more leaders will be admitted");
-                return;
+                // Usually passing (out of descriptors, a connection aborted before accept):
+                // back off and keep admitting; say so at 1, 2, 4, 8... failures.
+                failures += 1;
+                if failures.is_power_of_two() {
+                    tracing::warn!(error = %e, failures, "{what} accept failed; retrying");
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
         }
     }
