@@ -41,19 +41,18 @@ impl Drop for ConnSlot {
     }
 }
 
-/// Starts the client I/O threads, then accepts until `ctx.stop`.
-pub fn serve(listener: TcpListener, ctx: Arc<Context>) {
+/// Starts the client I/O threads (`[placement] io_threads`, or the host's default).
+pub fn start_io_threads(ctx: &Arc<Context>) -> std::io::Result<Vec<Arc<IoShared>>> {
     let threads = ctx
         .io_threads
         .unwrap_or_else(|| io_thread::default_io_threads(decree_engine::runtime::placement::available_cpus()));
-    let io: Vec<Arc<IoShared>> = match (0..threads).map(|n| io_thread::start(ctx.clone(), n, threads)).collect() {
-        Ok(io) => io,
-        Err(error) => {
-            tracing::error!(%error, threads, "cannot start the client I/O threads; this replica serves no clients");
-            return;
-        }
-    };
+    let io = (0..threads).map(|n| io_thread::start(ctx.clone(), n, threads)).collect::<std::io::Result<Vec<_>>>()?;
     tracing::info!(threads, "client I/O threads started");
+    Ok(io)
+}
+
+/// Accepts clients (handed to the I/O threads `io`) and peers until `ctx.stop`.
+pub fn serve(listener: TcpListener, ctx: Arc<Context>, io: Vec<Arc<IoShared>>) {
     listener.set_nonblocking(true).expect("a listening socket can be made non-blocking");
     let (mut poll, mut events) = match Poll::new() {
         Ok(poll) => (poll, Events::with_capacity(4)),

@@ -172,9 +172,11 @@ pub fn run(config: ReplicaConfig) -> Result<(), ServeError> {
         connections: std::sync::atomic::AtomicUsize::new(0),
         io_threads: config.placement.io_threads,
     });
+    let io = listener::start_io_threads(&ctx)
+        .map_err(|source| ServeError::Io { what: "starting the client I/O threads".into(), source })?;
     std::thread::Builder::new()
         .name("decree-accept".into())
-        .spawn(move || listener::serve(listener, ctx))
+        .spawn(move || listener::serve(listener, ctx, io))
         .map_err(|source| ServeError::Io { what: "starting the listener".into(), source })?;
     tracing::info!(id = config.id, listen = %config.listen_addr(), metrics = ?config.metrics, "replica serving");
 

@@ -78,7 +78,7 @@ impl Drop for OneSidedPeers {
 impl PeerTransport for OneSidedPeers {
     fn send(&mut self, envelope: Envelope) {
         let pushed = self.queue.push(envelope);
-        if let Some(waker) = &self.waker {
+        if let (Ok(()), Some(waker)) = (&pushed, &self.waker) {
             // After the push: the transport thread reads its wake sequence before it looks at
             // the queue, so either it sees the message or the sequence moved and it does not sleep.
             waker.wake();
@@ -171,6 +171,10 @@ impl<R> Transport<R> {
     }
 
     fn redial(&mut self) {
+        // Called on every pass of the transport thread: nothing to do (the usual case) costs nothing.
+        if self.mailboxes.unlinked().next().is_none() {
+            return;
+        }
         let now = Instant::now();
         let due: Vec<u32> = self.mailboxes.unlinked().filter(|p| self.next_dial.get(p).is_none_or(|(at, _)| now >= *at)).collect();
         for peer in due {
