@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that are missing, and cargo-nextest if absent. Packages: those named
-# as arguments, else those listed in ci/apt-packages.txt.
+# Installs the Debian packages that are missing. Packages: those named as arguments (nothing else),
+# else those listed in ci/apt-packages.txt plus cargo-nextest if absent (what the tests need).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 if (($#)); then
@@ -18,4 +18,7 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+# Named packages are a script's own extras (bench-peers: etcd): no test runner needed for those.
+if ((! $#)); then
+  command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+fi

@@ -46,7 +46,7 @@ if [ ! -s "$KVER_FILE" ]; then
   if [ -z "$kpkg" ]; then apt-get update -qq >&2 || true; kpkg=$(resolve); fi
   if [ -z "$kpkg" ] && [ "$KPKG" != linux-image-amd64 ]; then
     backports_apt && kpkg=$(resolve) || true; fi
-  [ -n "$kpkg" ] || { echo "setup: cannot resolve kernel package '$KPKG' (apt lists missing? try: apt-cache search '^linux-image-')" >&2; exit 3; }
+  [ -n "$kpkg" ] || { echo "setup: cannot resolve kernel package '$KPKG' (apt lists missing? 'apt-get update' needs root here; then try: apt-cache search '^linux-image-')" >&2; exit 3; }
   echo "setup: kernel package $kpkg (for $KPKG)" >&2
   X=$W/kx.tmp; rm -rf "$W/debs" "$X"; mkdir -p "$W/debs" "$X" "$W/kroot/boot" "$W/kroot/lib/modules"
   (cd "$W/debs" && apt-get "${APTO[@]}" download -q "$kpkg" >&2)
