@@ -82,7 +82,11 @@ pub fn open(config: &Config) -> Result<Log<Box<dyn Medium>>> {
     let path = &config.path;
     let is_devdax = path.to_str().is_some_and(|p| p.starts_with("/dev/dax"));
     let (medium, created, why): (Box<dyn Medium>, bool, String) = match config.backend {
-        Backend::Memory => return open_memory(config),
+        Backend::Memory => {
+            // Nothing from an earlier run exists to recover: formatted every time, like a new file.
+            tracing::warn!(size_bytes = config.size_bytes, "{MEMORY_WARNING}");
+            (Box::new(MemoryMedium::new(config.size_bytes, "memory")), true, "configured memory (volatile)".into())
+        }
         Backend::DevDax => (Box::new(DaxMedium::devdax(path)?), false, "configured devdax".into()),
         Backend::Auto if is_devdax => (Box::new(DaxMedium::devdax(path)?), false, "auto: path is a device-DAX node".into()),
         Backend::Dax => {
@@ -114,22 +118,15 @@ pub fn open(config: &Config) -> Result<Log<Box<dyn Medium>>> {
     tracing::info!(backend = medium.kind().name(), resource = medium.resource(), why, "pmem backend selected");
     if created {
         let log = Log::create(medium)?;
-        publish(path)?;
+        if !config.backend.is_volatile() {
+            publish(path)?;
+        }
         return Ok(log);
     }
     match Log::open(medium) {
         Err(Error::NotFormatted { resource, detail }) if is_devdax => format_blank_devdax(path, resource, detail),
         other => other,
     }
-}
-
-/// A fresh empty log in anonymous memory of `size_bytes`: nothing from an earlier run exists to
-/// recover, so it is formatted every time, through the same `Log::create` as a new file.
-fn open_memory(config: &Config) -> Result<Log<Box<dyn Medium>>> {
-    tracing::warn!(size_bytes = config.size_bytes, "{MEMORY_WARNING}");
-    let medium = MemoryMedium::new(config.size_bytes, "memory");
-    tracing::info!(backend = medium.kind().name(), resource = medium.resource(), why = "configured memory (volatile)", "pmem backend selected");
-    Log::create(Box::new(medium) as Box<dyn Medium>)
 }
 
 /// A device-DAX node has no "created" moment: format it only when its superblock page is all
