@@ -117,6 +117,10 @@ pub fn run(spec: InprocSpec) -> InprocOutcome {
             outcome.committed
         );
         nodes[node].core.step(now_ms, input, &mut commands);
+        if proposals.capacity() == 0 {
+            // The leader hands back the buffer of the proposal it took, as the runtime's driver reuses it.
+            proposals = nodes[node].core.take_request_buffer();
+        }
         let mut persist_upto = None;
         for command in commands.drain(..) {
             match command {

@@ -187,7 +187,7 @@ mod tests {
     use super::*;
     use crate::kv::{KvOp, KvReply, KvStore};
     use crate::types::Request;
-    use std::sync::Arc;
+    use crate::batch::Batch;
 
     fn put(client: u64, seq: u64, value: &'static str) -> Request {
         let op = KvOp::Put { key: Bytes::from_static(b"k"), value: Bytes::from_static(value.as_bytes()) };
@@ -197,7 +197,7 @@ mod tests {
     #[test]
     fn replicas_that_applied_the_same_slots_write_the_same_checkpoint_bytes() {
         let batch: Vec<Request> = (0..200).map(|client| put(client * 7919 % 1000, 1, "v")).collect();
-        let value = Value::Batch(Arc::from(batch));
+        let value = Value::Batch(Batch::from_requests(&batch));
         let checkpoint = || {
             let mut applier = Applier::new(KvStore::default(), Membership::new(vec![crate::types::ReplicaId(0)]));
             applier.apply(0, &value, &mut Vec::new());
@@ -213,8 +213,8 @@ mod tests {
     fn a_retried_request_executes_once_and_gets_the_cached_reply() {
         let mut applier = Applier::new(KvStore::default(), Membership::new(vec![crate::types::ReplicaId(0)]));
         let mut out = Vec::new();
-        applier.apply(0, &Value::Batch(Arc::from(vec![put(1, 1, "a")])), &mut out);
-        applier.apply(1, &Value::Batch(Arc::from(vec![put(2, 1, "b"), put(1, 1, "a")])), &mut out);
+        applier.apply(0, &Value::Batch(Batch::from_requests(&[put(1, 1, "a")])), &mut out);
+        applier.apply(1, &Value::Batch(Batch::from_requests(&[put(2, 1, "b"), put(1, 1, "a")])), &mut out);
         assert_eq!(applier.executed_count(), 2);
         assert_eq!(out[2].outcome, Outcome::Duplicate(KvReply::Done.encode()));
         // The retry did not overwrite b with a again.
@@ -227,7 +227,7 @@ mod tests {
     fn a_request_older_than_the_clients_latest_is_stale() {
         let mut applier = Applier::new(KvStore::default(), Membership::new(vec![crate::types::ReplicaId(0)]));
         let mut out = Vec::new();
-        applier.apply(0, &Value::Batch(Arc::from(vec![put(1, 2, "new"), put(1, 1, "old")])), &mut out);
+        applier.apply(0, &Value::Batch(Batch::from_requests(&[put(1, 2, "new"), put(1, 1, "old")])), &mut out);
         assert_eq!(out[1].outcome, Outcome::Stale);
         assert_eq!(applier.executed_count(), 1);
     }

@@ -5,6 +5,8 @@
 //! fault schedules and replay any one of them exactly.
 
 pub mod applier;
+pub mod batch;
+pub mod chunk_arena;
 pub mod codec;
 pub mod core;
 pub mod durable;

@@ -2,7 +2,7 @@
 //! Accept/Accepted is phase 2. Replication is log-shaped: an `Accept` carries a run of
 //! consecutive slots, and `Accepted` acknowledges a cumulative horizon.
 
-use crate::types::{Ballot, Entry, ReplicaId, Slot, Value};
+use crate::types::{Ballot, Entry, ReplicaId, Slot};
 use serde::{Deserialize, Serialize};
 
 /// A message with its sender and receiver.
@@ -130,7 +130,7 @@ pub struct Accept {
     /// First slot of the run.
     pub start: Slot,
     /// One value per slot.
-    pub values: Vec<Value>,
+    pub values: crate::types::Values,
     /// The leader's commit index: every slot below it is chosen.
     pub commit: Slot,
 }

@@ -3,7 +3,6 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::sync::Arc;
 
 /// Identifies one replica (voter or learner) of a group. Stable across restarts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -77,7 +76,7 @@ pub enum Value {
     /// Fills a slot that no earlier leader left a value in (gaps found during phase 1).
     Noop,
     /// A batch of client requests, applied in order.
-    Batch(Arc<[Request]>),
+    Batch(crate::batch::Batch),
     /// A configuration change: slots after this one belong to the new configuration. The leader
     /// proposes nothing past it until it is chosen, then runs phase 1 again in the new configuration.
     Reconfig(crate::membership::Membership),
@@ -92,6 +91,12 @@ impl Value {
         }
     }
 }
+
+/// The values one `Accept` carries: in steady state one or two, held inline (catch-up spills to the heap).
+pub type Values = smallvec::SmallVec<[Value; 2]>;
+
+/// The entries of one durable write: in steady state one or two, held inline.
+pub type Entries = smallvec::SmallVec<[Entry; 2]>;
 
 /// A log entry as acceptors store and report it: the value accepted for `slot` at `ballot`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use decree_engine::durable::Durable;
 use decree_engine::message::*;
 use decree_engine::types::*;
 use proptest::prelude::*;
-use std::sync::Arc;
+use decree_engine::batch::Batch;
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -51,7 +51,7 @@ proptest! {
                 Step::Accept { round, from, start, count, commit } => {
                     // Peers behave like correct leaders: whatever the ballot, a slot's value is the same
                     // (a chosen value never changes), so any contract that fires is the replica's fault.
-                    let values = (0..count).map(|i| Value::Batch(Arc::from(vec![Request { client: ClientId(1), seq: start + i, op: Default::default() }]))).collect();
+                    let values = (0..count).map(|i| Value::Batch(Batch::from_requests(&[Request { client: ClientId(1), seq: start + i, op: Default::default() }]))).collect();
                     envelope(from, Message::Accept(Accept { ballot: Ballot::new(round, ReplicaId(from)), start, values, commit }))
                 }
                 Step::Heartbeat { round, from, commit } => envelope(from, Message::Heartbeat(Heartbeat { ballot: Ballot::new(round, ReplicaId(from)), commit, round: 0 })),

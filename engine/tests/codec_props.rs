@@ -6,7 +6,7 @@ use decree_engine::codec::{decode_frame, encode_frame, frame_len, CodecError, FR
 use decree_engine::message::*;
 use decree_engine::types::*;
 use proptest::prelude::*;
-use std::sync::Arc;
+use decree_engine::batch::Batch;
 
 fn ballot() -> impl Strategy<Value = Ballot> {
     (0u64..1_000, 0u32..7).prop_map(|(round, leader)| Ballot { round, leader })
@@ -30,8 +30,8 @@ fn value() -> impl Strategy<Value = Value> {
         membership().prop_map(Value::Reconfig),
         prop::collection::vec((any::<u64>(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..64)), 0..5).prop_map(
             |rs| {
-                Value::Batch(Arc::from(
-                    rs.into_iter()
+                Value::Batch(Batch::from_requests(
+                    &rs.into_iter()
                         .map(|(c, s, op)| Request { client: ClientId(c), seq: s, op: Bytes::from(op) })
                         .collect::<Vec<_>>(),
                 ))
@@ -56,7 +56,7 @@ fn message() -> impl Strategy<Value = Message> {
             Message::Promise(Promise { ballot: b, commit, log_base: 0, entries })
         }),
         (ballot(), 0u64..1 << 40, prop::collection::vec(value(), 0..6), any::<u64>())
-            .prop_map(|(ballot, start, values, commit)| Message::Accept(Accept { ballot, start, values, commit })),
+            .prop_map(|(ballot, start, values, commit)| Message::Accept(Accept { ballot, start, values: values.into(), commit })),
         (ballot(), any::<u64>()).prop_map(|(ballot, upto)| Message::Accepted(Accepted { ballot, upto, round: 0 })),
         (ballot(), ballot())
             .prop_map(|(ballot, promised)| Message::Reject(Reject { ballot, reason: Rejection::Stale { promised } })),

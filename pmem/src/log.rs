@@ -184,7 +184,7 @@ impl<M: Medium> Log<M> {
             entries.push(Entry { slot, ballot: stored.ballot, value });
         }
         let hard = self.state.hard;
-        Ok(vec![DurableWrite::Promise(hard.promise), DurableWrite::Entries(entries), DurableWrite::Commit(hard.commit)])
+        Ok(vec![DurableWrite::Promise(hard.promise), DurableWrite::Entries(entries.into()), DurableWrite::Commit(hard.commit)])
     }
 
     /// Forgets entries at `from_slot` and above (appends a marker). Not for Paxos acceptors

@@ -8,8 +8,9 @@ use crate::medium::Medium;
 
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"DECREEPM";
-/// On-media format version (superblock + records).
-pub const FORMAT_VERSION: u32 = 1;
+/// On-media format version (superblock, records, and the encoding of the values records carry).
+/// 2: a batch value is stored as its requests' encoding in one byte string (`decree_engine::batch`).
+pub const FORMAT_VERSION: u32 = 2;
 /// Where the record ring starts; one page holds both superblock copies.
 pub const DATA_OFFSET_BYTES: u64 = 4096;
 /// Offsets of the two copies.

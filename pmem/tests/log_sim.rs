@@ -144,7 +144,7 @@ fn stages_the_cores_durable_writes() {
     let mut encode = |v: &Value, out: &mut Vec<u8>| out.extend_from_slice(format!("{v:?}").as_bytes());
     let entries = vec![Entry { slot: 3, ballot: ballot(4), value: Value::Noop }];
     let e1 = log.stage(&DurableWrite::Promise(ballot(4)), &mut encode).unwrap();
-    let e2 = log.stage(&DurableWrite::Entries(entries), &mut encode).unwrap();
+    let e2 = log.stage(&DurableWrite::Entries(entries.into()), &mut encode).unwrap();
     let e3 = log.stage(&DurableWrite::Commit(3), &mut encode).unwrap();
     assert!(e1 < e2 && e2 < e3);
     let mut tickets = decree_pmem::Tickets::default();
@@ -229,11 +229,11 @@ fn recovered_writes_rebuild_the_cores_state() {
     let mut encode = |v: &Value, out: &mut Vec<u8>| out.push(v.request_count() as u8);
     log.stage(&DurableWrite::Promise(ballot(5)), &mut encode).unwrap();
     let entries: Vec<Entry> = (0..3).map(|slot| Entry { slot, ballot: ballot(5), value: Value::Noop }).collect();
-    log.stage(&DurableWrite::Entries(entries.clone()), &mut encode).unwrap();
+    log.stage(&DurableWrite::Entries(entries.clone().into()), &mut encode).unwrap();
     log.stage(&DurableWrite::Commit(2), &mut encode).unwrap();
     log.sync().unwrap();
     let log = crash(log, None);
     let writes = log.recovered_writes(&mut |_, bytes| (bytes == [0]).then_some(Value::Noop)).unwrap();
-    assert_eq!(writes, vec![DurableWrite::Promise(ballot(5)), DurableWrite::Entries(entries), DurableWrite::Commit(2)]);
+    assert_eq!(writes, vec![DurableWrite::Promise(ballot(5)), DurableWrite::Entries(entries.into()), DurableWrite::Commit(2)]);
     assert!(matches!(log.recovered_writes(&mut |_, _| None), Err(Error::Corrupt { .. })), "undecodable payload is corruption");
 }

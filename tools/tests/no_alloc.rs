@@ -12,63 +12,16 @@
 use bytes::Bytes;
 use decree_engine::runtime::{Event, Responder, Response, Ring};
 use decree_tools::replica::io_thread::{ConnKey, IoShared};
-use decree_tools::replica::op_arena::{OpArena, OP_ARENA_CHUNK_BYTES};
+use decree_engine::chunk_arena::ChunkArena;
+use decree_tools::replica::op_arena::{op_arena, OP_ARENA_CHUNK_BYTES};
 use decree_tools::replica::session::{dispatch, ConnResponder, Session};
 use decree_tools::wire::{self, ClientFrame};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-struct Counting;
-
-// Per thread, so tests running side by side in this binary do not count each other.
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-    static ALLOCATED_BYTES: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count(bytes: usize) {
-    // `try_with`: the thread-locals may already be gone while a thread exits.
-    let _ = COUNTING.try_with(|on| {
-        if on.get() {
-            ALLOCATIONS.with(|n| n.set(n.get() + 1));
-            ALLOCATED_BYTES.with(|n| n.set(n.get() + bytes as u64));
-        }
-    });
-}
-
-fn counted(f: impl FnOnce()) -> (u64, u64) {
-    let before = (ALLOCATIONS.with(Cell::get), ALLOCATED_BYTES.with(Cell::get));
-    COUNTING.with(|on| on.set(true));
-    f();
-    COUNTING.with(|on| on.set(false));
-    (ALLOCATIONS.with(Cell::get) - before.0, ALLOCATED_BYTES.with(Cell::get) - before.1)
-}
-
-// SAFETY: forwards every call unchanged to the system allocator; only counts on the side.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: the caller's contract for `alloc` is passed through unchanged.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout (every allocation goes there).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size);
-        // SAFETY: as for `dealloc`; `new_size` is the caller's, passed through.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::counted;
 
 const WARM_UP_REQUESTS: u64 = 1_000;
 const COUNTED_REQUESTS: u64 = 10_000;
@@ -81,7 +34,7 @@ const HELD_REQUESTS: usize = 2_000;
 struct Path {
     frames: Vec<Vec<u8>>,
     session: Session,
-    ops: OpArena,
+    ops: ChunkArena,
     held: VecDeque<decree_engine::types::Request>,
     responder: ConnResponder,
     io: Arc<IoShared>,
@@ -143,7 +96,7 @@ fn the_request_path_allocates_only_op_arena_chunks() {
     let mut path = Path {
         frames,
         session: Session::new(),
-        ops: OpArena::new(),
+        ops: op_arena(),
         held: VecDeque::with_capacity(HELD_REQUESTS),
         responder: ConnResponder::new(io.clone(), ConnKey::new(0, 0)),
         io,

@@ -3,7 +3,7 @@
 
 use crate::membership::Membership;
 use crate::message::{Envelope, Message};
-use crate::types::{Ballot, Checkpoint, ClientId, Entry, ReplicaId, Request, Slot, Value};
+use crate::types::{Ballot, Checkpoint, ClientId, ReplicaId, Request, Slot, Value};
 
 /// Something the driver tells the core. `now_ms` travels beside it in `Replica::step`.
 #[derive(Clone, Debug)]
@@ -131,7 +131,7 @@ pub enum DurableWrite {
     /// The acceptor promised this ballot: never accept below it again, even after a restart.
     Promise(Ballot),
     /// Accepted entries (a later entry for the same slot at a higher ballot supersedes an earlier).
-    Entries(Vec<Entry>),
+    Entries(crate::types::Entries),
     /// Every slot below this is chosen. Written lazily; a lower value after restart is still safe.
     Commit(Slot),
     /// A checkpoint: store it; entries below its slot may then be discarded.

@@ -1,13 +1,13 @@
 //! The leader: batching client requests into slots, the pipelined phase 2 window, per-follower
 //! replication and catch-up, commit by majority, heartbeats and check-quorum.
 
-use super::{Replica, Role};
+use super::{Command, Replica, Role};
+use crate::batch::Batch;
 use crate::contract;
 use crate::membership::Membership;
 use crate::message::{Accept, Accepted, Heartbeat, Message, Reject, Rejection};
 use crate::types::{Ballot, ReplicaId, Request, Slot, Value};
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 
 /// What the leader knows of one follower.
 #[derive(Debug, Clone)]
@@ -97,12 +97,12 @@ impl Leadership {
 }
 
 impl Replica {
-    pub(crate) fn leader_propose(&mut self, requests: Vec<Request>) {
+    pub(crate) fn leader_propose(&mut self, requests: &mut Vec<Request>) {
         let limit = self.cfg.max_pending_requests;
         let Role::Leader(leadership) = &mut self.role else { unreachable!("leader_propose while not leading") };
         let room = limit.saturating_sub(leadership.pending.len());
         let mut overflow = Vec::new();
-        for (index, request) in requests.into_iter().enumerate() {
+        for (index, request) in requests.drain(..).enumerate() {
             if index < room {
                 leadership.pending.push_back(request);
             } else {
@@ -120,7 +120,7 @@ impl Replica {
     pub(crate) fn fill_window(&mut self) {
         let mut proposed = false;
         while let Some((ballot, batch)) = self.cut_batch() {
-            self.propose_at_horizon(ballot, Value::Batch(Arc::from(batch)));
+            self.propose_at_horizon(ballot, Value::Batch(batch));
             proposed = true;
         }
         if proposed {
@@ -130,7 +130,7 @@ impl Replica {
 
     /// The next batch of pending requests, if the window has room and nothing (a pending reconfig,
     /// a hand-over) holds proposals back.
-    fn cut_batch(&mut self) -> Option<(Ballot, Vec<Request>)> {
+    fn cut_batch(&mut self) -> Option<(Ballot, Batch)> {
         let window_end = self.commit + self.cfg.window_slots;
         let (max_requests, max_bytes) = (self.cfg.max_batch_requests, self.cfg.max_batch_bytes);
         let horizon = self.horizon;
@@ -142,16 +142,18 @@ impl Replica {
         {
             return None;
         }
-        let mut batch = Vec::new();
-        let mut size_bytes = 0;
-        while let Some(request) = leadership.pending.front() {
+        let (mut count, mut size_bytes) = (0, 0);
+        for request in &leadership.pending {
             let next_size = size_bytes + request.size_bytes();
-            if !batch.is_empty() && (batch.len() >= max_requests || next_size > max_bytes) {
+            if count > 0 && (count >= max_requests || next_size > max_bytes) {
                 break;
             }
             size_bytes = next_size;
-            batch.push(leadership.pending.pop_front().expect("front exists"));
+            count += 1;
         }
+        // The batch copies the requests into the core's arena; their own buffers go back now.
+        let batch = Batch::encode(leadership.pending.range(..count), &mut self.batch_arena);
+        leadership.pending.drain(..count);
         Some((leadership.ballot, batch))
     }
 
@@ -165,13 +167,14 @@ impl Replica {
     }
 
     pub(crate) fn replicate_all(&mut self) {
-        let followers: Vec<ReplicaId> = match &self.role {
-            Role::Leader(leadership) => leadership.progress.keys().copied().collect(),
-            _ => return,
-        };
-        for follower in followers {
-            self.replicate(follower);
+        let Role::Leader(leadership) = &self.role else { return };
+        let mut followers = std::mem::take(&mut self.scratch_followers);
+        followers.clear();
+        followers.extend(leadership.progress.keys().copied());
+        for follower in &followers {
+            self.replicate(*follower);
         }
+        self.scratch_followers = followers;
     }
 
     /// Sends the next chunks of the log to `follower`, bounded by its in-flight allowance.
@@ -199,16 +202,13 @@ impl Replica {
             return;
         }
         progress.snapshot_sent_ms = None;
-        let mut sends = Vec::new();
         while progress.next < end && progress.next < progress.matched.saturating_add(in_flight_limit) {
             let start = progress.next;
             let values = self.log.values(start, chunk.min((end - start) as usize));
             assert!(!values.is_empty(), "contract violated: replicate-sends-held-slots");
             progress.next = start + values.len() as u64;
-            sends.push(Accept { ballot, start, values, commit });
-        }
-        for accept in sends {
-            self.send(follower, Message::Accept(accept));
+            // Straight to `out` (not `self.send`): `progress` still borrows the role.
+            self.out.push(Command::send(self.cfg.id, follower, Message::Accept(Accept { ballot, start, values, commit })));
         }
     }
 
@@ -277,7 +277,7 @@ impl Replica {
         };
         let own =
             if self.durability.durable_ballot() == leadership.ballot { self.durability.durable_horizon() } else { 0 };
-        let mut matched: Vec<Slot> = self
+        let mut matched: smallvec::SmallVec<[Slot; 8]> = self
             .membership
             .voters()
             .iter()

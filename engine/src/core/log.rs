@@ -80,7 +80,7 @@ impl AcceptLog {
     }
 
     /// The values at `start .. start + count` (clamped to the log end).
-    pub fn values(&self, start: Slot, count: usize) -> Vec<Value> {
+    pub fn values(&self, start: Slot, count: usize) -> crate::types::Values {
         let end = self.end().min(start + count as u64);
         (start..end).map(|slot| self.get(slot).expect("slot within base..end").value.clone()).collect()
     }

@@ -112,7 +112,7 @@ pub struct Replica {
     pub(crate) applied: Slot,
     pub(crate) horizon: Slot,
     pub(crate) durability: Durability,
-    pub(crate) unpersisted: Vec<Entry>,
+    pub(crate) unpersisted: crate::types::Entries,
     pub(crate) persisted_commit: Slot,
     pub(crate) role: Role,
     pub(crate) leader_hint: Option<ReplicaId>,
@@ -129,6 +129,12 @@ pub struct Replica {
     /// The state machine lets this replica campaign (RSL's CanBecomePrimary veto).
     pub(crate) candidacy_allowed: bool,
     pub(crate) out: Vec<Command>,
+    /// Where the leader encodes the batches it proposes (amortized: no allocation per batch).
+    pub(crate) batch_arena: crate::chunk_arena::ChunkArena,
+    /// Reused by `replicate_all` for the follower list.
+    pub(crate) scratch_followers: Vec<ReplicaId>,
+    /// The emptied buffer of the last proposal, handed back to the driver for the next one.
+    pub(crate) spare_requests: Vec<Request>,
 }
 
 impl Replica {
@@ -156,7 +162,7 @@ impl Replica {
             promised,
             horizon: commit,
             durability: Durability::new(promised, commit),
-            unpersisted: Vec::new(),
+            unpersisted: Default::default(),
             persisted_commit: commit,
             role: Role::Follower,
             leader_hint: None,
@@ -169,6 +175,9 @@ impl Replica {
             waiting_fast_reads: Vec::new(),
             candidacy_allowed: true,
             out: Vec::new(),
+            batch_arena: crate::batch::batch_arena(),
+            scratch_followers: Vec::new(),
+            spare_requests: Vec::new(),
             log,
             commit,
             applied: log_base,
@@ -333,15 +342,23 @@ impl Replica {
         }
     }
 
-    fn on_propose(&mut self, requests: Vec<Request>) {
+    fn on_propose(&mut self, mut requests: Vec<Request>) {
         if requests.is_empty() {
             return;
         }
         if matches!(self.role, Role::Leader(_)) {
-            self.leader_propose(requests);
+            self.leader_propose(&mut requests);
         } else {
             self.redirect(requests.iter().map(|r| (r.client, r.seq)).collect());
+            requests.clear();
         }
+        self.spare_requests = requests;
+    }
+
+    /// The emptied buffer of the last proposal (or a new one), for the driver to fill next: the
+    /// proposal path reuses one buffer instead of allocating one per batch.
+    pub fn take_request_buffer(&mut self) -> Vec<Request> {
+        std::mem::take(&mut self.spare_requests)
     }
 
     pub(crate) fn redirect(&mut self, requests: Vec<(ClientId, u64)>) {

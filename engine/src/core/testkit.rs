@@ -4,7 +4,6 @@ use super::{Command, CoreConfig, DurableWrite, Input, Replica};
 use crate::message::{Envelope, Message};
 use crate::types::{Ballot, ClientId, ReplicaId, Request, Value};
 use bytes::Bytes;
-use std::sync::Arc;
 
 /// A replica of a group of `n` voters (ids 0..n).
 pub fn replica(id: u32, n: u32) -> Replica {
@@ -57,7 +56,7 @@ pub fn persist_all(replica: &mut Replica, now_ms: u64, commands: &[Command]) -> 
 
 /// A batch of one request.
 pub fn batch(client: u64, seq: u64, op: &str) -> Value {
-    Value::Batch(Arc::from(vec![request(client, seq, op)]))
+    Value::Batch(crate::batch::Batch::from_requests(&[request(client, seq, op)]))
 }
 
 /// One request.

@@ -229,8 +229,10 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
         }
         if !self.batch.is_empty() {
             self.observer.on_batch(self.batch.len());
-            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(1024));
+            let batch = std::mem::take(&mut self.batch);
             self.step(Input::Propose(batch));
+            // The core hands the emptied buffer back: no allocation per proposal.
+            self.batch = self.core.take_request_buffer();
         }
         handled > 0
     }

@@ -6,7 +6,8 @@
 //! apart from each request's `op` bytes (see tools/tests/no_alloc.rs).
 
 use super::listener::{ConnSlot, MAX_CONNECTIONS};
-use super::op_arena::OpArena;
+use super::op_arena::op_arena;
+use decree_engine::chunk_arena::ChunkArena;
 use super::session::{self, ConnResponder, Session};
 use super::Context;
 use decree_engine::runtime::{Response, Ring, Role};
@@ -161,7 +162,7 @@ struct IoThread {
     free: Vec<usize>,
     dirty: Vec<usize>,
     /// Holds the op bytes of every request this thread decodes.
-    ops: OpArena,
+    ops: ChunkArena,
 }
 
 impl IoThread {
@@ -174,7 +175,7 @@ impl IoThread {
             generations: Vec::with_capacity(MAX_CONNECTIONS),
             free: Vec::with_capacity(MAX_CONNECTIONS),
             dirty: Vec::with_capacity(MAX_CONNECTIONS),
-            ops: OpArena::new(),
+            ops: op_arena(),
         }
     }
 

@@ -6,7 +6,7 @@
 //! is closed; other connections are untouched.
 
 use super::io_thread::{ConnKey, IoShared};
-use super::op_arena::OpArena;
+use decree_engine::chunk_arena::ChunkArena;
 use super::reply_frame;
 use crate::wire::{self, ClientFrame, ErrorCode, StatusView, WireError, CLIENT_HEADER_BYTES};
 use decree_engine::runtime::{Event, MembershipChange, Responder, Response, Ring};
@@ -105,7 +105,7 @@ impl Session {
     /// The next complete frame, if one has arrived, its op bytes carved from `ops`. An `Err` means
     /// the connection must be closed after an error frame; the header is checked before the buffer
     /// grows for a large payload.
-    pub fn next_frame(&mut self, ops: &mut OpArena) -> Option<Result<ClientFrame, WireError>> {
+    pub fn next_frame(&mut self, ops: &mut ChunkArena) -> Option<Result<ClientFrame, WireError>> {
         let available = self.read_end - self.read_start;
         if available < CLIENT_HEADER_BYTES {
             return None;
@@ -247,6 +247,7 @@ pub fn status_view(status: &decree_engine::runtime::NodeStatus) -> StatusView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replica::op_arena::op_arena;
     use bytes::Bytes;
 
     fn request(request_id: u64, op: &'static [u8]) -> Vec<u8> {
@@ -260,7 +261,7 @@ mod tests {
 
     fn feed(session: &mut Session, mut bytes: &[u8], chunk: usize) -> Vec<Result<ClientFrame, WireError>> {
         let mut frames = Vec::new();
-        let mut ops = OpArena::new();
+        let mut ops = op_arena();
         while !bytes.is_empty() {
             let space = session.read_space();
             let n = chunk.min(space.len()).min(bytes.len());

@@ -52,7 +52,7 @@ impl PmemStorage {
             entries.push(Entry { slot, ballot: stored.ballot, value });
         }
         let recovered_slots = entries.len();
-        durable.apply(&DurableWrite::Entries(entries)).map_err(|e| storage_error("recovery", e))?;
+        durable.apply(&DurableWrite::Entries(entries.into())).map_err(|e| storage_error("recovery", e))?;
         durable.apply(&DurableWrite::Commit(hard.commit)).map_err(|e| storage_error("recovery", e))?;
         durable.validate().map_err(|e| storage_error("recovery", e))?;
         tracing::info!(slots = recovered_slots, promised = %durable.promised(), commit = durable.commit(), backend = %log.backend().label(), "log recovered");
