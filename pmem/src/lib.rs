@@ -27,6 +27,7 @@ pub mod file;
 pub mod file_mmap;
 pub mod file_uring;
 pub mod flush;
+pub mod live_slots;
 pub mod lock;
 pub mod log;
 pub mod mapping;

@@ -170,10 +170,10 @@ impl<M: Medium> Log<M> {
     /// `decode_value`, to rebuild the core's recovered state after a restart.
     pub fn recovered_writes(&self, decode_value: &mut dyn FnMut(Slot, &[u8]) -> Option<Value>) -> Result<Vec<DurableWrite>> {
         let mut entries = Vec::with_capacity(self.state.entries.len());
-        for slot in self.state.entries.keys().copied() {
+        for slot in self.state.entries.slots() {
             let stored = self.read(slot)?.expect("listed slot has an entry");
             let value = decode_value(slot, &stored.payload).ok_or_else(|| {
-                let loc = self.state.entries[&slot];
+                let loc = self.state.entries.get(slot).expect("listed slot has a location");
                 Error::Corrupt {
                     resource: self.medium.resource().to_string(),
                     offset: medium_offset(loc.lsn, self.sb.capacity_bytes),
@@ -245,7 +245,7 @@ impl<M: Medium> Log<M> {
     /// The latest entry for `slot`, read back and re-validated, or None if the log has none.
     pub fn read(&self, slot: Slot) -> Result<Option<StoredEntry>> {
         self.check_ok()?;
-        let Some(loc) = self.state.entries.get(&slot).copied() else { return Ok(None) };
+        let Some(loc) = self.state.entries.get(slot).copied() else { return Ok(None) };
         let size = encoded_size_bytes(loc.payload_len as usize);
         let mut buf = vec![0u8; size];
         if loc.lsn >= self.written_lsn {
@@ -274,7 +274,7 @@ impl<M: Medium> Log<M> {
 
     /// Live slots in order, with the ballot of each one's latest entry.
     pub fn slots(&self) -> impl Iterator<Item = (Slot, Ballot)> + '_ {
-        self.state.entries.iter().map(|(slot, loc)| (*slot, loc.ballot))
+        self.state.entries.iter().map(|(slot, loc)| (slot, loc.ballot))
     }
 
     /// Promise and commit as of the last staged record.
