@@ -33,6 +33,7 @@ pub mod log;
 pub mod mapping;
 pub mod medium;
 pub mod memory;
+pub mod payloads;
 #[cfg(feature = "rdma-check")]
 pub mod rdma_check;
 pub mod record;
