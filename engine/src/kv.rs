@@ -135,14 +135,14 @@ impl KvStore {
         match op {
             KvOp::Get { key } => KvReply::Value(self.map.get(key).cloned()),
             KvOp::Put { key, value } => {
-                self.put(key, Bytes::copy_from_slice(value));
+                self.put(key, value);
                 KvReply::Done
             }
             KvOp::Cas { key, expected, new } => {
                 let previous = self.map.get(key).cloned();
                 let ok = previous.as_deref() == expected;
                 if ok {
-                    self.put(key, Bytes::copy_from_slice(new));
+                    self.put(key, new);
                 }
                 KvReply::Cas { ok, previous }
             }
@@ -150,11 +150,11 @@ impl KvStore {
     }
 
     /// Writes `value` at `key`; the key is copied only when it is new.
-    fn put(&mut self, key: &[u8], value: Bytes) {
+    fn put(&mut self, key: &[u8], value: &[u8]) {
         match self.map.get_mut(key) {
-            Some(held) => *held = value,
+            Some(held) => *held = overwrite(std::mem::take(held), value),
             None => {
-                self.map.insert(Key::copy_from_slice(key), value);
+                self.map.insert(Key::copy_from_slice(key), Bytes::copy_from_slice(value));
             }
         }
     }
@@ -175,12 +175,26 @@ impl KvStore {
     }
 }
 
+/// `value` in place of `held`. Overwriting a key with a value of the same length (the steady state
+/// of fixed-size writes) reuses the held buffer instead of allocating, but only when nothing else
+/// holds it: `try_into_mut` fails while a pending Get reply or a frozen checkpoint's map shares
+/// it, and those keep the old bytes.
+fn overwrite(held: Bytes, value: &[u8]) -> Bytes {
+    if held.len() == value.len() {
+        if let Ok(mut unique) = held.try_into_mut() {
+            unique.copy_from_slice(value);
+            return unique.freeze();
+        }
+    }
+    Bytes::copy_from_slice(value)
+}
+
 impl StateMachine for KvStore {
     fn execute(&mut self, op: &[u8]) -> Bytes {
         match postcard::from_bytes::<KvOp<&[u8]>>(op) {
             // The common case answers with the prebuilt reply instead of encoding one.
             Ok(KvOp::Put { key, value }) => {
-                self.put(key, Bytes::copy_from_slice(value));
+                self.put(key, value);
                 Bytes::from_static(DONE_REPLY)
             }
             Ok(op) => self.apply(op).encode(),
@@ -237,6 +251,50 @@ mod tests {
         let mut store = KvStore::default();
         assert_eq!(KvReply::decode(&store.execute(&[9, 9, 9])).unwrap(), KvReply::Malformed);
         assert!(store.is_empty());
+    }
+
+    fn put(store: &mut KvStore, key: &[u8], value: &[u8]) {
+        let op = KvOp::Put { key: Bytes::copy_from_slice(key), value: Bytes::copy_from_slice(value) };
+        assert_eq!(store.execute(&op.encode())[..], *DONE_REPLY);
+    }
+
+    #[test]
+    fn overwriting_with_a_value_of_the_same_length_reuses_its_buffer() {
+        let mut store = KvStore::default();
+        put(&mut store, b"k", b"first");
+        let buffer = store.get(b"k").unwrap().as_ptr();
+        put(&mut store, b"k", b"again");
+        assert_eq!(store.get(b"k").unwrap().as_ptr(), buffer, "rewritten in place, no allocation");
+        assert_eq!(store.get(b"k").unwrap(), &b"again"[..]);
+        put(&mut store, b"k", b"longer value");
+        assert_eq!(store.get(b"k").unwrap(), &b"longer value"[..]);
+    }
+
+    #[test]
+    fn a_value_a_reply_still_holds_is_not_rewritten() {
+        let get = || KvOp::Get { key: &b"k"[..] };
+        let mut store = KvStore::default();
+        put(&mut store, b"k", b"first");
+        drop(store.apply(get()));
+        let buffer = store.get(b"k").unwrap().as_ptr();
+        put(&mut store, b"k", b"again");
+        assert_eq!(store.get(b"k").unwrap().as_ptr(), buffer, "a reply already dropped shares nothing");
+        let KvReply::Value(Some(read)) = store.apply(get()) else { panic!("k is held") };
+        put(&mut store, b"k", b"third");
+        assert_eq!(read, &b"again"[..], "the pending reply keeps the value it read");
+        assert_eq!(store.get(b"k").unwrap(), &b"third"[..]);
+    }
+
+    #[test]
+    fn a_frozen_checkpoint_keeps_the_values_it_froze() {
+        let mut store = KvStore::default();
+        put(&mut store, b"k", b"first");
+        let frozen = store.freeze();
+        put(&mut store, b"k", b"again");
+        let mut restored = KvStore::default();
+        restored.load_checkpoint(&frozen()).unwrap();
+        assert_eq!(restored.get(b"k").unwrap(), &b"first"[..], "the checkpoint serializes the value it froze");
+        assert_eq!(store.get(b"k").unwrap(), &b"again"[..]);
     }
 
     proptest! {

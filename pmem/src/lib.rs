@@ -27,11 +27,13 @@ pub mod file;
 pub mod file_mmap;
 pub mod file_uring;
 pub mod flush;
+pub mod live_slots;
 pub mod lock;
 pub mod log;
 pub mod mapping;
 pub mod medium;
 pub mod memory;
+pub mod payloads;
 #[cfg(feature = "rdma-check")]
 pub mod rdma_check;
 pub mod record;

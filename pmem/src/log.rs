@@ -8,6 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::medium::{BackendKind, Medium};
+use crate::payloads::Payloads;
 use crate::record::{decode, encode_into, encoded_size_bytes, Decoded, Header, Kind, HEADER_SIZE_BYTES, MAX_PAYLOAD_BYTES};
 use crate::recovery::recover;
 use crate::ring::{implicit_wrap, lap_remaining_bytes, medium_offset};
@@ -44,6 +45,8 @@ pub struct Log<M: Medium> {
     durable_lsn: u64,
     /// Encoded records for `written_lsn..tail_lsn`.
     staging: Vec<u8>,
+    /// Scratch for the values of the batch being staged, kept so staging allocates nothing.
+    payloads: Payloads,
     /// The first I/O error; once set, the log refuses everything.
     failed: Option<String>,
 }
@@ -106,6 +109,7 @@ impl<M: Medium> Log<M> {
             written_lsn: end_lsn,
             durable_lsn: end_lsn,
             staging: Vec::new(),
+            payloads: Payloads::default(),
             failed: None,
         }
     }
@@ -128,8 +132,9 @@ impl<M: Medium> Log<M> {
         self.append(Kind::Commit, commit, Ballot::ZERO, &[])
     }
 
-    /// Stages one of the core's durable writes, serializing values with `encode_value`; returns
-    /// the position the write ends at (report its ticket once `durable_lsn() >=` it).
+    /// Stages one of the core's durable writes, serializing values with `encode_value` (which
+    /// appends one value's bytes to the buffer it is given, leaving the bytes already there alone);
+    /// returns the position the write ends at (report its ticket once `durable_lsn() >=` it).
     pub fn stage(&mut self, write: &DurableWrite, encode_value: &mut dyn FnMut(&Value, &mut Vec<u8>)) -> Result<u64> {
         match write {
             DurableWrite::Promise(ballot) => self.append_promise(*ballot),
@@ -141,39 +146,44 @@ impl<M: Medium> Log<M> {
                 Ok(self.tail_lsn)
             }
             DurableWrite::Entries(entries) => {
-                // Encode all, check room for all, then stage: a batch is staged whole or not at all.
-                let mut payloads = Vec::with_capacity(entries.len());
-                for entry in entries {
-                    let mut buf = Vec::new();
-                    encode_value(&entry.value, &mut buf);
-                    payloads.push(buf);
-                }
-                let sizes = payloads.iter().map(|p| encoded_size_bytes(p.len()) as u64);
-                // Worst case: one wrap gap, shorter than the largest record.
-                let needed = sizes.clone().sum::<u64>() + sizes.max().unwrap_or(0);
-                if needed + DISCARD_RESERVE_BYTES > self.free_bytes() {
-                    return Err(self.full(needed));
-                }
-                if let Some(low) = entries.iter().find(|e| e.slot < self.state.base) {
-                    return Err(self.invalid(format!("slot {} is below the discarded prefix {}", low.slot, self.state.base)));
-                }
-                let mut end = self.tail_lsn;
-                for (entry, payload) in entries.iter().zip(&payloads) {
-                    end = self.append_entry(entry.slot, entry.ballot, payload)?;
-                }
-                Ok(end)
+                // Taken out of `self` while `stage_entries` appends through `&mut self`.
+                let mut payloads = std::mem::take(&mut self.payloads);
+                payloads.fill(entries.iter().map(|e| &e.value), encode_value);
+                let staged = self.stage_entries(entries, &payloads);
+                payloads.clear();
+                self.payloads = payloads;
+                staged
             }
         }
+    }
+
+    /// Stages `entries` with their encoded `payloads`: check room for all, then stage, so a
+    /// batch is staged whole or not at all.
+    fn stage_entries(&mut self, entries: &[Entry], payloads: &Payloads) -> Result<u64> {
+        let sizes = payloads.iter().map(|p| encoded_size_bytes(p.len()) as u64);
+        // Worst case: one wrap gap, shorter than the largest record.
+        let needed = sizes.clone().sum::<u64>() + sizes.max().unwrap_or(0);
+        if needed + DISCARD_RESERVE_BYTES > self.free_bytes() {
+            return Err(self.full(needed));
+        }
+        if let Some(low) = entries.iter().find(|e| e.slot < self.state.base) {
+            return Err(self.invalid(format!("slot {} is below the discarded prefix {}", low.slot, self.state.base)));
+        }
+        let mut end = self.tail_lsn;
+        for (entry, payload) in entries.iter().zip(payloads.iter()) {
+            end = self.append_entry(entry.slot, entry.ballot, payload)?;
+        }
+        Ok(end)
     }
 
     /// The live state as the core's durable writes (promise, entries, commit), values decoded by
     /// `decode_value`, to rebuild the core's recovered state after a restart.
     pub fn recovered_writes(&self, decode_value: &mut dyn FnMut(Slot, &[u8]) -> Option<Value>) -> Result<Vec<DurableWrite>> {
         let mut entries = Vec::with_capacity(self.state.entries.len());
-        for slot in self.state.entries.keys().copied() {
+        for slot in self.state.entries.slots() {
             let stored = self.read(slot)?.expect("listed slot has an entry");
             let value = decode_value(slot, &stored.payload).ok_or_else(|| {
-                let loc = self.state.entries[&slot];
+                let loc = self.state.entries.get(slot).expect("listed slot has a location");
                 Error::Corrupt {
                     resource: self.medium.resource().to_string(),
                     offset: medium_offset(loc.lsn, self.sb.capacity_bytes),
@@ -245,7 +255,7 @@ impl<M: Medium> Log<M> {
     /// The latest entry for `slot`, read back and re-validated, or None if the log has none.
     pub fn read(&self, slot: Slot) -> Result<Option<StoredEntry>> {
         self.check_ok()?;
-        let Some(loc) = self.state.entries.get(&slot).copied() else { return Ok(None) };
+        let Some(loc) = self.state.entries.get(slot).copied() else { return Ok(None) };
         let size = encoded_size_bytes(loc.payload_len as usize);
         let mut buf = vec![0u8; size];
         if loc.lsn >= self.written_lsn {
@@ -274,7 +284,7 @@ impl<M: Medium> Log<M> {
 
     /// Live slots in order, with the ballot of each one's latest entry.
     pub fn slots(&self) -> impl Iterator<Item = (Slot, Ballot)> + '_ {
-        self.state.entries.iter().map(|(slot, loc)| (*slot, loc.ballot))
+        self.state.entries.iter().map(|(slot, loc)| (slot, loc.ballot))
     }
 
     /// Promise and commit as of the last staged record.
@@ -430,5 +440,30 @@ impl<M: Medium> Log<M> {
 
     fn invalid(&self, detail: String) -> Error {
         Error::Invalid { resource: self.medium.resource().to_string(), detail }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::SimMedium;
+
+    #[test]
+    fn steady_batches_reuse_the_payload_buffer() {
+        let mut log = Log::create(SimMedium::new(DATA_OFFSET_BYTES + (1 << 20))).unwrap();
+        let mut encode = |_: &Value, out: &mut Vec<u8>| out.extend_from_slice(&[5; 300]);
+        let batch = |first: Slot| {
+            let entry = |slot| Entry { slot, ballot: Ballot { round: 1, leader: 1 }, value: Value::Noop };
+            DurableWrite::Entries((first..first + 16).map(entry).collect())
+        };
+        log.stage(&batch(0), &mut encode).unwrap();
+        log.sync().unwrap();
+        let capacity = log.payloads.capacity_bytes();
+        assert!(capacity >= 16 * 300, "the first batch grew the buffer to {capacity} bytes");
+        log.stage(&batch(16), &mut encode).unwrap();
+        log.sync().unwrap();
+        // A Vec is reallocated only to grow or shrink, which changes its capacity.
+        assert_eq!(log.payloads.capacity_bytes(), capacity, "the second batch encoded into the same buffer");
+        assert_eq!(log.read(31).unwrap().unwrap().payload, vec![5; 300]);
     }
 }

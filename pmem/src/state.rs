@@ -1,9 +1,9 @@
 //! The log's in-memory view, rebuilt by replaying records in stream order: where each live
 //! slot's latest record sits, the promised ballot, the commit slot and the discarded prefix.
 
+use crate::live_slots::LiveSlots;
 use crate::record::{Header, Kind};
 use decree_engine::types::{Ballot, Slot};
-use std::collections::BTreeMap;
 
 /// Where the latest record of one slot sits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub struct HardState {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LogState {
     /// Live slots and their latest records.
-    pub entries: BTreeMap<Slot, Location>,
+    pub entries: LiveSlots,
     /// Promise and commit.
     pub hard: HardState,
     /// Slots below this were discarded after a checkpoint.
@@ -50,10 +50,10 @@ impl LogState {
             // re-states an older one.
             Kind::Promise => self.hard.promise = self.hard.promise.max(header.ballot),
             Kind::Commit => self.hard.commit = self.hard.commit.max(header.slot),
-            Kind::TruncateSuffix => drop(self.entries.split_off(&header.slot)),
+            Kind::TruncateSuffix => self.entries.truncate_from(header.slot),
             Kind::DiscardPrefix if header.slot > self.base => {
                 self.base = header.slot;
-                self.entries = self.entries.split_off(&header.slot);
+                self.entries.discard_below(header.slot);
             }
             Kind::DiscardPrefix | Kind::Pad => {}
         }
@@ -61,7 +61,7 @@ impl LogState {
 
     /// Position of the oldest record a live slot still needs, if any.
     pub fn oldest_live_lsn(&self) -> Option<u64> {
-        self.entries.values().map(|loc| loc.lsn).min()
+        self.entries.iter().map(|(_, loc)| loc.lsn).min()
     }
 }
 
@@ -79,8 +79,8 @@ mod tests {
         s.apply(&rec(Kind::Entry, 0, 5, 1));
         s.apply(&rec(Kind::Entry, 56, 6, 1));
         s.apply(&rec(Kind::Entry, 112, 5, 2));
-        assert_eq!(s.entries[&5].ballot.round, 2);
-        assert!(s.entries.contains_key(&6), "re-accepting slot 5 must not forget slot 6");
+        assert_eq!(s.entries.get(5).unwrap().ballot.round, 2);
+        assert!(s.entries.contains(6), "re-accepting slot 5 must not forget slot 6");
     }
 
     #[test]
@@ -92,7 +92,7 @@ mod tests {
         s.apply(&rec(Kind::TruncateSuffix, 480, 7, 0));
         s.apply(&rec(Kind::DiscardPrefix, 528, 3, 0));
         s.apply(&rec(Kind::Entry, 576, 2, 1)); // below the base: stays discarded
-        assert_eq!(s.entries.keys().copied().collect::<Vec<_>>(), vec![3, 4, 5, 6]);
+        assert_eq!(s.entries.slots().collect::<Vec<_>>(), vec![3, 4, 5, 6]);
         assert_eq!(s.base, 3);
     }
 

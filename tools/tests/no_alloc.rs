@@ -8,13 +8,23 @@
 //! ring), the I/O thread pops the answer and encodes it into the write buffer, the bytes are
 //! "sent". The "core" keeps the latest requests alive as its log would, so arena chunks cannot simply
 //! be reused. Expected: no allocation but the arena's new chunks (a buffer and its shared header).
+//!
+//! The same counter watches the request's next two stops once warm: the persistence thread's
+//! write of batches to the log (stage and group commit), and the key-value store executing puts
+//! that overwrite held keys with values of the same length. Expected: no allocation at all.
 
 use bytes::Bytes;
-use decree_engine::runtime::{Event, Responder, Response, Ring};
+use decree_engine::core::DurableWrite;
+use decree_engine::kv::{KvOp, KvStore};
+use decree_engine::membership::Membership;
+use decree_engine::runtime::{Event, LogStorage, Responder, Response, Ring};
+use decree_engine::state_machine::StateMachine;
+use decree_engine::types::{Ballot, Checkpoint, ClientId, Entry, ReplicaId, Request, Value};
 use decree_tools::replica::io_thread::{ConnKey, IoShared};
 use decree_engine::chunk_arena::ChunkArena;
 use decree_tools::replica::op_arena::{op_arena, OP_ARENA_CHUNK_BYTES};
 use decree_tools::replica::session::{dispatch, ConnResponder, Session};
+use decree_tools::replica::storage::PmemStorage;
 use decree_tools::wire::{self, ClientFrame};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -127,4 +137,76 @@ fn the_counter_sees_an_allocation_per_request() {
     let (allocations, bytes) = counted(|| owned = (0..100).map(|n| vec![n as u8; 10]).collect::<Vec<_>>());
     assert!(allocations >= 101, "{allocations} allocations for {owned:?}");
     assert!(bytes >= 100 * 10 + 100 * std::mem::size_of::<Vec<u8>>() as u64);
+}
+
+/// Batches the persistence thread writes per checkpoint in the log test.
+const ROUNDS_PER_CHECKPOINT: u64 = 50;
+
+/// The persistence thread's rounds as the core would hand them over: a batch of entries (each a
+/// batch of puts), its commit, and every so often a checkpoint that discards the log's prefix.
+fn persist_rounds(rounds: std::ops::Range<u64>) -> Vec<Vec<DurableWrite>> {
+    let ballot = Ballot::new(1, ReplicaId(1));
+    let requests: Vec<Request> =
+        (0..32).map(|seq| Request { client: ClientId(7), seq, op: Bytes::from(vec![seq as u8; OP_BYTES]) }).collect();
+    let value = Value::Batch(requests.into());
+    let entries_per_round = 4;
+    rounds
+        .map(|round| {
+            let first = round * entries_per_round;
+            let slots = first..first + entries_per_round;
+            let entries = slots.map(|slot| Entry { slot, ballot, value: value.clone() }).collect();
+            let mut writes = vec![DurableWrite::Entries(entries), DurableWrite::Commit(first + entries_per_round)];
+            if round % ROUNDS_PER_CHECKPOINT == ROUNDS_PER_CHECKPOINT - 1 {
+                let membership = Membership::new(vec![ReplicaId(1)]);
+                let data = Bytes::from_static(b"state");
+                writes.push(DurableWrite::Checkpoint(Checkpoint { slot: first, membership, config_slot: None, data }));
+            }
+            writes
+        })
+        .collect()
+}
+
+#[test]
+fn the_log_write_of_a_warm_replica_allocates_nothing() {
+    let dir = std::env::temp_dir().join(format!("decree-no-alloc-{}", std::process::id()));
+    let backend = decree_pmem::Backend::Memory;
+    let config = decree_pmem::Config { path: dir.join("log"), size_bytes: 16 << 20, backend };
+    let (mut storage, _) = PmemStorage::open(&config).unwrap();
+    let mut ticket = 0;
+    let mut serve = |rounds: Vec<Vec<DurableWrite>>| {
+        for writes in rounds {
+            for write in &writes {
+                ticket += 1;
+                storage.stage(ticket, write).unwrap();
+            }
+            assert_eq!(storage.sync().unwrap(), Some(ticket));
+        }
+    };
+    // Warm-up: two checkpoint cycles and more than a lap of the 16 MiB ring (about 12 KiB a round).
+    serve(persist_rounds(0..1_500));
+    let counted_rounds = persist_rounds(1_500..3_000);
+    let (allocations, bytes) = counted(|| serve(counted_rounds));
+    eprintln!("{allocations} allocations, {bytes} bytes for 1500 rounds");
+    assert_eq!(allocations, 0, "{bytes} bytes allocated writing 1500 rounds of 4 entries");
+}
+
+#[test]
+fn overwriting_puts_of_a_warm_store_allocate_nothing() {
+    let put = |key: u64, fill: u8| KvOp::Put {
+        key: Bytes::from(key.to_be_bytes().repeat(2)),
+        value: Bytes::from(vec![fill; 64]),
+    };
+    let ops: Vec<Bytes> = (0..COUNTED_REQUESTS).map(|n| put(n % 1_000, n as u8).encode()).collect();
+    let mut store = KvStore::default();
+    for key in 0..1_000 {
+        store.execute(&put(key, 0).encode());
+    }
+    let (allocations, bytes) = counted(|| {
+        for op in &ops {
+            assert_eq!(&store.execute(op)[..], &[1]);
+        }
+    });
+    eprintln!("{allocations} allocations, {bytes} bytes for {COUNTED_REQUESTS} puts");
+    assert_eq!(allocations, 0, "{bytes} bytes allocated by {COUNTED_REQUESTS} overwriting puts");
+    assert_eq!(store.get(&999u64.to_be_bytes().repeat(2)).unwrap()[..], [(COUNTED_REQUESTS - 1) as u8; 64]);
 }

@@ -67,6 +67,8 @@ impl LogStorage for PmemStorage {
             // log never reads it back, so it is not written: no fsyncs on the benchmark backend).
             checkpoint_file::store(&self.checkpoint_path, checkpoint).map_err(|e| storage_error("storing a checkpoint", e))?;
         }
+        // `out` is the log's scratch, reused across batches: postcard extends it in place (the
+        // take and the assignment move the Vec, they allocate nothing).
         let mut encode = |value: &Value, out: &mut Vec<u8>| {
             *out = postcard::to_extend(value, std::mem::take(out)).expect("encoding into a Vec cannot fail");
         };
