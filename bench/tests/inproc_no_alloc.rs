@@ -12,8 +12,9 @@ use counting_alloc::counted;
 use decree_bench::inproc::{self, InprocSpec};
 
 const OPS: u64 = 20_000;
-/// Far below one per batch (64 requests): only amortized chunk and log growth is allowed.
-const MOST_ALLOCATIONS_PER_OP: f64 = 0.01;
+/// One per 500 operations: amortized chunk and log growth only (measured with DHAT: 5 allocations
+/// for 6,400 operations; it was 34,803 when each batch and stored value had buffers of its own).
+const MOST_ALLOCATIONS_PER_OP: f64 = 0.002;
 
 fn allocations(ops: u64) -> u64 {
     let spec = InprocSpec { ops, clients: 64, payload_bytes: 64, max_batch_requests: 1024 };

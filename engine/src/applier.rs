@@ -117,7 +117,7 @@ impl<S: StateMachine> Applier<S> {
                 Entry::Occupied(held) if held.get().0 == request.seq => Outcome::Duplicate(held.get().1.clone()),
                 Entry::Occupied(held) if held.get().0 > request.seq => Outcome::Stale,
                 session => {
-                    let reply = self.state_machine.execute(&request.op);
+                    let reply = self.state_machine.execute(request.op);
                     self.executed_count += 1;
                     let latest = (request.seq, reply.clone());
                     match session {

@@ -14,6 +14,7 @@
 //! that overwrite held keys with values of the same length. Expected: no allocation at all.
 
 use bytes::Bytes;
+use decree_engine::batch::Batch;
 use decree_engine::core::DurableWrite;
 use decree_engine::kv::{KvOp, KvStore};
 use decree_engine::membership::Membership;
@@ -148,7 +149,7 @@ fn persist_rounds(rounds: std::ops::Range<u64>) -> Vec<Vec<DurableWrite>> {
     let ballot = Ballot::new(1, ReplicaId(1));
     let requests: Vec<Request> =
         (0..32).map(|seq| Request { client: ClientId(7), seq, op: Bytes::from(vec![seq as u8; OP_BYTES]) }).collect();
-    let value = Value::Batch(requests.into());
+    let value = Value::Batch(Batch::from_requests(&requests));
     let entries_per_round = 4;
     rounds
         .map(|round| {

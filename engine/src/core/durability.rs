@@ -60,8 +60,9 @@ impl Durability {
         None
     }
 
-    /// Records that every ticket `<= upto` is durable; returns the sends this releases.
-    pub fn complete(&mut self, upto: u64) -> Vec<Envelope> {
+    /// Records that every ticket `<= upto` is durable; `pop_released` then hands out the sends
+    /// this releases.
+    pub fn complete(&mut self, upto: u64) {
         assert!(
             upto < self.next_ticket,
             "contract violated: persisted-ticket-was-issued ({upto} >= {})",
@@ -78,14 +79,16 @@ impl Durability {
             self.durable_horizon = mark.horizon;
             self.marks.pop_front();
         }
-        let mut released = Vec::new();
-        while let Some((ticket, _)) = self.deferred.front() {
-            if *ticket > self.durable_upto {
-                break;
-            }
-            released.push(self.deferred.pop_front().expect("front exists").1);
+    }
+
+    /// The oldest deferred send whose ticket is durable, if any (no list is built: a persist
+    /// completion costs no allocation).
+    pub fn pop_released(&mut self) -> Option<Envelope> {
+        let (ticket, _) = self.deferred.front()?;
+        if *ticket > self.durable_upto {
+            return None;
         }
-        released
+        self.deferred.pop_front().map(|(_, envelope)| envelope)
     }
 
     /// Ballot of the newest durable acceptor state.

@@ -355,9 +355,8 @@ impl Replica {
             return;
         };
         let heartbeat = Heartbeat { ballot: leadership.ballot, commit: self.commit, round: leadership.read_round };
-        let followers: Vec<ReplicaId> = leadership.progress.keys().copied().collect();
-        for follower in followers {
-            self.send(follower, Message::Heartbeat(heartbeat.clone()));
+        for follower in leadership.progress.keys() {
+            self.out.push(Command::send(self.cfg.id, *follower, Message::Heartbeat(heartbeat.clone())));
         }
     }
 

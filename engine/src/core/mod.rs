@@ -369,9 +369,9 @@ impl Replica {
     }
 
     fn on_persisted(&mut self, upto: u64) {
-        let released = self.durability.complete(upto);
+        self.durability.complete(upto);
         self.discard_checkpointed(upto);
-        for envelope in released {
+        while let Some(envelope) = self.durability.pop_released() {
             if envelope.to == self.id() {
                 self.on_receive_own(envelope);
             } else {

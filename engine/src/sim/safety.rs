@@ -140,7 +140,7 @@ impl SafetyChecker {
             if !matches!(result.outcome, Outcome::Executed(_)) {
                 continue;
             }
-            if let Ok(op @ (KvOp::Put { .. } | KvOp::Cas { .. })) = KvOp::decode(&request.op) {
+            if let Ok(op @ (KvOp::Put { .. } | KvOp::Cas { .. })) = KvOp::decode(request.op) {
                 let after = self.reference.state_machine().get(op.key()).cloned();
                 self.key_history.entry(op.key().clone()).or_default().push((slot + 1, after));
             }
