@@ -185,9 +185,9 @@ impl FrozenCheckpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::Batch;
     use crate::kv::{KvOp, KvReply, KvStore};
     use crate::types::Request;
-    use crate::batch::Batch;
 
     fn put(client: u64, seq: u64, value: &'static str) -> Request {
         let op = KvOp::Put { key: Bytes::from_static(b"k"), value: Bytes::from_static(value.as_bytes()) };

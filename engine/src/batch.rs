@@ -14,12 +14,12 @@ use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::fmt;
 
-/// Most bytes a request's encoding adds to its op: two u64 varints and a length varint.
-pub const REQUEST_ENCODING_OVERHEAD_BYTES: usize = 10 + 10 + 5;
 /// Chunk size of the arenas batches are built and decoded into.
-pub const BATCH_ARENA_CHUNK_BYTES: usize = 1 << 20;
-/// Batches larger than this get an allocation of their own.
-pub const BATCH_ARENA_LARGEST_INLINE_BYTES: usize = 128 << 10;
+pub const BATCH_ARENA_CHUNK_BYTES: usize = 4 << 20;
+/// Batches larger than this get an allocation of their own. A full batch under the default
+/// `max_batch_bytes` (1 MiB, counting 16 bytes per request for what the encoding adds; postcard
+/// adds 3-25) fits.
+pub const BATCH_ARENA_LARGEST_INLINE_BYTES: usize = 3 << 19;
 
 /// An arena sized for batches.
 pub fn batch_arena() -> ChunkArena {
@@ -39,7 +39,25 @@ pub struct RequestRef<'a> {
     /// Its per-client sequence number.
     pub seq: u64,
     /// The state machine operation.
+    #[serde(borrow, serialize_with = "serialize_op")]
     pub op: &'a [u8],
+}
+
+/// As one byte string (what `Bytes` does), not a sequence of u8s: the same encoding, one copy.
+fn serialize_op<S: Serializer>(op: &&[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_bytes(op)
+}
+
+/// Bytes of a postcard varint holding `value`.
+fn varint_len(value: u64) -> usize {
+    (64 - value.leading_zeros() as usize).div_ceil(7).max(1)
+}
+
+impl RequestRef<'_> {
+    /// Bytes of this request's (canonical) postcard encoding.
+    pub fn encoded_len(&self) -> usize {
+        varint_len(self.client.0) + varint_len(self.seq) + varint_len(self.op.len() as u64) + self.op.len()
+    }
 }
 
 /// Printed as a `Request` prints (the op as an escaped byte string), so logs and traces read the same.
@@ -50,7 +68,8 @@ impl fmt::Debug for RequestRef<'_> {
 }
 
 /// `count` requests encoded back to back in `bytes`. Always valid: every constructor either encodes
-/// the requests itself or checks outside bytes first.
+/// the requests itself or checks outside bytes first. Equal batches have equal bytes (the encoding
+/// is canonical), which is what equality compares.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Batch {
     count: u32,
@@ -63,15 +82,15 @@ impl Batch {
     where
         I: Iterator<Item = &'r Request> + Clone,
     {
-        let bound = requests.clone().map(|r| r.op.len() + REQUEST_ENCODING_OVERHEAD_BYTES).sum();
+        let as_ref = |request: &'r Request| RequestRef { client: request.client, seq: request.seq, op: &request.op };
+        let total = requests.clone().map(|r| as_ref(r).encoded_len()).sum();
         let mut count = 0u32;
-        let bytes = arena.write(bound, |out| {
-            for request in requests {
+        let bytes = arena.write(total, |out| {
+            for request in requests.map(as_ref) {
                 let at = out.len();
-                out.resize(at + request.op.len() + REQUEST_ENCODING_OVERHEAD_BYTES, 0);
-                let request = RequestRef { client: request.client, seq: request.seq, op: &request.op };
-                let used = postcard::to_slice(&request, &mut out[at..]).expect("the overhead bound holds").len();
-                out.truncate(at + used);
+                out.resize(at + request.encoded_len(), 0);
+                let used = postcard::to_slice(&request, &mut out[at..]).map(|used| used.len());
+                assert_eq!(used, Ok(request.encoded_len()), "contract violated: batch-encoded-length");
                 count += 1;
             }
         });
@@ -83,13 +102,17 @@ impl Batch {
         Batch::encode(requests.iter(), &mut ChunkArena::new(0, 0))
     }
 
-    /// A batch from outside bytes: `count` requests that must decode and fill `bytes` exactly.
+    /// A batch from outside bytes: `count` requests that must decode, each in its canonical
+    /// encoding (so two batches are equal exactly when their bytes are), and fill `bytes` exactly.
     pub fn from_encoded(count: u32, bytes: Bytes) -> Result<Batch, &'static str> {
         let mut rest = &bytes[..];
         for _ in 0..count {
             // Each request takes at least 3 bytes, so a huge count fails as soon as the bytes end.
-            let (_, after) = postcard::take_from_bytes::<RequestRef<'_>>(rest)
+            let (request, after) = postcard::take_from_bytes::<RequestRef<'_>>(rest)
                 .map_err(|_| "a batch holds fewer well-formed requests than it says")?;
+            if rest.len() - after.len() != request.encoded_len() {
+                return Err("a batch holds a request in a non-canonical encoding");
+            }
             rest = after;
         }
         if !rest.is_empty() {
@@ -262,6 +285,14 @@ mod tests {
     }
 
     #[test]
+    fn the_encoded_length_is_exact_at_every_varint_boundary() {
+        for value in [0, 1, 127, 128, 16_383, 16_384, u32::MAX as u64, u64::MAX] {
+            let request = RequestRef { client: ClientId(value), seq: value, op: &[] };
+            assert_eq!(request.encoded_len(), postcard::to_allocvec(&request).unwrap().len(), "at {value}");
+        }
+    }
+
+    #[test]
     fn a_batch_prints_its_requests_as_requests_print() {
         let requests = [request(7, 3, b"put k1 \x01")];
         assert_eq!(format!("{:?}", Batch::from_requests(&requests)), format!("{requests:?}"));
@@ -282,6 +313,10 @@ mod tests {
         assert!(Batch::from_encoded(3, batch.bytes.clone()).is_err(), "a count above the requests held");
         assert!(Batch::from_encoded(1, batch.bytes.clone()).is_err(), "bytes after the counted requests");
         assert!(Batch::from_encoded(u32::MAX, batch.bytes.clone()).is_err(), "a huge count");
+        // client 1 as a two-byte varint (0x81 0x00) instead of 0x01: decodes, but not canonical
+        let mut long = vec![0x81, 0x00];
+        long.extend_from_slice(&batch.bytes[1..]);
+        assert!(Batch::from_encoded(2, Bytes::from(long)).is_err(), "an over-long varint");
         let mut wire = postcard::to_allocvec(&batch).unwrap();
         wire[0] = 3; // the count
         assert!(postcard::from_bytes::<Batch>(&wire).is_err(), "the decoder checks what it copies");

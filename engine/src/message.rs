@@ -130,9 +130,40 @@ pub struct Accept {
     /// First slot of the run.
     pub start: Slot,
     /// One value per slot.
+    #[serde(deserialize_with = "deserialize_values")]
     pub values: crate::types::Values,
     /// The leader's commit index: every slot below it is chosen.
     pub commit: Slot,
+}
+
+/// Decodes an accept's values without trusting the length it announces: smallvec's own decoder
+/// reserves that length up front, so a short frame could ask for gigabytes. More than
+/// `MAX_ENTRIES_PER_MESSAGE` is refused before anything is reserved; below it, the values grow
+/// only as they actually decode.
+fn deserialize_values<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<crate::types::Values, D::Error> {
+    use crate::codec::MAX_ENTRIES_PER_MESSAGE;
+    use serde::de::{Error, SeqAccess, Visitor};
+    struct Bounded;
+    impl<'de> Visitor<'de> for Bounded {
+        type Value = crate::types::Values;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "at most {MAX_ENTRIES_PER_MESSAGE} values")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            if let Some(announced) = seq.size_hint().filter(|n| *n > MAX_ENTRIES_PER_MESSAGE) {
+                return Err(A::Error::invalid_length(announced, &self));
+            }
+            let mut values = crate::types::Values::new();
+            while let Some(value) = seq.next_element()? {
+                if values.len() == MAX_ENTRIES_PER_MESSAGE {
+                    return Err(A::Error::invalid_length(values.len() + 1, &self));
+                }
+                values.push(value);
+            }
+            Ok(values)
+        }
+    }
+    deserializer.deserialize_seq(Bounded)
 }
 
 /// Phase 2b, cumulative.

@@ -2,11 +2,11 @@
 //! bytes return an error instead of panicking.
 
 use bytes::Bytes;
+use decree_engine::batch::Batch;
 use decree_engine::codec::{decode_frame, encode_frame, frame_len, CodecError, FRAME_HEADER_BYTES};
 use decree_engine::message::*;
 use decree_engine::types::*;
 use proptest::prelude::*;
-use decree_engine::batch::Batch;
 
 fn ballot() -> impl Strategy<Value = Ballot> {
     (0u64..1_000, 0u32..7).prop_map(|(round, leader)| Ballot { round, leader })
@@ -55,8 +55,9 @@ fn message() -> impl Strategy<Value = Message> {
                 .collect();
             Message::Promise(Promise { ballot: b, commit, log_base: 0, entries })
         }),
-        (ballot(), 0u64..1 << 40, prop::collection::vec(value(), 0..6), any::<u64>())
-            .prop_map(|(ballot, start, values, commit)| Message::Accept(Accept { ballot, start, values: values.into(), commit })),
+        (ballot(), 0u64..1 << 40, prop::collection::vec(value(), 0..6), any::<u64>()).prop_map(
+            |(ballot, start, values, commit)| Message::Accept(Accept { ballot, start, values: values.into(), commit })
+        ),
         (ballot(), any::<u64>()).prop_map(|(ballot, upto)| Message::Accepted(Accepted { ballot, upto, round: 0 })),
         (ballot(), ballot())
             .prop_map(|(ballot, promised)| Message::Reject(Reject { ballot, reason: Rejection::Stale { promised } })),
@@ -165,4 +166,37 @@ fn structurally_invalid_promises_are_refused() {
     let mut bytes = Vec::new();
     encode_frame(&Envelope { from: ReplicaId(0), to: ReplicaId(1), msg: unordered }, &mut bytes);
     assert!(matches!(decode_frame(&bytes), Err(CodecError::Invalid(_))));
+}
+
+/// A frame of an accept with `count` no-op values: Envelope { from: 0, to: 1, msg: Accept {
+/// ballot: 1.0, start: 0, values, commit: 0 } }, postcard-encoded by hand.
+fn accept_frame_with_noops(count: usize) -> Vec<u8> {
+    let mut payload = vec![0x00, 0x01, 0x02, 0x01, 0x00, 0x00];
+    let mut length = count as u64;
+    while length >= 0x80 {
+        payload.push((length as u8) | 0x80);
+        length >>= 7;
+    }
+    payload.push(length as u8);
+    payload.extend(std::iter::repeat_n(0x00, count)); // a Noop is its variant index
+    payload.push(0x00); // commit
+    let mut frame = vec![0u8; FRAME_HEADER_BYTES];
+    frame[0..4].copy_from_slice(&decree_engine::codec::FRAME_MAGIC.to_le_bytes());
+    frame[4..6].copy_from_slice(&decree_engine::codec::FRAME_VERSION.to_le_bytes());
+    frame[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame[12..16].copy_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+#[test]
+fn an_accept_announcing_too_many_values_is_refused_while_decoding_not_after() {
+    use decree_engine::codec::MAX_ENTRIES_PER_MESSAGE;
+    let (envelope, _) =
+        decode_frame(&accept_frame_with_noops(MAX_ENTRIES_PER_MESSAGE)).expect("the limit itself decodes");
+    assert!(matches!(envelope.msg, Message::Accept(ref a) if a.values.len() == MAX_ENTRIES_PER_MESSAGE));
+    // Malformed (the decoder refused the announced length before reserving room for it), not
+    // Invalid (decoded in full, then judged by `validate`).
+    let over = decode_frame(&accept_frame_with_noops(MAX_ENTRIES_PER_MESSAGE + 1));
+    assert!(matches!(over, Err(CodecError::Malformed(_))), "{over:?}");
 }

@@ -31,8 +31,14 @@ impl Payloads {
         self.clear();
         for value in values {
             let start = self.bytes.len();
+            // An encoder that replaced the buffer (`*out = to_vec(..)`) would silently corrupt the
+            // payloads before it: debug builds (the tests) check the prefix is untouched.
+            #[cfg(debug_assertions)]
+            let prefix = crc32c::crc32c(&self.bytes);
             encode_value(value, &mut self.bytes);
-            assert!(self.bytes.len() >= start, "payloads: encode_value only appends");
+            assert!(self.bytes.len() >= start, "contract violated: payloads-encode-only-appends");
+            #[cfg(debug_assertions)]
+            assert_eq!(prefix, crc32c::crc32c(&self.bytes[..start]), "contract violated: payloads-encode-only-appends");
             self.ends.push(self.bytes.len());
         }
     }
@@ -64,6 +70,15 @@ mod tests {
 
     fn encode(value: &Value, out: &mut Vec<u8>) {
         out.extend(std::iter::repeat_n(7, 100 * value.request_count() + 3));
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "payloads-encode-only-appends")]
+    fn an_encoder_that_rewrites_earlier_payloads_is_a_broken_contract() {
+        let mut payloads = Payloads::default();
+        let mut replace = |_: &Value, out: &mut Vec<u8>| *out = vec![out.len() as u8 + 1; out.len() + 1];
+        payloads.fill([Value::Noop, Value::Noop].iter(), &mut replace);
     }
 
     #[test]
@@ -107,7 +122,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "payloads: encode_value only appends")]
+    #[should_panic(expected = "payloads-encode-only-appends")]
     fn an_encoder_that_replaces_the_buffer_is_refused() {
         let mut payloads = Payloads::default();
         let mut calls = 0;

@@ -15,6 +15,7 @@
 
 use bytes::Bytes;
 use decree_engine::batch::Batch;
+use decree_engine::chunk_arena::ChunkArena;
 use decree_engine::core::DurableWrite;
 use decree_engine::kv::{KvOp, KvStore};
 use decree_engine::membership::Membership;
@@ -22,7 +23,6 @@ use decree_engine::runtime::{Event, LogStorage, Responder, Response, Ring};
 use decree_engine::state_machine::StateMachine;
 use decree_engine::types::{Ballot, Checkpoint, ClientId, Entry, ReplicaId, Request, Value};
 use decree_tools::replica::io_thread::{ConnKey, IoShared};
-use decree_engine::chunk_arena::ChunkArena;
 use decree_tools::replica::op_arena::{op_arena, OP_ARENA_CHUNK_BYTES};
 use decree_tools::replica::session::{dispatch, ConnResponder, Session};
 use decree_tools::replica::storage::PmemStorage;
