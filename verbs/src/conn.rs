@@ -14,12 +14,20 @@ pub const MSG_HEADER_BYTES: usize = 5;
 const IOV_MAX: usize = 1024;
 /// Largest body accepted: a log write of up to 64 MiB plus its own header.
 pub const MAX_BODY_BYTES: usize = (64 << 20) + 64;
+/// The receive buffer's size, and what it shrinks back to after a larger message.
+const RECV_BUFFER_BYTES: usize = 64 << 10;
+/// Most body parts `send` writes without allocating (more go through `send_many`).
+const SEND_PARTS: usize = 8;
 
 /// One side of a connection.
 pub struct Conn<S> {
     stream: S,
     peer: String,
+    /// Received bytes live at `head..tail`; the rest is room for the next read. Allocated once
+    /// (zeroed), so a poll that reads the socket neither allocates nor clears a buffer.
     inbuf: Vec<u8>,
+    head: usize,
+    tail: usize,
 }
 
 impl<S: Read + Write + AsRawFd> Conn<S> {
@@ -28,7 +36,9 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
         Conn {
             stream,
             peer,
-            inbuf: Vec::new(),
+            inbuf: vec![0; RECV_BUFFER_BYTES],
+            head: 0,
+            tail: 0,
         }
     }
 
@@ -43,36 +53,41 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
     }
 
     /// Sends one message whose body is the concatenation of `parts`, in one vectored write
-    /// where the kernel allows.
+    /// where the kernel allows. Up to `SEND_PARTS` parts, nothing is allocated.
     pub fn send(&mut self, tag: u8, parts: &[&[u8]]) -> Result<(), VerbsError> {
-        self.send_many(&[(tag, parts)])
+        if parts.len() > SEND_PARTS {
+            return self.send_many(&[(tag, parts)]);
+        }
+        let header = header(tag, parts);
+        let mut all: [&[u8]; SEND_PARTS + 1] = [&[]; SEND_PARTS + 1];
+        all[0] = &header;
+        all[1..=parts.len()].copy_from_slice(parts);
+        self.write_all::<{ SEND_PARTS + 1 }>(&all[..=parts.len()])
     }
 
     /// Sends several messages in as few vectored writes as the kernel allows (batching).
     pub fn send_many(&mut self, messages: &[(u8, &[&[u8]])]) -> Result<(), VerbsError> {
         let headers: Vec<[u8; MSG_HEADER_BYTES]> = messages
             .iter()
-            .map(|(tag, parts)| {
-                let body_len: usize = parts.iter().map(|p| p.len()).sum();
-                assert!(
-                    body_len <= MAX_BODY_BYTES,
-                    "invariant: message body within MAX_BODY_BYTES"
-                );
-                let mut header = [0u8; MSG_HEADER_BYTES];
-                header[0] = *tag;
-                header[1..5].copy_from_slice(&(body_len as u32).to_le_bytes());
-                header
-            })
+            .map(|(tag, parts)| header(*tag, parts))
             .collect();
         let mut all: Vec<&[u8]> = Vec::new();
         for (header, (_, parts)) in headers.iter().zip(messages) {
             all.push(header);
             all.extend(parts.iter().copied().filter(|p| !p.is_empty()));
         }
+        self.write_all::<IOV_MAX>(&all)
+    }
+
+    /// Writes every byte of `all`, at most `N` slices per writev (the slice array is on the
+    /// stack).
+    fn write_all<const N: usize>(&mut self, all: &[&[u8]]) -> Result<(), VerbsError> {
         let total: usize = all.iter().map(|p| p.len()).sum();
         let mut written = 0;
+        let mut slices = [IoSlice::new(&[]); N];
         while written < total {
-            match self.stream.write_vectored(&unwritten(&all, written)) {
+            let n = unwritten(all, written, &mut slices);
+            match self.stream.write_vectored(&slices[..n]) {
                 Ok(0) => return Err(self.gone("connection closed while sending")),
                 Ok(n) => written += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -84,14 +99,22 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
 
     /// The next whole message if one has arrived, without blocking.
     pub fn try_recv(&mut self) -> Result<Option<(u8, Vec<u8>)>, VerbsError> {
+        let mut body = Vec::new();
+        Ok(self.try_recv_into(&mut body)?.map(|tag| (tag, body)))
+    }
+
+    /// Like `try_recv`, but the body replaces `body`'s contents (its capacity is reused, so a
+    /// poll loop that keeps one buffer allocates nothing per message).
+    pub fn try_recv_into(&mut self, body: &mut Vec<u8>) -> Result<Option<u8>, VerbsError> {
         loop {
-            if let Some(m) = self.take_message()? {
-                return Ok(Some(m));
+            if let Some(tag) = self.take_message(body)? {
+                return Ok(Some(tag));
             }
-            let mut chunk = [0u8; 64 * 1024];
-            match recv(self.stream.as_raw_fd(), &mut chunk, MsgFlags::MSG_DONTWAIT) {
+            self.make_room();
+            let room = &mut self.inbuf[self.tail..];
+            match recv(self.stream.as_raw_fd(), room, MsgFlags::MSG_DONTWAIT) {
                 Ok(0) => return Err(self.gone("peer closed the connection")),
-                Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
+                Ok(n) => self.tail += n,
                 Err(Errno::EAGAIN) => return Ok(None),
                 Err(Errno::EINTR) => {}
                 Err(e) => return Err(self.gone(e.desc())),
@@ -101,14 +124,15 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
 
     /// Blocks for the next whole message.
     pub fn recv(&mut self) -> Result<(u8, Vec<u8>), VerbsError> {
+        let mut body = Vec::new();
         loop {
-            if let Some(m) = self.take_message()? {
-                return Ok(m);
+            if let Some(tag) = self.take_message(&mut body)? {
+                return Ok((tag, body));
             }
-            let mut chunk = [0u8; 64 * 1024];
-            match self.stream.read(&mut chunk) {
+            self.make_room();
+            match self.stream.read(&mut self.inbuf[self.tail..]) {
                 Ok(0) => return Err(self.gone("peer closed the connection")),
-                Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
+                Ok(n) => self.tail += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(self.io_error(e, "receive")),
             }
@@ -127,24 +151,54 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
         Ok(body)
     }
 
-    fn take_message(&mut self) -> Result<Option<(u8, Vec<u8>)>, VerbsError> {
-        if self.inbuf.len() < MSG_HEADER_BYTES {
+    /// Moves the next whole message's body into `body` and returns its tag, if it has arrived.
+    fn take_message(&mut self, body: &mut Vec<u8>) -> Result<Option<u8>, VerbsError> {
+        let held = &self.inbuf[self.head..self.tail];
+        if held.len() < MSG_HEADER_BYTES {
             return Ok(None);
         }
-        let len = u32::from_le_bytes(self.inbuf[1..5].try_into().unwrap()) as usize;
+        let len = u32::from_le_bytes(held[1..5].try_into().unwrap()) as usize;
         if len > MAX_BODY_BYTES {
             return Err(VerbsError::Protocol {
                 peer: self.peer.clone(),
                 what: format!("message of {len} bytes exceeds the {MAX_BODY_BYTES}-byte limit"),
             });
         }
-        if self.inbuf.len() < MSG_HEADER_BYTES + len {
+        if held.len() < MSG_HEADER_BYTES + len {
             return Ok(None);
         }
-        let tag = self.inbuf[0];
-        let body = self.inbuf[MSG_HEADER_BYTES..MSG_HEADER_BYTES + len].to_vec();
-        self.inbuf.drain(..MSG_HEADER_BYTES + len);
-        Ok(Some((tag, body)))
+        let tag = held[0];
+        body.clear();
+        body.extend_from_slice(&held[MSG_HEADER_BYTES..MSG_HEADER_BYTES + len]);
+        self.head += MSG_HEADER_BYTES + len;
+        if self.head == self.tail {
+            (self.head, self.tail) = (0, 0);
+            if self.inbuf.len() > RECV_BUFFER_BYTES {
+                // Grown by a large message: give the memory back once it is drained.
+                self.inbuf.truncate(RECV_BUFFER_BYTES);
+                self.inbuf.shrink_to_fit();
+            }
+        }
+        Ok(Some(tag))
+    }
+
+    /// Leaves free space after the received bytes for the next read: the partial message moves
+    /// to the front when the end is reached, and the buffer grows only for a message larger
+    /// than it.
+    fn make_room(&mut self) {
+        if self.tail == self.inbuf.len() {
+            if self.head > 0 {
+                self.inbuf.copy_within(self.head..self.tail, 0);
+                (self.head, self.tail) = (0, self.tail - self.head);
+            } else {
+                let most = MSG_HEADER_BYTES + MAX_BODY_BYTES;
+                assert!(
+                    self.tail < most,
+                    "invariant: take_message accepts a full-size message before the buffer is full"
+                );
+                self.inbuf.resize((self.inbuf.len() * 2).min(most), 0);
+            }
+        }
     }
 
     /// A socket timeout (SO_SNDTIMEO / SO_RCVTIMEO ran out) is a `Timeout`; anything else ends
@@ -168,21 +222,36 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
     }
 }
 
-/// The parts of `all` not yet written, as slices for one `writev`.
-fn unwritten<'a>(all: &[&'a [u8]], mut skip: usize) -> Vec<IoSlice<'a>> {
-    let mut out = Vec::with_capacity(all.len().min(IOV_MAX));
+/// The header of a message whose body is the concatenation of `parts`.
+fn header(tag: u8, parts: &[&[u8]]) -> [u8; MSG_HEADER_BYTES] {
+    let body_len: usize = parts.iter().map(|p| p.len()).sum();
+    assert!(
+        body_len <= MAX_BODY_BYTES,
+        "invariant: message body within MAX_BODY_BYTES"
+    );
+    let mut header = [0u8; MSG_HEADER_BYTES];
+    header[0] = tag;
+    header[1..5].copy_from_slice(&(body_len as u32).to_le_bytes());
+    header
+}
+
+/// Fills `out` with the parts of `all` not yet written (`skip` bytes are), as many as fit;
+/// returns how many it filled.
+fn unwritten<'a>(all: &[&'a [u8]], mut skip: usize, out: &mut [IoSlice<'a>]) -> usize {
+    let mut n = 0;
     for part in all {
         if skip >= part.len() {
             skip -= part.len();
         } else {
-            out.push(IoSlice::new(&part[skip..]));
+            out[n] = IoSlice::new(&part[skip..]);
             skip = 0;
-            if out.len() == IOV_MAX {
-                break; // writev takes at most IOV_MAX slices; the rest go in the next call
+            n += 1;
+            if n == out.len() {
+                break; // the rest go in the next call
             }
         }
     }
-    out
+    n
 }
 
 /// Reads fixed-layout little-endian fields out of a message body, with typed errors.
@@ -256,6 +325,69 @@ mod tests {
         let (_, c) = UnixStream::pair().unwrap();
         let mut c = Conn::new(c, "c".into());
         assert!(matches!(c.try_recv(), Err(VerbsError::Disconnected { .. })));
+    }
+
+    /// Body `i`: a length and bytes that tell messages apart.
+    fn body_of(i: usize) -> Vec<u8> {
+        vec![i as u8; (i * 37) % 3001]
+    }
+
+    #[test]
+    fn many_messages_cross_the_buffer_end_in_order_and_a_reused_body_keeps_its_capacity() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let sender = std::thread::spawn(move || {
+            let mut a = Conn::new(a, "a".into());
+            for i in 0..5_000 {
+                let body = body_of(i);
+                let (x, y) = body.split_at(body.len() / 2);
+                a.send(i as u8, &[x, y]).unwrap();
+            }
+        });
+        let mut b = Conn::new(b, "b".into());
+        let mut body = Vec::with_capacity(4096);
+        let mut i = 0;
+        while i < 5_000 {
+            match b.try_recv_into(&mut body).unwrap() {
+                Some(tag) => {
+                    assert_eq!((tag, &body), (i as u8, &body_of(i)), "message {i}");
+                    i += 1;
+                }
+                None => std::thread::yield_now(),
+            }
+        }
+        sender.join().unwrap();
+        assert_eq!(
+            body.capacity(),
+            4096,
+            "the body buffer was reused, never regrown"
+        );
+        assert_eq!(
+            b.inbuf.len(),
+            RECV_BUFFER_BYTES,
+            "small messages never grow the buffer"
+        );
+    }
+
+    #[test]
+    fn a_message_larger_than_the_buffer_grows_it_and_it_shrinks_back_once_drained() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let big: Vec<u8> = (0..(5 * RECV_BUFFER_BYTES / 2))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let expected = big.clone();
+        let sender = std::thread::spawn(move || {
+            let mut a = Conn::new(a, "a".into());
+            let parts: Vec<&[u8]> = big.chunks(big.len() / (SEND_PARTS + 3)).collect();
+            a.send(9, &parts).unwrap(); // more parts than `send` takes on the stack
+            a.send(10, &[b"after"]).unwrap();
+        });
+        let mut b = Conn::new(b, "b".into());
+        let (tag, body) = b.recv().unwrap();
+        assert_eq!(tag, 9);
+        assert!(body == expected, "large body intact");
+        assert_eq!(b.recv().unwrap(), (10, b"after".to_vec()));
+        sender.join().unwrap();
+        assert_eq!(b.inbuf.len(), RECV_BUFFER_BYTES, "shrunk back once drained");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod conn;
 pub mod control;
 pub mod durability;
 pub mod error;
+pub mod fence;
 pub mod futex;
 pub mod handshake;
 pub mod mailbox;

@@ -112,7 +112,8 @@ fn stale_leader_write_fails_after_the_follower_grants_a_newer_one() {
         "ungranted leader must be refused: {err}"
     );
     f.grant(B).unwrap(); // revokes a; drops b's first QP, which broke on its refused write
-    let mut b = leader(&f, B, |_| {}); // so b reconnects, and is admitted with write access
+    let mut b = leader(&f, B, |_| {}); // so b reconnects
+    f.poll(&mut Vec::new()).unwrap(); // and is adopted by the follower: granted, it may write
     let err = write_outcome(&mut a, &w(key, 0, b"stale!")).unwrap_err();
     assert!(
         matches!(err, VerbsError::Fenced { token, .. } if token == A.0),
@@ -121,6 +122,41 @@ fn stale_leader_write_fails_after_the_follower_grants_a_newer_one() {
     assert_eq!(read(&f, 0, 6), b"from-a", "the fenced write must not land");
     write_outcome(&mut b, &w(key, 0, b"from-b")).unwrap();
     assert_eq!(read(&f, 0, 6), b"from-b");
+}
+
+#[test]
+#[ignore = "needs two RDMA devices"]
+fn a_leader_may_write_only_once_the_follower_has_adopted_it() {
+    let mut f = follower(1 << 16);
+    f.grant(A).unwrap();
+    // Welcomed by the acceptor thread while the follower is not polling: connected, but its QP
+    // has no remote access until the follower adopts it, even though its token is granted.
+    let mut early = leader(&f, A, |_| {});
+    assert_eq!(f.connected(), 1, "welcomed, awaiting adoption");
+    let key = early.remote().key;
+    let err = write_outcome(&mut early, &w(key, 0, b"early")).unwrap_err();
+    assert!(
+        matches!(err, VerbsError::Fenced { token, .. } if token == A.0),
+        "no write before adoption: {err}"
+    );
+    assert!(
+        read(&f, 0, 5).iter().all(|&b| b == 0),
+        "the early write must not land"
+    );
+    f.poll(&mut Vec::new()).unwrap(); // adopts it: its QP broke on the refused write, so it is dropped
+    let mut l = leader(&f, A, |_| {});
+    f.poll(&mut Vec::new()).unwrap(); // adopts the reconnected leader with write access
+    write_outcome(&mut l, &w(key, 0, b"adopted")).unwrap();
+    assert_eq!(read(&f, 0, 7), b"adopted");
+    // A leader adopted while another is granted may not write.
+    let mut other = leader(&f, B, |_| {});
+    f.poll(&mut Vec::new()).unwrap();
+    let err = write_outcome(&mut other, &w(key, 0, b"other")).unwrap_err();
+    assert!(
+        matches!(err, VerbsError::Fenced { token, .. } if token == B.0),
+        "ungranted leader refused after adoption too: {err}"
+    );
+    assert_eq!(read(&f, 0, 7), b"adopted");
 }
 
 #[test]

@@ -5,13 +5,14 @@ use super::handshake::{put_endpoint, Welcome};
 use super::RdmaConfig;
 use crate::acceptor::dial;
 use crate::conn::{Conn, Fields};
-use crate::control::{decode_control, encode_control, TAG_CONTROL, TAG_PERSISTED};
+use crate::control::{decode_control, TAG_CONTROL, TAG_PERSISTED};
 use crate::durability::log_mode;
 use crate::mapping::Mapping;
 use crate::transport::{check_bounds, check_key};
 use crate::{
     Durability, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion, VerbsError, Write, WriteId,
 };
+use decree_engine::codec::encode_frame;
 use decree_engine::message::Envelope;
 use rdma_sys::ibv_wc_status;
 use std::collections::VecDeque;
@@ -23,6 +24,10 @@ use std::time::Instant;
 const WR_READ: u64 = 1 << 62;
 /// wr_id bit marking a zero-length flush write (selective signaling's tail).
 const WR_FLUSH: u64 = 1 << 61;
+/// Most completions one CQ poll takes (`Cq::poll`).
+const COMPLETIONS_PER_POLL: usize = 16;
+/// Control message bodies and frames held without their buffers growing.
+const CONTROL_BYTES_EXPECTED: usize = 4096;
 
 struct Outstanding {
     id: u64,
@@ -63,6 +68,11 @@ pub struct RdmaLeader {
     broken: Option<String>,
     ready: Vec<LeaderEvent>,
     polls: u64,
+    /// Completions of one CQ poll (cleared and refilled).
+    completions: Vec<Completion>,
+    /// A control message's body as received, and one as encoded (reused).
+    body: Vec<u8>,
+    frame: Vec<u8>,
     _pd: Arc<Pd>,
 }
 
@@ -108,6 +118,7 @@ impl RdmaLeader {
         if cfg.durability != Durability::Volatile {
             tracing::info!(peer = %peer, "RDMA FLUSH is not offered by this verbs API; using {}", cfg.durability);
         }
+        let max_outstanding = cfg.max_outstanding;
         Ok(RdmaLeader {
             peer,
             token,
@@ -119,11 +130,14 @@ impl RdmaLeader {
             scratch,
             conn,
             next_id: 0,
-            outstanding: VecDeque::new(),
+            outstanding: VecDeque::with_capacity(max_outstanding),
             tail_unsignaled: false,
             broken: None,
-            ready: Vec::new(),
+            ready: Vec::with_capacity(max_outstanding),
             polls: 0,
+            completions: Vec::with_capacity(COMPLETIONS_PER_POLL),
+            body: Vec::with_capacity(CONTROL_BYTES_EXPECTED),
+            frame: Vec::with_capacity(CONTROL_BYTES_EXPECTED),
             _pd: pd,
         })
     }
@@ -277,19 +291,23 @@ impl LeaderLink for RdmaLeader {
     }
 
     fn send(&mut self, envelope: &Envelope) -> Result<(), VerbsError> {
-        let body = encode_control(envelope);
-        self.conn.send(TAG_CONTROL, &[&body])
+        self.frame.clear();
+        encode_frame(envelope, &mut self.frame);
+        self.conn.send(TAG_CONTROL, &[&self.frame])
     }
 
     fn poll(&mut self, out: &mut Vec<LeaderEvent>) -> Result<(), VerbsError> {
         if self.tail_unsignaled && self.broken.is_none() {
             self.flush_tail()?;
         }
-        let mut wcs = Vec::new();
-        self.cq.poll(&mut wcs)?;
-        for wc in &wcs {
+        let mut completions = std::mem::take(&mut self.completions);
+        completions.clear();
+        let polled = self.cq.poll(&mut completions);
+        for wc in &completions {
             self.retire(wc);
         }
+        self.completions = completions;
+        polled?;
         if let Some(oldest) = self.outstanding.front() {
             if oldest.posted.elapsed() > self.cfg.write_timeout {
                 let timeout_ms = self.cfg.write_timeout.as_millis() as u64;
@@ -313,11 +331,13 @@ impl LeaderLink for RdmaLeader {
         if !self.outstanding.is_empty() && self.polls % 16 != 0 {
             return Ok(());
         }
-        while let Some((tag, body)) = self.conn.try_recv()? {
+        while let Some(tag) = self.conn.try_recv_into(&mut self.body)? {
             match tag {
-                TAG_CONTROL => out.push(LeaderEvent::Message(decode_control(&self.peer, &body)?)),
+                TAG_CONTROL => out.push(LeaderEvent::Message(decode_control(
+                    &self.peer, &self.body,
+                )?)),
                 TAG_PERSISTED => out.push(LeaderEvent::Persisted {
-                    upto: Fields::new(&body, &self.peer).u64()?,
+                    upto: Fields::new(&self.body, &self.peer).u64()?,
                 }),
                 _ => {
                     return Err(VerbsError::Protocol {

@@ -3,7 +3,7 @@
 use super::header::{Header, HEADER_BYTES};
 use super::socket_path;
 use crate::conn::Conn;
-use crate::control::{decode_control, encode_control, TAG_CONTROL, TAG_HELLO};
+use crate::control::{decode_control, TAG_CONTROL, TAG_HELLO};
 use crate::durability::log_mode;
 use crate::mapping::Mapping;
 use crate::transport::{check_bounds, check_key};
@@ -11,6 +11,7 @@ use crate::{
     Durability, Gate, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion, VerbsError, Write,
     WriteId,
 };
+use decree_engine::codec::encode_frame;
 use decree_engine::message::Envelope;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -28,6 +29,9 @@ pub struct ShmLeader {
     persisted_seen: u64,
     doorbell_seen: u64,
     polls: u64,
+    /// A control message's body as received, and one as encoded (reused).
+    body: Vec<u8>,
+    frame: Vec<u8>,
 }
 
 impl ShmLeader {
@@ -83,6 +87,8 @@ impl ShmLeader {
             persisted_seen: 0,
             doorbell_seen: 0,
             polls: 0,
+            body: Vec::with_capacity(super::CONTROL_BYTES_EXPECTED),
+            frame: Vec::with_capacity(super::CONTROL_BYTES_EXPECTED),
         })
     }
 
@@ -141,8 +147,9 @@ impl LeaderLink for ShmLeader {
     }
 
     fn send(&mut self, envelope: &Envelope) -> Result<(), VerbsError> {
-        let body = encode_control(envelope);
-        self.conn.send(TAG_CONTROL, &[&body])?;
+        self.frame.clear();
+        encode_frame(envelope, &mut self.frame);
+        self.conn.send(TAG_CONTROL, &[&self.frame])?;
         Header::new(&self.map).wake();
         Ok(())
     }
@@ -162,14 +169,16 @@ impl LeaderLink for ShmLeader {
             return Ok(());
         }
         self.doorbell_seen = doorbell;
-        while let Some((tag, body)) = self.conn.try_recv()? {
+        while let Some(tag) = self.conn.try_recv_into(&mut self.body)? {
             if tag != TAG_CONTROL {
                 return Err(VerbsError::Protocol {
                     peer: self.peer.clone(),
                     what: format!("unexpected message tag {tag}"),
                 });
             }
-            out.push(LeaderEvent::Message(decode_control(&self.peer, &body)?));
+            out.push(LeaderEvent::Message(decode_control(
+                &self.peer, &self.body,
+            )?));
         }
         Ok(())
     }

@@ -11,11 +11,12 @@ pub use leader::ShmLeader;
 
 use crate::acceptor::accept_until;
 use crate::conn::{Conn, Fields};
-use crate::control::{decode_control, encode_control, TAG_CONTROL, TAG_HELLO};
+use crate::control::{decode_control, TAG_CONTROL, TAG_HELLO};
 use crate::mapping::Mapping;
 use crate::transport::check_bounds;
 use crate::Gate;
 use crate::{FollowerEvent, FollowerLink, LeaderToken, RemoteRegion, VerbsError, Wake};
+use decree_engine::codec::encode_frame;
 use decree_engine::message::Envelope;
 use header::{Header, HEADER_BYTES};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -28,6 +29,8 @@ use std::time::Duration;
 /// takes microseconds, so this is a writer that died (kill -9) or was descheduled mid-write. Kept
 /// short: the grant runs on the polling thread.
 pub const GRANT_WAIT: Duration = Duration::from_millis(50);
+/// Control message bodies and frames held without their buffers growing.
+const CONTROL_BYTES_EXPECTED: usize = 4096;
 
 /// The control socket that sits beside a region file.
 pub fn socket_path(region: &Path) -> PathBuf {
@@ -46,6 +49,9 @@ pub struct ShmFollower {
     acceptor: Option<std::thread::JoinHandle<()>>,
     leaders: Vec<(LeaderToken, Conn<UnixStream>)>,
     pending: Vec<Conn<UnixStream>>,
+    /// A control message's body as received, and one as encoded (reused).
+    body: Vec<u8>,
+    frame: Vec<u8>,
 }
 
 impl ShmFollower {
@@ -90,6 +96,8 @@ impl ShmFollower {
             acceptor: Some(acceptor),
             leaders: Vec::new(),
             pending: Vec::new(),
+            body: Vec::with_capacity(CONTROL_BYTES_EXPECTED),
+            frame: Vec::with_capacity(CONTROL_BYTES_EXPECTED),
         })
     }
 
@@ -144,8 +152,12 @@ impl FollowerLink for ShmFollower {
     }
 
     fn send(&mut self, to: LeaderToken, envelope: &Envelope) -> Result<(), VerbsError> {
-        let body = encode_control(envelope);
-        self.conn(to)?.send(TAG_CONTROL, &[&body])?;
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        encode_frame(envelope, &mut frame);
+        let sent = self.conn(to).and_then(|c| c.send(TAG_CONTROL, &[&frame]));
+        self.frame = frame;
+        sent?;
         self.header().ring_doorbell();
         Ok(())
     }
@@ -176,14 +188,14 @@ impl FollowerLink for ShmFollower {
         self.accept();
         let mut i = 0;
         while i < self.pending.len() {
-            match self.pending[i].try_recv() {
+            match self.pending[i].try_recv_into(&mut self.body) {
                 Ok(None) => i += 1,
-                Ok(Some((TAG_HELLO, body))) => {
-                    let token = LeaderToken(Fields::new(&body, "shm leader").u64()?);
+                Ok(Some(TAG_HELLO)) => {
+                    let token = LeaderToken(Fields::new(&self.body, "shm leader").u64()?);
                     let c = self.pending.swap_remove(i);
                     self.leaders.push((token, c));
                 }
-                Ok(Some((tag, _))) => {
+                Ok(Some(tag)) => {
                     tracing::warn!(
                         tag,
                         "shm control connection did not start with hello; dropped"
@@ -199,16 +211,16 @@ impl FollowerLink for ShmFollower {
         let mut i = 0;
         while i < self.leaders.len() {
             let from = self.leaders[i].0;
-            match self.leaders[i].1.try_recv() {
+            match self.leaders[i].1.try_recv_into(&mut self.body) {
                 Ok(None) => i += 1,
-                Ok(Some((TAG_CONTROL, body))) => match decode_control("shm leader", &body) {
+                Ok(Some(TAG_CONTROL)) => match decode_control("shm leader", &self.body) {
                     Ok(envelope) => out.push(FollowerEvent::Message { from, envelope }),
                     Err(e) => {
                         self.leaders.swap_remove(i);
                         return Err(e);
                     }
                 },
-                Ok(Some((tag, _))) => {
+                Ok(Some(tag)) => {
                     self.leaders.swap_remove(i);
                     return Err(VerbsError::Protocol {
                         peer: format!("leader {:#x}", from.0),
