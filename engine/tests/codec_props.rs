@@ -133,12 +133,7 @@ proptest! {
 
     #[test]
     fn valid_header_with_garbage_payload_is_an_error(payload in prop::collection::vec(any::<u8>(), 0..256)) {
-        let mut bytes = vec![0u8; FRAME_HEADER_BYTES];
-        bytes[0..4].copy_from_slice(&decree_engine::codec::FRAME_MAGIC.to_le_bytes());
-        bytes[4..6].copy_from_slice(&decree_engine::codec::FRAME_VERSION.to_le_bytes());
-        bytes[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        bytes[12..16].copy_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-        bytes.extend_from_slice(&payload);
+        let bytes = framed(&payload);
         // Either a message that passes validation or a clean error: never a panic.
         if let Ok((_, used)) = decode_frame(&bytes) {
             prop_assert_eq!(used, bytes.len());
@@ -180,12 +175,17 @@ fn accept_frame_with_noops(count: usize) -> Vec<u8> {
     payload.push(length as u8);
     payload.extend(std::iter::repeat_n(0x00, count)); // a Noop is its variant index
     payload.push(0x00); // commit
+    framed(&payload)
+}
+
+/// `payload` behind a valid header (magic, version, length, checksum), whatever it holds.
+fn framed(payload: &[u8]) -> Vec<u8> {
     let mut frame = vec![0u8; FRAME_HEADER_BYTES];
     frame[0..4].copy_from_slice(&decree_engine::codec::FRAME_MAGIC.to_le_bytes());
     frame[4..6].copy_from_slice(&decree_engine::codec::FRAME_VERSION.to_le_bytes());
     frame[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame[12..16].copy_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-    frame.extend_from_slice(&payload);
+    frame[12..16].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    frame.extend_from_slice(payload);
     frame
 }
 
