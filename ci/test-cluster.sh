@@ -7,6 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo nextest run -p decree-tools --test cluster --run-ignored only --no-fail-fast
+# decree-bench's load generator against a real cluster (uses the `decree` binary built above)
+cargo nextest run -p decree-bench --test load_cluster --run-ignored only --no-fail-fast
 if [ -f ci/test-netns.sh ]; then
   bash ci/test-netns.sh
 fi

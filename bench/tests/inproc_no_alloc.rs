@@ -17,7 +17,12 @@ const OPS: u64 = 20_000;
 const MOST_ALLOCATIONS_PER_OP: f64 = 0.002;
 
 fn allocations(ops: u64) -> u64 {
-    let spec = InprocSpec { ops, clients: 64, payload_bytes: 64, max_batch_requests: 1024 };
+    let spec = InprocSpec {
+        ops,
+        clients: 64,
+        payload_bytes: 64,
+        max_batch_requests: 1024,
+    };
     let (allocations, _) = counted(|| {
         inproc::run(spec);
     });
