@@ -160,7 +160,9 @@ pub fn run(config: ReplicaConfig) -> Result<(), ServeError> {
     let inbox = Node::inbox(&node_config);
     let stop = Arc::new(AtomicBool::new(false));
     let transport = start_transport(&config, &key, &placement, &inbox, &stop)?;
-    let node = Node::start(node_config, inbox.clone(), durable, KvStore::default(), transport, storage, metrics)
+    // A random hash seed: clients hold the cluster secret, so it must not be derivable from it.
+    let store = KvStore::with_hash_seed(crate::secret::random_u64());
+    let node = Node::start(node_config, inbox.clone(), durable, store, transport, storage, metrics)
         .map_err(|source| ServeError::Io { what: "starting runtime threads".into(), source })?;
     let ctx = Arc::new(Context {
         id: config.id,
