@@ -85,7 +85,7 @@ pub fn open(config: &Config) -> Result<Log<Box<dyn Medium>>> {
         Backend::Memory => {
             // Nothing from an earlier run exists to recover: formatted every time, like a new file.
             tracing::warn!(size_bytes = config.size_bytes, "{MEMORY_WARNING}");
-            (Box::new(MemoryMedium::new(config.size_bytes, "memory")), true, "configured memory (volatile)".into())
+            (Box::new(MemoryMedium::for_config(config.size_bytes, "memory")?), true, "configured memory (volatile)".into())
         }
         Backend::DevDax => (Box::new(DaxMedium::devdax(path)?), false, "configured devdax".into()),
         Backend::Auto if is_devdax => (Box::new(DaxMedium::devdax(path)?), false, "auto: path is a device-DAX node".into()),

@@ -5,8 +5,17 @@
 //! storage floor. Records, ring and recovery are the same code as on every other backend.
 //! The simulator's medium keeps its visible image in one of these.
 
+use crate::error::{Error, Result};
 use crate::medium::{check_range, BackendKind, Medium};
 use std::io;
+
+/// The host's physical memory (`MemTotal` in /proc/meminfo), if it can be read.
+fn physical_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
 
 /// Bytes in memory with bounds-checked access; `persist` does nothing.
 #[derive(Clone, Debug)]
@@ -18,6 +27,22 @@ pub struct MemoryMedium {
 }
 
 impl MemoryMedium {
+    /// A zeroed medium of `size_bytes` for a configured log: more than the host's memory is
+    /// refused with an error naming the setting (the allocation would abort the process, or the
+    /// kernel would kill it once the log filled).
+    pub fn for_config(size_bytes: u64, resource: &'static str) -> Result<MemoryMedium> {
+        let host = physical_memory_bytes();
+        if usize::try_from(size_bytes).is_err() || host.is_some_and(|total| size_bytes > total) {
+            let host = host.map_or(String::new(), |total| format!(" ({} MiB)", total >> 20));
+            let detail = format!(
+                "a memory log of {} MiB is more than this host's memory{host}; lower the log size (`[log] size_mib`)",
+                size_bytes >> 20
+            );
+            return Err(Error::Invalid { resource: resource.into(), detail });
+        }
+        Ok(MemoryMedium::new(size_bytes, resource))
+    }
+
     /// A zeroed medium of `size_bytes`, named `resource` in errors.
     pub fn new(size_bytes: u64, resource: &'static str) -> MemoryMedium {
         let size = usize::try_from(size_bytes).expect("memory medium size fits in the address space");
@@ -78,6 +103,13 @@ mod tests {
     use super::*;
     use crate::log::Log;
     use decree_engine::types::Ballot;
+
+    #[test]
+    fn a_configured_size_beyond_the_host_memory_is_an_error_naming_the_setting() {
+        let refused = MemoryMedium::for_config(1 << 60, "memory").expect_err("an exbibyte is refused");
+        assert!(matches!(&refused, Error::Invalid { detail, .. } if detail.contains("size_mib")), "{refused}");
+        assert_eq!(MemoryMedium::for_config(1 << 20, "memory").expect("a mebibyte fits").bytes().len(), 1 << 20);
+    }
 
     #[test]
     fn reads_back_what_was_written_and_refuses_out_of_range() {
