@@ -67,137 +67,69 @@ struct ReaderTally {
     busy: u64,
 }
 
-impl ReaderTally {
-    fn new() -> Self {
-        ReaderTally {
-            recorder: Recorder::new(),
-            errors: 0,
-            busy: 0,
-        }
-    }
-}
-
-/// What an answer from the leader means for the session it answers.
-enum Answer {
-    /// The session's request completed (or failed for good): it may send its next one.
-    Free(Freed),
-    /// Not an answer to a request.
-    Ignore,
-    /// The run cannot go on (the failure is recorded in the window).
-    Stop,
-}
-
-/// Reads the next answer on the connection (blocking) and records what it says.
-fn next_answer(
-    reader: &mut BufReader<TcpStream>,
-    buf: &mut Vec<u8>,
-    flights: &[InFlight],
-    window: &Window,
-    tally: &mut ReaderTally,
-) -> Answer {
-    let mask = (1u64 << SESSION_BITS) - 1;
-    let frame = match wire::read_frame::<ServerFrame>(reader, buf) {
-        Ok(frame) => frame,
-        Err(e) => {
-            // The sender shuts the socket down once it is done; anything earlier is a failure.
-            if window.now_ns() < window.end_ns {
-                window.fail(format!("connection lost: {e}"));
-            }
-            return Answer::Stop;
-        }
-    };
-    match frame {
-        ServerFrame::Reply { request_id, .. } => {
-            let session = (request_id & mask) as usize;
-            let done_ns = window.now_ns();
-            let flight = &flights[session];
-            let (intended_ns, sent_ns) = (
-                flight.intended_ns.load(Ordering::Acquire),
-                flight.sent_ns.load(Ordering::Acquire),
-            );
-            window.completed.fetch_add(1, Ordering::Relaxed);
-            if intended_ns >= window.start_ns && done_ns <= window.end_ns {
-                tally.recorder.record_ns(intended_ns, sent_ns, done_ns);
-            }
-            Answer::Free((session, false))
-        }
-        ServerFrame::Busy { request_id } => {
-            tally.busy += 1;
-            Answer::Free(((request_id & mask) as usize, true))
-        }
-        ServerFrame::Redirect {
-            request_id,
-            leader_addr,
-            ..
-        } => {
-            tally.errors += 1;
-            window.fail(format!("the leader changed during the run (redirected to {leader_addr:?}); rerun, or look at the replica logs"));
-            Answer::Free(((request_id & mask) as usize, false))
-        }
-        ServerFrame::Error { code, message } => {
-            window.fail(format!("replica refused a request: {code:?}: {message}"));
-            Answer::Stop
-        }
-        _ => Answer::Ignore,
-    }
-}
-
 fn reader_loop(
     stream: TcpStream,
     flights: Arc<Vec<InFlight>>,
     freed: Sender<Freed>,
     window: Arc<Window>,
 ) -> ReaderTally {
-    let mut tally = ReaderTally::new();
+    let mut tally = ReaderTally {
+        recorder: Recorder::new(),
+        errors: 0,
+        busy: 0,
+    };
     let mut reader = BufReader::with_capacity(64 << 10, stream);
     let mut buf = Vec::new();
+    let mask = (1u64 << SESSION_BITS) - 1;
     loop {
-        match next_answer(&mut reader, &mut buf, &flights, &window, &mut tally) {
-            Answer::Free(freed_session) => {
-                if freed.send(freed_session).is_err() {
-                    return tally;
+        let frame = match wire::read_frame::<ServerFrame>(&mut reader, &mut buf) {
+            Ok(frame) => frame,
+            Err(e) => {
+                // The sender shuts the socket down once it is done; anything earlier is a failure.
+                if window.now_ns() < window.end_ns {
+                    window.fail(format!("connection lost: {e}"));
                 }
+                return tally;
             }
-            Answer::Ignore => {}
-            Answer::Stop => return tally,
+        };
+        let (session, retry) = match frame {
+            ServerFrame::Reply { request_id, .. } => {
+                let session = (request_id & mask) as usize;
+                let done_ns = window.now_ns();
+                let flight = &flights[session];
+                let (intended_ns, sent_ns) = (
+                    flight.intended_ns.load(Ordering::Acquire),
+                    flight.sent_ns.load(Ordering::Acquire),
+                );
+                window.completed.fetch_add(1, Ordering::Relaxed);
+                if intended_ns >= window.start_ns && done_ns <= window.end_ns {
+                    tally.recorder.record_ns(intended_ns, sent_ns, done_ns);
+                }
+                (session, false)
+            }
+            ServerFrame::Busy { request_id } => {
+                tally.busy += 1;
+                ((request_id & mask) as usize, true)
+            }
+            ServerFrame::Redirect {
+                request_id,
+                leader_addr,
+                ..
+            } => {
+                tally.errors += 1;
+                window.fail(format!("the leader changed during the run (redirected to {leader_addr:?}); rerun, or look at the replica logs"));
+                ((request_id & mask) as usize, false)
+            }
+            ServerFrame::Error { code, message } => {
+                window.fail(format!("replica refused a request: {code:?}: {message}"));
+                return tally;
+            }
+            _ => continue,
+        };
+        if freed.send((session, retry)).is_err() {
+            return tally;
         }
     }
-}
-
-/// One closed-loop session alone on its connection: send, then read the answer on the same
-/// thread, as a blocking client does. The pipelined split (a reader thread handing freed sessions
-/// to the sender) costs a thread hand-off per request and a sender that spins while it waits,
-/// which at low load measured the harness more than the cluster (1 client p50 115-144 us against
-/// 77-80 us from `decree bench`'s blocking client on the same cluster).
-fn lock_step(
-    mut sender: ConnectionSender,
-    read_half: TcpStream,
-    window: &Window,
-) -> Result<ReaderTally, String> {
-    let mut tally = ReaderTally::new();
-    let mut reader = BufReader::with_capacity(64 << 10, read_half);
-    let mut buf = Vec::new();
-    let mut retry = false;
-    while window.now_ns() < window.end_ns && !window.failed() {
-        let now_ns = window.now_ns();
-        sender.queue(0, retry, now_ns, now_ns);
-        sender.flush().map_err(|e| format!("sending: {e}"))?;
-        loop {
-            match next_answer(&mut reader, &mut buf, &sender.flights, window, &mut tally) {
-                Answer::Free((_, busy)) => {
-                    retry = busy;
-                    break;
-                }
-                Answer::Ignore => {}
-                Answer::Stop => return Ok(tally),
-            }
-        }
-        if retry {
-            std::thread::sleep(Duration::from_micros(50));
-        }
-    }
-    let _ = sender.writer.shutdown(Shutdown::Both);
-    Ok(tally)
 }
 
 /// The sending half of one connection.
@@ -269,23 +201,20 @@ fn connection(
             })
             .collect(),
     );
+    let (freed_tx, freed_rx): (Sender<Freed>, Receiver<Freed>) = channel::unbounded();
+    let reader = {
+        let (flights, window) = (flights.clone(), window.clone());
+        std::thread::spawn(move || reader_loop(read_half, flights, freed_tx, window))
+    };
     let mut sender = ConnectionSender {
         writer: stream,
-        flights: flights.clone(),
+        flights,
         client_ids: (0..sessions).map(|_| random_u64()).collect(),
         seqs: vec![0; sessions],
         value: Bytes::from(vec![b'x'; spec.payload_bytes]),
         keys: spec.keys,
         buf: Vec::with_capacity(64 << 10),
         op_counter: 0,
-    };
-    if sessions == 1 && matches!(spec.arrival, Arrival::Closed) {
-        return lock_step(sender, read_half, &window);
-    }
-    let (freed_tx, freed_rx): (Sender<Freed>, Receiver<Freed>) = channel::unbounded();
-    let reader = {
-        let window = window.clone();
-        std::thread::spawn(move || reader_loop(read_half, flights, freed_tx, window))
     };
     let mut idle: Vec<usize> = (0..sessions).collect();
     let mut schedule = match spec.arrival {

@@ -1,8 +1,7 @@
-//! decree-bench's load generator against a real 3-replica cluster (tcp, file log): the lock-step
-//! path (one closed-loop session on its connection: send, then read the answer on the same thread)
-//! and the pipelined path (several sessions, a reader thread handing freed sessions back) both
-//! complete puts without errors and record their latencies. Starts replica processes, so it runs
-//! with the cluster suite (ci/test-cluster.sh), after the tools cluster tests built `decree`.
+//! decree-bench's load generator against a real 3-replica cluster (tcp, file log): with one
+//! session on one connection and with several sessions per connection, it completes puts without
+//! errors and records every latency. Starts replica processes, so it runs with the cluster suite
+//! (ci/test-cluster.sh), after the tools cluster tests built `decree`.
 
 use decree_bench::decree_cluster::{find_decree_bin, ClusterSpec, DecreeCluster};
 use decree_bench::decree_load;
@@ -22,7 +21,7 @@ fn decree_bin() -> PathBuf {
 
 #[test]
 #[ignore = "starts replica processes: run by ci/test-cluster.sh"]
-fn the_lock_step_and_pipelined_paths_commit_puts_without_errors() {
+fn the_load_generator_commits_puts_without_errors_at_one_and_at_eight_clients() {
     let bin = find_decree_bin(Some(&decree_bin()))
         .expect("build the decree binary first (cargo build -p decree-tools)");
     let dir = std::env::temp_dir().join(format!("decree-bench-load-{}", std::process::id()));
@@ -39,7 +38,7 @@ fn the_lock_step_and_pipelined_paths_commit_puts_without_errors() {
     let leader = cluster
         .find_leader(Duration::from_secs(15))
         .expect("a leader is elected");
-    // 1 client: one connection in lock step; 8 clients over 4 connections: pipelined.
+    // 1 client: one connection, one session; 8 clients: two sessions on each of 4 connections.
     for clients in [1, 8] {
         let load = LoadSpec {
             clients,
