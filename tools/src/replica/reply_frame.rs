@@ -71,6 +71,21 @@ mod tests {
     #[test]
     fn borrowed_frames_are_byte_identical_to_server_frames() {
         let members: HashMap<u32, String> = [(2, "10.0.0.2:7000".to_string())].into();
+        let voters = vec![ReplicaId(0), ReplicaId(1), ReplicaId(2)];
+        let status = decree_engine::runtime::NodeStatus {
+            core: decree_engine::core::Status {
+                id: ReplicaId(1),
+                promised: decree_engine::types::Ballot::new(3, ReplicaId(2)),
+                leading: false,
+                leader: Some(ReplicaId(2)),
+                commit: 40,
+                applied: 39,
+                log_end: 42,
+                membership: decree_engine::membership::Membership::new(voters),
+            },
+            executed: 1_000,
+            log_bytes: 65_536,
+        };
         let cases = [
             (
                 Response::Reply { seq: 9, payload: Bytes::from_static(b"value") },
@@ -94,6 +109,10 @@ mod tests {
                     leader_addr: Some("10.0.0.2:7000".into()),
                     slot: Some(4),
                 },
+            ),
+            (
+                Response::Status(status.clone()),
+                ServerFrame::Status { request_id: 5, status: status_view(&status) },
             ),
         ];
         for (response, expected) in cases {
