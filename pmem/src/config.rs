@@ -42,8 +42,28 @@ pub enum Backend {
 pub const MEMORY_WARNING: &str = "log backend memory is volatile: a restart loses every write; for benchmarks only";
 
 impl Backend {
+    /// Every config name and the backend it selects: `parse` and `NAMES` both read this one table.
+    const BY_NAME: [(&'static str, Backend); 8] = [
+        ("auto", Backend::Auto),
+        ("dax", Backend::Dax),
+        ("devdax", Backend::DevDax),
+        ("file", Backend::File(FileStrategy::Pwrite)),
+        ("file-pwrite", Backend::File(FileStrategy::Pwrite)),
+        ("file-uring", Backend::File(FileStrategy::Uring)),
+        ("file-mmap", Backend::File(FileStrategy::Mmap)),
+        ("memory", Backend::Memory),
+    ];
+
     /// Every name `parse` accepts, for error messages and command-line help.
-    pub const NAMES: [&'static str; 8] = ["auto", "dax", "devdax", "file", "file-pwrite", "file-uring", "file-mmap", "memory"];
+    pub const NAMES: [&'static str; 8] = {
+        let mut names = [""; 8];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = Self::BY_NAME[i].0;
+            i += 1;
+        }
+        names
+    };
 
     /// Whether a log on this backend keeps nothing across a restart (`memory`).
     pub fn is_volatile(self) -> bool {
@@ -52,16 +72,7 @@ impl Backend {
 
     /// Parses a config string: one of `NAMES`.
     pub fn parse(text: &str) -> Option<Backend> {
-        Some(match text {
-            "auto" => Backend::Auto,
-            "dax" => Backend::Dax,
-            "devdax" => Backend::DevDax,
-            "file" | "file-pwrite" => Backend::File(FileStrategy::Pwrite),
-            "file-uring" => Backend::File(FileStrategy::Uring),
-            "file-mmap" => Backend::File(FileStrategy::Mmap),
-            "memory" => Backend::Memory,
-            _ => return None,
-        })
+        Self::BY_NAME.iter().find(|(name, _)| *name == text).map(|(_, backend)| *backend)
     }
 }
 
