@@ -58,12 +58,19 @@ fn entry(seq: u64) -> [u8; ENTRY_BYTES] {
 }
 
 /// Polls the leader until the follower's persisted mark reaches `upto`.
-fn wait_persisted(link: &mut impl LeaderLink, events: &mut Vec<LeaderEvent>, upto: u64, what: &str) {
+fn wait_persisted(
+    link: &mut impl LeaderLink,
+    events: &mut Vec<LeaderEvent>,
+    upto: u64,
+    what: &str,
+) {
     spin_until(
         || {
             events.clear();
             link.poll(events).unwrap();
-            events.iter().any(|e| matches!(e, LeaderEvent::Persisted { upto: at } if *at == upto))
+            events
+                .iter()
+                .any(|e| matches!(e, LeaderEvent::Persisted { upto: at } if *at == upto))
         },
         what,
     );
@@ -321,6 +328,17 @@ fn rdma(iters: u64, baseline_us: f64) {
     let key = l.remote().key;
     let (mut arrive, mut write, mut rt) = (hist(), hist(), hist());
     let (mut ev, mut fev) = (Vec::new(), Vec::new());
+    // The follower's polling thread adopts the welcomed leader; it writes only once told.
+    spin_until(
+        || {
+            f.poll(&mut fev).unwrap();
+            l.poll(&mut ev).unwrap();
+            l.adopted()
+        },
+        "adoption",
+    );
+    fev.clear();
+    ev.clear();
     let mut word = [0u8; 8];
     for i in 1..=iters {
         let e = entry(i);

@@ -106,6 +106,12 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
     /// Like `try_recv`, but the body replaces `body`'s contents (its capacity is reused, so a
     /// poll loop that keeps one buffer allocates nothing per message).
     pub fn try_recv_into(&mut self, body: &mut Vec<u8>) -> Result<Option<u8>, VerbsError> {
+        // The previous body was used by now: one rare large message (up to the 64 MiB bound)
+        // must not keep its buffer for the connection's life.
+        if body.capacity() > RECV_BUFFER_BYTES {
+            body.clear();
+            body.shrink_to(RECV_BUFFER_BYTES);
+        }
         loop {
             if let Some(tag) = self.take_message(body)? {
                 return Ok(Some(tag));
@@ -388,6 +394,32 @@ mod tests {
         assert_eq!(b.recv().unwrap(), (10, b"after".to_vec()));
         sender.join().unwrap();
         assert_eq!(b.inbuf.len(), RECV_BUFFER_BYTES, "shrunk back once drained");
+    }
+
+    #[test]
+    fn a_reused_body_buffer_gives_back_a_large_message_s_capacity_at_the_next_receive() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let sender = std::thread::spawn(move || {
+            let mut a = Conn::new(a, "a".into());
+            a.send(9, &[&vec![7u8; 3 * RECV_BUFFER_BYTES]]).unwrap();
+            a.send(10, &[b"small"]).unwrap();
+        });
+        let mut b = Conn::new(b, "b".into());
+        let mut body = Vec::new();
+        let mut next = |body: &mut Vec<u8>| loop {
+            if let Some(tag) = b.try_recv_into(body).unwrap() {
+                return tag;
+            }
+        };
+        assert_eq!(next(&mut body), 9);
+        assert!(body.capacity() >= 3 * RECV_BUFFER_BYTES);
+        assert_eq!(next(&mut body), 10);
+        assert_eq!(body, b"small");
+        assert!(
+            body.capacity() <= RECV_BUFFER_BYTES,
+            "the large capacity was given back"
+        );
+        sender.join().unwrap();
     }
 
     #[test]

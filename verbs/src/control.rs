@@ -19,6 +19,10 @@ pub const TAG_NACK: u8 = 5;
 pub const TAG_PERSISTED: u8 = 6;
 /// Either way: one engine frame.
 pub const TAG_CONTROL: u8 = 7;
+/// Follower -> leader (rdma), no body: the follower's polling thread adopted this connection, so
+/// its queue pair now has the access the follower's fence gives its leader. Until it arrives the
+/// leader posts no one-sided write (it would meet a QP with no access and break it).
+pub const TAG_ADOPTED: u8 = 8;
 
 /// Nack reason: the writer is fenced out.
 pub const NACK_FENCED: u8 = 1;

@@ -44,11 +44,27 @@ fn leader(f: &RdmaFollower, token: LeaderToken, tune: impl FnOnce(&mut RdmaConfi
     RdmaLeader::connect(f.addr(), token, cfg).unwrap()
 }
 
-/// A follower of `len` bytes and one leader `A` it has granted.
+/// Polls the follower (which adopts the leaders its acceptor welcomed) and `l` until `l` has
+/// heard it was adopted: only then does it post one-sided writes.
+fn settle(f: &mut RdmaFollower, l: &mut RdmaLeader) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !l.adopted() {
+        // An earlier leader that went away is reported (and forgotten) here: not this one's failure.
+        let _ = f.poll(&mut Vec::new());
+        l.poll(&mut Vec::new()).unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "the follower never adopted the leader"
+        );
+    }
+}
+
+/// A follower of `len` bytes and one leader `A` it has granted and adopted.
 fn granted_pair(len: usize, tune: impl FnOnce(&mut RdmaConfig)) -> (RdmaFollower, RdmaLeader) {
     let mut f = follower(len);
-    let l = leader(&f, A, tune);
+    let mut l = leader(&f, A, tune);
     f.grant(A).unwrap();
+    settle(&mut f, &mut l);
     (f, l)
 }
 
@@ -104,6 +120,8 @@ fn stale_leader_write_fails_after_the_follower_grants_a_newer_one() {
     let mut a = leader(&f, A, |_| {});
     let mut b = leader(&f, B, |_| {});
     f.grant(A).unwrap();
+    settle(&mut f, &mut a);
+    settle(&mut f, &mut b);
     let key = a.remote().key;
     write_outcome(&mut a, &w(key, 0, b"from-a")).unwrap();
     let err = write_outcome(&mut b, &w(key, 0, b"from-b")).unwrap_err();
@@ -113,7 +131,7 @@ fn stale_leader_write_fails_after_the_follower_grants_a_newer_one() {
     );
     f.grant(B).unwrap(); // revokes a; drops b's first QP, which broke on its refused write
     let mut b = leader(&f, B, |_| {}); // so b reconnects
-    f.poll(&mut Vec::new()).unwrap(); // and is adopted by the follower: granted, it may write
+    settle(&mut f, &mut b); // and is adopted by the follower: granted, it may write
     let err = write_outcome(&mut a, &w(key, 0, b"stale!")).unwrap_err();
     assert!(
         matches!(err, VerbsError::Fenced { token, .. } if token == A.0),
@@ -130,11 +148,18 @@ fn a_leader_may_write_only_once_the_follower_has_adopted_it() {
     let mut f = follower(1 << 16);
     f.grant(A).unwrap();
     // Welcomed by the acceptor thread while the follower is not polling: connected, but its QP
-    // has no remote access until the follower adopts it, even though its token is granted.
+    // has no remote access until the follower adopts it, even though its token is granted, and
+    // the leader posts no one-sided write before it hears of the adoption.
     let mut early = leader(&f, A, |_| {});
-    assert_eq!(f.connected(), 1, "welcomed, awaiting adoption");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while f.connected() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the welcomed leader was never queued"
+        );
+    }
     let key = early.remote().key;
-    let err = write_outcome(&mut early, &w(key, 0, b"early")).unwrap_err();
+    let err = early.post_write(&w(key, 0, b"early")).unwrap_err();
     assert!(
         matches!(err, VerbsError::Fenced { token, .. } if token == A.0),
         "no write before adoption: {err}"
@@ -143,14 +168,12 @@ fn a_leader_may_write_only_once_the_follower_has_adopted_it() {
         read(&f, 0, 5).iter().all(|&b| b == 0),
         "the early write must not land"
     );
-    f.poll(&mut Vec::new()).unwrap(); // adopts it: its QP broke on the refused write, so it is dropped
-    let mut l = leader(&f, A, |_| {});
-    f.poll(&mut Vec::new()).unwrap(); // adopts the reconnected leader with write access
-    write_outcome(&mut l, &w(key, 0, b"adopted")).unwrap();
+    settle(&mut f, &mut early); // adopted with write access: its QP is intact, nothing was posted
+    write_outcome(&mut early, &w(key, 0, b"adopted")).unwrap();
     assert_eq!(read(&f, 0, 7), b"adopted");
     // A leader adopted while another is granted may not write.
     let mut other = leader(&f, B, |_| {});
-    f.poll(&mut Vec::new()).unwrap();
+    settle(&mut f, &mut other);
     let err = write_outcome(&mut other, &w(key, 0, b"other")).unwrap_err();
     assert!(
         matches!(err, VerbsError::Fenced { token, .. } if token == B.0),
@@ -213,6 +236,7 @@ fn read_after_write_falls_back_over_dram_and_selective_signaling_completes_every
     drop(raw);
     let mut sel = leader(&f, B, |c| c.signal_every = 4);
     f.grant(B).unwrap();
+    settle(&mut f, &mut sel);
     let ids: Vec<_> = (0..10u64)
         .map(|i| sel.post_write(&w(key, i * 16, &[i as u8 + 1; 16])).unwrap())
         .collect();
@@ -272,6 +296,7 @@ fn device_dax_region_is_an_rdma_target() {
         "device-DAX is persistent: the mode holds"
     );
     f.grant(A).unwrap();
+    settle(&mut f, &mut l);
     let key = l.remote().key;
     let marker = format!("pmem-entry-{}", std::process::id());
     let write = Write {
@@ -311,6 +336,7 @@ fn garbage_on_the_side_channel_is_refused_and_the_follower_keeps_serving() {
     assert_eq!(f.connected(), 0, "no leader admitted from garbage");
     let mut l = leader(&f, A, |_| {});
     f.grant(A).unwrap();
+    settle(&mut f, &mut l);
     let key = l.remote().key;
     write_outcome(&mut l, &w(key, 0, b"still serving")).unwrap();
     assert_eq!(read(&f, 0, 13), b"still serving");

@@ -13,7 +13,9 @@ use super::handshake::{get_endpoint, Welcome};
 use super::RdmaConfig;
 use crate::acceptor::{accept_until, listen, prepare, HANDSHAKE_TIMEOUT};
 use crate::conn::{Conn, Fields};
-use crate::control::{decode_control, TAG_CONTROL, TAG_HELLO, TAG_PERSISTED, TAG_WELCOME};
+use crate::control::{
+    decode_control, TAG_ADOPTED, TAG_CONTROL, TAG_HELLO, TAG_PERSISTED, TAG_WELCOME,
+};
 use crate::fence::{Fence, Writer};
 use crate::mapping::Mapping;
 use crate::{FollowerEvent, FollowerLink, LeaderToken, RemoteRegion, VerbsError};
@@ -165,7 +167,20 @@ impl RdmaFollower {
             let (token, qpn, name) = (peer.token, peer.qp.qpn(), peer.conn.peer().to_owned());
             match self.fence.adopt(peer) {
                 Ok(()) => {
-                    tracing::info!(peer = %name, token = token.0, qpn, "rdma leader admitted")
+                    // Its access is set: tell the leader, which posts no one-sided write before.
+                    let adopted = self.fence.writers().len() - 1;
+                    match self.fence.writers_mut()[adopted]
+                        .conn
+                        .send(TAG_ADOPTED, &[&[] as &[u8]])
+                    {
+                        Ok(()) => {
+                            tracing::info!(peer = %name, token = token.0, qpn, "rdma leader admitted")
+                        }
+                        Err(e) => {
+                            tracing::warn!(peer = %name, token = token.0, error = %e, "rdma leader dropped at admission: telling it so failed; it must reconnect");
+                            drop(self.fence.remove(adopted));
+                        }
+                    }
                 }
                 Err((_, e)) => {
                     tracing::warn!(peer = %name, token = token.0, error = %e, "rdma leader dropped at admission: its QP cannot take its access (it wrote before it was admitted?); it must reconnect")

@@ -5,7 +5,7 @@ use super::handshake::{put_endpoint, Welcome};
 use super::RdmaConfig;
 use crate::acceptor::dial;
 use crate::conn::{Conn, Fields};
-use crate::control::{decode_control, TAG_CONTROL, TAG_PERSISTED};
+use crate::control::{decode_control, TAG_ADOPTED, TAG_CONTROL, TAG_PERSISTED};
 use crate::durability::log_mode;
 use crate::mapping::Mapping;
 use crate::transport::{check_bounds, check_key};
@@ -66,6 +66,9 @@ pub struct RdmaLeader {
     /// The last posted write went unsignaled and nothing signaled follows it yet.
     tail_unsignaled: bool,
     broken: Option<String>,
+    /// The follower's polling thread adopted this connection (`TAG_ADOPTED`): before that, a
+    /// one-sided write is refused here as fenced and goes as a control message instead.
+    adopted: bool,
     ready: Vec<LeaderEvent>,
     polls: u64,
     /// Completions of one CQ poll (cleared and refilled).
@@ -134,12 +137,19 @@ impl RdmaLeader {
             tail_unsignaled: false,
             broken: None,
             ready: Vec::with_capacity(max_outstanding),
+            adopted: false,
             polls: 0,
             completions: Vec::with_capacity(COMPLETIONS_PER_POLL),
             body: Vec::with_capacity(CONTROL_BYTES_EXPECTED),
             frame: Vec::with_capacity(CONTROL_BYTES_EXPECTED),
             _pd: pd,
         })
+    }
+
+    /// Whether the follower adopted this connection: one-sided writes are posted only after
+    /// (`poll` takes the follower's word in).
+    pub fn adopted(&self) -> bool {
+        self.adopted
     }
 
     /// Posts without the local key and bounds checks, so a test can show the follower's NIC
@@ -285,6 +295,12 @@ impl LeaderLink for RdmaLeader {
     }
 
     fn post_write(&mut self, w: &Write<'_>) -> Result<WriteId, VerbsError> {
+        if !self.adopted {
+            return Err(VerbsError::Fenced {
+                peer: self.peer.clone(),
+                token: self.token.0,
+            });
+        }
         check_key(&self.peer, w.key, self.remote.rkey)?;
         check_bounds(&self.peer, w.offset, w.bytes.len(), self.remote.len)?;
         self.post(w, true)
@@ -339,6 +355,7 @@ impl LeaderLink for RdmaLeader {
                 TAG_PERSISTED => out.push(LeaderEvent::Persisted {
                     upto: Fields::new(&self.body, &self.peer).u64()?,
                 }),
+                TAG_ADOPTED => self.adopted = true,
                 _ => {
                     return Err(VerbsError::Protocol {
                         peer: self.peer.clone(),
