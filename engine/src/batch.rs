@@ -87,10 +87,10 @@ impl Batch {
         let mut count = 0u32;
         let bytes = arena.write(total, |out| {
             for request in requests.map(as_ref) {
-                let at = out.len();
-                out.resize(at + request.encoded_len(), 0);
+                let (at, len) = (out.len(), request.encoded_len());
+                out.resize(at + len, 0);
                 let used = postcard::to_slice(&request, &mut out[at..]).map(|used| used.len());
-                assert_eq!(used, Ok(request.encoded_len()), "contract violated: batch-encoded-length");
+                assert_eq!(used, Ok(len), "contract violated: batch-encoded-length");
                 count += 1;
             }
         });

@@ -190,7 +190,8 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
 
     /// Leaves free space after the received bytes for the next read: the partial message moves
     /// to the front when the end is reached, and the buffer grows only for a message larger
-    /// than it.
+    /// than it, straight to that message's size (its header, already held and checked against
+    /// the limit by `take_message`, says how large).
     fn make_room(&mut self) {
         if self.tail == self.inbuf.len() {
             if self.head > 0 {
@@ -202,7 +203,9 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
                     self.tail < most,
                     "invariant: take_message accepts a full-size message before the buffer is full"
                 );
-                self.inbuf.resize((self.inbuf.len() * 2).min(most), 0);
+                // A full buffer at offset 0 holds at least a header (it is larger than one).
+                let len = u32::from_le_bytes(self.inbuf[1..5].try_into().unwrap()) as usize;
+                self.inbuf.resize((MSG_HEADER_BYTES + len).min(most), 0);
             }
         }
     }
