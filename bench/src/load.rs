@@ -3,6 +3,7 @@
 use crate::histogram::{merge, new_histogram_us};
 use crate::schedule::Arrival;
 use hdrhistogram::Histogram;
+use std::io::Write;
 use std::time::Duration;
 
 /// One load run.
@@ -109,11 +110,20 @@ impl LoadOutcome {
 /// The key of operation `n` (the same sequence for every system): splitmix64 of `n`, so
 /// consecutive operations land on scattered keys and every key is reached.
 pub fn key_for(n: u64, keys: u64) -> String {
+    let mut key = Vec::new();
+    write_key(n, keys, &mut key);
+    String::from_utf8(key).expect("keys are ASCII")
+}
+
+/// `key_for(n, keys)` written over `out`, reusing its capacity (the load generator's sender
+/// builds a request per operation without allocating).
+pub fn write_key(n: u64, keys: u64, out: &mut Vec<u8>) {
     let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
-    format!("bench-{:08}", z % keys.max(1))
+    out.clear();
+    write!(out, "bench-{:08}", z % keys.max(1)).expect("writing to a Vec cannot fail");
 }
 
 #[cfg(test)]
@@ -141,6 +151,15 @@ mod tests {
             outcome.send_lag.highest_equivalent(3_000)
         );
         assert_eq!(outcome.send_lag.min(), 0);
+    }
+
+    #[test]
+    fn a_written_key_is_the_key_and_replaces_what_the_buffer_held() {
+        let mut out = b"left over from a longer key".to_vec();
+        for n in [0, 1, 77, u64::MAX] {
+            write_key(n, 100_000, &mut out);
+            assert_eq!(out, key_for(n, 100_000).into_bytes());
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! A key-value state machine (get / put / compare-and-set), used by tests, the simulator and the demo.
 
 use crate::kv_key::Key;
+use crate::kv_map::KvMap;
+use crate::kv_value::Value;
 use crate::state_machine::{Frozen, StateMachine};
 use bytes::Bytes;
-use imbl::GenericHashMap;
 use serde::{Deserialize, Serialize};
 
 /// A key-value operation. `B` holds its byte strings: owned `Bytes`, or `&[u8]` borrowed from the
@@ -77,6 +78,15 @@ impl<B> KvOp<B> {
     }
 }
 
+impl<B: Serialize> KvOp<B> {
+    /// Encodes for a request payload over `out`, reusing its capacity (a load generator's
+    /// sender builds every request in one buffer).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.clear();
+        *out = postcard::to_extend(self, std::mem::take(out)).expect("encoding into a Vec cannot fail");
+    }
+}
+
 impl KvOp {
     /// Encodes for a request payload.
     pub fn encode(&self) -> Bytes {
@@ -101,26 +111,21 @@ impl KvReply {
     }
 }
 
-/// A persistent hash map (hash array mapped trie). Chosen over the ordered map by callgrind: an
-/// ordered insert compares whole keys at every level (memcmp was the leader's top symbol), a
-/// hashed one compares hash bits. foldhash rather than SipHash: hashing was the top callgrind
-/// entry once the rest was tuned. The seed is the store's: the replica server draws a random one,
-/// so clients (who hold the cluster secret) cannot compute keys that collide; `default()` uses a
-/// fixed one, so the simulator and `decree-bench callgrind` repeat exactly (a random seed moved
-/// the instruction count by about 1%). The checkpoint lists pairs sorted by key, so replicas with
-/// different seeds write the same bytes.
-type Map = GenericHashMap<Key, Bytes, foldhash::fast::FixedState, imbl::shared_ptr::DefaultSharedPtr>;
-
-/// The key-value store. The map is persistent (structurally shared), so freezing it for a
-/// checkpoint is O(1) and the serialization runs off the replica's thread.
+/// The key-value store. Its map (`kv_map`) hashes with foldhash rather than SipHash: hashing was
+/// the top callgrind entry once the rest was tuned. The seed is the store's: the replica server
+/// draws a random one, so clients (who hold the cluster secret) cannot compute keys that collide;
+/// `default()` uses a fixed one, so the simulator and `decree-bench callgrind` repeat exactly (a
+/// random seed moved the instruction count by about 1%). The checkpoint lists pairs sorted by key,
+/// so replicas with different seeds write the same bytes. Freezing it for a checkpoint shares the
+/// map's shards, and the serialization runs off the replica's thread.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStore {
-    map: Map,
+    map: KvMap,
 }
 
 /// The checkpoint: every pair, sorted by key (canonical whatever the map's layout).
-fn encode_pairs(map: &Map) -> Bytes {
-    let mut pairs: Vec<(&Key, &Bytes)> = map.iter().collect();
+fn encode_pairs(map: &KvMap) -> Bytes {
+    let mut pairs: Vec<(&Key, &Value)> = map.iter().collect();
     pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
     Bytes::from(postcard::to_stdvec(&pairs).expect("encoding into a Vec cannot fail"))
 }
@@ -128,7 +133,7 @@ fn encode_pairs(map: &Map) -> Bytes {
 impl KvStore {
     /// An empty store whose map hashes with `seed` (the replica server passes a random one).
     pub fn with_hash_seed(seed: u64) -> Self {
-        KvStore { map: Map::with_hasher(foldhash::fast::FixedState::with_seed(seed)) }
+        KvStore { map: KvMap::with_hasher(foldhash::fast::FixedState::with_seed(seed)) }
     }
 
     /// Applies one decoded operation.
@@ -140,35 +145,25 @@ impl KvStore {
     /// (a written value, and its key when new).
     pub fn apply(&mut self, op: KvOp<&[u8]>) -> KvReply {
         match op {
-            KvOp::Get { key } => KvReply::Value(self.map.get(key).cloned()),
+            KvOp::Get { key } => KvReply::Value(self.map.get(key).map(Value::to_bytes)),
             KvOp::Put { key, value } => {
-                self.put(key, value);
+                self.map.put(key, value);
                 KvReply::Done
             }
             KvOp::Cas { key, expected, new } => {
-                let previous = self.map.get(key).cloned();
+                let previous = self.map.get(key).map(Value::to_bytes);
                 let ok = previous.as_deref() == expected;
                 if ok {
-                    self.put(key, new);
+                    self.map.put(key, new);
                 }
                 KvReply::Cas { ok, previous }
             }
         }
     }
 
-    /// Writes `value` at `key`; the key is copied only when it is new.
-    fn put(&mut self, key: &[u8], value: &[u8]) {
-        match self.map.get_mut(key) {
-            Some(held) => *held = overwrite(std::mem::take(held), value),
-            None => {
-                self.map.insert(Key::copy_from_slice(key), Bytes::copy_from_slice(value));
-            }
-        }
-    }
-
     /// The value held at `key`.
-    pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
-        self.map.get(key)
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.map.get(key).map(Value::as_bytes)
     }
 
     /// Number of keys held.
@@ -182,26 +177,12 @@ impl KvStore {
     }
 }
 
-/// `value` in place of `held`. Overwriting a key with a value of the same length (the steady state
-/// of fixed-size writes) reuses the held buffer instead of allocating, but only when nothing else
-/// holds it: `try_into_mut` fails while a pending Get reply or a frozen checkpoint's map shares
-/// it, and those keep the old bytes.
-fn overwrite(held: Bytes, value: &[u8]) -> Bytes {
-    if held.len() == value.len() {
-        if let Ok(mut unique) = held.try_into_mut() {
-            unique.copy_from_slice(value);
-            return unique.freeze();
-        }
-    }
-    Bytes::copy_from_slice(value)
-}
-
 impl StateMachine for KvStore {
     fn execute(&mut self, op: &[u8]) -> Bytes {
         match postcard::from_bytes::<KvOp<&[u8]>>(op) {
             // The common case answers with the prebuilt reply instead of encoding one.
             Ok(KvOp::Put { key, value }) => {
-                self.put(key, value);
+                self.map.put(key, value);
                 Bytes::from_static(DONE_REPLY)
             }
             Ok(op) => self.apply(op).encode(),
@@ -222,8 +203,10 @@ impl StateMachine for KvStore {
         let pairs: Vec<(Bytes, Bytes)> =
             postcard::from_bytes(data).map_err(|e| format!("kv checkpoint does not decode: {e}"))?;
         // A new map with this store's hasher (a plain `collect` would take the default seed).
-        let mut map = Map::with_hasher(*self.map.hasher());
-        map.extend(pairs.into_iter().map(|(key, value)| (Key::from(key), value)));
+        let mut map = KvMap::with_hasher(*self.map.hasher());
+        for (key, value) in pairs {
+            map.insert(Key::from(key), Value::from(value));
+        }
         self.map = map;
         Ok(())
     }
@@ -239,7 +222,10 @@ mod tests {
         // Short keys (held inline) and long ones (held shared), a few of each so they repeat.
         let key = prop_oneof![(0u8..6).prop_map(|k| vec![k; 1 + k as usize]), (0u8..3).prop_map(|k| vec![k; 40])]
             .prop_map(Bytes::from);
-        let value = proptest::collection::vec(any::<u8>(), 0..20).prop_map(Bytes::from);
+        // Short values (inline) and long ones (shared).
+        let value =
+            prop_oneof![proptest::collection::vec(any::<u8>(), 0..20), proptest::collection::vec(any::<u8>(), 60..100)]
+                .prop_map(Bytes::from);
         prop_oneof![
             key.clone().prop_map(|key| KvOp::Get { key }),
             (key.clone(), value.clone()).prop_map(|(key, value)| KvOp::Put { key, value }),
@@ -261,12 +247,20 @@ mod tests {
         assert_eq!(a.save_checkpoint(), b.save_checkpoint(), "the checkpoint does not depend on the seed");
         let mut loaded = KvStore::with_hash_seed(7);
         loaded.load_checkpoint(&a.save_checkpoint()).unwrap();
-        assert_eq!(loaded.get(b"42").map(|v| &v[..]), Some(&[42u8; 3][..]));
+        assert_eq!(loaded.get(b"42"), Some(&[42u8; 3][..]));
         use std::hash::BuildHasher;
         let probe = Key::copy_from_slice(b"probe");
         let seeded = foldhash::fast::FixedState::with_seed(7);
         assert_eq!(loaded.map.hasher().hash_one(&probe), seeded.hash_one(&probe), "loading kept the seed");
         assert_ne!(KvStore::default().map.hasher().hash_one(&probe), seeded.hash_one(&probe));
+    }
+
+    #[test]
+    fn an_operation_encoded_into_a_used_buffer_encodes_as_alone() {
+        let mut out = vec![0xee; 100];
+        let op = KvOp::Put { key: &b"key"[..], value: &b"value"[..] };
+        op.encode_into(&mut out);
+        assert_eq!(out, KvOp::Put { key: Bytes::from_static(b"key"), value: Bytes::from_static(b"value") }.encode());
     }
 
     #[test]
@@ -286,43 +280,51 @@ mod tests {
         assert_eq!(store.execute(&op.encode())[..], *DONE_REPLY);
     }
 
+    /// Values longer than the inline limit (short ones are written in their bucket).
+    fn long(fill: u8) -> Vec<u8> {
+        vec![fill; crate::kv_value::INLINE_VALUE_BYTES + 36]
+    }
+
     #[test]
-    fn overwriting_with_a_value_of_the_same_length_reuses_its_buffer() {
+    fn overwriting_a_long_value_with_one_of_the_same_length_reuses_its_buffer() {
         let mut store = KvStore::default();
-        put(&mut store, b"k", b"first");
+        put(&mut store, b"k", &long(1));
         let buffer = store.get(b"k").unwrap().as_ptr();
-        put(&mut store, b"k", b"again");
+        put(&mut store, b"k", &long(2));
         assert_eq!(store.get(b"k").unwrap().as_ptr(), buffer, "rewritten in place, no allocation");
-        assert_eq!(store.get(b"k").unwrap(), &b"again"[..]);
-        put(&mut store, b"k", b"longer value");
-        assert_eq!(store.get(b"k").unwrap(), &b"longer value"[..]);
+        assert_eq!(store.get(b"k").unwrap(), &long(2)[..]);
+        put(&mut store, b"k", b"short now");
+        assert_eq!(store.get(b"k").unwrap(), &b"short now"[..]);
     }
 
     #[test]
     fn a_value_a_reply_still_holds_is_not_rewritten() {
         let get = || KvOp::Get { key: &b"k"[..] };
-        let mut store = KvStore::default();
-        put(&mut store, b"k", b"first");
-        drop(store.apply(get()));
-        let buffer = store.get(b"k").unwrap().as_ptr();
-        put(&mut store, b"k", b"again");
-        assert_eq!(store.get(b"k").unwrap().as_ptr(), buffer, "a reply already dropped shares nothing");
-        let KvReply::Value(Some(read)) = store.apply(get()) else { panic!("k is held") };
-        put(&mut store, b"k", b"third");
-        assert_eq!(read, &b"again"[..], "the pending reply keeps the value it read");
-        assert_eq!(store.get(b"k").unwrap(), &b"third"[..]);
+        for (first, second, third) in [(long(1), long(2), long(3)), (b"1".to_vec(), b"2".to_vec(), b"3".to_vec())] {
+            let mut store = KvStore::default();
+            put(&mut store, b"k", &first);
+            put(&mut store, b"k", &second);
+            let KvReply::Value(Some(read)) = store.apply(get()) else { panic!("k is held") };
+            put(&mut store, b"k", &third);
+            assert_eq!(read, &second[..], "the pending reply keeps the value it read");
+            assert_eq!(store.get(b"k").unwrap(), &third[..]);
+        }
     }
 
     #[test]
     fn a_frozen_checkpoint_keeps_the_values_it_froze() {
-        let mut store = KvStore::default();
-        put(&mut store, b"k", b"first");
-        let frozen = store.freeze();
-        put(&mut store, b"k", b"again");
-        let mut restored = KvStore::default();
-        restored.load_checkpoint(&frozen()).unwrap();
-        assert_eq!(restored.get(b"k").unwrap(), &b"first"[..], "the checkpoint serializes the value it froze");
-        assert_eq!(store.get(b"k").unwrap(), &b"again"[..]);
+        for (first, again) in [(b"first".to_vec(), b"again".to_vec()), (long(1), long(2))] {
+            let mut store = KvStore::default();
+            put(&mut store, b"k", &first);
+            let frozen = store.freeze();
+            put(&mut store, b"k", &again);
+            put(&mut store, b"new", b"after the freeze");
+            let mut restored = KvStore::default();
+            restored.load_checkpoint(&frozen()).unwrap();
+            assert_eq!(restored.get(b"k").unwrap(), &first[..], "the checkpoint serializes the value it froze");
+            assert_eq!(restored.get(b"new"), None);
+            assert_eq!(store.get(b"k").unwrap(), &again[..]);
+        }
     }
 
     proptest! {
@@ -351,7 +353,7 @@ mod tests {
                 prop_assert_eq!(KvReply::decode(&store.execute(&op.encode())).unwrap(), expected);
             }
             let held: BTreeMap<Bytes, Bytes> =
-                store.map.iter().map(|(k, v)| (Bytes::copy_from_slice(k.as_bytes()), v.clone())).collect();
+                store.map.iter().map(|(k, v)| (Bytes::copy_from_slice(k.as_bytes()), v.to_bytes())).collect();
             prop_assert_eq!(held, model);
         }
     }

@@ -12,6 +12,8 @@ pub mod core;
 pub mod durable;
 pub mod kv;
 pub mod kv_key;
+pub mod kv_map;
+pub mod kv_value;
 pub mod membership;
 pub mod message;
 pub mod runtime;

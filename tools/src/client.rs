@@ -431,7 +431,7 @@ mod tests {
                 let ClientFrame::ChangeMembership { request_id, change } = frame else { panic!("{frame:?}") };
                 let slot = ok.then_some(41);
                 let detail = if ok { "proposed".into() } else { NOT_THE_LEADER.into() };
-                wire::write_frame(&mut stream, &ServerFrame::Admin { request_id, ok, detail, leader_addr, slot }).unwrap();
+                wire::write_frame(&mut stream, &ServerFrame::<Bytes>::Admin { request_id, ok, detail, leader_addr, slot }).unwrap();
                 change
             })
         };
@@ -454,7 +454,7 @@ mod tests {
             let (mut stream, _) = follower.accept().unwrap();
             auth::accept(&mut stream, KEY).unwrap();
             let ClientFrame::<Bytes>::Request { request_id, .. } = wire::read_frame(&mut stream, &mut Vec::new()).unwrap() else { panic!() };
-            let redirect = ServerFrame::Redirect { request_id, leader: Some(1), leader_addr: Some(redirect_to) };
+            let redirect = ServerFrame::<Bytes>::Redirect { request_id, leader: Some(1), leader_addr: Some(redirect_to) };
             wire::write_frame(&mut stream, &redirect).unwrap();
         });
         let leader = std::thread::spawn(move || {

@@ -133,9 +133,10 @@ pub struct StatusView {
     pub learners: Vec<u32>,
 }
 
-/// What a replica sends.
+/// What a replica sends. `Payload` holds a reply's bytes: owned `Bytes`, or `&[u8]` borrowed from
+/// the received frame while a load generator reads it (both encode alike).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ServerFrame {
+pub enum ServerFrame<Payload = Bytes> {
     /// The request's result.
     Reply {
         /// The request's id.
@@ -143,7 +144,7 @@ pub enum ServerFrame {
         /// Its seq.
         seq: u64,
         /// State machine reply bytes.
-        payload: Bytes,
+        payload: Payload,
     },
     /// Not the leader: go to `leader_addr` (if known).
     Redirect {
@@ -285,6 +286,15 @@ pub fn decode_payload<'a, T: Deserialize<'a>>(payload: &'a [u8], crc: u32) -> Re
 
 /// Reads one framed message, reusing `buf` for the payload.
 pub fn read_frame<T: DeserializeOwned>(reader: &mut impl Read, buf: &mut Vec<u8>) -> Result<T, WireError> {
+    read_borrowed_frame(reader, buf)
+}
+
+/// Reads one framed message into `buf` and decodes it borrowing from `buf` (no allocation for a
+/// frame whose byte strings are `&[u8]`).
+pub fn read_borrowed_frame<'a, T: Deserialize<'a>>(
+    reader: &mut impl Read,
+    buf: &'a mut Vec<u8>,
+) -> Result<T, WireError> {
     let mut header = [0u8; CLIENT_HEADER_BYTES];
     reader.read_exact(&mut header)?;
     let (len, crc) = decode_header(&header)?;
@@ -302,6 +312,24 @@ mod tests {
         let mut out = Vec::new();
         encode(frame, &mut out);
         read_frame(&mut out.as_slice(), &mut Vec::new())
+    }
+
+    #[test]
+    fn borrowed_frames_encode_and_decode_as_owned_ones_do() {
+        let owned = ServerFrame::Reply { request_id: 5, seq: 2, payload: Bytes::from_static(b"reply") };
+        let borrowed = ServerFrame::Reply { request_id: 5, seq: 2, payload: &b"reply"[..] };
+        let (mut from_owned, mut from_borrowed) = (Vec::new(), Vec::new());
+        encode(&owned, &mut from_owned);
+        encode(&borrowed, &mut from_borrowed);
+        assert_eq!(from_owned, from_borrowed);
+        let mut buf = Vec::new();
+        let read: ServerFrame<&[u8]> = read_borrowed_frame(&mut from_owned.as_slice(), &mut buf).unwrap();
+        assert_eq!(read, borrowed);
+        let request = ClientFrame::Request { request_id: 1, client: 2, seq: 3, op: &b"op"[..] };
+        let mut out = Vec::new();
+        encode(&request, &mut out);
+        let read: ClientFrame = read_frame(&mut out.as_slice(), &mut buf).unwrap();
+        assert_eq!(read, request.map_op(Bytes::copy_from_slice));
     }
 
     #[test]

@@ -41,7 +41,8 @@ pub struct Driver<S, T, R, O> {
     inbox: Arc<Ring<Event<R>>>,
     shared: Arc<Shared>,
     observer: Arc<O>,
-    awaiting: HashMap<(ClientId, u64), Waiter<R>>,
+    /// foldhash, not SipHash: an insert and a remove per request on the leader's core.
+    awaiting: HashMap<(ClientId, u64), Waiter<R>, foldhash::fast::RandomState>,
     commands: Vec<Command>,
     batch: Vec<Request>,
     applied: Vec<Applied>,
@@ -56,7 +57,7 @@ pub struct Driver<S, T, R, O> {
     shedding: bool,
     last_checkpoint_slot: u64,
     /// Reads waiting for the core's read-index, by read id.
-    reads: HashMap<u64, PendingRead<R>>,
+    reads: HashMap<u64, PendingRead<R>, foldhash::fast::RandomState>,
     next_read_id: u64,
     /// The operator waiting for the `Command::Admin` of the input being stepped.
     admin: Option<Waiter<R>>,
@@ -94,7 +95,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
             inbox,
             shared,
             observer,
-            awaiting: HashMap::new(),
+            awaiting: HashMap::default(),
             commands: Vec::with_capacity(256),
             batch: Vec::with_capacity(1024),
             applied: Vec::with_capacity(1024),
@@ -105,7 +106,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
             checkpoint_in_flight: None,
             shedding: false,
             last_checkpoint_slot,
-            reads: HashMap::new(),
+            reads: HashMap::default(),
             next_read_id: 1,
             admin: None,
         }
@@ -145,6 +146,9 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
     /// Handles up to `MAX_EVENTS_PER_PASS` events; all client requests among them become one proposal.
     fn drain_inbox(&mut self) -> bool {
         let mut handled = 0;
+        // One clock read per pass, not per request: a waiter's latency counts from the pass that
+        // took it in.
+        let pass_began = Instant::now();
         while handled < MAX_EVENTS_PER_PASS {
             let Some(event) = self.inbox.pop() else { break };
             handled += 1;
@@ -157,7 +161,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
                 }
                 Event::Persisted { upto } => self.step(Input::Persisted { upto }),
                 Event::Request { request, request_id, reply_to } => {
-                    let waiter = Waiter { request_id, reply_to, since: Instant::now() };
+                    let waiter = Waiter { request_id, reply_to, since: pass_began };
                     if S::is_read_only(&request.op) {
                         let id = self.next_read_id;
                         self.next_read_id += 1;
@@ -175,7 +179,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
                     }
                 }
                 Event::FastRead { request, min_slot, request_id, reply_to } => {
-                    let waiter = Waiter { request_id, reply_to, since: Instant::now() };
+                    let waiter = Waiter { request_id, reply_to, since: pass_began };
                     if !S::is_read_only(&request.op) {
                         let detail = "a stale read must carry a read-only operation (e.g. a get)".to_string();
                         waiter.reply_to.respond(request_id, Response::Admin { ok: false, detail, leader: None, slot: None });
@@ -336,13 +340,14 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
                 let mut applied = std::mem::take(&mut self.applied);
                 self.applier.apply(slot, &value, &mut applied);
                 self.observer.on_applied(1, applied.len());
+                let applied_at = Instant::now();
                 for result in applied.drain(..) {
                     let Some(waiter) = self.awaiting.remove(&(result.client, result.seq)) else { continue };
                     let payload = match result.outcome {
                         Outcome::Executed(reply) | Outcome::Duplicate(reply) => reply,
                         Outcome::Stale => continue,
                     };
-                    self.observer.on_reply(waiter.since.elapsed().as_micros() as u64);
+                    self.observer.on_reply(applied_at.duration_since(waiter.since).as_micros() as u64);
                     waiter.reply_to.respond(waiter.request_id, Response::Reply { seq: result.seq, payload });
                 }
                 self.applied = applied;

@@ -141,7 +141,7 @@ impl SafetyChecker {
                 continue;
             }
             if let Ok(op @ (KvOp::Put { .. } | KvOp::Cas { .. })) = KvOp::decode(request.op) {
-                let after = self.reference.state_machine().get(op.key()).cloned();
+                let after = self.reference.state_machine().get(op.key()).map(Bytes::copy_from_slice);
                 self.key_history.entry(op.key().clone()).or_default().push((slot + 1, after));
             }
         }

@@ -498,7 +498,7 @@ impl World {
                         state.applier.next_slot()
                     )));
                 }
-                let value = state.applier.state_machine().get(&key).cloned();
+                let value = state.applier.state_machine().get(&key).map(Bytes::copy_from_slice);
                 if let ReadMode::Fast { min_slot } = mode {
                     self.report.fast_reads += 1;
                     if slot < min_slot {

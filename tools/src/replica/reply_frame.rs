@@ -126,7 +126,7 @@ mod tests {
         let mut ours = Vec::new();
         encode_error(ErrorCode::Oversize, "too big", &mut ours);
         let mut theirs = Vec::new();
-        wire::encode(&ServerFrame::Error { code: ErrorCode::Oversize, message: "too big".into() }, &mut theirs);
+        wire::encode(&ServerFrame::<Bytes>::Error { code: ErrorCode::Oversize, message: "too big".into() }, &mut theirs);
         assert_eq!(ours, theirs);
     }
 
