@@ -40,8 +40,16 @@ fn baselines(args: &BaselineArgs) -> Result<(), BenchError> {
             b.fdatasync_concurrent.p50_us, b.fdatasync_concurrent.p99_us
         );
         println!(
+            "2 writers released together     p50 {} us  p99 {} us  (until both synced)",
+            b.fdatasync_pair.p50_us, b.fdatasync_pair.p99_us
+        );
+        println!(
             "commit floor (tcp + fdatasync)  {} us lone, {} us concurrent",
             b.commit_floor_p50_us, b.commit_floor_concurrent_p50_us
+        );
+        println!(
+            "this host's one-client floor    {} us (2 tcp round trips + 2 writers released together)",
+            b.commit_floor_this_host_p50_us
         );
     }
     Ok(())

@@ -56,7 +56,12 @@ pub fn render(report: &Report) -> String {
         );
         for c in &row.perf {
             let name = format!("r{}{}", c.replica, if c.leader { " (leader)" } else { "" });
-            let costs = [c.instructions_per_op, c.cycles_per_op, c.context_switches_per_op, c.cpus_used];
+            let costs = [
+                c.instructions_per_op,
+                c.cycles_per_op,
+                c.context_switches_per_op,
+                c.cpus_used,
+            ];
             let _ = writeln!(out, "{}", cost_line(&name, costs));
         }
         let total = |f: fn(&crate::report::ReplicaCost) -> f64| row.perf.iter().map(f).sum::<f64>();
@@ -91,8 +96,18 @@ pub fn render(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
+        "  2 writers released together p50 {:>4} us   p99 {:>6} us   (until both synced: a majority of 3 on this disk)",
+        b.fdatasync_pair.p50_us, b.fdatasync_pair.p99_us
+    );
+    let _ = writeln!(
+        out,
         "  commit floor (tcp + fdatasync p50): {} us (lone fdatasync), {} us (concurrent)",
         b.commit_floor_p50_us, b.commit_floor_concurrent_p50_us
+    );
+    let _ = writeln!(
+        out,
+        "  this host's one-client commit floor: {} us (2 tcp round trips + 2 writers released together)",
+        b.commit_floor_this_host_p50_us
     );
     for row in &report.rows {
         let _ = writeln!(

@@ -80,19 +80,71 @@ pub fn fdatasync_us(dir: &Path, iterations: usize, writers: usize) -> std::io::R
     Ok(merge(parts.iter()))
 }
 
-fn sync_writes(path: &Path, iterations: usize) -> std::io::Result<Histogram<u64>> {
+/// Latency in µs until both of two writers, released together, have each done one 4 KiB write +
+/// fdatasync on their own file, `iterations` times. That is the storage part of a commit that
+/// needs two replicas durable (a majority of three) when both log to this disk: the floor of a
+/// one-client commit on a single-disk host is two round trips plus this, not plus one lone sync.
+pub fn fdatasync_pair_us(dir: &Path, iterations: usize) -> std::io::Result<Histogram<u64>> {
+    std::fs::create_dir_all(dir)?;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let paths: Vec<PathBuf> =
+        (0..2).map(|w| dir.join(format!(".decree-bench-fdatasync-pair-{}-{w}", std::process::id()))).collect();
+    let threads: Vec<_> = paths
+        .iter()
+        .cloned()
+        .map(|path| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || -> std::io::Result<Vec<(Instant, Instant)>> {
+                let (mut file, block) = prepared_file(&path)?;
+                let mut spans = Vec::with_capacity(iterations);
+                for i in 0..iterations as u64 {
+                    barrier.wait();
+                    let began = Instant::now();
+                    write_and_sync(&mut file, &block, i)?;
+                    spans.push((began, Instant::now()));
+                }
+                Ok(spans)
+            })
+        })
+        .collect();
+    let results: Vec<std::io::Result<Vec<(Instant, Instant)>>> =
+        threads.into_iter().map(|t| t.join().expect("fdatasync thread panicked")).collect();
+    for path in &paths {
+        let _ = std::fs::remove_file(path);
+    }
+    let [a, b]: [Vec<(Instant, Instant)>; 2] =
+        results.into_iter().collect::<std::io::Result<Vec<_>>>()?.try_into().expect("two writers");
+    let mut histogram = new_histogram_us();
+    for ((a_began, a_done), (b_began, b_done)) in a.into_iter().zip(b) {
+        histogram.saturating_record(a_done.max(b_done).duration_since(a_began.min(b_began)).as_micros() as u64);
+    }
+    Ok(histogram)
+}
+
+/// A preallocated, already-synced file at `path` and the block written into it.
+fn prepared_file(path: &Path) -> std::io::Result<(std::fs::File, Vec<u8>)> {
     let mut file = std::fs::OpenOptions::new().create(true).read(true).write(true).truncate(true).open(path)?;
     let block = vec![0x5au8; SYNC_BLOCK_BYTES];
     for _ in 0..SYNC_FILE_BYTES / SYNC_BLOCK_BYTES as u64 {
         file.write_all(&block)?;
     }
     file.sync_all()?;
+    Ok((file, block))
+}
+
+/// Write number `i`: `block` over the file's next 4 KiB (wrapping), then fdatasync.
+fn write_and_sync(file: &mut std::fs::File, block: &[u8], i: u64) -> std::io::Result<()> {
+    file.seek(SeekFrom::Start((i * SYNC_BLOCK_BYTES as u64) % SYNC_FILE_BYTES))?;
+    file.write_all(block)?;
+    file.sync_data()
+}
+
+fn sync_writes(path: &Path, iterations: usize) -> std::io::Result<Histogram<u64>> {
+    let (mut file, block) = prepared_file(path)?;
     let mut histogram = new_histogram_us();
     for i in 0..iterations as u64 {
-        file.seek(SeekFrom::Start((i * SYNC_BLOCK_BYTES as u64) % SYNC_FILE_BYTES))?;
         let began = Instant::now();
-        file.write_all(&block)?;
-        file.sync_data()?;
+        write_and_sync(&mut file, &block, i)?;
         histogram.saturating_record(began.elapsed().as_micros() as u64);
     }
     Ok(histogram)

@@ -3,7 +3,7 @@
 mod shm;
 
 /// Shared with `decree bench`, so both print the same baselines.
-pub use decree_tools::bench_baseline::{fdatasync_us, tcp_round_trip_us};
+pub use decree_tools::bench_baseline::{fdatasync_pair_us, fdatasync_us, tcp_round_trip_us};
 pub use shm::shm_round_trip_ns;
 
 use crate::error::BenchError;
@@ -45,12 +45,18 @@ pub struct Baselines {
     pub fdatasync_concurrent: LatencySummary,
     /// Writers in the concurrent measurement.
     pub fdatasync_writers: usize,
+    /// Two writers released together, until both have synced: two replicas durable at once, as
+    /// a 3-replica commit needs when every replica logs to this one disk.
+    pub fdatasync_pair: LatencySummary,
     /// The directory fdatasync was measured in.
     pub fdatasync_dir: String,
     /// Floor of a durable commit's latency: TCP round trip p50 + one lone fdatasync p50.
     pub commit_floor_p50_us: u64,
     /// The same with the concurrent fdatasync p50 (the stricter floor when that one is lower).
     pub commit_floor_concurrent_p50_us: u64,
+    /// The floor of a one-client commit of replicas sharing this host: two TCP round trips
+    /// (client to leader, leader to follower) plus the pair fdatasync p50.
+    pub commit_floor_this_host_p50_us: u64,
 }
 
 /// Measures them in `log_dir` with `payload_bytes` TCP messages and `writers` concurrent syncers.
@@ -77,16 +83,25 @@ pub fn measure(
             source,
         }
     })?;
+    let pair = fdatasync_pair_us(log_dir, iterations.fdatasync).map_err(|source| {
+        BenchError::Baseline {
+            name: "fdatasync (pair)",
+            source,
+        }
+    })?;
     let shm = shm_round_trip_ns(iterations.shm);
     let shm_ns = (shm.value_at_quantile(0.5), shm.value_at_quantile(0.99));
-    let (tcp, sync, concurrent) = (
+    let (tcp, sync, concurrent, pair) = (
         LatencySummary::of(&tcp),
         LatencySummary::of(&sync),
         LatencySummary::of(&concurrent),
+        LatencySummary::of(&pair),
     );
     Ok(Baselines {
         commit_floor_p50_us: tcp.p50_us + sync.p50_us,
         commit_floor_concurrent_p50_us: tcp.p50_us + concurrent.p50_us,
+        commit_floor_this_host_p50_us: 2 * tcp.p50_us + pair.p50_us,
+        fdatasync_pair: pair,
         fdatasync_concurrent: concurrent,
         fdatasync_writers: writers,
         tcp_round_trip: tcp,
@@ -118,6 +133,11 @@ mod tests {
         assert_eq!(b.tcp_round_trip.count, 50);
         assert_eq!(b.fdatasync.count, 5);
         assert_eq!(b.fdatasync_concurrent.count, 15, "3 writers x 5 syncs");
+        assert_eq!(b.fdatasync_pair.count, 5, "one sample per pair of syncs");
+        assert_eq!(
+            b.commit_floor_this_host_p50_us,
+            2 * b.tcp_round_trip.p50_us + b.fdatasync_pair.p50_us
+        );
         assert!(
             dir.read_dir().unwrap().next().is_none(),
             "the probe files are removed"
