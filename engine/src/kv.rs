@@ -202,6 +202,11 @@ impl StateMachine for KvStore {
     fn load_checkpoint(&mut self, data: &[u8]) -> Result<(), String> {
         let pairs: Vec<(Bytes, Bytes)> =
             postcard::from_bytes(data).map_err(|e| format!("kv checkpoint does not decode: {e}"))?;
+        // Written sorted by key, each once: anything else is not a checkpoint this store wrote
+        // (and would save back to different bytes).
+        if let Some(at) = pairs.windows(2).position(|pair| pair[0].0 >= pair[1].0) {
+            return Err(format!("kv checkpoint keys are not strictly ascending at pair {}", at + 1));
+        }
         // A new map with this store's hasher (a plain `collect` would take the default seed).
         let mut map = KvMap::with_hasher(*self.map.hasher());
         for (key, value) in pairs {
@@ -261,6 +266,19 @@ mod tests {
         let op = KvOp::Put { key: &b"key"[..], value: &b"value"[..] };
         op.encode_into(&mut out);
         assert_eq!(out, KvOp::Put { key: Bytes::from_static(b"key"), value: Bytes::from_static(b"value") }.encode());
+    }
+
+    #[test]
+    fn a_checkpoint_with_unsorted_or_repeated_keys_is_refused() {
+        let encode = |pairs: &[(&[u8], &[u8])]| postcard::to_stdvec(pairs).unwrap();
+        let mut store = KvStore::default();
+        store.load_checkpoint(&encode(&[(b"a", b"1"), (b"b", b"2")])).unwrap();
+        assert_eq!(store.len(), 2);
+        for bad in [encode(&[(b"b", b"1"), (b"a", b"2")]), encode(&[(b"a", b"1"), (b"a", b"2")])] {
+            let error = store.load_checkpoint(&bad).unwrap_err();
+            assert!(error.contains("not strictly ascending at pair 1"), "{error}");
+        }
+        assert_eq!(store.get(b"b"), Some(&b"2"[..]), "a refused checkpoint leaves the store as it was");
     }
 
     #[test]

@@ -10,16 +10,14 @@ use serde::{Serialize, Serializer};
 /// Longest value held inline (the benchmark's 64 B puts fit).
 pub const INLINE_VALUE_BYTES: usize = 64;
 
-/// A KV value.
+/// A KV value. Its representation is private, so `len` always fits `bytes`.
 #[derive(Clone)]
-pub enum Value {
-    /// `bytes[..len]`.
-    Inline {
-        /// Bytes used.
-        len: u8,
-        /// The value, zero-padded.
-        bytes: [u8; INLINE_VALUE_BYTES],
-    },
+pub struct Value(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// `bytes[..len]`; what follows is left from earlier values and never read.
+    Inline { len: u8, bytes: [u8; INLINE_VALUE_BYTES] },
     /// A value longer than `INLINE_VALUE_BYTES`.
     Shared(Bytes),
 }
@@ -30,25 +28,25 @@ impl Value {
         if value.len() <= INLINE_VALUE_BYTES {
             let mut bytes = [0; INLINE_VALUE_BYTES];
             bytes[..value.len()].copy_from_slice(value);
-            Value::Inline { len: value.len() as u8, bytes }
+            Value(Repr::Inline { len: value.len() as u8, bytes })
         } else {
-            Value::Shared(Bytes::copy_from_slice(value))
+            Value(Repr::Shared(Bytes::copy_from_slice(value)))
         }
     }
 
     /// The value's bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            Value::Inline { len, bytes } => &bytes[..*len as usize],
-            Value::Shared(bytes) => bytes,
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..*len as usize],
+            Repr::Shared(bytes) => bytes,
         }
     }
 
     /// The value as `Bytes` for a reply: a long value is shared, a short one copied.
     pub fn to_bytes(&self) -> Bytes {
-        match self {
-            Value::Inline { .. } => Bytes::copy_from_slice(self.as_bytes()),
-            Value::Shared(bytes) => bytes.clone(),
+        match &self.0 {
+            Repr::Inline { .. } => Bytes::copy_from_slice(self.as_bytes()),
+            Repr::Shared(bytes) => bytes.clone(),
         }
     }
 
@@ -56,22 +54,28 @@ impl Value {
     /// same length reuses its buffer only when nothing else holds it: `try_into_mut` fails while a
     /// pending Get reply shares it, and the reply keeps the old bytes.
     pub fn set(&mut self, value: &[u8]) {
-        match self {
-            Value::Inline { len, bytes } if value.len() <= INLINE_VALUE_BYTES => {
+        match &mut self.0 {
+            Repr::Inline { len, bytes } if value.len() <= INLINE_VALUE_BYTES => {
                 bytes[..value.len()].copy_from_slice(value);
                 *len = value.len() as u8;
             }
-            Value::Shared(held) if held.len() == value.len() => {
-                *self = match std::mem::take(held).try_into_mut() {
+            Repr::Shared(held) if held.len() == value.len() => {
+                *held = match std::mem::take(held).try_into_mut() {
                     Ok(mut unique) => {
                         unique.copy_from_slice(value);
-                        Value::Shared(unique.freeze())
+                        unique.freeze()
                     }
-                    Err(_) => Value::Shared(Bytes::copy_from_slice(value)),
+                    Err(_) => Bytes::copy_from_slice(value),
                 }
             }
             _ => *self = Value::copy_from_slice(value),
         }
+    }
+
+    /// Whether the bytes are held inline.
+    #[cfg(test)]
+    fn is_inline(&self) -> bool {
+        matches!(self.0, Repr::Inline { .. })
     }
 }
 
@@ -80,7 +84,7 @@ impl From<Bytes> for Value {
         if value.len() <= INLINE_VALUE_BYTES {
             Value::copy_from_slice(&value)
         } else {
-            Value::Shared(value)
+            Value(Repr::Shared(value))
         }
     }
 }
@@ -115,7 +119,7 @@ mod tests {
         for len in [0, 1, INLINE_VALUE_BYTES - 1, INLINE_VALUE_BYTES, INLINE_VALUE_BYTES + 1, 300] {
             let bytes: Vec<u8> = (0..len).map(|n| n as u8 ^ 0xa5).collect();
             let value = Value::copy_from_slice(&bytes);
-            assert_eq!(matches!(value, Value::Inline { .. }), len <= INLINE_VALUE_BYTES, "len {len}");
+            assert_eq!(value.is_inline(), len <= INLINE_VALUE_BYTES, "len {len}");
             assert_eq!(value.as_bytes(), &bytes[..]);
             assert_eq!(&value.to_bytes()[..], &bytes[..]);
             assert_eq!(Value::from(Bytes::from(bytes.clone())), value);
@@ -132,7 +136,7 @@ mod tests {
         for next in [&b"other"[..], &long[..], &long[..5], &[][..], &long[..], &[9u8; INLINE_VALUE_BYTES + 10][..]] {
             value.set(next);
             assert_eq!(value.as_bytes(), next);
-            assert_eq!(matches!(value, Value::Inline { .. }), next.len() <= INLINE_VALUE_BYTES);
+            assert_eq!(value.is_inline(), next.len() <= INLINE_VALUE_BYTES);
         }
     }
 

@@ -146,9 +146,6 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
     /// Handles up to `MAX_EVENTS_PER_PASS` events; all client requests among them become one proposal.
     fn drain_inbox(&mut self) -> bool {
         let mut handled = 0;
-        // One clock read per pass, not per request: a waiter's latency counts from the pass that
-        // took it in.
-        let pass_began = Instant::now();
         while handled < MAX_EVENTS_PER_PASS {
             let Some(event) = self.inbox.pop() else { break };
             handled += 1;
@@ -161,7 +158,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
                 }
                 Event::Persisted { upto } => self.step(Input::Persisted { upto }),
                 Event::Request { request, request_id, reply_to } => {
-                    let waiter = Waiter { request_id, reply_to, since: pass_began };
+                    let waiter = Waiter { request_id, reply_to, since: Instant::now() };
                     if S::is_read_only(&request.op) {
                         let id = self.next_read_id;
                         self.next_read_id += 1;
@@ -179,7 +176,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
                     }
                 }
                 Event::FastRead { request, min_slot, request_id, reply_to } => {
-                    let waiter = Waiter { request_id, reply_to, since: pass_began };
+                    let waiter = Waiter { request_id, reply_to, since: Instant::now() };
                     if !S::is_read_only(&request.op) {
                         let detail = "a stale read must carry a read-only operation (e.g. a get)".to_string();
                         waiter.reply_to.respond(request_id, Response::Admin { ok: false, detail, leader: None, slot: None });
@@ -340,14 +337,13 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
                 let mut applied = std::mem::take(&mut self.applied);
                 self.applier.apply(slot, &value, &mut applied);
                 self.observer.on_applied(1, applied.len());
-                let applied_at = Instant::now();
                 for result in applied.drain(..) {
                     let Some(waiter) = self.awaiting.remove(&(result.client, result.seq)) else { continue };
                     let payload = match result.outcome {
                         Outcome::Executed(reply) | Outcome::Duplicate(reply) => reply,
                         Outcome::Stale => continue,
                     };
-                    self.observer.on_reply(applied_at.duration_since(waiter.since).as_micros() as u64);
+                    self.observer.on_reply(waiter.since.elapsed().as_micros() as u64);
                     waiter.reply_to.respond(waiter.request_id, Response::Reply { seq: result.seq, payload });
                 }
                 self.applied = applied;

@@ -89,6 +89,9 @@ pub(super) struct Node {
     pub(super) clock_rate_ppm: i64,
     pub(super) commit_checked: Slot,
     pub(super) last_checkpoint: Slot,
+    /// The KV map's hash seed: each replica has its own, as real ones draw a random one, so any
+    /// reply or checkpoint byte that depended on it would show as divergence.
+    pub(super) kv_seed: u64,
 }
 
 impl Node {
@@ -123,6 +126,15 @@ pub struct World {
     pub(super) handovers: BTreeMap<usize, u64>,
     /// Replicas whose state machine vetoes candidacy for the whole run (RSL's CanBecomePrimary).
     pub(super) vetoed: BTreeSet<usize>,
+    /// Each checkpoint slot's first replica and the crc32c of its bytes: every replica must write
+    /// the same bytes for the same slot.
+    pub(super) checkpoint_digests: BTreeMap<Slot, (usize, u32)>,
+}
+
+/// Replica `node`'s KV hash seed in the run of `seed` (derived, so the run's random stream is
+/// unchanged and a failing seed replays as before).
+fn kv_seed(seed: u64, node: usize) -> u64 {
+    (seed ^ 0x6b76_5f73_6565_6421).wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(node as u64)
 }
 
 impl World {
@@ -130,10 +142,10 @@ impl World {
     pub fn new(seed: u64, config: SimConfig, options: SimOptions) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed);
         let nodes = (0..config.pool)
-            .map(|_| Node {
+            .map(|node| Node {
                 core: None,
                 applier: Applier::new(
-                    KvStore::default(),
+                    KvStore::with_hash_seed(kv_seed(seed, node)),
                     Membership::new((0..config.voters as u32).map(ReplicaId).collect()),
                 ),
                 storage: SimStorage::default(),
@@ -144,6 +156,7 @@ impl World {
                 clock_rate_ppm: rng.i64(-(config.max_drift_ppm as i64)..=config.max_drift_ppm as i64),
                 commit_checked: 0,
                 last_checkpoint: 0,
+                kv_seed: kv_seed(seed, node),
             })
             .collect();
         let clients = (0..config.clients).map(|_| SimClient::new(rng.usize(0..config.pool))).collect();
@@ -169,6 +182,7 @@ impl World {
             next_read_id: 0,
             handovers: BTreeMap::new(),
             vetoed: if config.veto_one_replica { BTreeSet::from([0]) } else { BTreeSet::new() },
+            checkpoint_digests: BTreeMap::new(),
             config,
         }
     }
@@ -281,10 +295,9 @@ impl World {
         let initial = config.membership.clone();
         let state = &mut self.nodes[node];
         state.applier = match durable.checkpoint() {
-            Some(checkpoint) => {
-                Applier::from_checkpoint(KvStore::default(), checkpoint).expect("a stored checkpoint loads")
-            }
-            None => Applier::new(KvStore::default(), initial),
+            Some(checkpoint) => Applier::from_checkpoint(KvStore::with_hash_seed(state.kv_seed), checkpoint)
+                .expect("a stored checkpoint loads"),
+            None => Applier::new(KvStore::with_hash_seed(state.kv_seed), initial),
         };
         let mut core = Replica::recover(config, durable);
         core.set_candidacy(state.applier.state_machine().can_become_primary() && !self.vetoed.contains(&node));
@@ -434,6 +447,18 @@ impl World {
         }
         let checkpoint = state.applier.checkpoint();
         state.last_checkpoint = checkpoint.slot;
+        let digest = crc32c::crc32c(&checkpoint.data);
+        match self.checkpoint_digests.entry(checkpoint.slot) {
+            std::collections::btree_map::Entry::Vacant(free) => drop(free.insert((node, digest))),
+            std::collections::btree_map::Entry::Occupied(held) if held.get().1 != digest => {
+                return Err(Violation::Diverged(format!(
+                    "replicas {} and {node} wrote different checkpoint bytes at slot {}",
+                    held.get().0,
+                    checkpoint.slot
+                )));
+            }
+            std::collections::btree_map::Entry::Occupied(_) => {}
+        }
         self.report.checkpoints_taken += 1;
         self.step(node, Input::CheckpointTaken(checkpoint))
     }
