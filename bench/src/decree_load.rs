@@ -60,6 +60,11 @@ struct InFlight {
 /// A session the reader hands back to the sender: (session, resend the same request?).
 type Freed = (usize, bool);
 
+/// Sessions freed by one burst of replies (what one read brought in): the reader hands them
+/// over in one channel message, not one per reply (the channel was the load generator's largest
+/// cost).
+type FreedBatch = Vec<Freed>;
+
 struct ReaderTally {
     recorder: Recorder,
     errors: u64,
@@ -69,7 +74,7 @@ struct ReaderTally {
 fn reader_loop(
     stream: TcpStream,
     flights: Arc<Vec<InFlight>>,
-    freed: Sender<Freed>,
+    freed: Sender<FreedBatch>,
     window: Arc<Window>,
 ) -> ReaderTally {
     let mut tally = ReaderTally {
@@ -79,10 +84,17 @@ fn reader_loop(
     };
     let mut reader = BufReader::with_capacity(64 << 10, stream);
     let mut buf = Vec::new();
+    let mut batch = FreedBatch::new();
     let mask = (1u64 << SESSION_BITS) - 1;
+    // When the replies now in the buffer arrived: read once per burst (a refill of the buffer).
+    let mut burst_ns = 0;
+    let mut completed = 0;
     loop {
+        let buffered = reader.buffer().len();
         // Borrowed: a reply's payload is not copied out of `buf`.
-        let frame = match wire::read_borrowed_frame::<ServerFrame<&[u8]>>(&mut reader, &mut buf) {
+        let frame = match wire::read_payload(&mut reader, &mut buf)
+            .and_then(|crc| wire::decode_payload::<ServerFrame<&[u8]>>(&buf, crc))
+        {
             Ok(frame) => frame,
             Err(e) => {
                 // The sender shuts the socket down once it is done; anything earlier is a failure.
@@ -92,24 +104,28 @@ fn reader_loop(
                 return tally;
             }
         };
-        let (session, retry) = match frame {
+        if buffered < wire::CLIENT_HEADER_BYTES + buf.len() {
+            // The frame was not all in the buffer: this read brought in a new burst.
+            burst_ns = window.now_ns();
+        }
+        let freed_now = match frame {
             ServerFrame::Reply { request_id, .. } => {
                 let session = (request_id & mask) as usize;
-                let done_ns = window.now_ns();
+                let done_ns = burst_ns;
                 let flight = &flights[session];
                 let (intended_ns, sent_ns) = (
                     flight.intended_ns.load(Ordering::Acquire),
                     flight.sent_ns.load(Ordering::Acquire),
                 );
-                window.completed.fetch_add(1, Ordering::Relaxed);
+                completed += 1;
                 if intended_ns >= window.start_ns && done_ns <= window.end_ns {
                     tally.recorder.record_ns(intended_ns, sent_ns, done_ns);
                 }
-                (session, false)
+                Some((session, false))
             }
             ServerFrame::Busy { request_id } => {
                 tally.busy += 1;
-                ((request_id & mask) as usize, true)
+                Some(((request_id & mask) as usize, true))
             }
             ServerFrame::Redirect {
                 request_id,
@@ -118,16 +134,23 @@ fn reader_loop(
             } => {
                 tally.errors += 1;
                 window.fail(format!("the leader changed during the run (redirected to {leader_addr:?}); rerun, or look at the replica logs"));
-                ((request_id & mask) as usize, false)
+                Some(((request_id & mask) as usize, false))
             }
             ServerFrame::Error { code, message } => {
                 window.fail(format!("replica refused a request: {code:?}: {message}"));
                 return tally;
             }
-            _ => continue,
+            _ => None,
         };
-        if freed.send((session, retry)).is_err() {
-            return tally;
+        batch.extend(freed_now);
+        // Everything already received is handled: hand the burst over before the next read.
+        if reader.buffer().is_empty() {
+            window
+                .completed
+                .fetch_add(std::mem::take(&mut completed), Ordering::Relaxed);
+            if !batch.is_empty() && freed.send(std::mem::take(&mut batch)).is_err() {
+                return tally;
+            }
         }
     }
 }
@@ -202,7 +225,7 @@ fn connection(
             })
             .collect(),
     );
-    let (freed_tx, freed_rx): (Sender<Freed>, Receiver<Freed>) = channel::unbounded();
+    let (freed_tx, freed_rx): (Sender<FreedBatch>, Receiver<FreedBatch>) = channel::unbounded();
     let reader = {
         let (flights, window) = (flights.clone(), window.clone());
         std::thread::spawn(move || reader_loop(read_half, flights, freed_tx, window))
@@ -241,8 +264,8 @@ fn connection(
             Duration::ZERO
         };
         if let Ok(first) = freed_rx.recv_timeout(wait) {
-            freed.push(first);
-            freed.extend(freed_rx.try_iter());
+            freed.extend(first);
+            freed.extend(freed_rx.try_iter().flatten());
         }
         let now_ns = window.now_ns();
         let mut any_retry = false;
@@ -291,8 +314,8 @@ fn connection(
     // Let requests in flight finish (they are outside the window), then close.
     let drain_deadline = Instant::now() + Duration::from_secs(5);
     while idle.len() < sessions && Instant::now() < drain_deadline {
-        if let Ok((session, _)) = freed_rx.recv_timeout(Duration::from_millis(10)) {
-            idle.push(session);
+        if let Ok(batch) = freed_rx.recv_timeout(Duration::from_millis(10)) {
+            idle.extend(batch.into_iter().map(|(session, _)| session));
         }
     }
     let _ = sender.writer.shutdown(Shutdown::Both);

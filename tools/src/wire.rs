@@ -286,22 +286,21 @@ pub fn decode_payload<'a, T: Deserialize<'a>>(payload: &'a [u8], crc: u32) -> Re
 
 /// Reads one framed message, reusing `buf` for the payload.
 pub fn read_frame<T: DeserializeOwned>(reader: &mut impl Read, buf: &mut Vec<u8>) -> Result<T, WireError> {
-    read_borrowed_frame(reader, buf)
+    let crc = read_payload(reader, buf)?;
+    decode_payload(buf, crc)
 }
 
-/// Reads one framed message into `buf` and decodes it borrowing from `buf` (no allocation for a
-/// frame whose byte strings are `&[u8]`).
-pub fn read_borrowed_frame<'a, T: Deserialize<'a>>(
-    reader: &mut impl Read,
-    buf: &'a mut Vec<u8>,
-) -> Result<T, WireError> {
+/// Reads one frame's payload into `buf` (its header checked) and returns the header's crc32c
+/// for `decode_payload`, which may then borrow from `buf` (no allocation for a frame whose byte
+/// strings are `&[u8]`).
+pub fn read_payload(reader: &mut impl Read, buf: &mut Vec<u8>) -> Result<u32, WireError> {
     let mut header = [0u8; CLIENT_HEADER_BYTES];
     reader.read_exact(&mut header)?;
     let (len, crc) = decode_header(&header)?;
     buf.clear();
     buf.resize(len, 0);
     reader.read_exact(buf)?;
-    decode_payload(buf, crc)
+    Ok(crc)
 }
 
 #[cfg(test)]
@@ -323,7 +322,8 @@ mod tests {
         encode(&borrowed, &mut from_borrowed);
         assert_eq!(from_owned, from_borrowed);
         let mut buf = Vec::new();
-        let read: ServerFrame<&[u8]> = read_borrowed_frame(&mut from_owned.as_slice(), &mut buf).unwrap();
+        let crc = read_payload(&mut from_owned.as_slice(), &mut buf).unwrap();
+        let read: ServerFrame<&[u8]> = decode_payload(&buf, crc).unwrap();
         assert_eq!(read, borrowed);
         let request = ClientFrame::Request { request_id: 1, client: 2, seq: 3, op: &b"op"[..] };
         let mut out = Vec::new();
