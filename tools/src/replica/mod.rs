@@ -5,6 +5,7 @@
 pub mod checkpoint_file;
 pub mod io_thread;
 pub mod listener;
+pub mod log2_histogram;
 pub mod metrics;
 pub mod one_sided;
 pub mod op_arena;
