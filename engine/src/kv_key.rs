@@ -4,7 +4,6 @@
 //! shared `Bytes` as before. Hashes, compares and serializes exactly as its bytes do.
 
 use bytes::Bytes;
-use serde::{Serialize, Serializer};
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
 
@@ -62,13 +61,7 @@ impl Borrow<[u8]> for Key {
     }
 }
 
-impl PartialEq for Key {
-    fn eq(&self, other: &Key) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl Eq for Key {}
+crate::byte_string::byte_string_traits!(Key);
 
 impl PartialOrd for Key {
     fn partial_cmp(&self, other: &Key) -> Option<std::cmp::Ordering> {
@@ -89,18 +82,6 @@ impl Hash for Key {
     }
 }
 
-impl Serialize for Key {
-    /// As `Bytes` serializes, so checkpoints keep their format.
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(self.as_bytes())
-    }
-}
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        Bytes::copy_from_slice(self.as_bytes()).fmt(f)
-    }
-}
 
 #[cfg(test)]
 mod tests {

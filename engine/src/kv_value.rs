@@ -5,7 +5,6 @@
 //! shared `Bytes`. Compares and serializes exactly as its bytes do.
 
 use bytes::Bytes;
-use serde::{Serialize, Serializer};
 
 /// Longest value held inline (the benchmark's 64 B puts fit).
 pub const INLINE_VALUE_BYTES: usize = 64;
@@ -89,26 +88,7 @@ impl From<Bytes> for Value {
     }
 }
 
-impl PartialEq for Value {
-    fn eq(&self, other: &Value) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl Eq for Value {}
-
-impl Serialize for Value {
-    /// As `Bytes` serializes, so checkpoints keep their format.
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(self.as_bytes())
-    }
-}
-
-impl std::fmt::Debug for Value {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        Bytes::copy_from_slice(self.as_bytes()).fmt(f)
-    }
-}
+crate::byte_string::byte_string_traits!(Value);
 
 #[cfg(test)]
 mod tests {

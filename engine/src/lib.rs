@@ -6,6 +6,7 @@
 
 pub mod applier;
 pub mod batch;
+mod byte_string;
 pub mod chunk_arena;
 pub mod codec;
 pub mod core;
