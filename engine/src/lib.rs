@@ -6,11 +6,11 @@
 
 pub mod applier;
 pub mod batch;
-mod byte_string;
 pub mod chunk_arena;
 pub mod codec;
 pub mod core;
 pub mod durable;
+pub mod inline_bytes;
 pub mod kv;
 pub mod kv_key;
 pub mod kv_map;
