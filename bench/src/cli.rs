@@ -74,8 +74,12 @@ pub struct RunArgs {
     /// Client counts to measure, comma-separated (each client has one put in flight).
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64,256")]
     pub clients: Vec<usize>,
-    /// TCP connections the decree clients are spread over (pipelined).
-    #[arg(long, default_value_t = 4)]
+    /// TCP connections the decree clients are spread over (pipelined). One by default: each
+    /// connection costs the load generator two threads, and on a 2-CPU host every thread it adds
+    /// takes CPU from the cluster it measures (tcp + file log, 64 / 256 / 1024 clients: 226-261k /
+    /// 389-464k / 618-711k ops/s over one connection against 114-148k / 326-341k / 483-571k over
+    /// four; docs/benchmarks.md, session 5).
+    #[arg(long, default_value_t = 1)]
     pub connections: usize,
     /// Measured seconds per point.
     #[arg(long, default_value_t = 10)]
