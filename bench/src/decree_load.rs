@@ -12,6 +12,7 @@ use crate::schedule::{Arrival, Schedule};
 use crossbeam::channel::{self, Receiver, Sender};
 use decree_engine::kv::KvOp;
 use decree_tools::client::dial;
+use decree_tools::replica::session::WRITE_BACKLOG_LIMIT_BYTES;
 use decree_tools::secret::random_u64;
 use decree_tools::wire::{self, ClientFrame, ServerFrame};
 use std::io::{BufReader, Write};
@@ -143,8 +144,9 @@ fn reader_loop(
             _ => None,
         };
         batch.extend(freed_now);
-        // Everything already received is handled: hand the burst over before the next read.
-        if reader.buffer().is_empty() {
+        // What is buffered holds no whole frame: the next frame needs a read, which may wait, so
+        // hand the burst over first.
+        if !holds_whole_frame(reader.buffer()) {
             window
                 .completed
                 .fetch_add(std::mem::take(&mut completed), Ordering::Relaxed);
@@ -318,6 +320,12 @@ fn connection(
             idle.extend(batch.into_iter().map(|(session, _)| session));
         }
     }
+    if idle.len() < sessions && !window.failed() {
+        window.fail(format!(
+            "{} of {sessions} sessions on a connection to {addr} got no answer within 5 s of the end",
+            sessions - idle.len()
+        ));
+    }
     let _ = sender.writer.shutdown(Shutdown::Both);
     Ok(reader.join().expect("decree reader thread panicked"))
 }
@@ -348,9 +356,27 @@ fn encode_put_request(
     );
 }
 
-/// Splits `clients` sessions over `connections` as evenly as possible.
+/// Whether `buffered` starts with a whole frame (header and payload).
+fn holds_whole_frame(buffered: &[u8]) -> bool {
+    let Some(header) = buffered.first_chunk::<{ wire::CLIENT_HEADER_BYTES }>() else {
+        return false;
+    };
+    // A header that does not decode fails the next read anyway: hand over what is freed first.
+    wire::decode_header(header)
+        .is_ok_and(|(len, _)| buffered.len() >= wire::CLIENT_HEADER_BYTES + len)
+}
+
+/// Most sessions on one connection: a replica drops answers to a connection whose unsent backlog
+/// reaches `WRITE_BACKLOG_LIMIT_BYTES`, and this many answers (a put's is about 30 bytes) stay
+/// far below it even when none has been read yet.
+pub const MAX_SESSIONS_PER_CONNECTION_BACKLOG: usize = WRITE_BACKLOG_LIMIT_BYTES / 64;
+
+/// Splits `clients` sessions over `connections` as evenly as possible, opening more connections
+/// when one would carry more than `MAX_SESSIONS_PER_CONNECTION_BACKLOG`.
 pub fn sessions_per_connection(clients: usize, connections: usize) -> Vec<usize> {
-    let connections = connections.clamp(1, clients.max(1));
+    let connections = connections
+        .max(clients.div_ceil(MAX_SESSIONS_PER_CONNECTION_BACKLOG))
+        .clamp(1, clients.max(1));
     (0..connections)
         .map(|i| clients / connections + usize::from(i < clients % connections))
         .collect()
@@ -463,6 +489,26 @@ mod tests {
     }
 
     #[test]
+    fn a_buffer_holds_a_whole_frame_only_with_all_its_payload() {
+        let mut frame = Vec::new();
+        wire::encode(
+            &ServerFrame::Reply {
+                request_id: 1,
+                seq: 1,
+                payload: serde_bytes::Bytes::new(b"done"),
+            },
+            &mut frame,
+        );
+        assert!(holds_whole_frame(&frame));
+        assert!(!holds_whole_frame(&frame[..frame.len() - 1]));
+        assert!(!holds_whole_frame(&frame[..wire::CLIENT_HEADER_BYTES - 1]));
+        assert!(!holds_whole_frame(&[]));
+        let mut two = frame.clone();
+        two.extend_from_slice(&frame[..3]);
+        assert!(holds_whole_frame(&two));
+    }
+
+    #[test]
     fn sessions_split_evenly_and_never_exceed_clients() {
         assert_eq!(sessions_per_connection(10, 4), vec![3, 3, 2, 2]);
         assert_eq!(
@@ -471,6 +517,15 @@ mod tests {
             "no connection without a session"
         );
         assert_eq!(sessions_per_connection(64, 1), vec![64]);
+        let many = sessions_per_connection(3 * MAX_SESSIONS_PER_CONNECTION_BACKLOG + 1, 1);
+        assert_eq!(
+            many.len(),
+            4,
+            "no connection carries more than the backlog allows"
+        );
+        assert!(many
+            .iter()
+            .all(|&s| s <= MAX_SESSIONS_PER_CONNECTION_BACKLOG));
         assert_eq!(sessions_per_connection(7, 3).iter().sum::<usize>(), 7);
     }
 }

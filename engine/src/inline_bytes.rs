@@ -24,12 +24,10 @@ enum Repr<const N: usize> {
 }
 
 impl<const N: usize> InlineBytes<N> {
-    /// An inline length must fit the `u8` that records it.
-    const FITS: () = assert!(N <= u8::MAX as usize, "inline capacity above 255 bytes");
-
     /// `bytes`, copied.
     pub fn copy_from_slice(bytes: &[u8]) -> Self {
-        let () = Self::FITS;
+        // An inline length must fit the `u8` that records it (checked when `N` is chosen).
+        const { assert!(N <= u8::MAX as usize, "inline capacity above 255 bytes") };
         if bytes.len() <= N {
             let mut inline = [0; N];
             inline[..bytes.len()].copy_from_slice(bytes);
