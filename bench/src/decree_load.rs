@@ -90,8 +90,9 @@ fn reader_loop(
     // When the replies now in the buffer arrived: read once per burst (a refill of the buffer).
     let mut burst_ns = 0;
     let mut completed = 0;
+    // Whether the buffer holds the next frame whole; if not, reading it refills the buffer.
+    let mut whole_frame_buffered = false;
     loop {
-        let buffered = reader.buffer().len();
         // Borrowed: a reply's payload is not copied out of `buf`.
         let frame = match wire::read_payload(&mut reader, &mut buf)
             .and_then(|crc| wire::decode_payload::<ServerFrame<&[u8]>>(&buf, crc))
@@ -105,8 +106,8 @@ fn reader_loop(
                 return tally;
             }
         };
-        if buffered < wire::CLIENT_HEADER_BYTES + buf.len() {
-            // The frame was not all in the buffer: this read brought in a new burst.
+        if !whole_frame_buffered {
+            // This read brought in a new burst.
             burst_ns = window.now_ns();
         }
         let freed_now = match frame {
@@ -146,7 +147,8 @@ fn reader_loop(
         batch.extend(freed_now);
         // What is buffered holds no whole frame: the next frame needs a read, which may wait, so
         // hand the burst over first.
-        if !holds_whole_frame(reader.buffer()) {
+        whole_frame_buffered = holds_whole_frame(reader.buffer());
+        if !whole_frame_buffered {
             window
                 .completed
                 .fetch_add(std::mem::take(&mut completed), Ordering::Relaxed);

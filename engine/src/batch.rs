@@ -86,13 +86,15 @@ impl Batch {
         let total = requests.clone().map(|r| as_ref(r).encoded_len()).sum();
         let mut count = 0u32;
         let bytes = arena.write(total, |out| {
+            // Sized once; each request is encoded after the one before.
+            let (start, mut at) = (out.len(), out.len());
+            out.resize(start + total, 0);
             for request in requests.map(as_ref) {
-                let (at, len) = (out.len(), request.encoded_len());
-                out.resize(at + len, 0);
                 let used = postcard::to_slice(&request, &mut out[at..]).map(|used| used.len());
-                assert_eq!(used, Ok(len), "contract violated: batch-encoded-length");
+                at += used.expect("contract violated: batch-encoded-length");
                 count += 1;
             }
+            assert_eq!(at, start + total, "contract violated: batch-encoded-length");
         });
         Batch { count, bytes }
     }
@@ -187,15 +189,10 @@ impl fmt::Debug for Batch {
 /// On the wire and in the log: the count, then the encoding as one byte string.
 impl Serialize for Batch {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        struct Raw<'a>(&'a [u8]);
-        impl Serialize for Raw<'_> {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_bytes(self.0)
-            }
-        }
         let mut tuple = serializer.serialize_tuple(2)?;
         tuple.serialize_element(&self.count)?;
-        tuple.serialize_element(&Raw(&self.bytes))?;
+        // `Bytes` serializes as one byte string.
+        tuple.serialize_element(&self.bytes)?;
         tuple.end()
     }
 }

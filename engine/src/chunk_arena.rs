@@ -16,11 +16,12 @@ pub struct ChunkArena {
 }
 
 impl ChunkArena {
-    /// An arena of `chunk_bytes` chunks, the first allocated now; strings longer than
+    /// An arena of `chunk_bytes` chunks, the first allocated by the first write (a replica that
+    /// never writes one holds none); strings longer than
     /// `largest_inline_bytes` (at most the chunk size) are allocated alone.
     pub fn new(chunk_bytes: usize, largest_inline_bytes: usize) -> Self {
         assert!(largest_inline_bytes <= chunk_bytes, "contract violated: arena-inline-fits-chunk");
-        ChunkArena { chunk: BytesMut::with_capacity(chunk_bytes), chunk_bytes, largest_inline_bytes }
+        ChunkArena { chunk: BytesMut::new(), chunk_bytes, largest_inline_bytes }
     }
 
     /// `bytes` as owned bytes: a slice of the current chunk, or its own allocation when large.

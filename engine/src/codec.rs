@@ -127,9 +127,8 @@ pub fn validate(msg: &Message) -> Result<(), CodecError> {
             validate_values(p.entries.iter().map(|e| &e.value))?;
         }
         Message::Accept(a) => {
-            if a.values.len() > MAX_ENTRIES_PER_MESSAGE {
-                return Err(CodecError::Invalid("accept carries too many values"));
-            }
+            // Its value count was bounded while decoding (`message::deserialize_values`), before
+            // anything was reserved.
             if a.start.checked_add(a.values.len() as u64).is_none() {
                 return Err(CodecError::Invalid("accept slot range overflows"));
             }

@@ -94,9 +94,12 @@ pub fn open(config: &Config) -> Result<Log<Box<dyn Medium>>> {
     let is_devdax = path.to_str().is_some_and(|p| p.starts_with("/dev/dax"));
     let (medium, created, why): (Box<dyn Medium>, bool, String) = match config.backend {
         Backend::Memory => {
-            // Nothing from an earlier run exists to recover: formatted every time, like a new file.
+            // Nothing from an earlier run exists to recover and no file to publish: formatted
+            // every time.
             tracing::warn!(size_bytes = config.size_bytes, "{MEMORY_WARNING}");
-            (Box::new(MemoryMedium::for_config(config.size_bytes, "memory")?), true, "configured memory (volatile)".into())
+            let medium: Box<dyn Medium> = Box::new(MemoryMedium::for_config(config.size_bytes, "memory")?);
+            tracing::info!(backend = medium.kind().name(), why = "configured memory (volatile)", "pmem backend selected");
+            return Log::create(medium);
         }
         Backend::DevDax => (Box::new(DaxMedium::devdax(path)?), false, "configured devdax".into()),
         Backend::Auto if is_devdax => (Box::new(DaxMedium::devdax(path)?), false, "auto: path is a device-DAX node".into()),
@@ -129,9 +132,7 @@ pub fn open(config: &Config) -> Result<Log<Box<dyn Medium>>> {
     tracing::info!(backend = medium.kind().name(), resource = medium.resource(), why, "pmem backend selected");
     if created {
         let log = Log::create(medium)?;
-        if !config.backend.is_volatile() {
-            publish(path)?;
-        }
+        publish(path)?;
         return Ok(log);
     }
     match Log::open(medium) {

@@ -32,6 +32,7 @@ pub mod lock;
 pub mod log;
 pub mod mapping;
 pub mod medium;
+pub mod meminfo;
 pub mod memory;
 pub mod payloads;
 #[cfg(feature = "rdma-check")]

@@ -11,10 +11,7 @@ use std::io;
 
 /// The host's physical memory (`MemTotal` in /proc/meminfo), if it can be read.
 fn physical_memory_bytes() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
+    crate::meminfo::field("MemTotal:")?.checked_mul(1024)
 }
 
 /// Bytes in memory with bounds-checked access; `persist` does nothing.

@@ -28,19 +28,25 @@ impl Payloads {
         values: impl Iterator<Item = &'a Value>,
         encode_value: &mut dyn FnMut(&Value, &mut Vec<u8>),
     ) {
-        self.clear();
+        self.bytes.clear();
+        self.ends.clear();
+        // An encoder that replaced the buffer (`*out = to_vec(..)`) would silently corrupt the
+        // payloads before it: debug builds (the tests) keep a running crc of what each value
+        // appended and check the whole buffer against it once (linear, not per prefix).
+        #[cfg(debug_assertions)]
+        let mut appended = 0u32;
         for value in values {
             let start = self.bytes.len();
-            // An encoder that replaced the buffer (`*out = to_vec(..)`) would silently corrupt the
-            // payloads before it: debug builds (the tests) check the prefix is untouched.
-            #[cfg(debug_assertions)]
-            let prefix = crc32c::crc32c(&self.bytes);
             encode_value(value, &mut self.bytes);
             assert!(self.bytes.len() >= start, "contract violated: payloads-encode-only-appends");
             #[cfg(debug_assertions)]
-            assert_eq!(prefix, crc32c::crc32c(&self.bytes[..start]), "contract violated: payloads-encode-only-appends");
+            {
+                appended = crc32c::crc32c_append(appended, &self.bytes[start..]);
+            }
             self.ends.push(self.bytes.len());
         }
+        #[cfg(debug_assertions)]
+        assert_eq!(appended, crc32c::crc32c(&self.bytes), "contract violated: payloads-encode-only-appends");
     }
 
     /// The payloads in order.

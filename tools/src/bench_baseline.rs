@@ -66,17 +66,7 @@ const SYNC_FILE_BYTES: u64 = 4 << 20;
 /// raw fdatasync") and with one writer per replica syncing at once, as the replicas of a local
 /// cluster do on one disk: on some virtual disks the two differ by 100x.
 pub fn fdatasync_us(dir: &Path, iterations: usize, writers: usize) -> std::io::Result<Histogram<u64>> {
-    std::fs::create_dir_all(dir)?;
-    let paths: Vec<PathBuf> =
-        (0..writers.max(1)).map(|w| dir.join(format!(".decree-bench-fdatasync-{}-{w}", std::process::id()))).collect();
-    let threads: Vec<_> =
-        paths.iter().cloned().map(|path| std::thread::spawn(move || sync_writes(&path, iterations))).collect();
-    let results: Vec<std::io::Result<Histogram<u64>>> =
-        threads.into_iter().map(|t| t.join().expect("fdatasync thread panicked")).collect();
-    for path in &paths {
-        let _ = std::fs::remove_file(path);
-    }
-    let parts = results.into_iter().collect::<std::io::Result<Vec<_>>>()?;
+    let parts = on_probe_files(dir, writers.max(1), |path| sync_writes(path, iterations))?;
     Ok(merge(parts.iter()))
 }
 
@@ -85,40 +75,43 @@ pub fn fdatasync_us(dir: &Path, iterations: usize, writers: usize) -> std::io::R
 /// needs two replicas durable (a majority of three) when both log to this disk: the floor of a
 /// one-client commit on a single-disk host is two round trips plus this, not plus one lone sync.
 pub fn fdatasync_pair_us(dir: &Path, iterations: usize) -> std::io::Result<Histogram<u64>> {
+    let barrier = std::sync::Barrier::new(2);
+    let spans = on_probe_files(dir, 2, |path| {
+        let (mut file, block) = prepared_file(path)?;
+        let mut spans = Vec::with_capacity(iterations);
+        for i in 0..iterations as u64 {
+            barrier.wait();
+            let began = Instant::now();
+            write_and_sync(&mut file, &block, i)?;
+            spans.push((began, Instant::now()));
+        }
+        Ok(spans)
+    })?;
+    let mut histogram = new_histogram_us();
+    for ((a_began, a_done), (b_began, b_done)) in spans[0].iter().zip(&spans[1]) {
+        histogram.saturating_record(a_done.max(b_done).duration_since(*a_began.min(b_began)).as_micros() as u64);
+    }
+    Ok(histogram)
+}
+
+/// Runs `work` on `writers` threads at once, each given its own probe file path in `dir`, and
+/// removes the files after (whatever the outcome).
+fn on_probe_files<T: Send>(
+    dir: &Path,
+    writers: usize,
+    work: impl Fn(&Path) -> std::io::Result<T> + Sync,
+) -> std::io::Result<Vec<T>> {
     std::fs::create_dir_all(dir)?;
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
     let paths: Vec<PathBuf> =
-        (0..2).map(|w| dir.join(format!(".decree-bench-fdatasync-pair-{}-{w}", std::process::id()))).collect();
-    let threads: Vec<_> = paths
-        .iter()
-        .cloned()
-        .map(|path| {
-            let barrier = barrier.clone();
-            std::thread::spawn(move || -> std::io::Result<Vec<(Instant, Instant)>> {
-                let (mut file, block) = prepared_file(&path)?;
-                let mut spans = Vec::with_capacity(iterations);
-                for i in 0..iterations as u64 {
-                    barrier.wait();
-                    let began = Instant::now();
-                    write_and_sync(&mut file, &block, i)?;
-                    spans.push((began, Instant::now()));
-                }
-                Ok(spans)
-            })
-        })
-        .collect();
-    let results: Vec<std::io::Result<Vec<(Instant, Instant)>>> =
-        threads.into_iter().map(|t| t.join().expect("fdatasync thread panicked")).collect();
+        (0..writers).map(|w| dir.join(format!(".decree-bench-fdatasync-{}-{w}", std::process::id()))).collect();
+    let results: Vec<std::io::Result<T>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = paths.iter().map(|path| scope.spawn(|| work(path))).collect();
+        threads.into_iter().map(|t| t.join().expect("fdatasync thread panicked")).collect()
+    });
     for path in &paths {
         let _ = std::fs::remove_file(path);
     }
-    let [a, b]: [Vec<(Instant, Instant)>; 2] =
-        results.into_iter().collect::<std::io::Result<Vec<_>>>()?.try_into().expect("two writers");
-    let mut histogram = new_histogram_us();
-    for ((a_began, a_done), (b_began, b_done)) in a.into_iter().zip(b) {
-        histogram.saturating_record(a_done.max(b_done).duration_since(a_began.min(b_began)).as_micros() as u64);
-    }
-    Ok(histogram)
+    results.into_iter().collect()
 }
 
 /// A preallocated, already-synced file at `path` and the block written into it.

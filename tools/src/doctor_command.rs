@@ -184,10 +184,8 @@ fn yes(b: bool) -> &'static str {
 
 fn hugepages(report: &mut Report) {
     report.section("huge pages");
-    let meminfo = read("/proc/meminfo").unwrap_or_default();
-    let field = |name: &str| meminfo.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok());
-    let total = field("HugePages_Total:").unwrap_or(0);
-    let size_kib = field("Hugepagesize:").unwrap_or(0);
+    let total = decree_pmem::meminfo::field("HugePages_Total:").unwrap_or(0);
+    let size_kib = decree_pmem::meminfo::field("Hugepagesize:").unwrap_or(0);
     let thp = read("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_else(|| "?".into());
     report.info(format!("transparent huge pages: {thp}"));
     if total == 0 {

@@ -2,7 +2,10 @@
 //! Writes are blocking and vectored (bounded by a send timeout); reads are either non-blocking
 //! (`try_recv`, for poll loops) or blocking (`recv`, for receiver threads).
 
+use crate::control::TAG_CONTROL;
 use crate::VerbsError;
+use decree_engine::codec::encode_frame;
+use decree_engine::message::Envelope;
 use nix::errno::Errno;
 use nix::sys::socket::{recv, MsgFlags};
 use std::io::{IoSlice, Read, Write};
@@ -28,6 +31,8 @@ pub struct Conn<S> {
     inbuf: Vec<u8>,
     head: usize,
     tail: usize,
+    /// An engine frame being sent (`send_control`), kept between sends.
+    frame: Vec<u8>,
 }
 
 impl<S: Read + Write + AsRawFd> Conn<S> {
@@ -39,6 +44,7 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
             inbuf: vec![0; RECV_BUFFER_BYTES],
             head: 0,
             tail: 0,
+            frame: Vec::new(),
         }
     }
 
@@ -63,6 +69,17 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
         all[0] = &header;
         all[1..=parts.len()].copy_from_slice(parts);
         self.write_all::<{ SEND_PARTS + 1 }>(&all[..=parts.len()])
+    }
+
+    /// Sends `envelope` as one control message (`TAG_CONTROL`), framed in a buffer this
+    /// connection keeps (no allocation per message once warm).
+    pub fn send_control(&mut self, envelope: &Envelope) -> Result<(), VerbsError> {
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        encode_frame(envelope, &mut frame);
+        let sent = self.send(TAG_CONTROL, &[&frame]);
+        self.frame = frame;
+        sent
     }
 
     /// Sends several messages in as few vectored writes as the kernel allows (batching).

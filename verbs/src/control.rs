@@ -24,6 +24,9 @@ pub const TAG_CONTROL: u8 = 7;
 /// leader posts no one-sided write (it would meet a QP with no access and break it).
 pub const TAG_ADOPTED: u8 = 8;
 
+/// A control message body held without its receive buffer growing.
+pub const CONTROL_BYTES_EXPECTED: usize = 4096;
+
 /// Nack reason: the writer is fenced out.
 pub const NACK_FENCED: u8 = 1;
 /// Nack reason: the write reaches past the region.

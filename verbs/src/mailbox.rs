@@ -61,9 +61,6 @@ pub struct Mailboxes<F: FollowerLink + ?Sized, L: LeaderLink + ?Sized> {
     events: Vec<FollowerEvent>,
     link_events: Vec<LeaderEvent>,
     stats: MailboxStats,
-    /// The token our mailbox was last granted to (only this replica grants its own mailbox), so
-    /// an acknowledgement does not ask the mailbox (a lock on rdma) each time.
-    granted: Option<LeaderToken>,
     /// Grants that failed, for a warning at 1, 2, 4, 8... of them rather than at every message.
     failed_grants: u64,
 }
@@ -100,7 +97,6 @@ impl<F: FollowerLink + ?Sized, L: LeaderLink + ?Sized> Mailboxes<F, L> {
             events: Vec::new(),
             link_events: Vec::new(),
             stats: MailboxStats::default(),
-            granted: None,
             failed_grants: 0,
         }
     }
@@ -152,16 +148,13 @@ impl<F: FollowerLink + ?Sized, L: LeaderLink + ?Sized> Mailboxes<F, L> {
             Message::Accepted(a) => Some(a.ballot.owner().0),
             _ => None,
         };
-        if acknowledged == Some(to) && self.granted != Some(token_of(to)) {
+        if acknowledged == Some(to) && self.mailbox.granted() != token_of(to) {
             // The message still goes: until the grant lands, the leader's stores are refused and
             // it falls back to control messages. It is not this link's failure either.
-            match self.mailbox.grant(token_of(to)) {
-                Ok(()) => self.granted = Some(token_of(to)),
-                Err(error) => {
-                    self.failed_grants += 1;
-                    if self.failed_grants.is_power_of_two() {
-                        tracing::warn!(peer = to, %error, failed = self.failed_grants, "granting the mailbox to the acknowledged leader failed");
-                    }
+            if let Err(error) = self.mailbox.grant(token_of(to)) {
+                self.failed_grants += 1;
+                if self.failed_grants.is_power_of_two() {
+                    tracing::warn!(peer = to, %error, failed = self.failed_grants, "granting the mailbox to the acknowledged leader failed");
                 }
             }
         }

@@ -168,13 +168,11 @@ impl Replica {
 
     pub(crate) fn replicate_all(&mut self) {
         let Role::Leader(leadership) = &self.role else { return };
-        let mut followers = std::mem::take(&mut self.scratch_followers);
-        followers.clear();
-        followers.extend(leadership.progress.keys().copied());
-        for follower in &followers {
-            self.replicate(*follower);
+        // On the stack: a proposal allocates nothing (a group has a handful of followers).
+        let followers: smallvec::SmallVec<[ReplicaId; 8]> = leadership.progress.keys().copied().collect();
+        for follower in followers {
+            self.replicate(follower);
         }
-        self.scratch_followers = followers;
     }
 
     /// Sends the next chunks of the log to `follower`, bounded by its in-flight allowance.

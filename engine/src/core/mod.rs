@@ -131,8 +131,6 @@ pub struct Replica {
     pub(crate) out: Vec<Command>,
     /// Where the leader encodes the batches it proposes (amortized: no allocation per batch).
     pub(crate) batch_arena: crate::chunk_arena::ChunkArena,
-    /// Reused by `replicate_all` for the follower list.
-    pub(crate) scratch_followers: Vec<ReplicaId>,
     /// The emptied buffer of the last proposal, handed back to the driver for the next one.
     pub(crate) spare_requests: Vec<Request>,
 }
@@ -176,7 +174,6 @@ impl Replica {
             candidacy_allowed: true,
             out: Vec::new(),
             batch_arena: crate::batch::batch_arena(),
-            scratch_followers: Vec::new(),
             spare_requests: Vec::new(),
             log,
             commit,

@@ -17,11 +17,11 @@ pub trait ReadOnly {
 impl ReadOnly for KvStore {
     fn is_read_only(op: &[u8]) -> bool {
         // Borrowing decode: asked of every request on the core thread, so it must not copy.
-        matches!(postcard::from_bytes::<KvOp<&[u8]>>(op), Ok(KvOp::Get { .. }))
+        matches!(KvOp::decode_borrowed(op), Ok(KvOp::Get { .. }))
     }
 
     fn query(&mut self, op: &[u8]) -> Bytes {
-        match postcard::from_bytes::<KvOp<&[u8]>>(op) {
+        match KvOp::decode_borrowed(op) {
             // A Get leaves the store unchanged; `apply` is the store's only entry point.
             Ok(get @ KvOp::Get { .. }) => self.apply(get).encode(),
             _ => unreachable!("contract violated: query-only-read-only-ops"),

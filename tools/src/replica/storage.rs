@@ -12,7 +12,9 @@ use super::checkpoint_file;
 pub struct PmemStorage {
     log: Log<Box<dyn Medium>>,
     tickets: Tickets,
-    checkpoint_path: std::path::PathBuf,
+    /// Where checkpoints are stored durably; `None` on a volatile log, which never reads one back
+    /// (so none is written: no fsyncs on the benchmark backend).
+    checkpoint_path: Option<std::path::PathBuf>,
 }
 
 fn storage_error(what: &str, error: impl std::fmt::Display) -> StorageError {
@@ -56,16 +58,16 @@ impl PmemStorage {
         durable.apply(&DurableWrite::Commit(hard.commit)).map_err(|e| storage_error("recovery", e))?;
         durable.validate().map_err(|e| storage_error("recovery", e))?;
         tracing::info!(slots = recovered_slots, promised = %durable.promised(), commit = durable.commit(), backend = %log.backend().label(), "log recovered");
+        let checkpoint_path = (!log.backend().is_volatile()).then_some(checkpoint_path);
         Ok((PmemStorage { log, tickets: Tickets::default(), checkpoint_path }, durable))
     }
 }
 
 impl LogStorage for PmemStorage {
     fn stage(&mut self, ticket: u64, write: &DurableWrite) -> Result<(), StorageError> {
-        if let (DurableWrite::Checkpoint(checkpoint), false) = (write, self.log.backend().is_volatile()) {
-            // Durable beside the log before the log discards the entries it covers (a volatile
-            // log never reads it back, so it is not written: no fsyncs on the benchmark backend).
-            checkpoint_file::store(&self.checkpoint_path, checkpoint).map_err(|e| storage_error("storing a checkpoint", e))?;
+        if let (DurableWrite::Checkpoint(checkpoint), Some(path)) = (write, &self.checkpoint_path) {
+            // Durable beside the log before the log discards the entries it covers.
+            checkpoint_file::store(path, checkpoint).map_err(|e| storage_error("storing a checkpoint", e))?;
         }
         // `out` is the log's scratch, reused across batches: postcard extends it in place (the
         // take and the assignment move the Vec, they allocate nothing).

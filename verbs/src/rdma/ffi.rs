@@ -320,6 +320,9 @@ impl Drop for Mr {
     }
 }
 
+/// Most completions one `Cq::poll` takes (callers size their completion lists by it).
+pub const COMPLETIONS_PER_POLL: usize = 16;
+
 /// A completion queue.
 pub struct Cq {
     raw: NonNull<ibv_cq>,
@@ -385,9 +388,9 @@ impl Cq {
     /// `Os` when the CQ is broken (overrun).
     pub fn poll(&self, out: &mut Vec<Completion>) -> Result<usize, VerbsError> {
         // SAFETY: ibv_wc is plain data; zero is valid.
-        let mut wcs: [ibv_wc; 16] = unsafe { std::mem::zeroed() };
-        // SAFETY: valid CQ, array of 16 entries.
-        let n = unsafe { ibv_poll_cq(self.raw.as_ptr(), 16, wcs.as_mut_ptr()) };
+        let mut wcs: [ibv_wc; COMPLETIONS_PER_POLL] = unsafe { std::mem::zeroed() };
+        // SAFETY: valid CQ, array of COMPLETIONS_PER_POLL entries.
+        let n = unsafe { ibv_poll_cq(self.raw.as_ptr(), COMPLETIONS_PER_POLL as i32, wcs.as_mut_ptr()) };
         if n < 0 {
             return Err(errno_error("ibv_poll_cq", "completion queue"));
         }

@@ -20,7 +20,6 @@ use crate::fence::{Fence, Writer};
 use crate::mapping::Mapping;
 use crate::{FollowerEvent, FollowerLink, LeaderToken, RemoteRegion, VerbsError};
 use crossbeam::queue::ArrayQueue;
-use decree_engine::codec::encode_frame;
 use decree_engine::message::Envelope;
 use rdma_sys::ibv_wc_opcode;
 use std::net::{SocketAddr, TcpStream};
@@ -35,8 +34,6 @@ const RECV_DEPTH: u32 = 128;
 const ADMITTED_MAX: usize = 16;
 /// Connected leaders held without the list growing.
 const PEERS_EXPECTED: usize = 8;
-/// Control message bodies and frames held without their buffers growing.
-const CONTROL_BYTES_EXPECTED: usize = 4096;
 
 /// One connected leader.
 struct Peer {
@@ -80,9 +77,8 @@ pub struct RdmaFollower {
     cq: Arc<Cq>,
     /// Completions of one CQ poll (cleared and refilled; never grows past one poll's worth).
     completions: Vec<Completion>,
-    /// A control message's body as received, and one as encoded (reused).
+    /// A control message's body as received (reused).
     body: Vec<u8>,
-    frame: Vec<u8>,
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
@@ -141,9 +137,8 @@ impl RdmaFollower {
             shared,
             region,
             cq,
-            completions: Vec::with_capacity(16),
-            body: Vec::with_capacity(CONTROL_BYTES_EXPECTED),
-            frame: Vec::with_capacity(CONTROL_BYTES_EXPECTED),
+            completions: Vec::with_capacity(super::ffi::COMPLETIONS_PER_POLL),
+            body: Vec::with_capacity(crate::control::CONTROL_BYTES_EXPECTED),
             addr,
             stop,
             acceptor: Some(acceptor),
@@ -189,8 +184,9 @@ impl RdmaFollower {
         }
     }
 
-    /// Sends one message to leader `to`'s side channel.
-    fn send_to(&mut self, to: LeaderToken, tag: u8, body: &[u8]) -> Result<(), VerbsError> {
+    /// Leader `to`'s side channel (adopting connections queued since the last poll first, so a
+    /// send right after a connect finds its leader).
+    fn leader_conn(&mut self, to: LeaderToken) -> Result<&mut Conn<TcpStream>, VerbsError> {
         self.adopt();
         let peer = self
             .fence
@@ -201,7 +197,7 @@ impl RdmaFollower {
                 peer: format!("leader {:#x}", to.0),
                 reason: "not connected".into(),
             })?;
-        peer.conn.send(tag, &[body])
+        Ok(&mut peer.conn)
     }
 }
 
@@ -274,16 +270,11 @@ impl FollowerLink for RdmaFollower {
     }
 
     fn send(&mut self, to: LeaderToken, envelope: &Envelope) -> Result<(), VerbsError> {
-        let mut frame = std::mem::take(&mut self.frame);
-        frame.clear();
-        encode_frame(envelope, &mut frame);
-        let sent = self.send_to(to, TAG_CONTROL, &frame);
-        self.frame = frame;
-        sent
+        self.leader_conn(to)?.send_control(envelope)
     }
 
     fn ack_persisted(&mut self, to: LeaderToken, upto: u64) -> Result<(), VerbsError> {
-        self.send_to(to, TAG_PERSISTED, &upto.to_le_bytes())
+        self.leader_conn(to)?.send(TAG_PERSISTED, &[&upto.to_le_bytes()])
     }
 
     fn poll(&mut self, out: &mut Vec<FollowerEvent>) -> Result<(), VerbsError> {

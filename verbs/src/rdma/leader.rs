@@ -12,7 +12,6 @@ use crate::transport::{check_bounds, check_key};
 use crate::{
     Durability, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion, VerbsError, Write, WriteId,
 };
-use decree_engine::codec::encode_frame;
 use decree_engine::message::Envelope;
 use rdma_sys::ibv_wc_status;
 use std::collections::VecDeque;
@@ -24,10 +23,6 @@ use std::time::Instant;
 const WR_READ: u64 = 1 << 62;
 /// wr_id bit marking a zero-length flush write (selective signaling's tail).
 const WR_FLUSH: u64 = 1 << 61;
-/// Most completions one CQ poll takes (`Cq::poll`).
-const COMPLETIONS_PER_POLL: usize = 16;
-/// Control message bodies and frames held without their buffers growing.
-const CONTROL_BYTES_EXPECTED: usize = 4096;
 
 struct Outstanding {
     id: u64,
@@ -73,9 +68,8 @@ pub struct RdmaLeader {
     polls: u64,
     /// Completions of one CQ poll (cleared and refilled).
     completions: Vec<Completion>,
-    /// A control message's body as received, and one as encoded (reused).
+    /// A control message's body as received (reused).
     body: Vec<u8>,
-    frame: Vec<u8>,
     _pd: Arc<Pd>,
 }
 
@@ -139,9 +133,8 @@ impl RdmaLeader {
             ready: Vec::with_capacity(max_outstanding),
             adopted: false,
             polls: 0,
-            completions: Vec::with_capacity(COMPLETIONS_PER_POLL),
-            body: Vec::with_capacity(CONTROL_BYTES_EXPECTED),
-            frame: Vec::with_capacity(CONTROL_BYTES_EXPECTED),
+            completions: Vec::with_capacity(super::ffi::COMPLETIONS_PER_POLL),
+            body: Vec::with_capacity(crate::control::CONTROL_BYTES_EXPECTED),
             _pd: pd,
         })
     }
@@ -307,9 +300,7 @@ impl LeaderLink for RdmaLeader {
     }
 
     fn send(&mut self, envelope: &Envelope) -> Result<(), VerbsError> {
-        self.frame.clear();
-        encode_frame(envelope, &mut self.frame);
-        self.conn.send(TAG_CONTROL, &[&self.frame])
+        self.conn.send_control(envelope)
     }
 
     fn poll(&mut self, out: &mut Vec<LeaderEvent>) -> Result<(), VerbsError> {

@@ -11,7 +11,6 @@ use crate::{
     Durability, Gate, LeaderEvent, LeaderLink, LeaderToken, RemoteRegion, VerbsError, Write,
     WriteId,
 };
-use decree_engine::codec::encode_frame;
 use decree_engine::message::Envelope;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -29,9 +28,8 @@ pub struct ShmLeader {
     persisted_seen: u64,
     doorbell_seen: u64,
     polls: u64,
-    /// A control message's body as received, and one as encoded (reused).
+    /// A control message's body as received (reused).
     body: Vec<u8>,
-    frame: Vec<u8>,
 }
 
 impl ShmLeader {
@@ -87,8 +85,7 @@ impl ShmLeader {
             persisted_seen: 0,
             doorbell_seen: 0,
             polls: 0,
-            body: Vec::with_capacity(super::CONTROL_BYTES_EXPECTED),
-            frame: Vec::with_capacity(super::CONTROL_BYTES_EXPECTED),
+            body: Vec::with_capacity(crate::control::CONTROL_BYTES_EXPECTED),
         })
     }
 
@@ -147,9 +144,7 @@ impl LeaderLink for ShmLeader {
     }
 
     fn send(&mut self, envelope: &Envelope) -> Result<(), VerbsError> {
-        self.frame.clear();
-        encode_frame(envelope, &mut self.frame);
-        self.conn.send(TAG_CONTROL, &[&self.frame])?;
+        self.conn.send_control(envelope)?;
         Header::new(&self.map).wake();
         Ok(())
     }

@@ -16,7 +16,6 @@ use crate::mapping::Mapping;
 use crate::transport::check_bounds;
 use crate::Gate;
 use crate::{FollowerEvent, FollowerLink, LeaderToken, RemoteRegion, VerbsError, Wake};
-use decree_engine::codec::encode_frame;
 use decree_engine::message::Envelope;
 use header::{Header, HEADER_BYTES};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -29,8 +28,6 @@ use std::time::Duration;
 /// takes microseconds, so this is a writer that died (kill -9) or was descheduled mid-write. Kept
 /// short: the grant runs on the polling thread.
 pub const GRANT_WAIT: Duration = Duration::from_millis(50);
-/// Control message bodies and frames held without their buffers growing.
-const CONTROL_BYTES_EXPECTED: usize = 4096;
 
 /// The control socket that sits beside a region file.
 pub fn socket_path(region: &Path) -> PathBuf {
@@ -49,9 +46,8 @@ pub struct ShmFollower {
     acceptor: Option<std::thread::JoinHandle<()>>,
     leaders: Vec<(LeaderToken, Conn<UnixStream>)>,
     pending: Vec<Conn<UnixStream>>,
-    /// A control message's body as received, and one as encoded (reused).
+    /// A control message's body as received (reused).
     body: Vec<u8>,
-    frame: Vec<u8>,
 }
 
 impl ShmFollower {
@@ -96,8 +92,7 @@ impl ShmFollower {
             acceptor: Some(acceptor),
             leaders: Vec::new(),
             pending: Vec::new(),
-            body: Vec::with_capacity(CONTROL_BYTES_EXPECTED),
-            frame: Vec::with_capacity(CONTROL_BYTES_EXPECTED),
+            body: Vec::with_capacity(crate::control::CONTROL_BYTES_EXPECTED),
         })
     }
 
@@ -152,12 +147,7 @@ impl FollowerLink for ShmFollower {
     }
 
     fn send(&mut self, to: LeaderToken, envelope: &Envelope) -> Result<(), VerbsError> {
-        let mut frame = std::mem::take(&mut self.frame);
-        frame.clear();
-        encode_frame(envelope, &mut frame);
-        let sent = self.conn(to).and_then(|c| c.send(TAG_CONTROL, &[&frame]));
-        self.frame = frame;
-        sent?;
+        self.conn(to)?.send_control(envelope)?;
         self.header().ring_doorbell();
         Ok(())
     }
