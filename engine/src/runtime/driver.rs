@@ -5,7 +5,8 @@
 use super::event::{Event, NodeStatus, Responder, Response};
 use super::idle::Idler;
 use super::observer::Observer;
-use super::persistence::PersistJob;
+use super::persistence::{PersistJob, Persister};
+use super::storage::LogStorage;
 use super::read_only::ReadOnly;
 use super::ring::Ring;
 use super::shared::Shared;
@@ -33,11 +34,13 @@ struct Waiter<R> {
 }
 
 /// The core thread's state.
-pub struct Driver<S, T, R, O> {
+pub struct Driver<S, T, L, R, O> {
     core: Replica,
     applier: Applier<S>,
     transport: T,
-    persist: Arc<Ring<PersistJob>>,
+    persister: Arc<Persister<L, O>>,
+    /// Writes of this pass not yet handed over or persisted (`flush_persists`).
+    persists: Vec<PersistJob>,
     inbox: Arc<Ring<Event<R>>>,
     shared: Arc<Shared>,
     observer: Arc<O>,
@@ -69,7 +72,7 @@ struct PendingRead<R> {
     waiter: Waiter<R>,
 }
 
-impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Driver<S, T, R, O> {
+impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, O: Observer> Driver<S, T, L, R, O> {
     /// Wires a recovered core and applier (built from the same recovered checkpoint, if any) to
     /// their rings and transport. A checkpoint is taken every `checkpoint_every_slots` applied
     /// slots (0: never) and when the log is half full (`maybe_checkpoint`).
@@ -78,7 +81,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
         core: Replica,
         applier: Applier<S>,
         transport: T,
-        persist: Arc<Ring<PersistJob>>,
+        persister: Arc<Persister<L, O>>,
         inbox: Arc<Ring<Event<R>>>,
         shared: Arc<Shared>,
         observer: Arc<O>,
@@ -91,7 +94,8 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
             core,
             applier,
             transport,
-            persist,
+            persister,
+            persists: Vec::with_capacity(64),
             inbox,
             shared,
             observer,
@@ -128,6 +132,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
                 self.step(Input::Tick);
                 next_tick_ms = now_ms + self.tick_ms;
             }
+            self.flush_persists();
             if Instant::now() >= next_sweep {
                 self.awaiting.retain(|_, w| w.since.elapsed() < AWAITING_EXPIRY);
                 self.reads.retain(|_, r| r.waiter.since.elapsed() < AWAITING_EXPIRY);
@@ -256,7 +261,26 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
             self.execute(command);
         }
         self.commands = commands;
+        // More events wait in this pass: let the persistence thread sync while the core works.
+        if !self.persists.is_empty() && !self.inbox.is_empty() {
+            self.persister.hand_over(&mut self.persists);
+        }
         self.maybe_checkpoint();
+    }
+
+    /// End of a pass: this pass's sends are out, and its remaining writes are persisted here if
+    /// the persistence thread is idle (no hand-off, no wake-up), otherwise handed over. Persisting
+    /// inline releases the sends that waited on it, which may stage more writes.
+    fn flush_persists(&mut self) {
+        while !self.persists.is_empty() {
+            match self.persister.try_inline(&mut self.persists) {
+                Some(upto) => self.step(Input::Persisted { upto }),
+                None => {
+                    self.persister.hand_over(&mut self.persists);
+                    return;
+                }
+            }
+        }
     }
 
     /// The checkpoint policy: hand the core a checkpoint so it can persist it and discard the log
@@ -326,11 +350,9 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, R: Responder, O: Observer> Dr
 
     fn execute(&mut self, command: Command) {
         match command {
-            Command::Persist { ticket, write } => {
-                // Never drop a persist: the core waits for its ticket. Back-pressure instead.
-                let shared = self.shared.clone();
-                let _ = self.persist.push_blocking((ticket, write), move || shared.stopping());
-            }
+            // Deferred to the end of the step or pass (`flush_persists`): the sends of the same
+            // step go out first, and a write that needs it waits on its ticket in the core.
+            Command::Persist { ticket, write } => self.persists.push((ticket, write)),
             Command::Send(envelope) => self.transport.send(envelope),
             Command::Apply { slot, value } => {
                 self.applied.clear();

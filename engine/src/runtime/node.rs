@@ -4,7 +4,7 @@ use super::driver::Driver;
 use super::event::{Event, Responder};
 use super::idle::Idler;
 use super::observer::Observer;
-use super::persistence::{self, PersistJob};
+use super::persistence::{self, Persister};
 use super::read_only::ReadOnly;
 use super::placement::{Placement, Role};
 use super::ring::Ring;
@@ -92,7 +92,7 @@ impl<R: Responder> Node<R> {
         let shared = Arc::new(Shared::default());
         shared.log_bytes.store(storage.size_bytes(), Ordering::Relaxed);
         shared.log_capacity_bytes.store(storage.capacity_bytes().unwrap_or(0), Ordering::Relaxed);
-        let persist: Arc<Ring<PersistJob>> = Arc::new(Ring::new(config.persist_capacity));
+        let persister = Arc::new(Persister::new(storage, config.persist_capacity, shared.clone(), observer.clone()));
         // The applier starts from the same checkpoint the core recovers (or from scratch).
         let applier = match durable.checkpoint() {
             Some(checkpoint) => Applier::from_checkpoint(state_machine, checkpoint)
@@ -102,12 +102,11 @@ impl<R: Responder> Node<R> {
         let core = Replica::recover(config.core.clone(), durable);
         let mut threads = Vec::new();
         {
-            let (jobs, inbox, shared, observer, placement) =
-                (persist.clone(), inbox.clone(), shared.clone(), observer.clone(), config.placement.clone());
+            let (persister, inbox, placement) = (persister.clone(), inbox.clone(), config.placement.clone());
             let idler = Idler::new(config.spin_iterations, config.yield_iterations);
             threads.push(std::thread::Builder::new().name("decree-persist".into()).spawn(move || {
                 placement.pin_current(Role::Persistence);
-                persistence::run(storage, jobs, inbox, shared, observer, idler);
+                persistence::run(persister, inbox, idler);
             })?);
         }
         {
@@ -115,7 +114,7 @@ impl<R: Responder> Node<R> {
                 core,
                 applier,
                 transport,
-                persist,
+                persister,
                 inbox.clone(),
                 shared.clone(),
                 observer,

@@ -1,16 +1,26 @@
-//! The persistence thread: group commit. It drains every write the core staged since the last
-//! round, stages them all in the log, then makes them durable with ONE sync and reports the highest
-//! durable ticket to the core.
+//! Group commit: a round drains every write the core staged since the last one, stages them all in
+//! the log, then makes them durable with ONE sync.
+//!
+//! Two threads run rounds on the same log, one at a time (the log sits behind a mutex):
+//! - the persistence thread, for writes the core hands over through the ring while it has other
+//!   work, so syncing overlaps with the core's own;
+//! - the core thread itself, when it has nothing else to do and the persistence thread is idle
+//!   (`Persister::try_inline`). At low load that takes two thread hand-offs (core -> persistence
+//!   -> core) off every commit's path, each a wake-up of an idle CPU.
+//!
+//! Tickets stay in order because the core is the ring's only producer: it persists inline only
+//! when the ring is empty and it holds the lock, which the persistence thread keeps from the
+//! moment it pops a write until that write is durable.
 
 use super::event::Event;
 use super::idle::Idler;
 use super::observer::Observer;
 use super::ring::Ring;
 use super::shared::Shared;
-use super::storage::LogStorage;
+use super::storage::{LogStorage, StorageError};
 use crate::core::DurableWrite;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// One persist command handed from the core thread.
@@ -19,15 +29,89 @@ pub type PersistJob = (u64, DurableWrite);
 /// Longest park when idle; bounds shutdown latency.
 const MAX_PARK: Duration = Duration::from_millis(50);
 
-/// Runs until `shared.stop` is set and the ring is drained, or the log fails.
-pub fn run<L: LogStorage, R, O: Observer>(
-    mut storage: L,
-    jobs: Arc<Ring<PersistJob>>,
-    inbox: Arc<Ring<Event<R>>>,
+/// A replica's log and the ring of writes waiting for the persistence thread.
+pub struct Persister<L, O> {
+    storage: Mutex<L>,
+    jobs: Ring<PersistJob>,
     shared: Arc<Shared>,
     observer: Arc<O>,
-    mut idler: Idler,
-) {
+}
+
+impl<L: LogStorage, O: Observer> Persister<L, O> {
+    /// Wraps `storage`; the ring holds at most `capacity` writes.
+    pub fn new(storage: L, capacity: usize, shared: Arc<Shared>, observer: Arc<O>) -> Self {
+        Persister { storage: Mutex::new(storage), jobs: Ring::new(capacity), shared, observer }
+    }
+
+    /// Hands writes to the persistence thread, in order. Never drops one (the core waits for its
+    /// ticket): waits for room instead, until the replica stops.
+    pub fn hand_over(&self, jobs: &mut Vec<PersistJob>) {
+        for job in jobs.drain(..) {
+            let shared = &self.shared;
+            let _ = self.jobs.push_blocking(job, || shared.stopping());
+        }
+    }
+
+    /// Persists `jobs` on the calling thread if the persistence thread is idle; returns the highest
+    /// ticket now durable. Leaves `jobs` untouched (`None`) when the persistence thread holds
+    /// earlier writes or is syncing, or the log failed.
+    pub fn try_inline(&self, jobs: &mut Vec<PersistJob>) -> Option<u64> {
+        if jobs.is_empty() || !self.jobs.is_empty() || self.shared.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut storage = self.storage.try_lock().ok()?;
+        let staged = jobs.len();
+        for (ticket, write) in jobs.drain(..) {
+            if let Err(error) = storage.stage(ticket, &write) {
+                fail(&self.shared, error);
+                return None;
+            }
+        }
+        self.sync(&mut storage, staged)
+    }
+
+    /// Stages every write in the ring and syncs them as one group (the persistence thread's round).
+    fn round(&self) -> Option<u64> {
+        let mut storage = self.lock();
+        let mut staged = 0usize;
+        while let Some((ticket, write)) = self.jobs.pop() {
+            if let Err(error) = storage.stage(ticket, &write) {
+                fail(&self.shared, error);
+                return None;
+            }
+            staged += 1;
+        }
+        if staged == 0 {
+            return None;
+        }
+        self.sync(&mut storage, staged)
+    }
+
+    fn sync(&self, storage: &mut L, staged: usize) -> Option<u64> {
+        let upto = match storage.sync() {
+            Ok(upto) => upto,
+            Err(error) => {
+                fail(&self.shared, error);
+                return None;
+            }
+        };
+        let log_bytes = storage.size_bytes();
+        self.shared.log_bytes.store(log_bytes, Ordering::Relaxed);
+        self.observer.on_group_commit(staged, log_bytes);
+        upto
+    }
+
+    fn lock(&self) -> MutexGuard<'_, L> {
+        // A panic while holding the log leaves nothing half-done that a later round could trip
+        // on: stage and sync either completed or returned an error that stopped the replica.
+        self.storage.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The persistence thread: runs until `shared.stop` is set and the ring is drained, or the log fails.
+pub fn run<L: LogStorage, R, O: Observer>(persister: Arc<Persister<L, O>>, inbox: Arc<Ring<Event<R>>>, mut idler: Idler) {
+    let jobs = &persister.jobs;
+    let shared = &persister.shared;
     jobs.bind_consumer();
     // Persisted is cumulative: keep only the newest unreported ticket and never block on a full
     // inbox (the core may itself be waiting for room in `jobs`).
@@ -38,14 +122,10 @@ pub fn run<L: LogStorage, R, O: Observer>(
                 unreported = None;
             }
         }
-        let mut staged = 0usize;
-        while let Some((ticket, write)) = jobs.pop() {
-            if let Err(error) = storage.stage(ticket, &write) {
-                return fail(&shared, error);
-            }
-            staged += 1;
+        if shared.failed.load(Ordering::Acquire) {
+            return;
         }
-        if staged == 0 {
+        if jobs.is_empty() {
             if shared.stop.load(Ordering::Acquire) {
                 return;
             }
@@ -54,18 +134,73 @@ pub fn run<L: LogStorage, R, O: Observer>(
             continue;
         }
         idler.reset();
-        match storage.sync() {
-            Ok(Some(upto)) => unreported = Some(upto),
-            Ok(None) => {}
-            Err(error) => return fail(&shared, error),
+        if let Some(upto) = persister.round() {
+            unreported = Some(upto);
         }
-        let log_bytes = storage.size_bytes();
-        shared.log_bytes.store(log_bytes, Ordering::Relaxed);
-        observer.on_group_commit(staged, log_bytes);
     }
 }
 
-fn fail(shared: &Shared, error: super::storage::StorageError) {
+fn fail(shared: &Shared, error: StorageError) {
     tracing::error!(%error, "persistence failed; this replica stops acknowledging");
     shared.failed.store(true, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::DurableWrite;
+    use crate::runtime::observer::NoopObserver;
+
+    /// Records the order writes are staged in; every sync makes the last staged ticket durable.
+    #[derive(Default)]
+    struct OrderLog {
+        staged: Vec<u64>,
+    }
+
+    impl LogStorage for OrderLog {
+        fn stage(&mut self, ticket: u64, _write: &DurableWrite) -> Result<(), StorageError> {
+            self.staged.push(ticket);
+            Ok(())
+        }
+        fn sync(&mut self) -> Result<Option<u64>, StorageError> {
+            Ok(self.staged.last().copied())
+        }
+        fn size_bytes(&self) -> u64 {
+            0
+        }
+    }
+
+    fn job(ticket: u64) -> PersistJob {
+        (ticket, DurableWrite::Commit(ticket))
+    }
+
+    fn persister() -> Persister<OrderLog, NoopObserver> {
+        Persister::new(OrderLog::default(), 8, Arc::new(Shared::default()), Arc::new(NoopObserver))
+    }
+
+    #[test]
+    fn inline_persists_only_behind_an_empty_ring_and_a_free_log() {
+        let p = persister();
+        let mut jobs = vec![job(1)];
+        p.hand_over(&mut jobs);
+        jobs.push(job(2));
+        assert_eq!(p.try_inline(&mut jobs), None, "ticket 1 is still queued: 2 must not overtake it");
+        assert_eq!(jobs.len(), 1, "a refused inline persist leaves its writes to the caller");
+        assert_eq!(p.round(), Some(1));
+        let held = p.lock();
+        assert_eq!(p.try_inline(&mut jobs), None, "the persistence thread is syncing");
+        drop(held);
+        assert_eq!(p.try_inline(&mut jobs), Some(2));
+        assert!(jobs.is_empty());
+        assert_eq!(p.lock().staged, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_failed_log_takes_no_more_inline_writes() {
+        let p = persister();
+        p.shared.failed.store(true, Ordering::Release);
+        let mut jobs = vec![job(1)];
+        assert_eq!(p.try_inline(&mut jobs), None);
+        assert!(p.lock().staged.is_empty());
+    }
 }

@@ -27,12 +27,17 @@ impl<T> Ring<T> {
     /// Pushes `item`; gives it back if the ring is full (the caller decides: refuse, drop or retry).
     pub fn push(&self, item: T) -> Result<(), T> {
         self.queue.push(item)?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Wakes the consumer if it is parked, for work it finds outside the ring.
+    pub fn wake(&self) {
         if self.sleeping.load(Ordering::SeqCst) {
             if let Some(consumer) = self.consumer.get() {
                 consumer.unpark();
             }
         }
-        Ok(())
     }
 
     /// Pushes, yielding while the ring is full, until it fits or `give_up()` says stop.
