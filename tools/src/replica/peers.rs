@@ -84,38 +84,37 @@ impl TcpPeers {
     /// Writes `envelope` on the calling thread if the writer has nothing queued or unsent and is
     /// not writing: at low load that saves the hand-off to the writer thread (a wake-up of an idle
     /// CPU) on every message. Never blocks: what the socket does not take at once becomes the
-    /// writer's leftover. Gives the envelope back when the link is busy or down.
-    fn try_direct(&mut self, link: &PeerLink, envelope: Envelope) -> Result<(), Envelope> {
+    /// writer's leftover. False when the link is busy or down: the caller queues the envelope.
+    fn try_direct(&mut self, link: &PeerLink, envelope: &Envelope) -> bool {
         if !link.queue.is_empty() {
-            return Err(envelope);
+            return false;
         }
-        let Ok(mut socket) = link.socket.try_lock() else { return Err(envelope) };
-        let LinkSocket { stream: Some(stream), leftover } = &mut *socket else { return Err(envelope) };
+        let Ok(mut socket) = link.socket.try_lock() else { return false };
+        let LinkSocket { stream: Some(stream), leftover } = &mut *socket else { return false };
         if !leftover.is_empty() {
-            return Err(envelope);
+            return false;
         }
         self.frame.clear();
-        encode_frame(&envelope, &mut self.frame);
-        let sent = match send(stream.as_raw_fd(), &self.frame, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
-            Ok(sent) => sent,
-            // A full socket buffer or a broken connection: the writer sends the frame, or finds
-            // the connection broken and redials.
-            Err(_) => 0,
-        };
+        encode_frame(envelope, &mut self.frame);
+        // A full socket buffer or a broken connection sends nothing here: the writer sends the
+        // frame, or finds the connection broken and redials.
+        let sent = send(stream.as_raw_fd(), &self.frame, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL).unwrap_or(0);
         if sent < self.frame.len() {
             leftover.extend_from_slice(&self.frame[sent..]);
             link.has_leftover.store(true, Ordering::SeqCst);
             drop(socket);
             link.queue.wake();
         }
-        Ok(())
+        true
     }
 }
 
 impl PeerTransport for TcpPeers {
     fn send(&mut self, envelope: Envelope) {
         let Some(link) = self.links.get(&envelope.to.0).cloned() else { return };
-        let Err(envelope) = self.try_direct(&link, envelope) else { return };
+        if self.try_direct(&link, &envelope) {
+            return;
+        }
         if link.queue.push(envelope).is_err() {
             self.dropped += 1;
             if self.dropped.is_power_of_two() {
@@ -241,7 +240,7 @@ mod tests {
         for sequence in 0..FRAMES {
             peers.send(chunk(sequence, 64 << 10));
         }
-        assert!(link.queue.len() > 0 || link.has_leftover.load(Ordering::SeqCst), "the socket never filled: the test did not reach the writer's path");
+        assert!(!link.queue.is_empty() || link.has_leftover.load(Ordering::SeqCst), "the socket never filled: the test did not reach the writer's path");
         for expected in 0..FRAMES {
             let chunk = read_chunk(&mut stream);
             assert_eq!(chunk.offset, expected, "frames reordered");
