@@ -149,6 +149,10 @@ pub struct PlacementSection {
     /// Client I/O threads, each multiplexing many connections (default: one per four CPUs, at
     /// least one).
     pub io_threads: Option<usize>,
+    /// Whether a thread that receives a message runs the protocol core itself when the core is
+    /// free, instead of waking the core thread (default: yes on hosts with fewer than 4 CPUs,
+    /// where idle threads park and each wake-up costs microseconds).
+    pub run_core_on_delivery: Option<bool>,
     /// `false`: do not pin at all.
     #[serde(default = "default_true")]
     pub pin: bool,
@@ -163,6 +167,7 @@ impl Default for PlacementSection {
             spin_iterations: None,
             yield_iterations: None,
             io_threads: None,
+            run_core_on_delivery: None,
             pin: true,
         }
     }
@@ -477,6 +482,9 @@ impl ReplicaConfig {
         }
         if let Some(yields) = self.placement.yield_iterations {
             node.yield_iterations = yields;
+        }
+        if let Some(on_delivery) = self.placement.run_core_on_delivery {
+            node.run_core_on_delivery = on_delivery;
         }
         node
     }

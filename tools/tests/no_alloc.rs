@@ -19,7 +19,7 @@ use decree_engine::chunk_arena::ChunkArena;
 use decree_engine::core::DurableWrite;
 use decree_engine::kv::{KvOp, KvStore};
 use decree_engine::membership::Membership;
-use decree_engine::runtime::{Event, LogStorage, Responder, Response, Ring};
+use decree_engine::runtime::{Event, Inbox, LogStorage, Responder, Response};
 use decree_engine::state_machine::StateMachine;
 use decree_engine::types::{Ballot, Checkpoint, ClientId, Entry, ReplicaId, Request, Value};
 use decree_tools::replica::io_thread::{ConnKey, IoShared};
@@ -49,7 +49,7 @@ struct Path {
     held: VecDeque<decree_engine::types::Request>,
     responder: ConnResponder,
     io: Arc<IoShared>,
-    inbox: Ring<Event<ConnResponder>>,
+    inbox: Inbox<ConnResponder>,
     members: HashMap<u32, String>,
     payload: Bytes,
 }
@@ -111,7 +111,7 @@ fn the_request_path_allocates_only_op_arena_chunks() {
         held: VecDeque::with_capacity(HELD_REQUESTS),
         responder: ConnResponder::new(io.clone(), ConnKey::new(0, 0)),
         io,
-        inbox: Ring::new(4_096),
+        inbox: Inbox::new(4_096, false),
         members: [(1, "127.0.0.1:7000".to_string()), (2, "127.0.0.1:7001".to_string())].into(),
         payload: Bytes::from(vec![0xab; 64]),
     };

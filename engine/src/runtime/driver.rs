@@ -3,12 +3,11 @@
 //! apply -> state machine and client replies, redirect -> client replies).
 
 use super::event::{Event, NodeStatus, Responder, Response};
-use super::idle::Idler;
 use super::observer::Observer;
 use super::persistence::{PersistJob, Persister};
 use super::storage::LogStorage;
 use super::read_only::ReadOnly;
-use super::ring::Ring;
+use super::inbox::{CorePass, Inbox};
 use super::shared::Shared;
 use super::transport::PeerTransport;
 use crate::applier::{Applied, Applier, Outcome};
@@ -41,9 +40,11 @@ pub struct Driver<S, T, L, R, O> {
     persister: Arc<Persister<L, O>>,
     /// Writes of this pass not yet handed over or persisted (`flush_persists`).
     persists: Vec<PersistJob>,
-    inbox: Arc<Ring<Event<R>>>,
+    inbox: Arc<Inbox<R>>,
     shared: Arc<Shared>,
     observer: Arc<O>,
+    next_tick_ms: u64,
+    next_sweep: Instant,
     /// foldhash, not SipHash: an insert and a remove per request on the leader's core.
     awaiting: HashMap<(ClientId, u64), Waiter<R>, foldhash::fast::RandomState>,
     commands: Vec<Command>,
@@ -82,7 +83,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
         applier: Applier<S>,
         transport: T,
         persister: Arc<Persister<L, O>>,
-        inbox: Arc<Ring<Event<R>>>,
+        inbox: Arc<Inbox<R>>,
         shared: Arc<Shared>,
         observer: Arc<O>,
         tick_ms: u64,
@@ -99,6 +100,8 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
             inbox,
             shared,
             observer,
+            next_tick_ms: 0,
+            next_sweep: Instant::now() + AWAITING_EXPIRY,
             awaiting: HashMap::default(),
             commands: Vec::with_capacity(256),
             batch: Vec::with_capacity(1024),
@@ -120,32 +123,22 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Runs until shutdown or a log failure.
-    pub fn run(mut self, mut idler: Idler) {
-        self.inbox.bind_consumer();
-        let mut next_tick_ms = 0;
-        let mut next_sweep = Instant::now() + AWAITING_EXPIRY;
-        while !self.shared.stopping() {
-            let worked = self.drain_inbox();
-            let now_ms = self.now_ms();
-            if now_ms >= next_tick_ms {
-                self.step(Input::Tick);
-                next_tick_ms = now_ms + self.tick_ms;
-            }
-            self.flush_persists();
-            if Instant::now() >= next_sweep {
-                self.awaiting.retain(|_, w| w.since.elapsed() < AWAITING_EXPIRY);
-                self.reads.retain(|_, r| r.waiter.since.elapsed() < AWAITING_EXPIRY);
-                next_sweep = Instant::now() + AWAITING_EXPIRY;
-            }
-            if worked {
-                idler.reset();
-            } else {
-                let until_tick = Duration::from_millis(next_tick_ms.saturating_sub(self.now_ms()));
-                idler.idle(&self.inbox.sleeping, || !self.inbox.is_empty(), until_tick);
-            }
+    /// One pass: drains the inbox, ticks and sweeps if due, persists what the pass staged.
+    /// Returns whether events were handled, and how long until the next tick is due.
+    pub fn pass(&mut self) -> (bool, Duration) {
+        let worked = self.drain_inbox();
+        let now_ms = self.now_ms();
+        if now_ms >= self.next_tick_ms {
+            self.step(Input::Tick);
+            self.next_tick_ms = now_ms + self.tick_ms;
         }
-        tracing::info!(status = ?self.core.status(), "protocol core thread stopped");
+        if Instant::now() >= self.next_sweep {
+            self.awaiting.retain(|_, w| w.since.elapsed() < AWAITING_EXPIRY);
+            self.reads.retain(|_, r| r.waiter.since.elapsed() < AWAITING_EXPIRY);
+            self.next_sweep = Instant::now() + AWAITING_EXPIRY;
+        }
+        self.flush_persists();
+        (worked, Duration::from_millis(self.next_tick_ms.saturating_sub(self.now_ms())))
     }
 
     /// Handles up to `MAX_EVENTS_PER_PASS` events; all client requests among them become one proposal.
@@ -416,5 +409,24 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
                 self.observer.on_leadership(leading, ballot);
             }
         }
+    }
+}
+
+impl<S, T, L, R, O> CorePass for Driver<S, T, L, R, O>
+where
+    S: StateMachine + ReadOnly + Send,
+    T: PeerTransport,
+    L: LogStorage,
+    R: Responder,
+    O: Observer,
+{
+    fn pass(&mut self) -> (bool, Duration) {
+        Driver::pass(self)
+    }
+}
+
+impl<S, T, L, R, O> Drop for Driver<S, T, L, R, O> {
+    fn drop(&mut self) {
+        tracing::info!(status = ?self.core.status(), "protocol core stopped");
     }
 }

@@ -20,6 +20,7 @@
 pub mod driver;
 pub mod event;
 pub mod idle;
+pub mod inbox;
 pub mod membership_change;
 pub mod node;
 pub mod observer;
@@ -32,6 +33,7 @@ pub mod storage;
 pub mod transport;
 
 pub use event::{Event, NodeStatus, Responder, Response};
+pub use inbox::Inbox;
 pub use membership_change::{MembershipChange, MembershipChangeError};
 pub use node::{Node, NodeConfig};
 pub use observer::{NoopObserver, Observer};

@@ -1,13 +1,13 @@
 //! Starts one replica's runtime threads (core, persistence) on their CPUs and stops them.
 
 use super::driver::Driver;
-use super::event::{Event, Responder};
+use super::event::Responder;
 use super::idle::Idler;
 use super::observer::Observer;
 use super::persistence::{self, Persister};
 use super::read_only::ReadOnly;
 use super::placement::{Placement, Role};
-use super::ring::Ring;
+use super::inbox::Inbox;
 use super::shared::Shared;
 use super::storage::LogStorage;
 use super::transport::PeerTransport;
@@ -38,10 +38,13 @@ pub struct NodeConfig {
     pub yield_iterations: u32,
     /// Take a checkpoint (and let the log discard below it) every this many applied slots; 0 never.
     pub checkpoint_every_slots: u64,
+    /// Threads that deliver events run the core themselves when it is free (`inbox` module docs).
+    pub run_core_on_delivery: bool,
 }
 
 impl NodeConfig {
-    /// Defaults around `core`; the idle budget suits this host's CPU count (`idle::default_budget`).
+    /// Defaults around `core`; the idle budget suits this host's CPU count (`idle::default_budget`),
+    /// and where idle threads park rather than spin, producers run the core on delivery.
     pub fn new(core: CoreConfig) -> Self {
         let (spin_iterations, yield_iterations) = super::idle::default_budget(super::placement::available_cpus());
         NodeConfig {
@@ -53,6 +56,7 @@ impl NodeConfig {
             spin_iterations,
             yield_iterations,
             checkpoint_every_slots: 10_000,
+            run_core_on_delivery: spin_iterations == 0,
         }
     }
 }
@@ -60,7 +64,7 @@ impl NodeConfig {
 /// A running replica runtime.
 pub struct Node<R> {
     /// Where sockets push events for the core thread.
-    pub inbox: Arc<Ring<Event<R>>>,
+    pub inbox: Arc<Inbox<R>>,
     /// Shutdown/failure flags and gauges.
     pub shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
@@ -68,15 +72,15 @@ pub struct Node<R> {
 
 impl<R: Responder> Node<R> {
     /// Creates the inbox so transports can be wired to it before `start`.
-    pub fn inbox(config: &NodeConfig) -> Arc<Ring<Event<R>>> {
-        Arc::new(Ring::new(config.inbox_capacity))
+    pub fn inbox(config: &NodeConfig) -> Arc<Inbox<R>> {
+        Arc::new(Inbox::new(config.inbox_capacity, config.run_core_on_delivery))
     }
 
     /// Recovers the core from `durable` and starts the core and persistence threads.
     #[allow(clippy::too_many_arguments)]
     pub fn start<S, T, L, O>(
         config: NodeConfig,
-        inbox: Arc<Ring<Event<R>>>,
+        inbox: Arc<Inbox<R>>,
         durable: Durable,
         state_machine: S,
         transport: T,
@@ -122,11 +126,12 @@ impl<R: Responder> Node<R> {
                 config.checkpoint_every_slots,
                 config.core.checkpoint_retain_slots,
             );
-            let placement = config.placement.clone();
+            inbox.install(Box::new(driver));
+            let (placement, inbox, shared) = (config.placement.clone(), inbox.clone(), shared.clone());
             let idler = Idler::new(config.spin_iterations, config.yield_iterations);
             threads.push(std::thread::Builder::new().name("decree-core".into()).spawn(move || {
                 placement.pin_current(Role::Core);
-                driver.run(idler);
+                inbox.run_core_thread(&shared, idler);
             })?);
         }
         Ok(Node { inbox, shared, threads })

@@ -15,6 +15,7 @@
 use super::event::Event;
 use super::idle::Idler;
 use super::observer::Observer;
+use super::inbox::Inbox;
 use super::ring::Ring;
 use super::shared::Shared;
 use super::storage::{LogStorage, StorageError};
@@ -109,7 +110,7 @@ impl<L: LogStorage, O: Observer> Persister<L, O> {
 }
 
 /// The persistence thread: runs until `shared.stop` is set and the ring is drained, or the log fails.
-pub fn run<L: LogStorage, R, O: Observer>(persister: Arc<Persister<L, O>>, inbox: Arc<Ring<Event<R>>>, mut idler: Idler) {
+pub fn run<L: LogStorage, R, O: Observer>(persister: Arc<Persister<L, O>>, inbox: Arc<Inbox<R>>, mut idler: Idler) {
     let jobs = &persister.jobs;
     let shared = &persister.shared;
     jobs.bind_consumer();
@@ -118,8 +119,9 @@ pub fn run<L: LogStorage, R, O: Observer>(persister: Arc<Persister<L, O>>, inbox
     let mut unreported: Option<u64> = None;
     loop {
         if let Some(upto) = unreported {
-            if inbox.push(Event::Persisted { upto }).is_ok() {
+            if inbox.post(Event::Persisted { upto }).is_ok() {
                 unreported = None;
+                inbox.serve();
             }
         }
         if shared.failed.load(Ordering::Acquire) {

@@ -31,6 +31,11 @@ impl<T> Ring<T> {
         Ok(())
     }
 
+    /// Pushes without waking the consumer: the producer serves the item itself (`Inbox::post`).
+    pub fn push_quiet(&self, item: T) -> Result<(), T> {
+        self.queue.push(item)
+    }
+
     /// Wakes the consumer if it is parked, for work it finds outside the ring.
     pub fn wake(&self) {
         if self.sleeping.load(Ordering::SeqCst) {

@@ -22,14 +22,17 @@ impl Responder for Reply {
     }
 }
 
-type Inboxes = Arc<OnceLock<Vec<Arc<Ring<Event<Reply>>>>>>;
+type Inboxes = Arc<OnceLock<Vec<Arc<Inbox<Reply>>>>>;
 
 struct RingTransport(Inboxes);
 
 impl PeerTransport for RingTransport {
     fn send(&mut self, envelope: Envelope) {
         let inboxes = self.0.get().expect("wired before start");
-        let _ = inboxes[envelope.to.0 as usize].push(Event::Peer(envelope));
+        let inbox = &inboxes[envelope.to.0 as usize];
+        // As the tools' transports deliver: post, then run the receiver's core here if it is free.
+        let _ = inbox.post(Event::Peer(envelope));
+        inbox.serve();
     }
 }
 
@@ -95,6 +98,11 @@ fn start_with(checkpoint_every_slots: u64) -> Cluster {
 }
 
 fn start_bounded(checkpoint_every_slots: u64, log_capacity: Option<u64>, checkpoint_frees: bool) -> Cluster {
+    start_full(checkpoint_every_slots, log_capacity, checkpoint_frees, true)
+}
+
+/// `on_delivery`: whether senders run a free core themselves (`Inbox`), or only core threads do.
+fn start_full(checkpoint_every_slots: u64, log_capacity: Option<u64>, checkpoint_frees: bool, on_delivery: bool) -> Cluster {
     let inboxes: Inboxes = Arc::default();
     let voters: Vec<ReplicaId> = (0..3).map(ReplicaId).collect();
     let (writes, syncs, checkpoints) =
@@ -105,6 +113,7 @@ fn start_bounded(checkpoint_every_slots: u64, log_capacity: Option<u64>, checkpo
             let mut config = NodeConfig::new(CoreConfig::new(*id, voters.clone()));
             config.inbox_capacity = 4_096;
             config.checkpoint_every_slots = checkpoint_every_slots;
+            config.run_core_on_delivery = on_delivery;
             config
         })
         .collect();
@@ -193,7 +202,15 @@ fn collect(rx: &Receiver<(u64, Response)>, count: usize) -> Vec<(u64, Response)>
 
 #[test]
 fn leader_replies_to_every_request_and_the_log_is_group_committed() {
-    let cluster = start();
+    replies_to_every_request_with_group_commit(start());
+}
+
+#[test]
+fn core_threads_alone_serve_every_request_when_senders_do_not_run_the_core() {
+    replies_to_every_request_with_group_commit(start_full(0, None, true, false));
+}
+
+fn replies_to_every_request_with_group_commit(cluster: Cluster) {
     let leader = wait_leader(&cluster);
     let (tx, rx) = channel::unbounded();
     // A stream (not one burst) so proposals, and their persist writes, arrive while a 2 ms sync runs.

@@ -7,6 +7,7 @@
 
 use super::listener::{ConnSlot, MAX_CONNECTIONS};
 use super::op_arena::op_arena;
+use super::peer_conn::PeerConn;
 use decree_engine::chunk_arena::ChunkArena;
 use super::session::{self, ConnResponder, Session};
 use super::Context;
@@ -27,6 +28,8 @@ const EVENTS_PER_POLL: usize = 1_024;
 /// Longest sleep in `poll`: how soon an idle thread notices shutdown.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 const WAKER: Token = Token(usize::MAX);
+/// Tokens of peer connections start here (client connections' tokens are their slot index).
+const PEER_TOKENS: usize = 1 << 30;
 
 /// Names one connection of one I/O thread; the generation keeps an answer for a closed
 /// connection from reaching a newer one in the same slot.
@@ -53,7 +56,7 @@ pub struct Answer {
     pub response: Response,
 }
 
-/// An authenticated client connection handed to an I/O thread.
+/// An authenticated connection handed to an I/O thread: a client, or a replica (`peer`).
 pub struct NewConn {
     /// The socket (blocking or not; the I/O thread makes it non-blocking).
     pub stream: std::net::TcpStream,
@@ -61,6 +64,8 @@ pub struct NewConn {
     pub remote: SocketAddr,
     /// Its place under the connection cap, freed when the connection closes.
     pub slot: ConnSlot,
+    /// The replica it authenticated as; None for a client.
+    pub peer: Option<u32>,
 }
 
 /// What an I/O thread shares with the listener (new connections) and the core thread (answers).
@@ -163,6 +168,8 @@ struct IoThread {
     dirty: Vec<usize>,
     /// Holds the op bytes of every request this thread decodes.
     ops: ChunkArena,
+    /// Inbound replica connections (token = `PEER_TOKENS` + index).
+    peers: Vec<Option<PeerConn>>,
 }
 
 impl IoThread {
@@ -176,6 +183,7 @@ impl IoThread {
             free: Vec::with_capacity(MAX_CONNECTIONS),
             dirty: Vec::with_capacity(MAX_CONNECTIONS),
             ops: op_arena(),
+            peers: Vec::new(),
         }
     }
 
@@ -203,6 +211,10 @@ impl IoThread {
                 if token == WAKER {
                     continue;
                 }
+                if token.0 >= PEER_TOKENS {
+                    self.read_peer(token.0 - PEER_TOKENS);
+                    continue;
+                }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     self.read(token.0, event.is_read_closed());
                 }
@@ -211,6 +223,9 @@ impl IoThread {
                 }
             }
             self.take_new_connections();
+            // The requests just read: run the core here if it is free (`Inbox::serve`); its
+            // answers to this thread's clients are then taken below, in the same round.
+            self.ctx.inbox.serve();
             self.take_answers();
             while let Some(index) = self.dirty.pop() {
                 if let Some(conn) = self.conns[index].as_mut() {
@@ -227,6 +242,10 @@ impl IoThread {
         while let Some(new) = self.shared.intake.pop() {
             if let Err(error) = new.stream.set_nonblocking(true) {
                 tracing::warn!(remote = %new.remote, %error, "client dropped: cannot make its socket non-blocking");
+                continue;
+            }
+            if let Some(peer) = new.peer {
+                self.add_peer(new.stream, new.remote, peer, new.slot);
                 continue;
             }
             let index = match self.free.pop() {
@@ -257,6 +276,31 @@ impl IoThread {
             });
             // Bytes may have arrived before registration; edge-triggered readiness would not say so.
             self.read(index, false);
+        }
+    }
+
+    /// Registers an inbound replica connection and reads what it already sent.
+    fn add_peer(&mut self, stream: std::net::TcpStream, remote: SocketAddr, peer: u32, slot: ConnSlot) {
+        let index = self.peers.iter().position(Option::is_none).unwrap_or_else(|| {
+            self.peers.push(None);
+            self.peers.len() - 1
+        });
+        let mut stream = TcpStream::from_std(stream);
+        if let Err(error) = self.poll.registry().register(&mut stream, Token(PEER_TOKENS + index), Interest::READABLE) {
+            tracing::warn!(%remote, peer, %error, "peer dropped: cannot register its socket");
+            return;
+        }
+        tracing::info!(%remote, peer, "peer connected");
+        self.peers[index] = Some(PeerConn::new(stream, peer, slot));
+        self.read_peer(index);
+    }
+
+    fn read_peer(&mut self, index: usize) {
+        let Some(conn) = self.peers.get_mut(index).and_then(Option::as_mut) else { return };
+        if let Err(why) = conn.read(self.ctx.id, &self.ctx.inbox) {
+            tracing::info!(peer = conn.peer, %why, "peer connection closed");
+            let mut conn = self.peers[index].take().expect("checked above");
+            let _ = self.poll.registry().deregister(&mut conn.stream);
         }
     }
 
@@ -375,7 +419,7 @@ mod tests {
     use super::*;
     use crate::wire::{self, ClientFrame, ErrorCode, ServerFrame};
     use bytes::Bytes;
-    use decree_engine::runtime::{Event, Placement, Responder};
+    use decree_engine::runtime::{Event, Inbox, Placement, Responder};
     use std::collections::HashMap;
     use std::net::{TcpListener, TcpStream};
     use std::sync::atomic::AtomicUsize;
@@ -386,7 +430,7 @@ mod tests {
         let ctx = Arc::new(Context {
             id: 1,
             key: Arc::new(b"unused: the handshake is the listener's".to_vec()),
-            inbox: Arc::new(Ring::new(1 << 16)),
+            inbox: Arc::new(Inbox::new(1 << 16, false)),
             members: HashMap::new(),
             stop: Arc::new(AtomicBool::new(false)),
             placement: Placement::default(),
@@ -415,7 +459,7 @@ mod tests {
         let (server, remote) = listener.accept().unwrap();
         ctx.connections.fetch_add(1, Ordering::AcqRel);
         let slot = ConnSlot::new(ctx.clone());
-        assert!(io.hand_over(NewConn { stream: server, remote, slot }).is_ok());
+        assert!(io.hand_over(NewConn { stream: server, remote, slot, peer: None }).is_ok());
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         client
     }

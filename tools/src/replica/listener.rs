@@ -1,16 +1,15 @@
 //! Accepts connections, authenticates each with the cluster secret on a short-lived thread, then
-//! hands a client to one of the client I/O threads (`io_thread.rs`, round robin) or keeps the
-//! thread as a peer reader. A connection that fails authentication is logged and closed: it never
+//! hands the connection, a client's or another replica's, to one of the client I/O threads
+//! (`io_thread.rs`, round robin). A connection that fails authentication is logged and closed: it never
 //! reaches the protocol.
 
 use super::io_thread::{self, IoShared, NewConn};
 use super::Context;
 use crate::auth::{self, Peer};
-use decree_engine::codec::{decode_frame, frame_len, FRAME_HEADER_BYTES};
-use decree_engine::runtime::{Event, Role};
+use decree_engine::runtime::Role;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
@@ -124,54 +123,17 @@ fn handle(mut stream: TcpStream, remote: SocketAddr, slot: ConnSlot, ctx: &Conte
     let _ = stream.set_read_timeout(None);
     match peer {
         Peer::Client => {
-            if io.hand_over(NewConn { stream, remote, slot }).is_err() {
+            if io.hand_over(NewConn { stream, remote, slot, peer: None }).is_err() {
                 tracing::warn!(%remote, "client dropped: its I/O thread's intake is full");
             }
         }
         Peer::Replica(id) if ctx.members.contains_key(&id) && id != ctx.id => {
-            tracing::info!(%remote, peer = id, "peer connected");
-            read_peer(stream, id, ctx);
-            drop(slot);
+            if io.hand_over(NewConn { stream, remote, slot, peer: Some(id) }).is_err() {
+                tracing::warn!(%remote, peer = id, "peer dropped: its I/O thread's intake is full");
+            }
         }
         Peer::Replica(id) => {
             tracing::warn!(%remote, peer = id, "connection refused: replica id is not a member of this group")
         }
     }
-}
-
-/// Reads framed envelopes from replica `peer` into the core thread's inbox.
-fn read_peer(stream: TcpStream, peer: u32, ctx: &Context) {
-    let mut reader = std::io::BufReader::with_capacity(256 << 10, stream);
-    let mut buf = vec![0u8; FRAME_HEADER_BYTES];
-    loop {
-        buf.resize(FRAME_HEADER_BYTES, 0);
-        if reader.read_exact(&mut buf).is_err() {
-            break;
-        }
-        let total = match frame_len(&buf) {
-            Ok(total) => total,
-            Err(error) => {
-                tracing::warn!(peer, %error, "bad frame from peer; closing");
-                break;
-            }
-        };
-        buf.resize(total, 0);
-        if reader.read_exact(&mut buf[FRAME_HEADER_BYTES..]).is_err() {
-            break;
-        }
-        let envelope = match decode_frame(&buf) {
-            Ok((envelope, _)) => envelope,
-            Err(error) => {
-                tracing::warn!(peer, %error, "bad frame from peer; closing");
-                break;
-            }
-        };
-        if envelope.from.0 != peer || envelope.to.0 != ctx.id {
-            tracing::warn!(peer, from = %envelope.from, to = %envelope.to, "peer sent a misaddressed envelope; closing");
-            break;
-        }
-        // A full inbox drops the message: the sender retransmits on its next heartbeat.
-        let _ = ctx.inbox.push(Event::Peer(envelope));
-    }
-    tracing::info!(peer, "peer disconnected");
 }

@@ -9,6 +9,7 @@ pub mod log2_histogram;
 pub mod metrics;
 pub mod one_sided;
 pub mod op_arena;
+pub mod peer_conn;
 pub mod peers;
 pub mod reply_frame;
 pub mod session;
@@ -17,7 +18,7 @@ pub mod storage;
 use crate::config::ReplicaConfig;
 use crate::secret::{read_secret, SecretError};
 use decree_engine::kv::KvStore;
-use decree_engine::runtime::{Event, Node, PeerTransport, Placement, Ring, StorageError};
+use decree_engine::runtime::{Inbox, Node, PeerTransport, Placement, StorageError};
 use session::ConnResponder;
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -63,7 +64,7 @@ pub struct Context {
     /// The cluster secret.
     pub key: Arc<Vec<u8>>,
     /// The core thread's inbox.
-    pub inbox: Arc<Ring<Event<ConnResponder>>>,
+    pub inbox: Arc<Inbox<ConnResponder>>,
     /// Member id -> client address (for redirects).
     pub members: HashMap<u32, String>,
     /// Set on shutdown.
@@ -81,7 +82,7 @@ fn start_transport(
     config: &ReplicaConfig,
     key: &Arc<Vec<u8>>,
     placement: &Placement,
-    inbox: &Arc<Ring<Event<ConnResponder>>>,
+    inbox: &Arc<Inbox<ConnResponder>>,
     stop: &Arc<AtomicBool>,
 ) -> Result<Box<dyn PeerTransport>, ServeError> {
     let peers: Vec<(u32, SocketAddr)> = config

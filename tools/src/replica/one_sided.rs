@@ -7,7 +7,7 @@ use super::peers::PEER_QUEUE_MESSAGES;
 use crate::auth::{self, Peer};
 use decree_engine::message::Envelope;
 use decree_engine::runtime::idle::Idler;
-use decree_engine::runtime::{Event, PeerTransport, Placement, Ring, Role};
+use decree_engine::runtime::{Event, Inbox, PeerTransport, Placement, Ring, Role};
 use decree_verbs::handshake::Stream;
 use decree_verbs::mailbox::{MailboxStats, Mailboxes};
 use decree_verbs::{FollowerLink, Gate, Handshake, LeaderLink, VerbsError};
@@ -98,7 +98,7 @@ struct Transport<R> {
     mailboxes: Mailboxes<dyn FollowerLink + Send, dyn LeaderLink + Send>,
     dial: Dial,
     next_dial: BTreeMap<u32, (Instant, String)>,
-    inbox: Arc<Ring<Event<R>>>,
+    inbox: Arc<Inbox<R>>,
 }
 
 /// Starts the transport thread for replica `id`: `mailbox` is its own region, `dial` reaches a
@@ -108,7 +108,7 @@ pub fn start<R: Send + 'static>(
     transport: &'static str,
     peers: Vec<u32>,
     (mailbox, dial): (Box<dyn FollowerLink + Send>, Dial),
-    inbox: Arc<Ring<Event<R>>>,
+    inbox: Arc<Inbox<R>>,
     placement: Placement,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<OneSidedPeers> {
@@ -156,8 +156,11 @@ impl<R> Transport<R> {
         let inbox = &self.inbox;
         // A full inbox drops the message: the sender retransmits on its next heartbeat.
         let polled = self.mailboxes.poll(&mut |envelope| {
-            let _ = inbox.push(Event::Peer(envelope));
+            let _ = inbox.post(Event::Peer(envelope));
         });
+        if polled.busy {
+            inbox.serve();
+        }
         for (peer, error) in polled.lost {
             self.lost(peer, error);
         }

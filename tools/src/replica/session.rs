@@ -9,7 +9,7 @@ use super::io_thread::{ConnKey, IoShared};
 use decree_engine::chunk_arena::ChunkArena;
 use super::reply_frame;
 use crate::wire::{self, ClientFrame, ErrorCode, StatusView, WireError, CLIENT_HEADER_BYTES};
-use decree_engine::runtime::{Event, MembershipChange, Responder, Response, Ring};
+use decree_engine::runtime::{Event, Inbox, MembershipChange, Responder, Response};
 use decree_engine::types::{ClientId, ReplicaId, Request};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -190,7 +190,7 @@ impl Session {
 pub fn dispatch(
     frame: ClientFrame,
     reply_to: &ConnResponder,
-    inbox: &Ring<Event<ConnResponder>>,
+    inbox: &Inbox<ConnResponder>,
     members: &HashMap<u32, String>,
 ) -> Option<(u64, Response)> {
     let (request_id, event) = match frame {
@@ -221,7 +221,7 @@ pub fn dispatch(
         }
         ClientFrame::Status { request_id } => (request_id, Event::Status { request_id, reply_to: reply_to.clone() }),
     };
-    match inbox.push(event) {
+    match inbox.post(event) {
         Ok(()) => None,
         Err(_) => Some((request_id, Response::Busy)),
     }
