@@ -35,6 +35,9 @@ pub struct Inbox<R> {
     run_on_delivery: bool,
 }
 
+// A refused event comes back whole (large, but rare: the inbox is full) so the sender can answer
+// its client Busy or leave it to a retransmission, as `Ring::push` does.
+#[allow(clippy::result_large_err)]
 impl<R> Inbox<R> {
     /// An inbox of `capacity` events; `run_on_delivery` chooses how the core runs (module docs).
     pub fn new(capacity: usize, run_on_delivery: bool) -> Self {
