@@ -212,7 +212,7 @@ impl IoThread {
                     continue;
                 }
                 if token.0 >= PEER_TOKENS {
-                    self.read_peer(token.0 - PEER_TOKENS);
+                    self.read_peer(token.0 - PEER_TOKENS, event.is_read_closed());
                     continue;
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -292,12 +292,12 @@ impl IoThread {
         }
         tracing::info!(%remote, peer, "peer connected");
         self.peers[index] = Some(PeerConn::new(stream, peer, slot));
-        self.read_peer(index);
+        self.read_peer(index, false);
     }
 
-    fn read_peer(&mut self, index: usize) {
+    fn read_peer(&mut self, index: usize, peer_closed: bool) {
         let Some(conn) = self.peers.get_mut(index).and_then(Option::as_mut) else { return };
-        if let Err(why) = conn.read(self.ctx.id, &self.ctx.inbox) {
+        if let Err(why) = conn.read(self.ctx.id, &self.ctx.inbox, peer_closed) {
             tracing::info!(peer = conn.peer, %why, "peer connection closed");
             let mut conn = self.peers[index].take().expect("checked above");
             let _ = self.poll.registry().deregister(&mut conn.stream);
