@@ -170,7 +170,7 @@ mod tests {
         // Dribbled in pieces that cut headers and payloads, with reads in between.
         for piece in bytes.chunks(7_001) {
             sender.write_all(piece).unwrap();
-            let _ = conn.read(ME, &ctx.inbox, false).unwrap();
+            conn.read(ME, &ctx.inbox, false).unwrap();
         }
         let posted = read_posted(&mut conn, &ctx, 3);
         assert_eq!(posted[0], heartbeat(PEER, ME, 1));
