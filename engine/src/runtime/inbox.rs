@@ -21,6 +21,9 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::{Mutex, OnceLock, TryLockError};
 use std::time::Duration;
 
+/// Most passes one `serve` runs before it wakes the core thread to carry on.
+const MAX_PASSES_PER_SERVE: usize = 4;
+
 /// One pass of the core over its inbox (`Driver`), as the inbox runs it.
 pub trait CorePass: Send {
     /// Drains the inbox, ticks if due, persists. Returns whether it found work, and how long
@@ -69,8 +72,10 @@ impl<R> Inbox<R> {
         }
     }
 
-    /// After posting: runs the core here while it is free and events wait. Returns at once if
-    /// another thread runs it (that thread looks at the ring again when it lets go).
+    /// After posting: runs the core here while it is free and events wait, for at most
+    /// `MAX_PASSES_PER_SERVE` passes (then the core thread takes over: the caller has its own
+    /// sockets to serve). Returns at once if another thread runs it (that thread looks at the ring
+    /// again when it lets go).
     pub fn serve(&self) {
         if !self.run_on_delivery {
             return;
@@ -79,7 +84,7 @@ impl<R> Inbox<R> {
             self.ring.wake(); // not started yet: the core thread finds the events when it starts
             return;
         };
-        loop {
+        for _ in 0..MAX_PASSES_PER_SERVE {
             fence(Ordering::SeqCst); // the posts before the look at the lock
             let mut held = match core.try_lock() {
                 Ok(held) => held,
@@ -94,6 +99,7 @@ impl<R> Inbox<R> {
                 return;
             }
         }
+        self.ring.wake();
     }
 
     /// Takes the oldest event (the core's side).
