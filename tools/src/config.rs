@@ -602,6 +602,19 @@ addr = "127.0.0.1:7402"
     }
 
     #[test]
+    fn run_on_delivery_follows_the_host_unless_set() {
+        let (_dir, path) = write(GOOD);
+        let default = ReplicaConfig::load(&path).unwrap().node_config();
+        assert_eq!(default.run_core_on_delivery, default.spin_iterations == 0, "parking hosts run the core on delivery");
+        for set in [true, false] {
+            let (_dir, path) = write(&format!("{GOOD}\n[placement]\nrun_core_on_delivery = {set}\n"));
+            assert_eq!(ReplicaConfig::load(&path).unwrap().node_config().run_core_on_delivery, set);
+        }
+        let (_dir, path) = write(&format!("{GOOD}\n[placement]\nrun_core_on_delivery = 1\n"));
+        assert!(ReplicaConfig::load(&path).unwrap_err().to_string().contains("run_core_on_delivery"));
+    }
+
+    #[test]
     fn transport_kinds_and_their_settings_are_checked() {
         let (_dir, path) = write(&format!("{GOOD}\n[transport]\nkind = \"shm\"\nmailbox_mib = 4\n"));
         let config = ReplicaConfig::load(&path).unwrap();

@@ -3,7 +3,8 @@
 //! Roles, each a pinned thread (see [`placement`]):
 //!
 //! ```text
-//!  I/O threads (client + peer sockets) --Event--> [inbox ring] --> protocol core thread
+//!  I/O threads (client + peer sockets) --Event--> [inbox ring] --> protocol core: its thread, or
+//!                                                   the thread that delivered, if free ([`inbox`])
 //!                                                                   | step(now_ms, input)
 //!        peers <-- PeerTransport::send  <-- Send ------------------+
 //!        log   <-- [persist ring] <-- Persist ---------------------+
@@ -14,7 +15,10 @@
 //! The core thread also batches: every client request drained from the inbox in one pass goes into
 //! a single `Input::Propose`. Rings are bounded lock-free queues (crossbeam `ArrayQueue`); a
 //! consumer spins briefly, then yields, then parks until a producer unparks it or its next tick is
-//! due ([`idle`]). Sockets, files and wire formats live outside the engine (tools/ implements
+//! due ([`idle`]). On small hosts, where consumers park at once, the thread that delivers an event
+//! runs the core itself when no other thread is running it ([`inbox`]), and the core persists inline
+//! when the persistence thread is idle ([`persistence`]): at low load a commit then crosses no
+//! thread hand-off. Sockets, files and wire formats live outside the engine (tools/ implements
 //! [`PeerTransport`], [`LogStorage`] and [`Responder`]), so this module stays free of them.
 
 pub mod driver;
