@@ -80,39 +80,40 @@ impl TcpPeers {
         }
         TcpPeers { links, frame: Vec::with_capacity(64 << 10), dropped: 0 }
     }
+}
 
-    /// Writes `envelope` on the calling thread if the writer has nothing queued or unsent and is
-    /// not writing: at low load that saves the hand-off to the writer thread (a wake-up of an idle
-    /// CPU) on every message. Never blocks: what the socket does not take at once becomes the
-    /// writer's leftover. False when the link is busy or down: the caller queues the envelope.
-    fn try_direct(&mut self, link: &PeerLink, envelope: &Envelope) -> bool {
-        if !link.queue.is_empty() {
-            return false;
-        }
-        let Ok(mut socket) = link.socket.try_lock() else { return false };
-        let LinkSocket { stream: Some(stream), leftover } = &mut *socket else { return false };
-        if !leftover.is_empty() {
-            return false;
-        }
-        self.frame.clear();
-        encode_frame(envelope, &mut self.frame);
-        // A full socket buffer or a broken connection sends nothing here: the writer sends the
-        // frame, or finds the connection broken and redials.
-        let sent = send(stream.as_raw_fd(), &self.frame, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL).unwrap_or(0);
-        if sent < self.frame.len() {
-            leftover.extend_from_slice(&self.frame[sent..]);
-            link.has_leftover.store(true, Ordering::SeqCst);
-            drop(socket);
-            link.queue.wake();
-        }
-        true
+/// Writes `envelope` on the calling thread if the link's writer has nothing queued or unsent and
+/// is not writing: at low load that saves the hand-off to the writer thread (a wake-up of an idle
+/// CPU) on every message. Never blocks: what the socket does not take at once becomes the
+/// writer's leftover. False when the link is busy or down: the caller queues the envelope.
+/// `frame` is the caller's encode buffer.
+fn try_direct(link: &PeerLink, envelope: &Envelope, frame: &mut Vec<u8>) -> bool {
+    if !link.queue.is_empty() {
+        return false;
     }
+    let Ok(mut socket) = link.socket.try_lock() else { return false };
+    let LinkSocket { stream: Some(stream), leftover } = &mut *socket else { return false };
+    if !leftover.is_empty() {
+        return false;
+    }
+    frame.clear();
+    encode_frame(envelope, frame);
+    // A full socket buffer or a broken connection sends nothing here: the writer sends the
+    // frame, or finds the connection broken and redials.
+    let sent = send(stream.as_raw_fd(), frame, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL).unwrap_or(0);
+    if sent < frame.len() {
+        leftover.extend_from_slice(&frame[sent..]);
+        link.has_leftover.store(true, Ordering::SeqCst);
+        drop(socket);
+        link.queue.wake();
+    }
+    true
 }
 
 impl PeerTransport for TcpPeers {
     fn send(&mut self, envelope: Envelope) {
-        let Some(link) = self.links.get(&envelope.to.0).cloned() else { return };
-        if self.try_direct(&link, &envelope) {
+        let Some(link) = self.links.get(&envelope.to.0) else { return };
+        if try_direct(link, &envelope, &mut self.frame) {
             return;
         }
         if link.queue.push(envelope).is_err() {
