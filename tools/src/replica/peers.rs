@@ -247,8 +247,9 @@ mod tests {
             assert_eq!(chunk.offset, expected, "frames reordered");
             assert_eq!(chunk.data.len(), 64 << 10);
         }
-        // Once the writer has drained, a frame goes out from the sending thread again.
-        while !link.queue.is_empty() || link.has_leftover.load(Ordering::SeqCst) {
+        // Once the writer has drained and let go of the socket, a frame goes out from the sending
+        // thread again.
+        while !link.queue.is_empty() || link.has_leftover.load(Ordering::SeqCst) || link.socket.try_lock().is_err() {
             std::thread::sleep(Duration::from_millis(1));
         }
         peers.send(chunk(FRAMES, 8));
