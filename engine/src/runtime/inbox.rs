@@ -4,7 +4,9 @@
 //! - a dedicated core thread drains the ring; a producer's push wakes it if it parked. On hosts
 //!   with CPUs to spare the core thread spins when idle, so the wake-up costs nothing.
 //! - run on delivery (the default where idle threads park, i.e. small hosts): a producer posts its
-//!   events quietly, then runs the core's pass itself if no other thread is running it. An idle
+//!   events quietly, then runs the core's pass itself if no other thread is running it. Only
+//!   threads the core never waits for may do so: the persistence thread pushes instead (a pass
+//!   can wait for room in the persist ring, which that thread alone drains). An idle
 //!   replica then serves a message on the thread that received it, with no hand-off. Each hand-off
 //!   wakes a parked thread, and that wake-up is the largest cost of a commit at low load on a
 //!   2-vCPU virtual machine (docs/benchmarks.md, session 6).

@@ -119,9 +119,10 @@ pub fn run<L: LogStorage, R, O: Observer>(persister: Arc<Persister<L, O>>, inbox
     let mut unreported: Option<u64> = None;
     loop {
         if let Some(upto) = unreported {
-            if inbox.post(Event::Persisted { upto }).is_ok() {
+            // Pushed for the core thread, never run here: a pass may hand this thread more writes
+            // and wait for room in its ring, which only this thread drains.
+            if inbox.push(Event::Persisted { upto }).is_ok() {
                 unreported = None;
-                inbox.serve();
             }
         }
         if shared.failed.load(Ordering::Acquire) {
