@@ -419,24 +419,13 @@ mod tests {
     use super::*;
     use crate::wire::{self, ClientFrame, ErrorCode, ServerFrame};
     use bytes::Bytes;
-    use decree_engine::runtime::{Event, Inbox, Placement, Responder};
-    use std::collections::HashMap;
+    use decree_engine::runtime::{Event, Responder};
     use std::net::{TcpListener, TcpStream};
-    use std::sync::atomic::AtomicUsize;
     use std::time::Instant;
 
     /// An I/O thread with a stand-in core thread that answers every request with `reply_bytes`.
     fn serving(reply_bytes: usize) -> (Arc<Context>, Arc<IoShared>, TcpListener) {
-        let ctx = Arc::new(Context {
-            id: 1,
-            key: Arc::new(b"unused: the handshake is the listener's".to_vec()),
-            inbox: Arc::new(Inbox::new(1 << 16, false)),
-            members: HashMap::new(),
-            stop: Arc::new(AtomicBool::new(false)),
-            placement: Placement::default(),
-            connections: AtomicUsize::new(0),
-            io_threads: Some(1),
-        });
+        let ctx = Context::for_test(1, 1 << 16, 0);
         let io = start(ctx.clone(), 0, 1).unwrap();
         let core_ctx = ctx.clone();
         std::thread::spawn(move || {

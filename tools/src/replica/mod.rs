@@ -77,6 +77,24 @@ pub struct Context {
     pub io_threads: Option<usize>,
 }
 
+#[cfg(test)]
+impl Context {
+    /// A context for unit tests of one replica's threads: no members, default placement, one
+    /// I/O thread, an inbox whose core is not started, `connections` already counted.
+    pub(crate) fn for_test(id: u32, inbox_capacity: usize, connections: usize) -> Arc<Context> {
+        Arc::new(Context {
+            id,
+            key: Arc::new(b"unused: the handshake is the listener's".to_vec()),
+            inbox: Arc::new(Inbox::new(inbox_capacity, false)),
+            members: HashMap::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            placement: Placement::default(),
+            connections: std::sync::atomic::AtomicUsize::new(connections),
+            io_threads: Some(1),
+        })
+    }
+}
+
 /// The replica-to-replica transport `config.transport.kind` names.
 fn start_transport(
     config: &ReplicaConfig,

@@ -93,12 +93,9 @@ mod tests {
     use decree_engine::codec::encode_frame;
     use decree_engine::membership::Membership;
     use decree_engine::message::{Envelope, Heartbeat, Message, SnapshotChunk};
-    use decree_engine::runtime::Placement;
     use decree_engine::types::{Ballot, ReplicaId};
-    use std::collections::HashMap;
     use std::io::Write;
     use std::net::TcpListener;
-    use std::sync::atomic::{AtomicBool, AtomicUsize};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
@@ -126,16 +123,7 @@ mod tests {
 
     /// A peer connection over loopback, the sending end, and the inbox it posts to.
     fn connected() -> (PeerConn, std::net::TcpStream, Arc<Context>) {
-        let ctx = Arc::new(Context {
-            id: ME,
-            key: Arc::new(Vec::new()),
-            inbox: Arc::new(Inbox::new(1 << 10, false)),
-            members: HashMap::new(),
-            stop: Arc::new(AtomicBool::new(false)),
-            placement: Placement::default(),
-            connections: AtomicUsize::new(1),
-            io_threads: Some(1),
-        });
+        let ctx = Context::for_test(ME, 1 << 10, 1);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let sender = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (receiver, _) = listener.accept().unwrap();
