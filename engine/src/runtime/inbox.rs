@@ -49,11 +49,6 @@ impl<R> Inbox<R> {
         Inbox { ring: Ring::new(capacity), core: OnceLock::new(), run_on_delivery }
     }
 
-    /// Whether producers run the core themselves.
-    pub fn runs_on_delivery(&self) -> bool {
-        self.run_on_delivery
-    }
-
     /// Queues `event` and wakes the core thread (for threads that must not run the core, and tests).
     pub fn push(&self, event: Event<R>) -> Result<(), Event<R>> {
         self.ring.push(event)
@@ -91,7 +86,7 @@ impl<R> Inbox<R> {
             let mut held = match core.try_lock() {
                 Ok(held) => held,
                 Err(TryLockError::WouldBlock) => return,
-                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::Poisoned(_)) => crash_stop(),
             };
             let Some(pass) = held.as_mut() else { return }; // stopped
             pass.pass();
@@ -125,7 +120,7 @@ impl<R> Inbox<R> {
         self.ring.bind_consumer();
         let Some(core) = self.core.get() else { return };
         while !shared.stopping() {
-            let mut held = core.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut held = core.lock().unwrap_or_else(|_| crash_stop());
             let Some(pass) = held.as_mut() else { return };
             let (worked, until_tick) = pass.pass();
             drop(held);
@@ -136,9 +131,17 @@ impl<R> Inbox<R> {
                 idler.idle(&self.ring.sleeping, || !self.ring.is_empty(), until_tick);
             }
         }
-        let stopped = core.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let stopped = core.lock().unwrap_or_else(|_| crash_stop()).take();
         drop(stopped);
     }
+}
+
+/// The core panicked in the middle of a step on some thread: its state can no longer be trusted,
+/// so the replica stops dead rather than step it again. Crash-stop is a failure Paxos tolerates:
+/// a restart recovers from the durable log.
+fn crash_stop() -> ! {
+    tracing::error!("the protocol core panicked mid-step; stopping the replica (a restart recovers from its log)");
+    std::process::abort()
 }
 
 #[cfg(test)]
