@@ -74,7 +74,7 @@ impl<R> Inbox<R> {
     /// sockets to serve). Returns at once if another thread runs it (that thread looks at the ring
     /// again when it lets go).
     pub fn serve(&self) {
-        if !self.run_on_delivery {
+        if !self.run_on_delivery || self.ring.is_empty() {
             return;
         }
         let Some(core) = self.core.get() else {

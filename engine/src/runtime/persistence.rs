@@ -57,10 +57,19 @@ impl<L: LogStorage, O: Observer> Persister<L, O> {
     /// ticket now durable. Leaves `jobs` untouched (`None`) when the persistence thread holds
     /// earlier writes or is syncing, or the log failed.
     pub fn try_inline(&self, jobs: &mut Vec<PersistJob>) -> Option<u64> {
-        if jobs.is_empty() || !self.jobs.is_empty() || self.shared.failed.load(Ordering::Acquire) {
+        if jobs.is_empty() || !self.jobs.is_empty() {
+            return None;
+        }
+        // Checkpoints are large (a file written and synced): never on a thread that serves sockets.
+        if jobs.iter().any(|(_, write)| matches!(write, DurableWrite::Checkpoint(_))) {
             return None;
         }
         let mut storage = self.storage.try_lock().ok()?;
+        // Checked under the lock, which `fail` always runs under: a write the persistence thread
+        // failed to stage just before must not be covered by a later ticket made durable here.
+        if self.shared.failed.load(Ordering::Acquire) {
+            return None;
+        }
         let staged = jobs.len();
         for (ticket, write) in jobs.drain(..) {
             if let Err(error) = storage.stage(ticket, &write) {
@@ -196,6 +205,22 @@ mod tests {
         assert_eq!(p.try_inline(&mut jobs), Some(2));
         assert!(jobs.is_empty());
         assert_eq!(p.lock().staged, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_checkpoint_is_left_to_the_persistence_thread() {
+        let p = persister();
+        let checkpoint = crate::types::Checkpoint {
+            slot: 1,
+            membership: crate::membership::Membership::new(vec![crate::types::ReplicaId(0)]),
+            config_slot: None,
+            data: bytes::Bytes::from_static(b"state"),
+        };
+        let mut jobs = vec![job(1), (2, DurableWrite::Checkpoint(checkpoint))];
+        assert_eq!(p.try_inline(&mut jobs), None);
+        assert_eq!(jobs.len(), 2);
+        p.hand_over(&mut jobs);
+        assert_eq!(p.round(), Some(2));
     }
 
     #[test]

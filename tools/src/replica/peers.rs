@@ -180,15 +180,21 @@ fn writer(self_id: u32, peer: u32, addr: SocketAddr, key: &[u8], link: &PeerLink
             let Some(stream) = socket.stream.as_mut() else { break };
             if let Err(error) = stream.write_all(&buf) {
                 tracing::warn!(peer, %addr, %error, "peer connection lost; reconnecting");
+                // Under the same lock: a timed-out write may have left half a frame on a live
+                // connection, and nothing may be written after it.
+                drop_connection(link, &mut socket);
                 break;
             }
         }
-        // Whatever was unsent belongs to the lost connection (Paxos retransmits).
-        let mut socket = lock(link);
-        socket.stream = None;
-        socket.leftover.clear();
-        link.has_leftover.store(false, Ordering::Release);
+        drop_connection(link, &mut lock(link));
     }
+}
+
+/// Forgets the link's connection; whatever was unsent belongs to it (Paxos retransmits).
+fn drop_connection(link: &PeerLink, socket: &mut LinkSocket) {
+    socket.stream = None;
+    socket.leftover.clear();
+    link.has_leftover.store(false, Ordering::Release);
 }
 
 /// The link's lock; a panic elsewhere while holding it leaves nothing a writer could misread.
