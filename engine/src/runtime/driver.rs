@@ -273,19 +273,11 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
     /// thread goes back to its sockets while the log syncs. Persisting inline releases the sends
     /// that waited on it, which may stage more writes.
     fn flush_persists(&mut self, inline: bool) {
-        if !inline {
-            self.persister.hand_over(&mut self.persists);
-            return;
+        while inline && !self.persists.is_empty() {
+            let Some(upto) = self.persister.try_inline(&mut self.persists) else { break };
+            self.step(Input::Persisted { upto });
         }
-        while !self.persists.is_empty() {
-            match self.persister.try_inline(&mut self.persists) {
-                Some(upto) => self.step(Input::Persisted { upto }),
-                None => {
-                    self.persister.hand_over(&mut self.persists);
-                    return;
-                }
-            }
-        }
+        self.persister.hand_over(&mut self.persists);
     }
 
     /// The checkpoint policy: hand the core a checkpoint so it can persist it and discard the log

@@ -70,21 +70,21 @@ impl<L: LogStorage, O: Observer> Persister<L, O> {
         if self.shared.failed.load(Ordering::Acquire) {
             return None;
         }
-        let staged = jobs.len();
-        for (ticket, write) in jobs.drain(..) {
-            if let Err(error) = storage.stage(ticket, &write) {
-                fail(&self.shared, error);
-                return None;
-            }
-        }
-        self.sync(&mut storage, staged)
+        self.commit(&mut storage, jobs.drain(..))
     }
 
     /// Stages every write in the ring and syncs them as one group (the persistence thread's round).
     fn round(&self) -> Option<u64> {
         let mut storage = self.lock();
+        self.commit(&mut storage, std::iter::from_fn(|| self.jobs.pop()))
+    }
+
+    /// One group commit of `writes`, in order: stage each, then ONE sync. Returns the highest
+    /// ticket now durable; None if there was nothing to stage or the log failed (the replica
+    /// then stops acknowledging).
+    fn commit(&self, storage: &mut L, writes: impl Iterator<Item = PersistJob>) -> Option<u64> {
         let mut staged = 0usize;
-        while let Some((ticket, write)) = self.jobs.pop() {
+        for (ticket, write) in writes {
             if let Err(error) = storage.stage(ticket, &write) {
                 fail(&self.shared, error);
                 return None;
@@ -94,10 +94,6 @@ impl<L: LogStorage, O: Observer> Persister<L, O> {
         if staged == 0 {
             return None;
         }
-        self.sync(&mut storage, staged)
-    }
-
-    fn sync(&self, storage: &mut L, staged: usize) -> Option<u64> {
         let upto = match storage.sync() {
             Ok(upto) => upto,
             Err(error) => {
