@@ -152,7 +152,10 @@ fn reader_loop(
             window
                 .completed
                 .fetch_add(std::mem::take(&mut completed), Ordering::Relaxed);
-            if !batch.is_empty() && freed.send(std::mem::take(&mut batch)).is_err() {
+            // The next burst's list starts at this one's size: no regrowth per reply.
+            let burst = batch.len();
+            let sent = std::mem::replace(&mut batch, Vec::with_capacity(burst));
+            if !sent.is_empty() && freed.send(sent).is_err() {
                 return tally;
             }
         }

@@ -22,8 +22,8 @@ impl ReadOnly for KvStore {
 
     fn query(&mut self, op: &[u8]) -> Bytes {
         match KvOp::decode_borrowed(op) {
-            // A Get leaves the store unchanged; `apply` is the store's only entry point.
-            Ok(get @ KvOp::Get { .. }) => self.apply(get).encode(),
+            // A Get leaves the store unchanged.
+            Ok(KvOp::Get { key }) => self.get_reply(key),
             _ => unreachable!("contract violated: query-only-read-only-ops"),
         }
     }

@@ -142,10 +142,11 @@ impl World {
     pub fn new(seed: u64, config: SimConfig, options: SimOptions) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed);
         let nodes = (0..config.pool)
-            .map(|node| Node {
+            .map(|node| kv_seed(seed, node))
+            .map(|node_kv_seed| Node {
                 core: None,
                 applier: Applier::new(
-                    KvStore::with_hash_seed(kv_seed(seed, node)),
+                    KvStore::with_hash_seed(node_kv_seed),
                     Membership::new((0..config.voters as u32).map(ReplicaId).collect()),
                 ),
                 storage: SimStorage::default(),
@@ -156,7 +157,7 @@ impl World {
                 clock_rate_ppm: rng.i64(-(config.max_drift_ppm as i64)..=config.max_drift_ppm as i64),
                 commit_checked: 0,
                 last_checkpoint: 0,
-                kv_seed: kv_seed(seed, node),
+                kv_seed: node_kv_seed,
             })
             .collect();
         let clients = (0..config.clients).map(|_| SimClient::new(rng.usize(0..config.pool))).collect();
@@ -448,16 +449,12 @@ impl World {
         let checkpoint = state.applier.checkpoint();
         state.last_checkpoint = checkpoint.slot;
         let digest = crc32c::crc32c(&checkpoint.data);
-        match self.checkpoint_digests.entry(checkpoint.slot) {
-            std::collections::btree_map::Entry::Vacant(free) => drop(free.insert((node, digest))),
-            std::collections::btree_map::Entry::Occupied(held) if held.get().1 != digest => {
-                return Err(Violation::Diverged(format!(
-                    "replicas {} and {node} wrote different checkpoint bytes at slot {}",
-                    held.get().0,
-                    checkpoint.slot
-                )));
-            }
-            std::collections::btree_map::Entry::Occupied(_) => {}
+        let &mut (first, held) = self.checkpoint_digests.entry(checkpoint.slot).or_insert((node, digest));
+        if held != digest {
+            return Err(Violation::Diverged(format!(
+                "replicas {first} and {node} wrote different checkpoint bytes at slot {}",
+                checkpoint.slot
+            )));
         }
         self.report.checkpoints_taken += 1;
         self.step(node, Input::CheckpointTaken(checkpoint))
