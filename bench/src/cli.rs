@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Log backends the replica server accepts (decree-tools' list).
-pub const LOG_BACKENDS: [&str; 8] = decree_tools::config::LOG_BACKENDS;
+pub const LOG_BACKENDS: [&str; decree_tools::config::LOG_BACKENDS.len()] = decree_tools::config::LOG_BACKENDS;
 /// Largest value size accepted (the client frame limit leaves room for the key).
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 
@@ -49,7 +49,7 @@ pub struct RunArgs {
     /// `--features decree-tools/rdma` and an RDMA device).
     #[arg(long, default_value = "tcp")]
     pub transport: String,
-    /// Log backend: auto, dax, devdax, file, file-pwrite, file-uring, file-mmap, or memory
+    /// Log backend: auto, dax, devdax, file, file-direct, file-pwrite, file-uring, file-mmap, or memory
     /// (volatile: no durability at all, for measuring the protocol without storage).
     #[arg(long, default_value = "file")]
     pub log_backend: String,

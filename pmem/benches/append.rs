@@ -38,6 +38,7 @@ fn main() {
     println!();
     println!("durable append (append + sync per record); ratio = p50 / raw fdatasync p50");
     let mut backends: Vec<(String, Backend, PathBuf)> = vec![
+        ("file-direct".into(), Backend::File(FileStrategy::Direct), dir.clone()),
         ("file-pwrite".into(), Backend::File(FileStrategy::Pwrite), dir.clone()),
         ("file-uring".into(), Backend::File(FileStrategy::Uring), dir.clone()),
         ("file-mmap".into(), Backend::File(FileStrategy::Mmap), dir.clone()),

@@ -4,6 +4,7 @@
 use crate::dax::DaxMedium;
 use crate::error::{Error, Result};
 use crate::file::{open_or_create, publish, LogFile, PwriteMedium};
+use crate::file_direct::DirectMedium;
 use crate::file_mmap::MmapMedium;
 use crate::file_uring::UringMedium;
 use crate::log::Log;
@@ -14,7 +15,11 @@ use std::path::PathBuf;
 /// How the `file` backend persists a group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileStrategy {
-    /// pwrite + fdatasync: the default, measured fastest here (see the crate README).
+    /// O_DIRECT where the filesystem takes it (`DirectMedium`), else pwrite: the default.
+    DirectOrPwrite,
+    /// O_DIRECT block writes + fdatasync; fails where the filesystem refuses O_DIRECT (tmpfs).
+    Direct,
+    /// pwrite + fdatasync through the page cache.
     Pwrite,
     /// io_uring write + fdatasync, linked in one submission.
     Uring,
@@ -25,7 +30,7 @@ pub enum FileStrategy {
 /// Which backend to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// /dev/dax* -> devdax; else dax if MAP_SYNC works on the file; else file (pwrite).
+    /// /dev/dax* -> devdax; else dax if MAP_SYNC works on the file; else file.
     Auto,
     /// MAP_SYNC on a file in a DAX filesystem; fails if unsupported.
     Dax,
@@ -43,11 +48,12 @@ pub const MEMORY_WARNING: &str = "log backend memory is volatile: a restart lose
 
 impl Backend {
     /// Every config name and the backend it selects: `parse` and `NAMES` both read this one table.
-    const BY_NAME: [(&'static str, Backend); 8] = [
+    const BY_NAME: [(&'static str, Backend); 9] = [
         ("auto", Backend::Auto),
         ("dax", Backend::Dax),
         ("devdax", Backend::DevDax),
-        ("file", Backend::File(FileStrategy::Pwrite)),
+        ("file", Backend::File(FileStrategy::DirectOrPwrite)),
+        ("file-direct", Backend::File(FileStrategy::Direct)),
         ("file-pwrite", Backend::File(FileStrategy::Pwrite)),
         ("file-uring", Backend::File(FileStrategy::Uring)),
         ("file-mmap", Backend::File(FileStrategy::Mmap)),
@@ -55,8 +61,8 @@ impl Backend {
     ];
 
     /// Every name `parse` accepts, for error messages and command-line help.
-    pub const NAMES: [&'static str; 8] = {
-        let mut names = [""; 8];
+    pub const NAMES: [&'static str; 9] = {
+        let mut names = [""; 9];
         let mut i = 0;
         while i < names.len() {
             names[i] = Self::BY_NAME[i].0;
@@ -115,18 +121,18 @@ pub fn open(config: &Config) -> Result<Log<Box<dyn Medium>>> {
             let copy = LogFile { file: dup, size_bytes: file.size_bytes, created, resource: file.resource.clone() };
             match DaxMedium::fsdax(copy) {
                 Ok(dax) => (Box::new(dax), created, "auto: MAP_SYNC accepted, the file is on a DAX filesystem".into()),
-                Err(Error::Unsupported { detail, .. }) => (
-                    Box::new(PwriteMedium::new(file)),
-                    created,
-                    format!("auto: {detail}; pwrite + fdatasync group commit"),
-                ),
+                Err(Error::Unsupported { detail, .. }) => {
+                    let (medium, how) = direct_or_pwrite(file)?;
+                    (medium, created, format!("auto: {detail}; {how}"))
+                }
                 Err(e) => return Err(e),
             }
         }
         Backend::File(strategy) => {
             let file = open_or_create(path, config.size_bytes)?;
             let created = file.created;
-            (file_medium(file, strategy)?, created, format!("configured file ({strategy:?})"))
+            let (medium, how) = file_medium(file, strategy)?;
+            (medium, created, format!("configured file ({strategy:?}): {how}"))
         }
     };
     tracing::info!(backend = medium.kind().name(), resource = medium.resource(), why, "pmem backend selected");
@@ -156,13 +162,41 @@ fn format_blank_devdax(path: &std::path::Path, resource: String, detail: String)
     Log::create(Box::new(medium) as Box<dyn Medium>)
 }
 
-fn file_medium(file: LogFile, strategy: FileStrategy) -> Result<Box<dyn Medium>> {
+/// A direct-write medium on `file` if its filesystem takes O_DIRECT, else pwrite; and which, why.
+fn direct_or_pwrite(file: LogFile) -> Result<(Box<dyn Medium>, String)> {
+    let dup = file.file.try_clone().map_err(|source| Error::Io { resource: file.resource.clone(), op: "dup", source })?;
+    let copy = LogFile { file: dup, size_bytes: file.size_bytes, created: file.created, resource: file.resource.clone() };
+    match DirectMedium::new(copy) {
+        Ok(direct) => Ok((Box::new(direct), medium_how(FileStrategy::Direct).into())),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+            Ok((Box::new(PwriteMedium::new(file)), format!("{e}; {}", medium_how(FileStrategy::Pwrite))))
+        }
+        Err(source) => Err(Error::Io { resource: file.resource, op: "open for direct writes", source }),
+    }
+}
+
+/// The medium for `strategy` on `file`, and how it persists.
+fn file_medium(file: LogFile, strategy: FileStrategy) -> Result<(Box<dyn Medium>, String)> {
     let resource = file.resource.clone();
-    Ok(match strategy {
+    let medium: Box<dyn Medium> = match strategy {
+        FileStrategy::DirectOrPwrite => return direct_or_pwrite(file),
+        FileStrategy::Direct => {
+            Box::new(DirectMedium::new(file).map_err(|source| Error::Io { resource, op: "open for direct writes", source })?)
+        }
         FileStrategy::Pwrite => Box::new(PwriteMedium::new(file)),
         FileStrategy::Uring => Box::new(UringMedium::new(file).map_err(|source| Error::Io { resource, op: "io_uring setup", source })?),
         FileStrategy::Mmap => Box::new(MmapMedium::new(file).map_err(|source| Error::Io { resource, op: "mmap", source })?),
-    })
+    };
+    Ok((medium, medium_how(strategy).into()))
+}
+
+fn medium_how(strategy: FileStrategy) -> &'static str {
+    match strategy {
+        FileStrategy::DirectOrPwrite | FileStrategy::Direct => "O_DIRECT block writes + fdatasync group commit",
+        FileStrategy::Pwrite => "pwrite + fdatasync group commit",
+        FileStrategy::Uring => "io_uring writes + linked fdatasync",
+        FileStrategy::Mmap => "shared mapping + msync",
+    }
 }
 
 #[cfg(test)]

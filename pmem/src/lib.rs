@@ -24,6 +24,7 @@ pub mod dax;
 pub mod error;
 pub mod faulty;
 pub mod file;
+pub mod file_direct;
 pub mod file_mmap;
 pub mod file_uring;
 pub mod flush;

@@ -10,6 +10,8 @@ pub enum BackendKind {
     FsDax,
     /// Mapping of a device-DAX node (/dev/daxX.Y); registrable as an RDMA memory region.
     DevDax,
+    /// Ordinary file, O_DIRECT block writes + fdatasync (no page cache).
+    FileDirect,
     /// Ordinary file, pwrite + fdatasync.
     FilePwrite,
     /// Ordinary file, io_uring write + fdatasync (linked).
@@ -28,6 +30,7 @@ impl BackendKind {
         match self {
             BackendKind::FsDax => "dax",
             BackendKind::DevDax => "devdax",
+            BackendKind::FileDirect => "file-direct",
             BackendKind::FilePwrite => "file-pwrite",
             BackendKind::FileUring => "file-uring",
             BackendKind::FileMmap => "file-mmap",

@@ -41,6 +41,15 @@ fn pwrite_strategy_round_trips_and_wraps() {
 }
 
 #[test]
+fn direct_strategy_round_trips_and_wraps() {
+    if !common::direct_io_works() {
+        eprintln!("skipped: the temp dir refuses O_DIRECT");
+        return;
+    }
+    round_trip(FileStrategy::Direct, BackendKind::FileDirect);
+}
+
+#[test]
 fn uring_strategy_round_trips_and_wraps() {
     round_trip(FileStrategy::Uring, BackendKind::FileUring);
 }
@@ -57,7 +66,7 @@ fn auto_falls_back_to_file_where_map_sync_is_refused_and_dax_says_why() {
     let fs_type = String::from_utf8_lossy(&fs_type.stdout).trim().to_string();
     let config = Config { path: scratch.path("log"), size_bytes: 1 << 20, backend: Backend::Auto };
     let log = open(&config).unwrap();
-    assert_eq!(log.backend(), BackendKind::FilePwrite, "temp dir on {fs_type} is not DAX");
+    assert_eq!(log.backend(), common::plain_file_kind(), "temp dir on {fs_type} is not DAX");
     drop(log);
     match open(&Config { backend: Backend::Dax, ..config }) {
         Err(Error::Unsupported { detail, .. }) => assert!(detail.contains("MAP_SYNC"), "{detail}"),
@@ -105,5 +114,5 @@ fn the_backend_choice_is_logged_with_its_reason() {
     tracing::subscriber::with_default(subscriber, || drop(open(&config).unwrap()));
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let line = text.lines().find(|l| l.contains("pmem backend selected")).unwrap_or_else(|| panic!("no selection line in {text}"));
-    assert!(line.contains("file-pwrite") && line.contains("MAP_SYNC refused"), "{line}");
+    assert!(line.contains(common::plain_file_kind().name()) && line.contains("MAP_SYNC refused"), "{line}");
 }

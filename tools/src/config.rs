@@ -56,7 +56,7 @@ pub struct Member {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSection {
-    /// auto | dax | devdax | file | file-pwrite | file-uring | file-mmap | memory (volatile:
+    /// auto | dax | devdax | file | file-direct | file-pwrite | file-uring | file-mmap | memory (volatile:
     /// a restart starts with an empty log; benchmarks only).
     #[serde(default = "default_backend")]
     pub backend: String,
@@ -98,7 +98,7 @@ pub struct TransportSection {
 }
 
 /// Log backends the server accepts (`log.backend`).
-pub const LOG_BACKENDS: [&str; 8] = decree_pmem::Backend::NAMES;
+pub const LOG_BACKENDS: [&str; decree_pmem::Backend::NAMES.len()] = decree_pmem::Backend::NAMES;
 
 /// Transports this build serves.
 pub const TRANSPORTS: &[&str] = if cfg!(feature = "rdma") { &["tcp", "shm", "rdma"] } else { &["tcp", "shm"] };

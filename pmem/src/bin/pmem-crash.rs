@@ -5,7 +5,7 @@
 //!
 //!     pmem-crash loop --dir DIR --iterations N [--seed S] [--max-kill-ms M] [--backend B]
 //!
-//! B is file-pwrite, file-uring, file-mmap, dax, or `rotate` (the three file strategies in turn;
+//! B is file-direct, file-pwrite, file-uring, file-mmap, dax, or `rotate` (the four file strategies in turn;
 //! they share one on-disk format). Exit 0 iff every iteration passed.
 
 use decree_engine::types::Ballot;
@@ -151,7 +151,7 @@ fn parent(dir: PathBuf, iterations: u64, seed: u64, max_kill_ms: u64, backend: S
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = dir.join(format!("crash-{seed}.log"));
     let _ = std::fs::remove_file(&path);
-    let backends: Vec<&str> = if backend == "rotate" { vec!["file-pwrite", "file-uring", "file-mmap"] } else { vec![backend.as_str()] };
+    let backends: Vec<&str> = if backend == "rotate" { vec!["file-direct", "file-pwrite", "file-uring", "file-mmap"] } else { vec![backend.as_str()] };
     drop(open(&config(path.clone(), backends[0])?).map_err(|e| e.to_string())?);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut rng = fastrand::Rng::with_seed(seed);

@@ -55,6 +55,8 @@ fn expect_backend(kind: BackendKind, backend: &str) -> Result<(), String> {
     let expected = match backend {
         "dax" => BackendKind::FsDax,
         "devdax" => BackendKind::DevDax,
+        // The guest's ext4 on the NVDIMM's block device takes O_DIRECT: `file` must pick it.
+        "file" | "file-direct" => BackendKind::FileDirect,
         _ => BackendKind::FilePwrite,
     };
     if kind == expected {

@@ -35,3 +35,19 @@ pub fn payload(slot: u64, round: u64, len: usize) -> Vec<u8> {
     v.resize(len, (slot ^ round) as u8);
     v
 }
+
+/// Whether the system temp dir's filesystem takes O_DIRECT (tmpfs before Linux 6.6 does not).
+pub fn direct_io_works() -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let scratch = Scratch::new("direct-probe");
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).custom_flags(libc::O_DIRECT).open(scratch.path("probe")).is_ok()
+}
+
+/// The backend the `file` choice (and auto without DAX) runs on in the temp dir.
+pub fn plain_file_kind() -> decree_pmem::BackendKind {
+    if direct_io_works() {
+        decree_pmem::BackendKind::FileDirect
+    } else {
+        decree_pmem::BackendKind::FilePwrite
+    }
+}
