@@ -143,6 +143,35 @@ fn sync_writes(path: &Path, iterations: usize) -> std::io::Result<Histogram<u64>
     Ok(histogram)
 }
 
+/// Latency in µs of `iterations` 4 KiB O_DIRECT writes + fdatasync on one preallocated file in
+/// `dir`, through the log's own direct medium: what the `file` backend persists with wherever the
+/// filesystem takes O_DIRECT (the page cache's writeback is not in it). `None` where the
+/// filesystem refuses O_DIRECT (the log then uses pwrite, which `fdatasync_us` measures).
+pub fn direct_fdatasync_us(dir: &Path, iterations: usize) -> std::io::Result<Option<Histogram<u64>>> {
+    use decree_pmem::file::LogFile;
+    use decree_pmem::file_direct::{DirectMedium, BLOCK_BYTES};
+    use decree_pmem::Medium;
+    let mut parts = on_probe_files(dir, 1, |path| {
+        let (file, block) = prepared_file(path)?;
+        let log_file =
+            LogFile { file, size_bytes: SYNC_FILE_BYTES, created: false, resource: path.display().to_string() };
+        let mut medium = match DirectMedium::new(log_file) {
+            Ok(medium) => medium,
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut histogram = new_histogram_us();
+        for i in 0..iterations as u64 {
+            let began = Instant::now();
+            medium.write_at((i * BLOCK_BYTES as u64) % SYNC_FILE_BYTES, &block)?;
+            medium.persist()?;
+            histogram.saturating_record(began.elapsed().as_micros() as u64);
+        }
+        Ok(Some(histogram))
+    })?;
+    Ok(parts.pop().flatten())
+}
+
 /// Median and p99 in microseconds.
 pub struct Baseline {
     /// Loopback TCP round trip (1 byte each way).

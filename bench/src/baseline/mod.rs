@@ -3,7 +3,9 @@
 mod shm;
 
 /// Shared with `decree bench`, so both print the same baselines.
-pub use decree_tools::bench_baseline::{fdatasync_pair_us, fdatasync_us, tcp_round_trip_us};
+pub use decree_tools::bench_baseline::{
+    direct_fdatasync_us, fdatasync_pair_us, fdatasync_us, tcp_round_trip_us,
+};
 pub use shm::shm_round_trip_ns;
 
 use crate::error::BenchError;
@@ -48,6 +50,9 @@ pub struct Baselines {
     /// Two writers released together, until both have synced: two replicas durable at once, as
     /// a 3-replica commit needs when every replica logs to this one disk.
     pub fdatasync_pair: LatencySummary,
+    /// 4 KiB O_DIRECT write + fdatasync through the log's direct medium, one writer: the `file`
+    /// backend's own primitive where the filesystem takes O_DIRECT (None: it refuses it).
+    pub fdatasync_direct: Option<LatencySummary>,
     /// The directory fdatasync was measured in.
     pub fdatasync_dir: String,
     /// Floor of a durable commit's latency: TCP round trip p50 + one lone fdatasync p50.
@@ -89,6 +94,12 @@ pub fn measure(
             source,
         }
     })?;
+    let direct = direct_fdatasync_us(log_dir, iterations.fdatasync).map_err(|source| {
+        BenchError::Baseline {
+            name: "fdatasync (O_DIRECT)",
+            source,
+        }
+    })?;
     let shm = shm_round_trip_ns(iterations.shm);
     let shm_ns = (shm.value_at_quantile(0.5), shm.value_at_quantile(0.99));
     let (tcp, sync, concurrent, pair) = (
@@ -107,6 +118,7 @@ pub fn measure(
         tcp_round_trip: tcp,
         shm_round_trip_ns: shm_ns,
         fdatasync: sync,
+        fdatasync_direct: direct.as_ref().map(LatencySummary::of),
         fdatasync_dir: log_dir.display().to_string(),
     })
 }
@@ -132,6 +144,9 @@ mod tests {
         .unwrap();
         assert_eq!(b.tcp_round_trip.count, 50);
         assert_eq!(b.fdatasync.count, 5);
+        if let Some(direct) = &b.fdatasync_direct {
+            assert_eq!(direct.count, 5, "one sample per direct write + sync");
+        }
         assert_eq!(b.fdatasync_concurrent.count, 15, "3 writers x 5 syncs");
         assert_eq!(b.fdatasync_pair.count, 5, "one sample per pair of syncs");
         assert_eq!(
