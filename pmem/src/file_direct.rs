@@ -55,12 +55,14 @@ pub struct DirectMedium {
 impl DirectMedium {
     /// Opens a second, O_DIRECT descriptor of `file` (through /proc/self/fd: before `publish` the
     /// file has no name of its own yet) and checks a direct write is accepted there, by writing
-    /// the first block back unchanged. `Unsupported` errors (EINVAL, e.g. tmpfs) say the
-    /// filesystem refuses direct I/O.
+    /// the first block back unchanged. `Unsupported` errors say direct writes cannot serve this
+    /// file: the filesystem refuses O_DIRECT (EINVAL, e.g. tmpfs before Linux 6.6) or the size is
+    /// not whole blocks.
     pub fn new(file: LogFile) -> io::Result<DirectMedium> {
         if file.size_bytes % BLOCK_BYTES as u64 != 0 || file.size_bytes == 0 {
+            // Unsupported, not invalid: `file` then falls back to pwrite, which takes any size.
             return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
+                io::ErrorKind::Unsupported,
                 format!(
                     "{}: size {} is not a whole number of {BLOCK_BYTES}-byte blocks",
                     file.resource, file.size_bytes
@@ -291,6 +293,7 @@ mod tests {
         let dir = scratch("size");
         let file = open_or_create(&dir.join("log"), 4096 * 3 + 1).unwrap();
         let error = DirectMedium::new(file).err().expect("refused");
+        assert_eq!(error.kind(), io::ErrorKind::Unsupported, "so that `file` falls back to pwrite");
         assert!(error.to_string().contains("not a whole number"), "{error}");
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -50,6 +50,23 @@ fn direct_strategy_round_trips_and_wraps() {
 }
 
 #[test]
+fn file_falls_back_to_pwrite_where_direct_writes_cannot_serve_and_file_direct_refuses() {
+    let scratch = Scratch::new("fallback");
+    // Not whole 4 KiB blocks: direct writes could not cover the last bytes.
+    let config =
+        Config { path: scratch.path("log"), size_bytes: (64 << 10) + 512, backend: Backend::parse("file").unwrap() };
+    let log = open(&config).unwrap();
+    assert_eq!(log.backend(), BackendKind::FilePwrite);
+    drop(log);
+    match open(&Config { backend: Backend::File(FileStrategy::Direct), ..config }) {
+        Err(Error::Io { op, source, .. }) => {
+            assert!(op.contains("direct") && source.to_string().contains("whole number"), "{op}: {source}")
+        }
+        other => panic!("file-direct must refuse, got {:?}", other.map(|l| l.backend())),
+    }
+}
+
+#[test]
 fn uring_strategy_round_trips_and_wraps() {
     round_trip(FileStrategy::Uring, BackendKind::FileUring);
 }
@@ -85,7 +102,8 @@ fn devdax_refuses_a_regular_file() {
 #[test]
 fn a_second_opener_is_refused_while_the_first_holds_the_log() {
     let scratch = Scratch::new("lock");
-    let config = Config { path: scratch.path("log"), size_bytes: 1 << 20, backend: Backend::File(FileStrategy::Pwrite) };
+    let config =
+        Config { path: scratch.path("log"), size_bytes: 1 << 20, backend: Backend::File(FileStrategy::Pwrite) };
     let first = open(&config).unwrap();
     assert!(matches!(open(&config), Err(Error::Locked { .. })));
     drop(first);
@@ -113,6 +131,9 @@ fn the_backend_choice_is_logged_with_its_reason() {
     let config = Config { path: scratch.path("log"), size_bytes: 1 << 20, backend: Backend::Auto };
     tracing::subscriber::with_default(subscriber, || drop(open(&config).unwrap()));
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let line = text.lines().find(|l| l.contains("pmem backend selected")).unwrap_or_else(|| panic!("no selection line in {text}"));
+    let line = text
+        .lines()
+        .find(|l| l.contains("pmem backend selected"))
+        .unwrap_or_else(|| panic!("no selection line in {text}"));
     assert!(line.contains(common::plain_file_kind().name()) && line.contains("MAP_SYNC refused"), "{line}");
 }

@@ -40,7 +40,13 @@ pub fn payload(slot: u64, round: u64, len: usize) -> Vec<u8> {
 pub fn direct_io_works() -> bool {
     use std::os::unix::fs::OpenOptionsExt;
     let scratch = Scratch::new("direct-probe");
-    std::fs::OpenOptions::new().write(true).create(true).truncate(true).custom_flags(libc::O_DIRECT).open(scratch.path("probe")).is_ok()
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(scratch.path("probe"))
+        .is_ok()
 }
 
 /// The backend the `file` choice (and auto without DAX) runs on in the temp dir.
