@@ -5,9 +5,10 @@
 //!
 //! Writes are staged in aligned blocks until `persist` (or until the stage is full) and leave in
 //! one `pwritev` per run of consecutive blocks. A partly written block needs its old bytes: the
-//! block the last persist ended in (where the next append starts) is kept for that, any other one
-//! is read back first. Reads go through an ordinary descriptor of the same file; the kernel drops
-//! cached pages a direct write covers, so they see what was written.
+//! block the last persist ended in (where the next append starts) is kept for that; any other one
+//! is read back first, with the 15 blocks after it, where the next groups will end. Reads go
+//! through an ordinary descriptor of the same file; the kernel drops cached pages a direct write
+//! covers, so they see what was written.
 
 use crate::file::LogFile;
 use crate::medium::{check_range, BackendKind, Medium};
