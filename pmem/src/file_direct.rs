@@ -119,21 +119,20 @@ impl DirectMedium {
         let old: Vec<Box<Block>> = std::mem::take(&mut self.clean).into_values().collect();
         self.spare.extend(old);
         let mut blocks: Vec<Box<Block>> = (0..count).map(|_| self.spare.pop().unwrap_or_else(Block::zeroed)).collect();
+        // Whole blocks read so far; a short read resumes at the first block it did not finish
+        // (O_DIRECT reads whole blocks, and reading one again is harmless).
         let mut done = 0usize;
-        while done < count * BLOCK_BYTES {
-            let block = done / BLOCK_BYTES;
-            let mut slices: Vec<IoSliceMut> = blocks[block..].iter_mut().map(|b| IoSliceMut::new(&mut b.0)).collect();
-            // Resume mid-block after a short read: drop the part of the first slice already read.
-            IoSliceMut::advance_slices(&mut slices.as_mut_slice(), done % BLOCK_BYTES);
-            let read = preadv(&self.direct, &mut slices, (index * BLOCK_BYTES as u64 + done as u64) as i64)
-                .map_err(io::Error::from)?;
-            if read == 0 {
+        while done < count {
+            let mut slices: Vec<IoSliceMut> = blocks[done..].iter_mut().map(|b| IoSliceMut::new(&mut b.0)).collect();
+            let offset = (index + done as u64) * BLOCK_BYTES as u64;
+            let read = preadv(&self.direct, &mut slices, offset as i64).map_err(io::Error::from)?;
+            if read < BLOCK_BYTES {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("{}: block {index} past the end", self.file.resource),
+                    format!("{}: direct read of block {} got {read} bytes", self.file.resource, index + done as u64),
                 ));
             }
-            done += read;
+            done += read / BLOCK_BYTES;
         }
         let first = blocks.remove(0);
         for (offset, block) in blocks.into_iter().enumerate() {
