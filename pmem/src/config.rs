@@ -117,9 +117,7 @@ pub fn open(config: &Config) -> Result<Log<Box<dyn Medium>>> {
         Backend::Auto => {
             let file = open_or_create(path, config.size_bytes)?;
             let created = file.created;
-            let dup = file.file.try_clone().map_err(|source| Error::Io { resource: file.resource.clone(), op: "dup", source })?;
-            let copy = LogFile { file: dup, size_bytes: file.size_bytes, created, resource: file.resource.clone() };
-            match DaxMedium::fsdax(copy) {
+            match DaxMedium::fsdax(file.try_clone()?) {
                 Ok(dax) => (Box::new(dax), created, "auto: MAP_SYNC accepted, the file is on a DAX filesystem".into()),
                 Err(Error::Unsupported { detail, .. }) => {
                     let (medium, how) = direct_or_pwrite(file)?;
@@ -164,9 +162,7 @@ fn format_blank_devdax(path: &std::path::Path, resource: String, detail: String)
 
 /// A direct-write medium on `file` if its filesystem takes O_DIRECT, else pwrite; and which, why.
 fn direct_or_pwrite(file: LogFile) -> Result<(Box<dyn Medium>, String)> {
-    let dup = file.file.try_clone().map_err(|source| Error::Io { resource: file.resource.clone(), op: "dup", source })?;
-    let copy = LogFile { file: dup, size_bytes: file.size_bytes, created: file.created, resource: file.resource.clone() };
-    match DirectMedium::new(copy) {
+    match DirectMedium::new(file.try_clone()?) {
         Ok(direct) => Ok((Box::new(direct), medium_how(FileStrategy::Direct).into())),
         Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
             Ok((Box::new(PwriteMedium::new(file)), format!("{e}; {}", medium_how(FileStrategy::Pwrite))))

@@ -23,6 +23,16 @@ pub struct LogFile {
     pub resource: String,
 }
 
+impl LogFile {
+    /// A second handle on the same open file (a dup, sharing its lock), so a backend can be tried
+    /// on the copy and, if it refuses, another one built from the original.
+    pub fn try_clone(&self) -> Result<LogFile> {
+        let file =
+            self.file.try_clone().map_err(|source| Error::Io { resource: self.resource.clone(), op: "dup", source })?;
+        Ok(LogFile { file, size_bytes: self.size_bytes, created: self.created, resource: self.resource.clone() })
+    }
+}
+
 /// Opens `path`, or creates `size_bytes` of zeros under a temporary name beside it (fsynced);
 /// call `publish` once it is formatted.
 pub fn open_or_create(path: &Path, size_bytes: u64) -> Result<LogFile> {

@@ -13,7 +13,6 @@
 use crate::file::LogFile;
 use crate::medium::{check_range, BackendKind, Medium};
 use nix::sys::uio::{preadv, pwritev};
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::AsRawFd;
@@ -26,12 +25,13 @@ pub const BLOCK_BYTES: usize = 4096;
 /// large group commits.
 const MAX_STAGED_BLOCKS: usize = 256;
 
-/// Most iovecs one `pwritev` takes (Linux's IOV_MAX).
-const MAX_IOVECS: usize = 1024;
+/// Most blocks one `pwritev` or `preadv` takes (256 KiB); its iovecs live on the stack, so a
+/// group commit allocates nothing.
+const BLOCKS_PER_CALL: usize = 64;
 
 /// Blocks read at once when a partly written block is not cached (64 KiB): appends move forward,
 /// so the blocks after it are the next ones a group ends in, and each would need reading too.
-const READ_AHEAD_BLOCKS: u64 = 16;
+const READ_AHEAD_BLOCKS: usize = 16;
 
 /// One block, aligned as O_DIRECT requires of the memory it writes from.
 #[repr(C, align(4096))]
@@ -43,22 +43,31 @@ impl Block {
     }
 }
 
+/// Blocks by block index, few enough to search linearly (at most `MAX_STAGED_BLOCKS`); a `Vec`
+/// with its room reserved up front, so staging allocates nothing once warm.
+type Blocks = Vec<(u64, Box<Block>)>;
+
+fn position(blocks: &Blocks, index: u64) -> Option<usize> {
+    // From the back: an append continues the block staged last.
+    blocks.iter().rposition(|(at, _)| *at == index)
+}
+
 /// O_DIRECT write + fdatasync medium.
 pub struct DirectMedium {
     /// Buffered descriptor: reads.
     file: LogFile,
     /// O_DIRECT descriptor of the same file: writes and the sync.
     direct: File,
-    /// Blocks written since they last left, by block index, each with its whole new content.
-    staged: BTreeMap<u64, Box<Block>>,
+    /// Blocks written since they last left, each with its whole new content.
+    staged: Blocks,
     /// Blocks whose content is known to equal the file's: the block the last write-out ended in
     /// (where the next append starts) and the blocks read ahead after a read. A block is taken
     /// out of here when it is staged, so nothing here is older than the file.
-    clean: BTreeMap<u64, Box<Block>>,
+    clean: Blocks,
     /// Blocks written out since the last fdatasync.
     unsynced: bool,
-    /// Written-out blocks kept for reuse (at most `MAX_STAGED_BLOCKS`): a reused block is always
-    /// wholly overwritten or read back first, so none of its old bytes survive.
+    /// Blocks kept for reuse: a reused block is always wholly overwritten or read back first, so
+    /// none of its old bytes survive.
     spare: Vec<Box<Block>>,
 }
 
@@ -85,110 +94,131 @@ impl DirectMedium {
         let mut medium = DirectMedium {
             file,
             direct,
-            staged: BTreeMap::new(),
-            clean: BTreeMap::new(),
+            staged: Vec::with_capacity(MAX_STAGED_BLOCKS),
+            clean: Vec::with_capacity(READ_AHEAD_BLOCKS),
             unsynced: false,
-            spare: Vec::new(),
+            spare: Vec::with_capacity(MAX_STAGED_BLOCKS + READ_AHEAD_BLOCKS),
         };
-        let mut first = Block::zeroed();
-        medium.direct.read_exact_at(&mut first.0, 0).map_err(unsupported)?;
-        medium.write_blocks(0, &[first]).map_err(unsupported)?;
+        let first = Block::zeroed();
+        medium.clean.push((0, first));
+        medium.read_blocks(0, 1).map_err(unsupported)?;
+        medium.write_blocks(0, 1, |at| &medium.clean[at].1).map_err(unsupported)?;
         Ok(medium)
     }
 
     /// The staged block `index`, created from its current content on first touch (unless
     /// `overwritten`: every byte of it is about to be replaced).
     fn staged_block(&mut self, index: u64, overwritten: bool) -> io::Result<&mut Block> {
-        if !self.staged.contains_key(&index) {
-            let block = match self.clean.remove(&index) {
-                Some(block) => block,
-                None if overwritten => self.spare.pop().unwrap_or_else(Block::zeroed),
-                None => self.read_ahead(index)?,
-            };
-            self.staged.insert(index, block);
-        }
-        Ok(self.staged.get_mut(&index).expect("inserted above"))
+        let at = match position(&self.staged, index) {
+            Some(at) => at,
+            None => {
+                let block = match position(&self.clean, index) {
+                    Some(at) => self.clean.swap_remove(at).1,
+                    None if overwritten => self.spare_block(),
+                    None => self.read_ahead(index)?,
+                };
+                self.staged.push((index, block));
+                self.staged.len() - 1
+            }
+        };
+        Ok(&mut self.staged[at].1)
+    }
+
+    fn spare_block(&mut self) -> Box<Block> {
+        self.spare.pop().unwrap_or_else(Block::zeroed)
     }
 
     /// Reads block `index` and up to `READ_AHEAD_BLOCKS - 1` blocks after it (not past the file's
-    /// end) in one `preadv`; returns block `index` and keeps the others as clean, in place of the
-    /// clean blocks held before.
+    /// end, none that is staged: a staged block is newer than the file, and caching the file's
+    /// copy would bring old bytes back once the staged one is written out); returns block `index`
+    /// and keeps the others as clean, in place of the clean blocks held before.
     fn read_ahead(&mut self, index: u64) -> io::Result<Box<Block>> {
         let blocks_in_file = self.file.size_bytes / BLOCK_BYTES as u64;
-        let count = READ_AHEAD_BLOCKS.min(blocks_in_file - index) as usize;
-        let old: Vec<Box<Block>> = std::mem::take(&mut self.clean).into_values().collect();
-        self.spare.extend(old);
-        let mut blocks: Vec<Box<Block>> = (0..count).map(|_| self.spare.pop().unwrap_or_else(Block::zeroed)).collect();
-        // Whole blocks read so far; a short read resumes at the first block it did not finish
-        // (O_DIRECT reads whole blocks, and reading one again is harmless).
-        let mut done = 0usize;
+        let mut count = 1;
+        while count < READ_AHEAD_BLOCKS
+            && index + (count as u64) < blocks_in_file
+            && position(&self.staged, index + count as u64).is_none()
+        {
+            count += 1;
+        }
+        while let Some((_, block)) = self.clean.pop() {
+            self.spare.push(block);
+        }
+        for offset in 0..count {
+            let block = self.spare_block();
+            self.clean.push((index + offset as u64, block));
+        }
+        self.read_blocks(index, count)?;
+        Ok(self.clean.swap_remove(0).1)
+    }
+
+    /// Fills `clean` (exactly `count` blocks, from block `first` on) from the file, in `preadv`
+    /// calls of at most `BLOCKS_PER_CALL` blocks; a short read resumes at the first block it did
+    /// not finish (O_DIRECT reads whole blocks, and reading one again is harmless).
+    fn read_blocks(&mut self, first: u64, count: usize) -> io::Result<()> {
+        let mut done = 0;
         while done < count {
-            let mut slices: Vec<IoSliceMut> = blocks[done..].iter_mut().map(|b| IoSliceMut::new(&mut b.0)).collect();
-            let offset = (index + done as u64) * BLOCK_BYTES as u64;
-            let read = preadv(&self.direct, &mut slices, offset as i64).map_err(io::Error::from)?;
+            let chunk = (count - done).min(BLOCKS_PER_CALL);
+            let mut slices: [IoSliceMut; BLOCKS_PER_CALL] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
+            for (slice, (_, block)) in slices.iter_mut().zip(&mut self.clean[done..done + chunk]) {
+                *slice = IoSliceMut::new(&mut block.0);
+            }
+            let offset = (first + done as u64) * BLOCK_BYTES as u64;
+            let read = preadv(&self.direct, &mut slices[..chunk], offset as i64).map_err(io::Error::from)?;
             if read < BLOCK_BYTES {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("{}: direct read of block {} got {read} bytes", self.file.resource, index + done as u64),
+                    format!("{}: direct read of block {} got {read} bytes", self.file.resource, first + done as u64),
                 ));
             }
             done += read / BLOCK_BYTES;
         }
-        let first = blocks.remove(0);
-        for (offset, block) in blocks.into_iter().enumerate() {
-            let at = index + 1 + offset as u64;
-            // A staged block is newer than what was just read: caching the read copy would bring
-            // old bytes back once the staged one is written out.
-            if self.staged.contains_key(&at) {
-                self.spare.push(block);
-            } else {
-                self.clean.insert(at, block);
-            }
-        }
-        Ok(first)
-    }
-
-    /// Writes every staged block out (not yet durable), one `pwritev` per run of consecutive
-    /// blocks, and keeps the last one as clean: the next append continues it.
-    fn write_out(&mut self) -> io::Result<()> {
-        let staged = std::mem::take(&mut self.staged);
-        let mut run: Vec<Box<Block>> = Vec::new();
-        let mut run_start = 0u64;
-        for (index, block) in staged {
-            if !run.is_empty() && index != run_start + run.len() as u64 {
-                self.write_blocks(run_start, &run)?;
-                self.recycle(&mut run);
-            }
-            if run.is_empty() {
-                run_start = index;
-            }
-            run.push(block);
-        }
-        if !run.is_empty() {
-            self.write_blocks(run_start, &run)?;
-            let last = run_start + run.len() as u64 - 1;
-            if let Some(block) = run.pop() {
-                self.clean.insert(last, block);
-            }
-            self.recycle(&mut run);
-        }
         Ok(())
     }
 
-    fn recycle(&mut self, blocks: &mut Vec<Box<Block>>) {
-        let room = MAX_STAGED_BLOCKS.saturating_sub(self.spare.len());
-        self.spare.extend(blocks.drain(..).take(room));
+    /// Writes every staged block out (not yet durable), one `pwritev` per run of consecutive
+    /// blocks, keeps the last one as clean (the next append continues it) and the rest as spare.
+    fn write_out(&mut self) -> io::Result<()> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        self.staged.sort_unstable_by_key(|(index, _)| *index);
+        let mut start = 0;
+        while start < self.staged.len() {
+            let first = self.staged[start].0;
+            let mut end = start + 1;
+            while end < self.staged.len() && self.staged[end].0 == first + (end - start) as u64 {
+                end += 1;
+            }
+            let staged = &self.staged;
+            self.write_blocks(first, end - start, |at| &staged[start + at].1)?;
+            start = end;
+        }
+        self.unsynced = true;
+        let last = self.staged.pop().expect("not empty");
+        if let Some(at) = position(&self.clean, last.0) {
+            let (_, old) = self.clean.swap_remove(at);
+            self.spare.push(old);
+        }
+        self.clean.push(last);
+        self.spare.extend(self.staged.drain(..).map(|(_, block)| block));
+        self.spare.truncate(MAX_STAGED_BLOCKS + READ_AHEAD_BLOCKS);
+        Ok(())
     }
 
-    /// `blocks` at block index `first`, in `pwritev` calls of at most `MAX_IOVECS` blocks; a short
-    /// write resumes at the first block it did not finish (rewriting a block is harmless).
-    fn write_blocks(&mut self, first: u64, blocks: &[Box<Block>]) -> io::Result<()> {
-        let mut done = 0usize;
-        while done < blocks.len() {
-            let chunk = &blocks[done..blocks.len().min(done + MAX_IOVECS)];
-            let slices: Vec<IoSlice> = chunk.iter().map(|block| IoSlice::new(&block.0)).collect();
+    /// `count` blocks (`block(i)` is the i-th) at block index `first`, in `pwritev` calls of at
+    /// most `BLOCKS_PER_CALL` blocks; a short write resumes at the first block it did not finish
+    /// (rewriting a block is harmless).
+    fn write_blocks<'a>(&self, first: u64, count: usize, block: impl Fn(usize) -> &'a Block) -> io::Result<()> {
+        let mut done = 0;
+        while done < count {
+            let chunk = (count - done).min(BLOCKS_PER_CALL);
+            let mut slices = [IoSlice::new(&[]); BLOCKS_PER_CALL];
+            for (i, slice) in slices[..chunk].iter_mut().enumerate() {
+                *slice = IoSlice::new(&block(done + i).0);
+            }
             let offset = (first + done as u64) * BLOCK_BYTES as u64;
-            let written = pwritev(&self.direct, &slices, offset as i64).map_err(io::Error::from)?;
+            let written = pwritev(&self.direct, &slices[..chunk], offset as i64).map_err(io::Error::from)?;
             if written < BLOCK_BYTES {
                 return Err(io::Error::new(
                     io::ErrorKind::WriteZero,
@@ -200,7 +230,6 @@ impl DirectMedium {
                 ));
             }
             done += written / BLOCK_BYTES;
-            self.unsynced = true;
         }
         Ok(())
     }
@@ -244,13 +273,14 @@ impl Medium for DirectMedium {
         self.file.file.read_exact_at(buf, offset)?;
         // Staged blocks have not reached the file yet: their bytes win.
         let end = offset + buf.len() as u64;
-        let blocks = offset / BLOCK_BYTES as u64..end.div_ceil(BLOCK_BYTES as u64);
-        for (&index, block) in self.staged.range(blocks) {
+        for (index, block) in &self.staged {
             let block_start = index * BLOCK_BYTES as u64;
             let from = offset.max(block_start);
             let to = end.min(block_start + BLOCK_BYTES as u64);
-            buf[(from - offset) as usize..(to - offset) as usize]
-                .copy_from_slice(&block.0[(from - block_start) as usize..(to - block_start) as usize]);
+            if from < to {
+                buf[(from - offset) as usize..(to - offset) as usize]
+                    .copy_from_slice(&block.0[(from - block_start) as usize..(to - block_start) as usize]);
+            }
         }
         Ok(())
     }
@@ -357,10 +387,10 @@ mod tests {
         let Ok(mut medium) = DirectMedium::new(file) else { return };
         medium.write_at(4096 + 100, b"first").unwrap();
         medium.persist().unwrap();
-        assert!(medium.clean.contains_key(&1), "the block the group ended in stays cached");
+        assert!(position(&medium.clean, 1).is_some(), "the block the group ended in stays cached");
         assert!(!medium.unsynced);
         medium.write_at(4096 + 105, b"second").unwrap();
-        assert!(!medium.clean.contains_key(&1), "the cached block moved into the stage instead of being read");
+        assert!(position(&medium.clean, 1).is_none(), "the cached block moved into the stage instead of being read");
         medium.persist().unwrap();
         let mut buf = [0u8; 11];
         medium.read_at(4096 + 100, &mut buf).unwrap();

@@ -134,10 +134,15 @@ fn write_and_sync(file: &mut std::fs::File, block: &[u8], i: u64) -> std::io::Re
 
 fn sync_writes(path: &Path, iterations: usize) -> std::io::Result<Histogram<u64>> {
     let (mut file, block) = prepared_file(path)?;
+    time_each(iterations, |i| write_and_sync(&mut file, &block, i))
+}
+
+/// Latency in µs of each of `iterations` calls `op(i)`.
+fn time_each(iterations: usize, mut op: impl FnMut(u64) -> std::io::Result<()>) -> std::io::Result<Histogram<u64>> {
     let mut histogram = new_histogram_us();
     for i in 0..iterations as u64 {
         let began = Instant::now();
-        write_and_sync(&mut file, &block, i)?;
+        op(i)?;
         histogram.saturating_record(began.elapsed().as_micros() as u64);
     }
     Ok(histogram)
@@ -160,14 +165,11 @@ pub fn direct_fdatasync_us(dir: &Path, iterations: usize) -> std::io::Result<Opt
             Err(e) if e.kind() == std::io::ErrorKind::Unsupported => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut histogram = new_histogram_us();
-        for i in 0..iterations as u64 {
-            let began = Instant::now();
+        time_each(iterations, |i| {
             medium.write_at((i * BLOCK_BYTES as u64) % SYNC_FILE_BYTES, &block)?;
-            medium.persist()?;
-            histogram.saturating_record(began.elapsed().as_micros() as u64);
-        }
-        Ok(Some(histogram))
+            medium.persist()
+        })
+        .map(Some)
     })?;
     Ok(parts.pop().flatten())
 }
