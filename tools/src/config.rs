@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use thiserror::Error;
 
 /// A configuration problem.
@@ -69,6 +70,14 @@ pub struct LogSection {
     /// (0: not by count). The runtime also checkpoints whenever the log is half full.
     #[serde(default = "default_checkpoint_every_slots")]
     pub checkpoint_every_slots: u64,
+    /// While this replica is a spare (the leader's majority does not need its acknowledgements:
+    /// with 3 voters, one of the two followers), its log syncs wait this long to group more writes.
+    /// Default: 1000 when every member is on a loopback address and the log is durable (replicas
+    /// sharing one host's disk, where a third sync per commit slows the two a commit waits for), 0
+    /// otherwise (a spare's prompt acknowledgement lets the leader commit with the faster of its
+    /// followers).
+    #[serde(default)]
+    pub spare_sync_delay_us: Option<u64>,
 }
 
 /// Transport between replicas.
@@ -123,6 +132,11 @@ pub struct TimeoutsSection {
     pub tick_ms: u64,
 }
 
+/// Most `[log] spare_sync_delay_us` accepted: a spare still acknowledges within about a tick when a
+/// replica on the commit path fails and commits wait for it.
+const MAX_SPARE_SYNC_DELAY_US: u64 = 10_000;
+/// `[log] spare_sync_delay_us` when every member is on loopback.
+const ONE_HOST_SPARE_SYNC_DELAY_US: u64 = 1_000;
 /// Most `[placement] spin_iterations` accepted.
 const MAX_SPIN_ITERATIONS: u32 = 100_000;
 /// Most `[placement] yield_iterations` accepted.
@@ -296,6 +310,7 @@ fn default_log() -> LogSection {
         path: None,
         size_mib: default_log_size_mib(),
         checkpoint_every_slots: default_checkpoint_every_slots(),
+        spare_sync_delay_us: None,
     }
 }
 fn default_transport_section() -> TransportSection {
@@ -389,6 +404,9 @@ impl ReplicaConfig {
         if self.log.size_mib < 1 {
             return Err(("log.size_mib", "must be at least 1".into()));
         }
+        if self.log.spare_sync_delay_us.is_some_and(|us| us > MAX_SPARE_SYNC_DELAY_US) {
+            return Err(("log.spare_sync_delay_us", format!("must be at most {MAX_SPARE_SYNC_DELAY_US}")));
+        }
         if !TRANSPORTS.contains(&self.transport.kind.as_str()) {
             let rdma = if cfg!(feature = "rdma") { "" } else { " (rdma needs a build with `--features rdma`)" };
             return Err(("transport.kind", format!("{:?}: this build serves {}{rdma}", self.transport.kind, TRANSPORTS.join(", "))));
@@ -477,6 +495,7 @@ impl ReplicaConfig {
         node.placement = self.placement();
         node.tick_ms = self.timeouts.tick_ms;
         node.checkpoint_every_slots = self.log.checkpoint_every_slots;
+        node.spare_sync_delay = Duration::from_micros(self.spare_sync_delay_us());
         if let Some(spins) = self.placement.spin_iterations {
             node.spin_iterations = spins;
         }
@@ -487,6 +506,14 @@ impl ReplicaConfig {
             node.run_core_on_delivery = on_delivery;
         }
         node
+    }
+
+    /// `[log] spare_sync_delay_us`, or its default for where the members are.
+    pub fn spare_sync_delay_us(&self) -> u64 {
+        let one_host = self.members.iter().all(|m| m.addr.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_loopback()));
+        // The memory log has no disk for a spare to leave to the others.
+        let durable = decree_pmem::Backend::parse(&self.log.backend) != Some(decree_pmem::Backend::Memory);
+        self.log.spare_sync_delay_us.unwrap_or(if one_host && durable { ONE_HOST_SPARE_SYNC_DELAY_US } else { 0 })
     }
 
     /// shm: the directory of every replica's mailbox.
@@ -599,6 +626,28 @@ addr = "127.0.0.1:7402"
         assert!(err.contains("batching.max_bytes"), "{err}");
         let (_dir, path) = write(&format!("{GOOD}\n[batching]\nwindow_slots = 1000000\n"));
         assert!(ReplicaConfig::load(&path).unwrap_err().to_string().contains("batching.window_slots"));
+    }
+
+    #[test]
+    fn a_spare_delays_its_syncs_on_one_host_by_default_and_the_delay_is_bounded() {
+        let (_dir, path) = write(GOOD);
+        assert_eq!(ReplicaConfig::load(&path).unwrap().node_config().spare_sync_delay, Duration::from_millis(1));
+        let (_dir, path) = write(&format!("{GOOD}\n[log]\nbackend = \"memory\"\n"));
+        assert_eq!(ReplicaConfig::load(&path).unwrap().node_config().spare_sync_delay, Duration::ZERO, "no disk to share");
+        let spread = GOOD.replace("127.0.0.1:7402", "10.0.0.3:7402");
+        let (_dir, path) = write(&spread);
+        assert_eq!(ReplicaConfig::load(&path).unwrap().node_config().spare_sync_delay, Duration::ZERO, "one member off this host");
+        let (_dir, path) = write(&format!("{spread}
+[log]
+spare_sync_delay_us = 250
+"));
+        assert_eq!(ReplicaConfig::load(&path).unwrap().node_config().spare_sync_delay, Duration::from_micros(250));
+        let (_dir, path) = write(&format!("{GOOD}
+[log]
+spare_sync_delay_us = 10001
+"));
+        let err = ReplicaConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("log.spare_sync_delay_us") && err.contains("at most 10000"), "{err}");
     }
 
     #[test]

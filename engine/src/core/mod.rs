@@ -265,6 +265,13 @@ impl Replica {
         (self.now_ms.saturating_sub(heard) <= self.cfg.election_timeout_max_ms).then_some(self.leader_hint?)
     }
 
+    /// Whether this replica is a spare under the leader it hears from (`Membership::is_spare`):
+    /// that leader commits without waiting for this replica's acknowledgements while the
+    /// replicas on its commit path are up. False without a fresh leader.
+    pub fn is_spare(&self) -> bool {
+        self.fresh_leader_hint().is_some_and(|leader| self.membership.is_spare(leader, self.id()))
+    }
+
     /// First slot still held in the log (slots below were discarded after a checkpoint).
     pub fn log_base(&self) -> Slot {
         self.log.base()

@@ -12,7 +12,7 @@ use super::shared::Shared;
 use super::transport::PeerTransport;
 use crate::applier::{Applied, Applier, Outcome};
 use crate::core::io::AdminReply;
-use crate::core::{Command, Input, Replica};
+use crate::core::{Command, DurableWrite, Input, Replica};
 use crate::state_machine::StateMachine;
 use crate::types::{ClientId, Request};
 use std::collections::HashMap;
@@ -262,6 +262,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
         self.commands = commands;
         // More events wait in this pass: let the persistence thread sync while the core works.
         if !self.persists.is_empty() && !self.inbox.is_empty() {
+            self.update_spare();
             self.persister.hand_over(&mut self.persists);
         }
         self.maybe_checkpoint();
@@ -273,11 +274,19 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
     /// thread goes back to its sockets while the log syncs. Persisting inline releases the sends
     /// that waited on it, which may stage more writes.
     fn flush_persists(&mut self, inline: bool) {
+        self.update_spare();
         while inline && !self.persists.is_empty() {
             let Some(upto) = self.persister.try_inline(&mut self.persists) else { break };
             self.step(Input::Persisted { upto });
         }
         self.persister.hand_over(&mut self.persists);
+    }
+
+    /// Tells the persister whether the writes about to go are a spare's (`Persister::set_spare`).
+    fn update_spare(&self) {
+        // A promise answers a candidate, whose election waits for it: never delayed as a spare's.
+        let promising = self.persists.iter().any(|(_, write)| matches!(write, DurableWrite::Promise(_)));
+        self.persister.set_spare(self.core.is_spare() && !promising);
     }
 
     /// The checkpoint policy: hand the core a checkpoint so it can persist it and discard the log

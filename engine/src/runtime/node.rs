@@ -18,6 +18,7 @@ use crate::state_machine::StateMachine;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Runtime tunables.
 #[derive(Clone, Debug)]
@@ -40,6 +41,9 @@ pub struct NodeConfig {
     pub checkpoint_every_slots: u64,
     /// Threads that deliver events run the core themselves when it is free (`inbox` module docs).
     pub run_core_on_delivery: bool,
+    /// While this replica is a spare (`Membership::is_spare`), its syncs wait this long to group
+    /// more writes (`persistence` module docs). Zero: syncs as soon as any replica does.
+    pub spare_sync_delay: Duration,
 }
 
 impl NodeConfig {
@@ -57,6 +61,7 @@ impl NodeConfig {
             yield_iterations,
             checkpoint_every_slots: 10_000,
             run_core_on_delivery: spin_iterations == 0,
+            spare_sync_delay: Duration::ZERO,
         }
     }
 }
@@ -96,7 +101,7 @@ impl<R: Responder> Node<R> {
         let shared = Arc::new(Shared::default());
         shared.log_bytes.store(storage.size_bytes(), Ordering::Relaxed);
         shared.log_capacity_bytes.store(storage.capacity_bytes().unwrap_or(0), Ordering::Relaxed);
-        let persister = Arc::new(Persister::new(storage, config.persist_capacity, shared.clone(), observer.clone()));
+        let persister = Arc::new(Persister::new(storage, config.persist_capacity, shared.clone(), observer.clone(), config.spare_sync_delay));
         // The applier starts from the same checkpoint the core recovers (or from scratch).
         let applier = match durable.checkpoint() {
             Some(checkpoint) => Applier::from_checkpoint(state_machine, checkpoint)

@@ -8,6 +8,12 @@
 //!   (`Persister::try_inline`). At low load that takes two thread hand-offs (core -> persistence
 //!   -> core) off every commit's path, each a wake-up of an idle CPU.
 //!
+//! A spare (`Membership::is_spare`: the leader's majority does not need its acknowledgements) never
+//! persists inline, and its persistence thread waits `spare_sync_delay` after the first write of a
+//! round before syncing, so one sync covers every write of that window. On one host, where the
+//! replicas share a disk, that takes the third of three syncs per commit off the disk while the
+//! two on the commit path run (docs/benchmarks.md, session 8).
+//!
 //! Tickets stay in order because the core is the ring's only producer: it persists inline only
 //! when the ring is empty and it holds the lock, which the persistence thread keeps from the
 //! moment it pops a write until that write is durable.
@@ -20,7 +26,7 @@ use super::ring::Ring;
 use super::shared::Shared;
 use super::storage::{LogStorage, StorageError};
 use crate::core::DurableWrite;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -36,12 +42,35 @@ pub struct Persister<L, O> {
     jobs: Ring<PersistJob>,
     shared: Arc<Shared>,
     observer: Arc<O>,
+    /// How long a spare's persistence thread gathers writes before a sync.
+    spare_sync_delay: Duration,
+    /// Whether the replica was a spare at its core's last pass (`set_spare`).
+    spare: AtomicBool,
 }
 
 impl<L: LogStorage, O: Observer> Persister<L, O> {
-    /// Wraps `storage`; the ring holds at most `capacity` writes.
-    pub fn new(storage: L, capacity: usize, shared: Arc<Shared>, observer: Arc<O>) -> Self {
-        Persister { storage: Mutex::new(storage), jobs: Ring::new(capacity), shared, observer }
+    /// Wraps `storage`; the ring holds at most `capacity` writes. While the replica is a spare its
+    /// syncs wait `spare_sync_delay` (zero: a spare syncs as soon as any replica does).
+    pub fn new(storage: L, capacity: usize, shared: Arc<Shared>, observer: Arc<O>, spare_sync_delay: Duration) -> Self {
+        Persister {
+            storage: Mutex::new(storage),
+            jobs: Ring::new(capacity),
+            shared,
+            observer,
+            spare_sync_delay,
+            spare: AtomicBool::new(false),
+        }
+    }
+
+    /// The core's latest view of whether this replica is a spare (set by the core at each flush).
+    /// A spare with a delay never persists inline, so its writes go through the delayed thread.
+    pub fn set_spare(&self, spare: bool) {
+        self.spare.store(spare && !self.spare_sync_delay.is_zero(), Ordering::Relaxed);
+    }
+
+    /// How long the persistence thread waits before its next round.
+    fn round_delay(&self) -> Duration {
+        if self.spare.load(Ordering::Relaxed) { self.spare_sync_delay } else { Duration::ZERO }
     }
 
     /// Hands writes to the persistence thread, in order. Never drops one (the core waits for its
@@ -57,7 +86,7 @@ impl<L: LogStorage, O: Observer> Persister<L, O> {
     /// ticket now durable. Leaves `jobs` untouched (`None`) when the persistence thread holds
     /// earlier writes or is syncing, or the log failed.
     pub fn try_inline(&self, jobs: &mut Vec<PersistJob>) -> Option<u64> {
-        if jobs.is_empty() || !self.jobs.is_empty() {
+        if jobs.is_empty() || !self.jobs.is_empty() || self.spare.load(Ordering::Relaxed) {
             return None;
         }
         // Checkpoints are large (a file written and synced): never on a thread that serves sockets.
@@ -142,6 +171,10 @@ pub fn run<L: LogStorage, R, O: Observer>(persister: Arc<Persister<L, O>>, inbox
             continue;
         }
         idler.reset();
+        let delay = persister.round_delay();
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         if let Some(upto) = persister.round() {
             unreported = Some(upto);
         }
@@ -183,7 +216,28 @@ mod tests {
     }
 
     fn persister() -> Persister<OrderLog, NoopObserver> {
-        Persister::new(OrderLog::default(), 8, Arc::new(Shared::default()), Arc::new(NoopObserver))
+        persister_with(Duration::ZERO)
+    }
+
+    fn persister_with(spare_sync_delay: Duration) -> Persister<OrderLog, NoopObserver> {
+        Persister::new(OrderLog::default(), 8, Arc::new(Shared::default()), Arc::new(NoopObserver), spare_sync_delay)
+    }
+
+    #[test]
+    fn a_spare_with_a_delay_leaves_its_writes_to_the_delayed_thread() {
+        let delay = Duration::from_millis(3);
+        let p = persister_with(delay);
+        p.set_spare(true);
+        let mut jobs = vec![job(1)];
+        assert_eq!(p.try_inline(&mut jobs), None, "a spare does not sync on the core's thread");
+        assert_eq!(p.round_delay(), delay);
+        p.set_spare(false);
+        assert_eq!(p.round_delay(), Duration::ZERO);
+        assert_eq!(p.try_inline(&mut jobs), Some(1), "back on the commit path: inline again");
+        let no_delay = persister();
+        no_delay.set_spare(true);
+        assert_eq!(no_delay.round_delay(), Duration::ZERO, "without a delay a spare is like any replica");
+        assert_eq!(no_delay.try_inline(&mut vec![job(1)]), Some(1));
     }
 
     #[test]

@@ -43,6 +43,8 @@ struct SlowStorage {
     staged: Option<u64>,
     writes: Arc<AtomicU64>,
     syncs: Arc<AtomicU64>,
+    /// This node's syncs alone (`syncs` counts every node's).
+    node_syncs: Arc<AtomicU64>,
     checkpoints: Arc<AtomicU64>,
     capacity: Option<u64>,
     used: u64,
@@ -72,6 +74,7 @@ impl LogStorage for SlowStorage {
     fn sync(&mut self) -> Result<Option<u64>, StorageError> {
         std::thread::sleep(Duration::from_millis(2));
         self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.node_syncs.fetch_add(1, Ordering::Relaxed);
         Ok(self.staged.take())
     }
     fn size_bytes(&self) -> u64 {
@@ -86,6 +89,7 @@ struct Cluster {
     nodes: Vec<Node<Reply>>,
     writes: Arc<AtomicU64>,
     syncs: Arc<AtomicU64>,
+    node_syncs: Vec<Arc<AtomicU64>>,
     checkpoints: Arc<AtomicU64>,
 }
 
@@ -98,22 +102,46 @@ fn start_with(checkpoint_every_slots: u64) -> Cluster {
 }
 
 fn start_bounded(checkpoint_every_slots: u64, log_capacity: Option<u64>, checkpoint_frees: bool) -> Cluster {
-    start_full(checkpoint_every_slots, log_capacity, checkpoint_frees, true)
+    start_full(Setup { checkpoint_every_slots, log_capacity, checkpoint_frees, ..Setup::default() })
 }
 
-/// `on_delivery`: whether senders run a free core themselves (`Inbox`), or only core threads do.
-fn start_full(checkpoint_every_slots: u64, log_capacity: Option<u64>, checkpoint_frees: bool, on_delivery: bool) -> Cluster {
+/// How a test cluster is built.
+struct Setup {
+    checkpoint_every_slots: u64,
+    /// The storages' capacity (`SlowStorage`); None: unbounded.
+    log_capacity: Option<u64>,
+    checkpoint_frees: bool,
+    /// Whether senders run a free core themselves (`Inbox`), or only core threads do.
+    on_delivery: bool,
+    spare_sync_delay: Duration,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            checkpoint_every_slots: 0,
+            log_capacity: None,
+            checkpoint_frees: true,
+            on_delivery: true,
+            spare_sync_delay: Duration::ZERO,
+        }
+    }
+}
+
+fn start_full(setup: Setup) -> Cluster {
     let inboxes: Inboxes = Arc::default();
     let voters: Vec<ReplicaId> = (0..3).map(ReplicaId).collect();
     let (writes, syncs, checkpoints) =
         (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let node_syncs: Vec<Arc<AtomicU64>> = voters.iter().map(|_| Arc::default()).collect();
     let configs: Vec<NodeConfig> = voters
         .iter()
         .map(|id| {
             let mut config = NodeConfig::new(CoreConfig::new(*id, voters.clone()));
             config.inbox_capacity = 4_096;
-            config.checkpoint_every_slots = checkpoint_every_slots;
-            config.run_core_on_delivery = on_delivery;
+            config.checkpoint_every_slots = setup.checkpoint_every_slots;
+            config.run_core_on_delivery = setup.on_delivery;
+            config.spare_sync_delay = setup.spare_sync_delay;
             config
         })
         .collect();
@@ -122,15 +150,17 @@ fn start_full(checkpoint_every_slots: u64, log_capacity: Option<u64>, checkpoint
     let nodes = configs
         .into_iter()
         .zip(rings)
-        .map(|(config, inbox)| {
+        .zip(&node_syncs)
+        .map(|((config, inbox), node_syncs)| {
             let storage = SlowStorage {
                 staged: None,
                 writes: writes.clone(),
                 syncs: syncs.clone(),
+                node_syncs: node_syncs.clone(),
                 checkpoints: checkpoints.clone(),
-                capacity: log_capacity,
+                capacity: setup.log_capacity,
                 used: 0,
-                checkpoint_frees,
+                checkpoint_frees: setup.checkpoint_frees,
             };
             Node::start(
                 config,
@@ -144,7 +174,7 @@ fn start_full(checkpoint_every_slots: u64, log_capacity: Option<u64>, checkpoint
             .unwrap()
         })
         .collect();
-    Cluster { nodes, writes, syncs, checkpoints }
+    Cluster { nodes, writes, syncs, node_syncs, checkpoints }
 }
 
 impl Cluster {
@@ -207,7 +237,7 @@ fn leader_replies_to_every_request_and_the_log_is_group_committed() {
 
 #[test]
 fn core_threads_alone_serve_every_request_when_senders_do_not_run_the_core() {
-    replies_to_every_request_with_group_commit(start_full(0, None, true, false));
+    replies_to_every_request_with_group_commit(start_full(Setup { on_delivery: false, ..Setup::default() }));
 }
 
 fn replies_to_every_request_with_group_commit(cluster: Cluster) {
@@ -225,6 +255,38 @@ fn replies_to_every_request_with_group_commit(cluster: Cluster) {
     }
     let (writes, syncs) = (cluster.writes.load(Ordering::Relaxed), cluster.syncs.load(Ordering::Relaxed));
     assert!(syncs < writes, "no group commit: {syncs} syncs for {writes} staged writes");
+    cluster.shutdown();
+}
+
+#[test]
+fn a_spare_groups_its_syncs_while_the_leader_commits_with_the_follower_after_it() {
+    let delay = Duration::from_millis(300);
+    let cluster = start_full(Setup { spare_sync_delay: delay, ..Setup::default() });
+    let leader = wait_leader(&cluster);
+    // Voters 0, 1, 2: the one after the leader completes its majority, the other is the spare.
+    let (on_path, spare) = ((leader + 1) % 3, (leader + 2) % 3);
+    // Followers take the leader as fresh once they hear from it.
+    std::thread::sleep(Duration::from_millis(100));
+    let before: Vec<u64> = cluster.node_syncs.iter().map(|n| n.load(Ordering::Relaxed)).collect();
+    let started = Instant::now();
+    let puts = 40;
+    for response in cluster.put_one_at_a_time(leader, puts) {
+        assert!(matches!(response, Response::Reply { .. }), "{response:?}");
+    }
+    let elapsed = started.elapsed();
+    let synced = |node: usize| cluster.node_syncs[node].load(Ordering::Relaxed) - before[node];
+    let (on_path_syncs, spare_syncs) = (synced(on_path), synced(spare));
+    // Each put waits for a 2 ms sync on the commit path, so the spare's window covers many puts.
+    assert!(on_path_syncs >= puts, "the follower on the commit path synced {on_path_syncs} times for {puts} puts");
+    assert!(
+        spare_syncs <= 1 + (elapsed.as_millis() / delay.as_millis()) as u64,
+        "the spare synced {spare_syncs} times in {elapsed:?}: not grouped over its {delay:?} window"
+    );
+    // The spare still makes everything durable, one window later.
+    std::thread::sleep(delay * 2);
+    assert!(synced(spare) >= 1, "the spare never made its writes durable");
+    let spare_status = status(&cluster.nodes[spare]);
+    assert!(spare_status.core.log_end >= puts, "the spare holds {} slots", spare_status.core.log_end);
     cluster.shutdown();
 }
 
