@@ -26,7 +26,9 @@ for mode in ${PMEM_GUEST_MODES:-fsdax devdax file}; do
   run=$(sed -n 's/^host: run dir //p' "$work/boot1.out")
   grep -h "pmem-guest\|FAILED\|/mnt/pmem" "$run/console" 2>/dev/null | head -5 || true
   if [ $rc != 0 ]; then cat "$work/boot1.out"; echo "$mode: writer boot failed (rc=$rc)"; fail=1; continue; fi
-  acked=$(grep -ao 'acked-upto [0-9]*' "$run/console" | tail -1 | awk '{print $2}')
+  # Whole console lines only (the serial console ends each with CR LF): the kill can cut the last
+  # one short, and "acked-upto 2700" cut to "acked-upto 270" once failed the check below.
+  acked=$(grep -ao $'acked-upto [0-9]*\r' "$run/console" | tail -1 | tr -d '\r' | awk '{print $2}')
   echo "$mode: qemu SIGKILLed after $acked acknowledged appends (the last line the console showed)"
   [ "${acked:-0}" -ge 500 ] || { echo "$mode: fewer acknowledged appends than the marker needs"; fail=1; continue; }
   # The superblock must have reached the backing file of the NVDIMM itself.
