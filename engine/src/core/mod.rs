@@ -272,6 +272,16 @@ impl Replica {
         self.fresh_leader_hint().is_some_and(|leader| self.membership.is_spare(leader, self.id()))
     }
 
+    /// Every slot below this is known chosen here.
+    pub fn commit_index(&self) -> Slot {
+        self.commit
+    }
+
+    /// One past the last slot this replica holds.
+    pub fn log_end(&self) -> Slot {
+        self.log.end()
+    }
+
     /// First slot still held in the log (slots below were discarded after a checkpoint).
     pub fn log_base(&self) -> Slot {
         self.log.base()

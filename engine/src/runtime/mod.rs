@@ -33,6 +33,7 @@ pub mod placement;
 pub mod read_only;
 pub mod ring;
 pub mod shared;
+pub mod spare_guard;
 pub mod storage;
 pub mod transport;
 
