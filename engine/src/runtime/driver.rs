@@ -299,8 +299,9 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
         // A promise answers a candidate, whose election waits for it: never delayed as a spare's.
         let promising = self.persists.iter().any(|(_, write)| matches!(write, DurableWrite::Promise(_)));
         let spare = self.core.is_spare() && !promising && self.spare_guard.may_defer(Instant::now());
-        self.persister.set_spare(spare);
-        if let (true, Some((ticket, _))) = (spare, self.persists.last()) {
+        // Only writes really deferred are judged: without a delay a spare syncs like any replica.
+        let deferred = self.persister.set_spare(spare);
+        if let (true, Some((ticket, _))) = (deferred, self.persists.last()) {
             self.spare_guard.deferred(*ticket, self.core.log_end());
         }
     }

@@ -64,8 +64,11 @@ impl<L: LogStorage, O: Observer> Persister<L, O> {
 
     /// The core's latest view of whether this replica is a spare (set by the core at each flush).
     /// A spare with a delay never persists inline, so its writes go through the delayed thread.
-    pub fn set_spare(&self, spare: bool) {
-        self.spare.store(spare && !self.spare_sync_delay.is_zero(), Ordering::Relaxed);
+    /// Returns whether its writes are now deferred (a spare, with a delay).
+    pub fn set_spare(&self, spare: bool) -> bool {
+        let deferred = spare && !self.spare_sync_delay.is_zero();
+        self.spare.store(deferred, Ordering::Relaxed);
+        deferred
     }
 
     /// How long the persistence thread waits before its next round.
