@@ -135,7 +135,7 @@ pub struct TimeoutsSection {
 /// Most `[log] spare_sync_delay_us` accepted: a spare still acknowledges within about a tick when a
 /// replica on the commit path fails and commits wait for it.
 const MAX_SPARE_SYNC_DELAY_US: u64 = 10_000;
-/// `[log] spare_sync_delay_us` when every member is on loopback.
+/// `[log] spare_sync_delay_us` when every member is on loopback and the log is durable.
 const ONE_HOST_SPARE_SYNC_DELAY_US: u64 = 1_000;
 /// Most `[placement] spin_iterations` accepted.
 const MAX_SPIN_ITERATIONS: u32 = 100_000;
@@ -637,15 +637,9 @@ addr = "127.0.0.1:7402"
         let spread = GOOD.replace("127.0.0.1:7402", "10.0.0.3:7402");
         let (_dir, path) = write(&spread);
         assert_eq!(ReplicaConfig::load(&path).unwrap().node_config().spare_sync_delay, Duration::ZERO, "one member off this host");
-        let (_dir, path) = write(&format!("{spread}
-[log]
-spare_sync_delay_us = 250
-"));
+        let (_dir, path) = write(&format!("{spread}\n[log]\nspare_sync_delay_us = 250\n"));
         assert_eq!(ReplicaConfig::load(&path).unwrap().node_config().spare_sync_delay, Duration::from_micros(250));
-        let (_dir, path) = write(&format!("{GOOD}
-[log]
-spare_sync_delay_us = 10001
-"));
+        let (_dir, path) = write(&format!("{GOOD}\n[log]\nspare_sync_delay_us = 10001\n"));
         let err = ReplicaConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("log.spare_sync_delay_us") && err.contains("at most 10000"), "{err}");
     }

@@ -44,7 +44,7 @@ pub struct Persister<L, O> {
     observer: Arc<O>,
     /// How long a spare's persistence thread gathers writes before a sync.
     spare_sync_delay: Duration,
-    /// Whether the replica was a spare at its core's last pass (`set_spare`).
+    /// Whether the core's last flush deferred its writes as a spare's (`set_spare`).
     spare: AtomicBool,
 }
 
