@@ -8,8 +8,8 @@ use thiserror::Error;
 /// First bytes of every frame: "DCRE".
 pub const FRAME_MAGIC: u32 = 0x4443_5245;
 /// Wire format version this build speaks. 2: a batch travels as its requests' encoding in one byte
-/// string (`crate::batch`).
-pub const FRAME_VERSION: u16 = 2;
+/// string (`crate::batch`). 3: an accept says whether the leader waits for the receiver's vote.
+pub const FRAME_VERSION: u16 = 3;
 /// Header: magic u32, version u16, reserved u16, payload length u32, crc32c u32.
 pub const FRAME_HEADER_BYTES: usize = 16;
 /// Largest payload accepted; bigger frames are refused before any allocation.

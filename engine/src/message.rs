@@ -134,6 +134,9 @@ pub struct Accept {
     pub values: crate::types::Values,
     /// The leader's commit index: every slot below it is chosen.
     pub commit: Slot,
+    /// Whether the leader's commits wait for the receiver's vote. False only to a spare it
+    /// replicates lazily (`CoreConfig::spare_lag_ms`), which may then group its syncs.
+    pub awaited: bool,
 }
 
 /// Decodes an accept's values without trusting the length it announces: smallvec's own decoder

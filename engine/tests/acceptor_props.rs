@@ -52,7 +52,7 @@ proptest! {
                     // Peers behave like correct leaders: whatever the ballot, a slot's value is the same
                     // (a chosen value never changes), so any contract that fires is the replica's fault.
                     let values = (0..count).map(|i| Value::Batch(Batch::from_requests(&[Request { client: ClientId(1), seq: start + i, op: Default::default() }]))).collect();
-                    envelope(from, Message::Accept(Accept { ballot: Ballot::new(round, ReplicaId(from)), start, values, commit }))
+                    envelope(from, Message::Accept(Accept { ballot: Ballot::new(round, ReplicaId(from)), start, values, commit, awaited: true }))
                 }
                 Step::Heartbeat { round, from, commit } => envelope(from, Message::Heartbeat(Heartbeat { ballot: Ballot::new(round, ReplicaId(from)), commit, round: 0 })),
                 Step::Tick { advance_ms } => { now_ms += advance_ms; Input::Tick }

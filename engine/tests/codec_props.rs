@@ -56,7 +56,13 @@ fn message() -> impl Strategy<Value = Message> {
             Message::Promise(Promise { ballot: b, commit, log_base: 0, entries })
         }),
         (ballot(), 0u64..1 << 40, prop::collection::vec(value(), 0..6), any::<u64>()).prop_map(
-            |(ballot, start, values, commit)| Message::Accept(Accept { ballot, start, values: values.into(), commit })
+            |(ballot, start, values, commit)| Message::Accept(Accept {
+                ballot,
+                start,
+                values: values.into(),
+                commit,
+                awaited: true
+            })
         ),
         (ballot(), any::<u64>()).prop_map(|(ballot, upto)| Message::Accepted(Accepted { ballot, upto, round: 0 })),
         (ballot(), ballot())
@@ -164,7 +170,7 @@ fn structurally_invalid_promises_are_refused() {
 }
 
 /// A frame of an accept with `count` no-op values: Envelope { from: 0, to: 1, msg: Accept {
-/// ballot: 1.0, start: 0, values, commit: 0 } }, postcard-encoded by hand.
+/// ballot: 1.0, start: 0, values, commit: 0, awaited: true } }, postcard-encoded by hand.
 fn accept_frame_with_noops(count: usize) -> Vec<u8> {
     let mut payload = vec![0x00, 0x01, 0x02, 0x01, 0x00, 0x00];
     let mut length = count as u64;
@@ -175,6 +181,7 @@ fn accept_frame_with_noops(count: usize) -> Vec<u8> {
     payload.push(length as u8);
     payload.extend(std::iter::repeat_n(0x00, count)); // a Noop is its variant index
     payload.push(0x00); // commit
+    payload.push(0x01); // awaited
     framed(&payload)
 }
 

@@ -70,12 +70,13 @@ pub struct LogSection {
     /// (0: not by count). The runtime also checkpoints whenever the log is half full.
     #[serde(default = "default_checkpoint_every_slots")]
     pub checkpoint_every_slots: u64,
-    /// While this replica is a spare (the leader's majority does not need its acknowledgements:
-    /// with 3 voters, one of the two followers), its log syncs wait this long to group more writes.
+    /// A spare (the leader's majority does not need its acknowledgements: with 3 voters, one of
+    /// the two followers) is sent to about once per this window, rounded up to a millisecond, and
+    /// its log syncs wait this long to group more writes, while the commit path keeps up.
     /// Default: 1000 when every member is on a loopback address and the log is durable (replicas
-    /// sharing one host's disk, where a third sync per commit slows the two a commit waits for), 0
-    /// otherwise (a spare's prompt acknowledgement lets the leader commit with the faster of its
-    /// followers).
+    /// sharing one host's two CPUs and disk, where a third message and sync per commit slow the two
+    /// a commit waits for), 0 otherwise (every follower is sent every proposal, and the leader
+    /// commits with the faster of them).
     #[serde(default)]
     pub spare_sync_delay_us: Option<u64>,
 }
@@ -132,8 +133,8 @@ pub struct TimeoutsSection {
     pub tick_ms: u64,
 }
 
-/// Most `[log] spare_sync_delay_us` accepted: a spare still acknowledges within about a tick when a
-/// replica on the commit path fails and commits wait for it.
+/// Most `[log] spare_sync_delay_us` accepted: when a replica on the commit path fails, the leader
+/// notices within twice the window (rounded up to milliseconds) and awaits the spares instead.
 const MAX_SPARE_SYNC_DELAY_US: u64 = 10_000;
 /// `[log] spare_sync_delay_us` when every member is on loopback and the log is durable.
 const ONE_HOST_SPARE_SYNC_DELAY_US: u64 = 1_000;
@@ -472,6 +473,9 @@ impl ReplicaConfig {
         core.max_batch_requests = self.batching.max_requests;
         core.max_batch_bytes = self.batching.max_bytes;
         core.window_slots = self.batching.window_slots;
+        // Spares that sync late are also sent to late: about once per sync window.
+        // Spares that sync late are also sent to late: about once per sync window.
+        core.spare_lag_ms = self.spare_sync_delay_us().div_ceil(1_000);
         core.seed = (self.id as u64) ^ crate::secret::random_u64();
         core
     }
@@ -631,14 +635,19 @@ addr = "127.0.0.1:7402"
     #[test]
     fn a_spare_delays_its_syncs_on_one_host_by_default_and_the_delay_is_bounded() {
         let (_dir, path) = write(GOOD);
-        assert_eq!(ReplicaConfig::load(&path).unwrap().node_config().spare_sync_delay, Duration::from_millis(1));
+        let node = ReplicaConfig::load(&path).unwrap().node_config();
+        assert_eq!(node.spare_sync_delay, Duration::from_millis(1));
+        assert_eq!(node.core.spare_lag_ms, 1, "the leader sends to spares once per window too");
         let (_dir, path) = write(&format!("{GOOD}\n[log]\nbackend = \"memory\"\n"));
         assert_eq!(ReplicaConfig::load(&path).unwrap().node_config().spare_sync_delay, Duration::ZERO, "no disk to share");
         let spread = GOOD.replace("127.0.0.1:7402", "10.0.0.3:7402");
         let (_dir, path) = write(&spread);
         assert_eq!(ReplicaConfig::load(&path).unwrap().node_config().spare_sync_delay, Duration::ZERO, "one member off this host");
+        assert_eq!(ReplicaConfig::load(&path).unwrap().core_config().spare_lag_ms, 0, "every follower is sent every proposal");
         let (_dir, path) = write(&format!("{spread}\n[log]\nspare_sync_delay_us = 250\n"));
-        assert_eq!(ReplicaConfig::load(&path).unwrap().node_config().spare_sync_delay, Duration::from_micros(250));
+        let node = ReplicaConfig::load(&path).unwrap().node_config();
+        assert_eq!(node.spare_sync_delay, Duration::from_micros(250));
+        assert_eq!(node.core.spare_lag_ms, 1, "rounded up to the core's millisecond");
         let (_dir, path) = write(&format!("{GOOD}\n[log]\nspare_sync_delay_us = 10001\n"));
         let err = ReplicaConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("log.spare_sync_delay_us") && err.contains("at most 10000"), "{err}");

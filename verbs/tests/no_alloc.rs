@@ -144,6 +144,7 @@ fn mailbox_round(one: &mut ShmMailboxes, two: &mut ShmMailboxes, round: u64) {
             start: round,
             values: [Value::Noop].into_iter().collect(),
             commit: round,
+            awaited: true,
         }),
     );
     one.send(&accept).unwrap();

@@ -57,6 +57,7 @@ impl Replica {
             return;
         }
         contract!(self, ballot == self.promised, "accept-not-below-promise");
+        self.leader_awaits = accept.awaited;
         let end = accept.start + accept.values.len() as u64;
         for (offset, value) in accept.values.into_iter().enumerate() {
             let slot = accept.start + offset as u64;
@@ -140,6 +141,7 @@ impl Replica {
         self.step_down(ballot);
         self.promised = ballot;
         self.leader_round_seen = 0;
+        self.leader_awaits = true;
         self.horizon = self.commit;
         self.persist(DurableWrite::Promise(ballot));
     }
@@ -186,7 +188,7 @@ mod tests {
 
     fn accept(round: u64, leader: u32, start: u64, n: u64, commit: u64) -> Message {
         let values = (start..start + n).map(|s| batch(9, s + 1, "op")).collect();
-        Message::Accept(Accept { ballot: ballot(round, leader), start, values, commit })
+        Message::Accept(Accept { ballot: ballot(round, leader), start, values, commit, awaited: true })
     }
 
     #[test]

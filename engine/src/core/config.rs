@@ -32,6 +32,12 @@ pub struct CoreConfig {
     pub max_snapshot_bytes: u64,
     /// Slots kept below a checkpoint, so a replica slightly behind gets entries, not a checkpoint.
     pub checkpoint_retain_slots: u64,
+    /// A leader replicates to its spares (`Membership::is_spare`) at most once per this many
+    /// milliseconds, and at each of their acknowledgements, while its commit path keeps up; 0:
+    /// like any follower, at every proposal. For spares that sync late anyway (one host whose
+    /// replicas share a disk): each message to them costs the two CPUs a send, a wake-up and a
+    /// receive per commit.
+    pub spare_lag_ms: u64,
     /// Seeds the core's own randomness (election back-off), so a run replays exactly.
     pub seed: u64,
     /// Deliberate protocol breakage for mutation tests.
@@ -59,6 +65,7 @@ impl CoreConfig {
             snapshot_chunk_bytes: 64 << 10,
             max_snapshot_bytes: 1 << 30,
             checkpoint_retain_slots: 64,
+            spare_lag_ms: 0,
             seed: id.0 as u64,
             #[cfg(feature = "mutations")]
             mutation: Mutation::None,

@@ -31,6 +31,10 @@ pub(crate) struct Progress {
     pub reported: Slot,
     /// `reported` at the previous heartbeat.
     pub reported_at_heartbeat: Slot,
+    /// When accepts last went to it (a spare replicated lazily waits `spare_lag_ms` after it).
+    pub sent_ms: u64,
+    /// Since when accepts sent to it have waited for its acknowledgement; None: it holds all sent.
+    pub waiting_since_ms: Option<u64>,
 }
 
 /// State that exists only while leading.
@@ -72,6 +76,8 @@ impl Progress {
             round: 0,
             reported: 0,
             reported_at_heartbeat: 0,
+            sent_ms: now_ms,
+            waiting_since_ms: None,
         }
     }
 }
@@ -171,8 +177,38 @@ impl Replica {
         // On the stack: a proposal allocates nothing (a group has a handful of followers).
         let followers: smallvec::SmallVec<[ReplicaId; 8]> = leadership.progress.keys().copied().collect();
         for follower in followers {
+            self.replicate_if_due(follower);
+        }
+    }
+
+    /// `replicate`, unless `follower` is a spare replicated lazily whose lag is not up yet.
+    fn replicate_if_due(&mut self, follower: ReplicaId) {
+        let Role::Leader(leadership) = &self.role else { return };
+        let sent_ms = leadership.progress.get(&follower).map_or(0, |p| p.sent_ms);
+        if !self.lazy_spare(leadership, follower) || self.now_ms >= sent_ms + self.cfg.spare_lag_ms {
             self.replicate(follower);
         }
+    }
+
+    /// Whether `follower` is replicated lazily now (`CoreConfig::spare_lag_ms`): a spare, while
+    /// the commit path keeps up and no hand-over waits for it.
+    fn lazy_spare(&self, leadership: &Leadership, follower: ReplicaId) -> bool {
+        self.cfg.spare_lag_ms > 0
+            && leadership.transfer.as_ref().is_none_or(|t| t.to != follower)
+            && self.membership.is_spare(self.id(), follower)
+            && !self.commit_path_stalled(leadership)
+    }
+
+    /// Whether a follower on the commit path has left accepts unacknowledged for twice the spare
+    /// lag (it is slow or down): the spares are then replicated at once, and a commit gets their
+    /// votes instead, until it acknowledges again.
+    fn commit_path_stalled(&self, leadership: &Leadership) -> bool {
+        let stall_ms = 2 * self.cfg.spare_lag_ms;
+        leadership.progress.iter().any(|(id, progress)| {
+            self.membership.is_voter(*id)
+                && !self.membership.is_spare(self.id(), *id)
+                && progress.waiting_since_ms.is_some_and(|since| self.now_ms >= since + stall_ms)
+        })
     }
 
     /// Sends the next chunks of the log to `follower`, bounded by its in-flight allowance.
@@ -183,6 +219,10 @@ impl Replica {
         let end = self.horizon; // only this leader's own proposals, never stale entries past them
         let base = self.log.base();
         let (now_ms, restart_after_ms) = (self.now_ms, self.cfg.election_timeout_min_ms);
+        let awaited = match &self.role {
+            Role::Leader(leadership) => !self.lazy_spare(leadership, follower),
+            _ => return,
+        };
         let Role::Leader(leadership) = &mut self.role else {
             return;
         };
@@ -205,8 +245,10 @@ impl Replica {
             let values = self.log.values(start, chunk.min((end - start) as usize));
             assert!(!values.is_empty(), "contract violated: replicate-sends-held-slots");
             progress.next = start + values.len() as u64;
+            progress.sent_ms = now_ms;
+            progress.waiting_since_ms.get_or_insert(now_ms);
             // Straight to `out` (not `self.send`): `progress` still borrows the role.
-            let accept = Message::Accept(Accept { ballot, start, values, commit });
+            let accept = Message::Accept(Accept { ballot, start, values, commit, awaited });
             self.out.push(Command::send(self.cfg.id, follower, accept));
         }
     }
@@ -229,9 +271,11 @@ impl Replica {
         progress.next = progress.next.max(accepted.upto);
         if accepted.upto > progress.matched {
             progress.matched = accepted.upto;
+            // It made progress: what it still lacks waits from now on.
+            progress.waiting_since_ms = (progress.matched < progress.next).then_some(now_ms);
             self.advance_commit();
         }
-        self.replicate(from);
+        self.replicate_if_due(from);
         self.advance_transfer();
     }
 
@@ -312,6 +356,11 @@ impl Replica {
             return;
         };
         if self.now_ms < leadership.next_heartbeat_ms {
+            // Between heartbeats: spares replicated lazily get what is due, and a stalled commit
+            // path is noticed without waiting for new input.
+            if self.cfg.spare_lag_ms > 0 {
+                self.replicate_all();
+            }
             return;
         }
         #[allow(unused_mut)]
@@ -432,6 +481,79 @@ mod tests {
         let out = persist_all(&mut r, 2_002, &out);
         assert_eq!(r.status().commit, 1);
         assert!(out.iter().any(|c| matches!(c, Command::Apply { slot: 0, .. })));
+    }
+
+    /// Accepts in `commands` to replica `to`.
+    fn accepts_to(commands: &[Command], to: u32) -> usize {
+        sent(commands).iter().filter(|(id, m)| *id == ReplicaId(to) && matches!(m, Message::Accept(_))).count()
+    }
+
+    /// Proposes one request at `now_ms` and commits it with replica 1's acknowledgement and the
+    /// leader's own sync; returns the commands of both steps.
+    fn propose_and_commit(r: &mut super::Replica, now_ms: u64, seq: u64) -> Vec<Command> {
+        let mut out = step(r, now_ms, Input::Propose(vec![request(7, seq, "x")]));
+        let upto = r.status().log_end;
+        out.extend(persist_all(r, now_ms, &out.clone()));
+        let ballot = r.promised;
+        out.extend(deliver(r, now_ms, 1, Message::Accepted(Accepted { ballot, upto, round: 0 })));
+        assert_eq!(r.status().commit, upto, "the leader and replica 1 commit it");
+        out
+    }
+
+    #[test]
+    fn a_spare_is_sent_to_once_per_lag_while_the_commit_path_keeps_up() {
+        // Leader 0 of {0,1,2}: replica 1 completes its majority, replica 2 is the spare.
+        let mut r = leader_of_three_with(|c| c.spare_lag_ms = 1);
+        let mut out = Vec::new();
+        for seq in 1..=10 {
+            out.extend(propose_and_commit(&mut r, 2_000, seq));
+        }
+        assert_eq!(accepts_to(&out, 1), 10, "the commit path gets every proposal at once");
+        assert!(accepts_to(&out, 2) <= 1, "the spare at most once within a millisecond");
+        // A millisecond later the spare gets everything since, in one accept.
+        let out = propose_and_commit(&mut r, 2_001, 11);
+        let to_spare: Vec<_> = sent(&out).into_iter().filter(|(to, _)| *to == ReplicaId(2)).collect();
+        let [(_, Message::Accept(accept))] = &to_spare[..] else { panic!("one accept to the spare: {to_spare:?}") };
+        assert_eq!(accept.start + accept.values.len() as u64, 11, "it carries the log up to the new proposal");
+
+        // Without a lag the spare is a follower like the others.
+        let mut eager = leader_of_three();
+        let mut out = Vec::new();
+        for seq in 1..=10 {
+            out.extend(propose_and_commit(&mut eager, 2_000, seq));
+        }
+        assert_eq!(accepts_to(&out, 2), 10);
+    }
+
+    #[test]
+    fn a_commit_path_follower_silent_for_twice_the_lag_makes_the_spares_eager_until_it_answers() {
+        let mut r = leader_of_three_with(|c| c.spare_lag_ms = 1);
+        propose_and_commit(&mut r, 2_000, 1);
+        // Replica 1 goes silent: the next proposal waits for a vote it will not get.
+        let mut writes = step(&mut r, 2_000, Input::Propose(vec![request(7, 2, "x")]));
+        persist_all(&mut r, 2_000, &writes.clone());
+        assert_eq!(r.status().commit, 1);
+        let out = step(&mut r, 2_001, Input::Tick);
+        assert_eq!(accepts_to(&out, 2), 1, "the spare's lag is up: it gets slot 1 at the tick");
+        let ballot = r.promised;
+        deliver(&mut r, 2_001, 2, Message::Accepted(Accepted { ballot, upto: 2, round: 0 }));
+        assert_eq!(r.status().commit, 2, "the spare's vote completes the majority");
+        let out = step(&mut r, 2_001, Input::Propose(vec![request(7, 3, "x")]));
+        assert_eq!(accepts_to(&out, 2), 0, "replica 1 waited only a millisecond: the spare waits for its lag");
+        writes.extend(out);
+        let out = step(&mut r, 2_002, Input::Tick);
+        assert_eq!(accepts_to(&out, 2), 1, "replica 1 silent for twice the lag: the spare gets slot 2 now");
+        let out = step(&mut r, 2_002, Input::Propose(vec![request(7, 4, "x")]));
+        assert_eq!(accepts_to(&out, 2), 1, "and every proposal after it, at once");
+        writes.extend(out);
+        // Replica 1 answers again: the spare waits for its lag again.
+        persist_all(&mut r, 2_003, &writes);
+        deliver(&mut r, 2_003, 1, Message::Accepted(Accepted { ballot, upto: 4, round: 0 }));
+        assert_eq!(r.status().commit, 4);
+        let out = propose_and_commit(&mut r, 2_003, 5);
+        assert_eq!(accepts_to(&out, 2), 1, "its lag is up");
+        let out = propose_and_commit(&mut r, 2_003, 6);
+        assert_eq!(accepts_to(&out, 2), 0, "lazy again");
     }
 
     #[test]

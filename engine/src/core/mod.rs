@@ -124,6 +124,8 @@ pub struct Replica {
     pub(crate) max_round_seen: u64,
     /// Highest heartbeat round seen from the leader of `promised` (echoed for read-index).
     pub(crate) leader_round_seen: u64,
+    /// Whether the leader of `promised` waits for this replica's vote (its latest accept said so).
+    pub(crate) leader_awaits: bool,
     /// Fast reads waiting for this replica to apply far enough.
     pub(crate) waiting_fast_reads: Vec<(u64, Slot)>,
     /// The state machine lets this replica campaign (RSL's CanBecomePrimary veto).
@@ -170,6 +172,7 @@ impl Replica {
             next_commit_persist_ms: 0,
             max_round_seen: promised.round,
             leader_round_seen: 0,
+            leader_awaits: true,
             waiting_fast_reads: Vec::new(),
             candidacy_allowed: true,
             out: Vec::new(),
@@ -265,21 +268,13 @@ impl Replica {
         (self.now_ms.saturating_sub(heard) <= self.cfg.election_timeout_max_ms).then_some(self.leader_hint?)
     }
 
-    /// Whether this replica is a spare under the leader it hears from (`Membership::is_spare`):
-    /// that leader commits without waiting for this replica's acknowledgements while the
-    /// replicas on its commit path are up. False without a fresh leader.
-    pub fn is_spare(&self) -> bool {
-        self.fresh_leader_hint().is_some_and(|leader| self.membership.is_spare(leader, self.id()))
-    }
-
-    /// Every slot below this is known chosen here.
-    pub fn commit_index(&self) -> Slot {
-        self.commit
-    }
-
-    /// One past the last slot this replica holds.
-    pub fn log_end(&self) -> Slot {
-        self.log.end()
+    /// Whether this replica may group its syncs as a spare: under the leader it hears from it is
+    /// a spare (`Membership::is_spare`), and that leader's latest accept said its commits do not
+    /// wait for this replica's vote (the replicas on its commit path keep up). False without a
+    /// fresh leader.
+    pub fn may_sync_late(&self) -> bool {
+        !self.leader_awaits
+            && self.fresh_leader_hint().is_some_and(|leader| self.membership.is_spare(leader, self.id()))
     }
 
     /// First slot still held in the log (slots below were discarded after a checkpoint).

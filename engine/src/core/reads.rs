@@ -140,7 +140,8 @@ mod tests {
         let out = step(&mut r, 10, Input::FastRead { id: 1, min_slot: 2 });
         assert!(ready(&out).is_empty());
         let values = vec![batch(1, 1, "a"), batch(1, 2, "b")];
-        let accept = crate::message::Accept { ballot: ballot(1, 0), start: 0, values: values.into(), commit: 2 };
+        let accept =
+            crate::message::Accept { ballot: ballot(1, 0), start: 0, values: values.into(), commit: 2, awaited: true };
         let out = deliver(&mut r, 11, 0, Message::Accept(accept));
         assert!(out.iter().any(|c| matches!(c, Command::ReadReady { id: 1, slot: 2 })));
         let out = step(&mut r, 12, Input::Read { id: 2 });

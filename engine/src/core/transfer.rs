@@ -111,7 +111,13 @@ mod tests {
     #[test]
     fn a_follower_told_to_campaign_asks_others_to_ignore_stickiness() {
         let mut r = replica(1, 3);
-        let accept = crate::message::Accept { ballot: ballot(1, 0), start: 0, values: Default::default(), commit: 0 };
+        let accept = crate::message::Accept {
+            ballot: ballot(1, 0),
+            start: 0,
+            values: Default::default(),
+            commit: 0,
+            awaited: true,
+        };
         let out = deliver(&mut r, 10, 0, Message::Accept(accept));
         persist_all(&mut r, 10, &out);
         let out = deliver(&mut r, 11, 0, Message::TimeoutNow(TimeoutNow { ballot: ballot(1, 0) }));
@@ -123,7 +129,13 @@ mod tests {
         assert!(prepares.iter().all(|p| p.transfer && p.ballot > ballot(1, 0)));
         // Another follower that heard from the leader a moment ago still promises.
         let mut other = replica(2, 3);
-        let accept = crate::message::Accept { ballot: ballot(1, 0), start: 0, values: Default::default(), commit: 0 };
+        let accept = crate::message::Accept {
+            ballot: ballot(1, 0),
+            start: 0,
+            values: Default::default(),
+            commit: 0,
+            awaited: true,
+        };
         let out = deliver(&mut other, 10, 0, Message::Accept(accept));
         persist_all(&mut other, 10, &out);
         let out = deliver(&mut other, 12, 1, Message::Prepare(prepares[0].clone()));

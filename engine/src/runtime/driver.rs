@@ -9,7 +9,6 @@ use super::storage::LogStorage;
 use super::read_only::ReadOnly;
 use super::inbox::{CorePass, Inbox};
 use super::shared::Shared;
-use super::spare_guard::SpareGuard;
 use super::transport::PeerTransport;
 use crate::applier::{Applied, Applier, Outcome};
 use crate::core::io::AdminReply;
@@ -28,8 +27,6 @@ const MAX_EVENTS_PER_PASS: usize = 4_096;
 /// has more sockets to read, and a sync there would stall them (1024 clients, tcp + file log:
 /// p50 883-1,018 us before inline persistence, 1,111-1,372 us with it in every pass).
 const INLINE_PERSIST_MAX_EVENTS: usize = 2;
-/// How long a spare the leader's majority waited for syncs promptly before it defers again.
-const SPARE_BACKOFF: Duration = Duration::from_secs(1);
 /// A waiting client entry older than this is dropped (its client timed out and moved on).
 const AWAITING_EXPIRY: Duration = Duration::from_secs(30);
 
@@ -73,8 +70,6 @@ pub struct Driver<S, T, L, R, O> {
     next_read_id: u64,
     /// The operator waiting for the `Command::Admin` of the input being stepped.
     admin: Option<Waiter<R>>,
-    /// Whether this replica may sync late as a spare (`spare_guard` module docs).
-    spare_guard: SpareGuard,
 }
 
 /// A read-only request waiting for `Command::ReadReady`.
@@ -126,7 +121,6 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
             reads: HashMap::default(),
             next_read_id: 1,
             admin: None,
-            spare_guard: SpareGuard::new(SPARE_BACKOFF),
         }
     }
 
@@ -166,13 +160,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
                     tracing::debug!(slot = checkpoint.slot, bytes = checkpoint.data.len(), "checkpoint serialized");
                     self.step(Input::CheckpointTaken(checkpoint));
                 }
-                Event::Persisted { upto } => {
-                    self.step(Input::Persisted { upto });
-                    let commit = self.core.commit_index();
-                    if self.spare_guard.persisted(upto, commit, Instant::now()) {
-                        tracing::info!(commit, "the leader's majority waited for this spare (a replica on its commit path is slow or down): syncing promptly for a second");
-                    }
-                }
+                Event::Persisted { upto } => self.step(Input::Persisted { upto }),
                 Event::Request { request, request_id, reply_to } => {
                     let waiter = Waiter { request_id, reply_to, since: Instant::now() };
                     if S::is_read_only(&request.op) {
@@ -298,12 +286,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
     fn update_spare(&mut self) {
         // A promise answers a candidate, whose election waits for it: never delayed as a spare's.
         let promising = self.persists.iter().any(|(_, write)| matches!(write, DurableWrite::Promise(_)));
-        let spare = self.core.is_spare() && !promising && self.spare_guard.may_defer(Instant::now());
-        // Only writes really deferred are judged: without a delay a spare syncs like any replica.
-        let deferred = self.persister.set_spare(spare);
-        if let (true, Some((ticket, _))) = (deferred, self.persists.last()) {
-            self.spare_guard.deferred(*ticket, self.core.log_end());
-        }
+        self.persister.set_spare(self.core.may_sync_late() && !promising);
     }
 
     /// The checkpoint policy: hand the core a checkpoint so it can persist it and discard the log

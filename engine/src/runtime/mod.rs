@@ -33,7 +33,6 @@ pub mod placement;
 pub mod read_only;
 pub mod ring;
 pub mod shared;
-pub mod spare_guard;
 pub mod storage;
 pub mod transport;
 

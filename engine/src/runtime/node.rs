@@ -41,8 +41,9 @@ pub struct NodeConfig {
     pub checkpoint_every_slots: u64,
     /// Threads that deliver events run the core themselves when it is free (`inbox` module docs).
     pub run_core_on_delivery: bool,
-    /// While this replica is a spare (`Membership::is_spare`), its syncs wait this long to group
-    /// more writes (`persistence` module docs). Zero: syncs as soon as any replica does.
+    /// While this replica is a spare its leader does not await (`Replica::may_sync_late`), its
+    /// syncs wait this long to group more writes (`persistence` module docs). Zero: syncs as soon
+    /// as any replica does. The leader's side is `CoreConfig::spare_lag_ms`.
     pub spare_sync_delay: Duration,
 }
 

@@ -8,11 +8,12 @@
 //!   (`Persister::try_inline`). At low load that takes two thread hand-offs (core -> persistence
 //!   -> core) off every commit's path, each a wake-up of an idle CPU.
 //!
-//! A spare (`Membership::is_spare`: the leader's majority does not need its acknowledgements) never
-//! persists inline, and its persistence thread waits `spare_sync_delay` after the first write of a
-//! round before syncing, so one sync covers every write of that window. On one host, where the
-//! replicas share a disk, that takes the third of three syncs per commit off the disk while the
-//! two on the commit path run (docs/benchmarks.md, session 8).
+//! A spare its leader does not await (`Replica::may_sync_late`: the leader's majority does not need
+//! its acknowledgements, and its latest accept said so) never persists inline, and its persistence
+//! thread waits `spare_sync_delay` after the first write of a round before syncing, so one sync
+//! covers every write of that window. On one host, where the replicas share a disk, that takes the
+//! third of three syncs per commit off the disk while the two on the commit path run
+//! (docs/benchmarks.md, sessions 8 and 9).
 //!
 //! Tickets stay in order because the core is the ring's only producer: it persists inline only
 //! when the ring is empty and it holds the lock, which the persistence thread keeps from the
@@ -28,7 +29,7 @@ use super::storage::{LogStorage, StorageError};
 use crate::core::DurableWrite;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One persist command handed from the core thread.
 pub type PersistJob = (u64, DurableWrite);
@@ -62,18 +63,33 @@ impl<L: LogStorage, O: Observer> Persister<L, O> {
         }
     }
 
-    /// The core's latest view of whether this replica is a spare (set by the core at each flush).
-    /// A spare with a delay never persists inline, so its writes go through the delayed thread.
-    /// Returns whether its writes are now deferred (a spare, with a delay).
-    pub fn set_spare(&self, spare: bool) -> bool {
+    /// The core's latest view of whether this replica may sync late as a spare (set at each
+    /// flush). A spare with a delay never persists inline, so its writes go through the delayed
+    /// thread; when it stops being one (the leader now awaits its vote), a delay under way ends.
+    pub fn set_spare(&self, spare: bool) {
         let deferred = spare && !self.spare_sync_delay.is_zero();
-        self.spare.store(deferred, Ordering::Relaxed);
-        deferred
+        if self.spare.swap(deferred, Ordering::SeqCst) && !deferred {
+            self.jobs.wake();
+        }
     }
 
-    /// How long the persistence thread waits before its next round.
-    fn round_delay(&self) -> Duration {
-        if self.spare.load(Ordering::Relaxed) { self.spare_sync_delay } else { Duration::ZERO }
+    /// Waits out a spare's delay before a round; returns early once `set_spare` says the replica
+    /// no longer is one.
+    fn wait_spare_delay(&self) {
+        if !self.spare.load(Ordering::SeqCst) {
+            return;
+        }
+        let deadline = Instant::now() + self.spare_sync_delay;
+        loop {
+            // Raised before the flag is read: a `set_spare(false)` after the read sees it and wakes us.
+            self.jobs.sleeping.store(true, Ordering::SeqCst);
+            let now = Instant::now();
+            if !self.spare.load(Ordering::SeqCst) || now >= deadline {
+                break;
+            }
+            std::thread::park_timeout(deadline - now);
+        }
+        self.jobs.sleeping.store(false, Ordering::SeqCst);
     }
 
     /// Hands writes to the persistence thread, in order. Never drops one (the core waits for its
@@ -174,10 +190,7 @@ pub fn run<L: LogStorage, R, O: Observer>(persister: Arc<Persister<L, O>>, inbox
             continue;
         }
         idler.reset();
-        let delay = persister.round_delay();
-        if !delay.is_zero() {
-            std::thread::sleep(delay);
-        }
+        persister.wait_spare_delay();
         if let Some(upto) = persister.round() {
             unreported = Some(upto);
         }
@@ -233,14 +246,30 @@ mod tests {
         p.set_spare(true);
         let mut jobs = vec![job(1)];
         assert_eq!(p.try_inline(&mut jobs), None, "a spare does not sync on the core's thread");
-        assert_eq!(p.round_delay(), delay);
         p.set_spare(false);
-        assert_eq!(p.round_delay(), Duration::ZERO);
         assert_eq!(p.try_inline(&mut jobs), Some(1), "back on the commit path: inline again");
         let no_delay = persister();
         no_delay.set_spare(true);
-        assert_eq!(no_delay.round_delay(), Duration::ZERO, "without a delay a spare is like any replica");
-        assert_eq!(no_delay.try_inline(&mut vec![job(1)]), Some(1));
+        assert_eq!(no_delay.try_inline(&mut vec![job(1)]), Some(1), "without a delay a spare is like any replica");
+    }
+
+    #[test]
+    fn a_spare_delay_under_way_ends_when_the_leader_awaits_the_replica() {
+        let p = Arc::new(persister_with(Duration::from_secs(30)));
+        p.set_spare(true);
+        let waiter = {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                p.jobs.bind_consumer();
+                let started = std::time::Instant::now();
+                p.wait_spare_delay();
+                started.elapsed()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        p.set_spare(false);
+        let waited = waiter.join().unwrap();
+        assert!(waited < Duration::from_secs(10), "the 30 s delay ended early: {waited:?}");
     }
 
     #[test]

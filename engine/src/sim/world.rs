@@ -282,6 +282,8 @@ impl World {
         // Small chunks and a short retained tail, so transfers are chunked, cut and resumed.
         config.snapshot_chunk_bytes = 64;
         config.checkpoint_retain_slots = self.config.checkpoint_retain_slots;
+        // A third of the seeds each replicate to spares eagerly, lazily every 1 ms, or every 2 ms.
+        config.spare_lag_ms = self.seed % 3;
         #[cfg(feature = "mutations")]
         {
             config.mutation = self.options.mutation;
