@@ -181,11 +181,14 @@ impl Replica {
         }
     }
 
-    /// `replicate`, unless `follower` is a spare replicated lazily whose lag is not up yet.
+    /// `replicate`, unless `follower` is a spare replicated lazily whose lag is not up yet and
+    /// for which less than a full accept is waiting (so a spare never falls behind by more).
     fn replicate_if_due(&mut self, follower: ReplicaId) {
         let Role::Leader(leadership) = &self.role else { return };
-        let sent_ms = leadership.progress.get(&follower).map_or(0, |p| p.sent_ms);
-        if !self.lazy_spare(leadership, follower) || self.now_ms >= sent_ms + self.cfg.spare_lag_ms {
+        let Some(progress) = leadership.progress.get(&follower) else { return };
+        let lag_up = self.now_ms >= progress.sent_ms + self.cfg.spare_lag_ms;
+        let full_accept = self.horizon.saturating_sub(progress.next) >= self.cfg.max_values_per_accept as u64;
+        if lag_up || full_accept || !self.lazy_spare(leadership, follower) {
             self.replicate(follower);
         }
     }
@@ -515,6 +518,15 @@ mod tests {
         let to_spare: Vec<_> = sent(&out).into_iter().filter(|(to, _)| *to == ReplicaId(2)).collect();
         let [(_, Message::Accept(accept))] = &to_spare[..] else { panic!("one accept to the spare: {to_spare:?}") };
         assert_eq!(accept.start + accept.values.len() as u64, 11, "it carries the log up to the new proposal");
+        // Within a millisecond, a full accept's worth still goes at once.
+        let chunk = r.cfg.max_values_per_accept as u64;
+        let mut out = Vec::new();
+        for seq in 12..12 + chunk {
+            out.extend(propose_and_commit(&mut r, 2_001, seq));
+        }
+        let sent_to_spare: Vec<_> = sent(&out).into_iter().filter(|(to, _)| *to == ReplicaId(2)).collect();
+        let [(_, Message::Accept(accept))] = &sent_to_spare[..] else { panic!("one accept: {sent_to_spare:?}") };
+        assert_eq!((accept.start, accept.values.len() as u64), (11, chunk), "a full accept, the moment it fills");
 
         // Without a lag the spare is a follower like the others.
         let mut eager = leader_of_three();

@@ -108,9 +108,8 @@ mod tests {
         assert_eq!(sent(&out), vec![(ReplicaId(2), Message::TimeoutNow(TimeoutNow { ballot }))]);
     }
 
-    #[test]
-    fn a_follower_told_to_campaign_asks_others_to_ignore_stickiness() {
-        let mut r = replica(1, 3);
+    /// An empty accept from replica 0 at ballot 1.0: the receiver follows it as its leader.
+    fn leader_contact() -> Message {
         let accept = crate::message::Accept {
             ballot: ballot(1, 0),
             start: 0,
@@ -118,7 +117,13 @@ mod tests {
             commit: 0,
             awaited: true,
         };
-        let out = deliver(&mut r, 10, 0, Message::Accept(accept));
+        Message::Accept(accept)
+    }
+
+    #[test]
+    fn a_follower_told_to_campaign_asks_others_to_ignore_stickiness() {
+        let mut r = replica(1, 3);
+        let out = deliver(&mut r, 10, 0, leader_contact());
         persist_all(&mut r, 10, &out);
         let out = deliver(&mut r, 11, 0, Message::TimeoutNow(TimeoutNow { ballot: ballot(1, 0) }));
         let prepares: Vec<Prepare> = sent(&out)
@@ -129,14 +134,7 @@ mod tests {
         assert!(prepares.iter().all(|p| p.transfer && p.ballot > ballot(1, 0)));
         // Another follower that heard from the leader a moment ago still promises.
         let mut other = replica(2, 3);
-        let accept = crate::message::Accept {
-            ballot: ballot(1, 0),
-            start: 0,
-            values: Default::default(),
-            commit: 0,
-            awaited: true,
-        };
-        let out = deliver(&mut other, 10, 0, Message::Accept(accept));
+        let out = deliver(&mut other, 10, 0, leader_contact());
         persist_all(&mut other, 10, &out);
         let out = deliver(&mut other, 12, 1, Message::Prepare(prepares[0].clone()));
         let out = persist_all(&mut other, 12, &out);
