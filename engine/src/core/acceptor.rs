@@ -66,7 +66,13 @@ impl Replica {
             }
             if let Some(cell) = self.log.get(slot) {
                 if slot < self.commit {
-                    contract!(self, cell.value == value, "chosen-value-never-changes", "slot {slot}");
+                    // Held chosen. A proposal at a lower ballot than the one held may carry
+                    // another value: an old leader's, delayed, at a replica that learned the
+                    // slot chosen (`Chosen`) without promising the newer ballot. From that
+                    // ballot on, Paxos makes every proposal carry the chosen value.
+                    if ballot >= cell.ballot {
+                        contract!(self, cell.value == value, "chosen-value-never-changes", "slot {slot}");
+                    }
                     continue;
                 }
                 if cell.ballot == ballot {
@@ -189,6 +195,30 @@ mod tests {
     fn accept(round: u64, leader: u32, start: u64, n: u64, commit: u64) -> Message {
         let values = (start..start + n).map(|s| batch(9, s + 1, "op")).collect();
         Message::Accept(Accept { ballot: ballot(round, leader), start, values, commit, awaited: true })
+    }
+
+    #[test]
+    fn a_stale_accept_below_the_ballot_a_slot_was_learned_chosen_at_leaves_it_alone() {
+        // Simulation seed 250: r4 learned slot 0 chosen at ballot 6.1 from a `Chosen` answer,
+        // never promised 6.1, then got old leader r0's delayed accept at 5.0 with another value.
+        let mut r = replica(2, 3);
+        let chosen = crate::message::Chosen {
+            ballot: ballot(6, 1),
+            start: 0,
+            entries: vec![crate::types::Entry { slot: 0, ballot: ballot(6, 1), value: batch(1, 1, "chosen") }],
+            commit: 1,
+        };
+        deliver(&mut r, 10, 1, Message::Chosen(chosen));
+        assert_eq!(r.status().commit, 1);
+        let stale = Accept {
+            ballot: ballot(5, 0),
+            start: 0,
+            values: [batch(2, 1, "stale")].into_iter().collect(),
+            commit: 1,
+            awaited: true,
+        };
+        deliver(&mut r, 11, 0, Message::Accept(stale));
+        assert_eq!(r.log.get(0).unwrap().value, batch(1, 1, "chosen"), "the chosen value stays");
     }
 
     #[test]
