@@ -193,6 +193,15 @@ impl Replica {
         }
     }
 
+    /// Whether this replica leads with spares replicated lazily and awaits their votes now,
+    /// because a follower on its commit path stalled (`commit_path_stalled`).
+    pub fn awaits_spares(&self) -> bool {
+        match &self.role {
+            Role::Leader(leadership) => self.cfg.spare_lag_ms > 0 && self.commit_path_stalled(leadership),
+            _ => false,
+        }
+    }
+
     /// Whether `follower` is replicated lazily now (`CoreConfig::spare_lag_ms`): a spare, while
     /// the commit path keeps up and no hand-over waits for it.
     fn lazy_spare(&self, leadership: &Leadership, follower: ReplicaId) -> bool {
@@ -202,11 +211,19 @@ impl Replica {
             && !self.commit_path_stalled(leadership)
     }
 
-    /// Whether a follower on the commit path has left accepts unacknowledged for twice the spare
-    /// lag (it is slow or down): the spares are then replicated at once, and a commit gets their
-    /// votes instead, until it acknowledges again.
+    /// How long a follower on the commit path may leave accepts unacknowledged before the leader
+    /// takes it as slow or down: twice the spare lag, and at least half a heartbeat interval (a
+    /// follower syncing under load answers every millisecond or two; at 1-2 ms, 15 times a second
+    /// on the 2-vCPU host at 64-256 clients).
+    pub(crate) fn stall_after_ms(&self) -> u64 {
+        (2 * self.cfg.spare_lag_ms).max(self.cfg.heartbeat_interval_ms / 2)
+    }
+
+    /// Whether a follower on the commit path has left accepts unacknowledged for
+    /// `stall_after_ms` (it is slow or down): the spares are then replicated at once, and a commit
+    /// gets their votes instead, until it acknowledges again.
     fn commit_path_stalled(&self, leadership: &Leadership) -> bool {
-        let stall_ms = 2 * self.cfg.spare_lag_ms;
+        let stall_ms = self.stall_after_ms();
         leadership.progress.iter().any(|(id, progress)| {
             self.membership.is_voter(*id)
                 && !self.membership.is_spare(self.id(), *id)
@@ -518,6 +535,7 @@ mod tests {
         let to_spare: Vec<_> = sent(&out).into_iter().filter(|(to, _)| *to == ReplicaId(2)).collect();
         let [(_, Message::Accept(accept))] = &to_spare[..] else { panic!("one accept to the spare: {to_spare:?}") };
         assert_eq!(accept.start + accept.values.len() as u64, 11, "it carries the log up to the new proposal");
+        assert!(!accept.awaited, "the spare may group its syncs");
         // Within a millisecond, a full accept's worth still goes at once.
         let chunk = r.cfg.max_values_per_accept as u64;
         let mut out = Vec::new();
@@ -538,34 +556,48 @@ mod tests {
     }
 
     #[test]
-    fn a_commit_path_follower_silent_for_twice_the_lag_makes_the_spares_eager_until_it_answers() {
+    fn a_commit_path_follower_silent_for_the_stall_time_makes_the_spares_eager_until_it_answers() {
         let mut r = leader_of_three_with(|c| c.spare_lag_ms = 1);
-        propose_and_commit(&mut r, 2_000, 1);
+        let stall = r.stall_after_ms();
+        assert_eq!(stall, r.cfg.heartbeat_interval_ms / 2, "half a heartbeat is more than twice the lag");
+        let t0 = 2_000;
+        propose_and_commit(&mut r, t0, 1);
         // Replica 1 goes silent: the next proposal waits for a vote it will not get.
-        let mut writes = step(&mut r, 2_000, Input::Propose(vec![request(7, 2, "x")]));
-        persist_all(&mut r, 2_000, &writes.clone());
+        let mut writes = step(&mut r, t0, Input::Propose(vec![request(7, 2, "x")]));
+        persist_all(&mut r, t0, &writes.clone());
         assert_eq!(r.status().commit, 1);
-        let out = step(&mut r, 2_001, Input::Tick);
+        let out = step(&mut r, t0 + 1, Input::Tick);
         assert_eq!(accepts_to(&out, 2), 1, "the spare's lag is up: it gets slot 1 at the tick");
         let ballot = r.promised;
-        deliver(&mut r, 2_001, 2, Message::Accepted(Accepted { ballot, upto: 2, round: 0 }));
+        deliver(&mut r, t0 + 1, 2, Message::Accepted(Accepted { ballot, upto: 2, round: 0 }));
         assert_eq!(r.status().commit, 2, "the spare's vote completes the majority");
-        let out = step(&mut r, 2_001, Input::Propose(vec![request(7, 3, "x")]));
-        assert_eq!(accepts_to(&out, 2), 0, "replica 1 waited only a millisecond: the spare waits for its lag");
+        let out = step(&mut r, t0 + 1, Input::Propose(vec![request(7, 3, "x")]));
+        assert_eq!(accepts_to(&out, 2), 0, "not stalled yet: the spare waits for its lag");
         writes.extend(out);
-        let out = step(&mut r, 2_002, Input::Tick);
-        assert_eq!(accepts_to(&out, 2), 1, "replica 1 silent for twice the lag: the spare gets slot 2 now");
-        let out = step(&mut r, 2_002, Input::Propose(vec![request(7, 4, "x")]));
-        assert_eq!(accepts_to(&out, 2), 1, "and every proposal after it, at once");
+        step(&mut r, t0 + stall - 1, Input::Tick);
+        assert!(!r.awaits_spares(), "silent for less than the stall time");
+        step(&mut r, t0 + stall, Input::Tick);
+        assert!(r.awaits_spares(), "silent for the stall time");
+        let out = step(&mut r, t0 + stall, Input::Propose(vec![request(7, 4, "x")]));
+        assert_eq!(accepts_to(&out, 2), 1, "every proposal goes to the spare at once");
+        let [(_, Message::Accept(accept))] =
+            &sent(&out).into_iter().filter(|(to, _)| *to == ReplicaId(2)).collect::<Vec<_>>()[..]
+        else {
+            panic!("one accept to the spare")
+        };
+        assert!(accept.awaited, "marked awaited, so the spare syncs without its delay");
         writes.extend(out);
         // Replica 1 answers again: the spare waits for its lag again.
-        persist_all(&mut r, 2_003, &writes);
-        deliver(&mut r, 2_003, 1, Message::Accepted(Accepted { ballot, upto: 4, round: 0 }));
+        let t1 = t0 + stall + 1;
+        persist_all(&mut r, t1, &writes);
+        deliver(&mut r, t1, 1, Message::Accepted(Accepted { ballot, upto: 4, round: 0 }));
         assert_eq!(r.status().commit, 4);
-        let out = propose_and_commit(&mut r, 2_003, 5);
+        assert!(!r.awaits_spares(), "replica 1 holds everything sent to it");
+        let out = propose_and_commit(&mut r, t1, 5);
         assert_eq!(accepts_to(&out, 2), 1, "its lag is up");
-        let out = propose_and_commit(&mut r, 2_003, 6);
-        assert_eq!(accepts_to(&out, 2), 0, "lazy again");
+        let out = propose_and_commit(&mut r, t1, 6);
+        let to_spare = sent(&out).into_iter().filter(|(to, _)| *to == ReplicaId(2)).count();
+        assert_eq!(to_spare, 0, "lazy again");
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct Driver<S, T, L, R, O> {
     next_read_id: u64,
     /// The operator waiting for the `Command::Admin` of the input being stepped.
     admin: Option<Waiter<R>>,
+    /// `Replica::awaits_spares` at the end of the last pass.
+    spares_awaited: bool,
 }
 
 /// A read-only request waiting for `Command::ReadReady`.
@@ -121,6 +123,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
             reads: HashMap::default(),
             next_read_id: 1,
             admin: None,
+            spares_awaited: false,
         }
     }
 
@@ -143,6 +146,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
             self.next_sweep = Instant::now() + AWAITING_EXPIRY;
         }
         self.flush_persists(handled <= INLINE_PERSIST_MAX_EVENTS);
+        self.watch_spares();
         (handled > 0, Duration::from_millis(self.next_tick_ms.saturating_sub(self.now_ms())))
     }
 
@@ -280,6 +284,21 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
             self.step(Input::Persisted { upto });
         }
         self.persister.hand_over(&mut self.persists);
+    }
+
+    /// Reports when the leader starts or stops awaiting its spares (a follower on its commit path
+    /// stalled, or answers again).
+    fn watch_spares(&mut self) {
+        let awaited = self.core.awaits_spares();
+        if awaited != self.spares_awaited {
+            self.spares_awaited = awaited;
+            self.observer.on_spares_awaited(awaited);
+            if awaited {
+                tracing::warn!("a follower on the commit path is slow or down: the spares are sent to at once and awaited");
+            } else {
+                tracing::info!("the commit path keeps up again: spares are sent to lazily");
+            }
+        }
     }
 
     /// Tells the persister whether the writes about to go are a spare's (`Persister::set_spare`).

@@ -18,6 +18,9 @@ pub trait Observer: Send + Sync + 'static {
     fn on_group_commit(&self, _writes: usize, _log_bytes: u64) {}
     /// A client write was answered Busy because the log is nearly full.
     fn on_write_shed(&self) {}
+    /// This leader started (true) or stopped (false) awaiting its spares' votes because a follower
+    /// on its commit path stalled (`Replica::awaits_spares`).
+    fn on_spares_awaited(&self, _awaited: bool) {}
 }
 
 /// Ignores everything.

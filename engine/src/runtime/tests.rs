@@ -333,7 +333,7 @@ fn a_silent_follower_on_the_commit_path_makes_the_spare_awaited_and_prompt() {
         assert!(matches!(response, Response::Reply { .. }), "{response:?}");
     }
     let elapsed = started.elapsed();
-    // The first put waits for the leader to notice (twice the lag); after that the spare is sent
+    // The first put waits for the leader to notice (the stall time); after that the spare is sent
     // every put at once and syncs it without its window: 40 puts deferred a window each would
     // take 4 s.
     assert!(elapsed < window * 15, "{puts} puts took {elapsed:?} with the commit path's follower silent");

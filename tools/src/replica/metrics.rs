@@ -22,6 +22,8 @@ pub struct Metrics {
     leading: Gauge,
     log_bytes: Gauge,
     writes_shed: Counter,
+    spares_awaited: Gauge,
+    commit_path_stalls: Counter,
     batch_requests: Log2Histogram,
     group_commit_writes: Log2Histogram,
     request_latency_seconds: Log2Histogram,
@@ -40,6 +42,8 @@ impl Metrics {
             leading: Gauge::default(),
             log_bytes: Gauge::default(),
             writes_shed: Counter::default(),
+            spares_awaited: Gauge::default(),
+            commit_path_stalls: Counter::default(),
             batch_requests: Log2Histogram::new(1, 14, 1.0),
             group_commit_writes: Log2Histogram::new(1, 12, 1.0),
             // Observed per request on the core thread: no lock there (log2_histogram.rs).
@@ -57,6 +61,16 @@ impl Metrics {
             "writes_shed",
             "Client writes answered Busy because the log was three quarters full",
             m.writes_shed.clone(),
+        );
+        registry.register(
+            "spares_awaited",
+            "1 while this leader awaits its spares because a follower on its commit path stalled",
+            m.spares_awaited.clone(),
+        );
+        registry.register(
+            "commit_path_stalls",
+            "Times this leader began awaiting its spares (a commit-path follower slow or down)",
+            m.commit_path_stalls.clone(),
         );
         registry.register("batch_requests", "Client requests per proposal", m.batch_requests.clone());
         registry.register("group_commit_writes", "Durable writes per log sync", m.group_commit_writes.clone());
@@ -104,6 +118,12 @@ impl Observer for Metrics {
     fn on_write_shed(&self) {
         self.writes_shed.inc();
     }
+    fn on_spares_awaited(&self, awaited: bool) {
+        if awaited {
+            self.commit_path_stalls.inc();
+        }
+        self.spares_awaited.set(awaited as i64);
+    }
 }
 
 /// Serves `metrics` over HTTP on `listener` from a background thread.
@@ -139,12 +159,17 @@ mod tests {
         metrics.on_write_shed();
         metrics.on_write_shed();
         metrics.on_reply(100);
+        metrics.on_spares_awaited(true);
+        metrics.on_spares_awaited(false);
+        metrics.on_spares_awaited(true);
         let text = metrics.render();
         for line in [
             "decree_applied_slots_total{replica=\"2\"} 3",
             "decree_applied_requests_total{replica=\"2\"} 40",
             "decree_log_bytes{replica=\"2\"} 4096",
             "decree_writes_shed_total{replica=\"2\"} 2",
+            "decree_commit_path_stalls_total{replica=\"2\"} 2",
+            "decree_spares_awaited{replica=\"2\"} 1",
             "decree_request_latency_seconds_count{replica=\"2\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
