@@ -133,8 +133,8 @@ pub struct TimeoutsSection {
     pub tick_ms: u64,
 }
 
-/// Most `[log] spare_sync_delay_us` accepted: when a replica on the commit path fails, the leader
-/// notices within twice the window (rounded up to milliseconds) and awaits the spares instead.
+/// Most `[log] spare_sync_delay_us` accepted: a spare's data is then at most about twice that
+/// behind the leader's (sent once per window, synced a window later).
 const MAX_SPARE_SYNC_DELAY_US: u64 = 10_000;
 /// `[log] spare_sync_delay_us` when every member is on loopback and the log is durable.
 const ONE_HOST_SPARE_SYNC_DELAY_US: u64 = 1_000;
@@ -473,7 +473,6 @@ impl ReplicaConfig {
         core.max_batch_requests = self.batching.max_requests;
         core.max_batch_bytes = self.batching.max_bytes;
         core.window_slots = self.batching.window_slots;
-        // Spares that sync late are also sent to late: about once per sync window.
         // Spares that sync late are also sent to late: about once per sync window.
         core.spare_lag_ms = self.spare_sync_delay_us().div_ceil(1_000);
         core.seed = (self.id as u64) ^ crate::secret::random_u64();

@@ -186,10 +186,12 @@ impl Replica {
     fn replicate_if_due(&mut self, follower: ReplicaId) {
         let Role::Leader(leadership) = &self.role else { return };
         let Some(progress) = leadership.progress.get(&follower) else { return };
-        let lag_up = self.now_ms >= progress.sent_ms + self.cfg.spare_lag_ms;
-        let full_accept = self.horizon.saturating_sub(progress.next) >= self.cfg.max_values_per_accept as u64;
-        if lag_up || full_accept || !self.lazy_spare(leadership, follower) {
-            self.replicate(follower);
+        let lazy = self.lazy_spare(leadership, follower);
+        let due = !lazy
+            || self.now_ms >= progress.sent_ms + self.cfg.spare_lag_ms
+            || self.horizon.saturating_sub(progress.next) >= self.cfg.max_values_per_accept as u64;
+        if due {
+            self.send_accepts(follower, !lazy);
         }
     }
 
@@ -233,16 +235,21 @@ impl Replica {
 
     /// Sends the next chunks of the log to `follower`, bounded by its in-flight allowance.
     pub(crate) fn replicate(&mut self, follower: ReplicaId) {
+        let awaited = match &self.role {
+            Role::Leader(leadership) => !self.lazy_spare(leadership, follower),
+            _ => return,
+        };
+        self.send_accepts(follower, awaited);
+    }
+
+    /// `replicate` with the accepts' `awaited` mark already decided by the caller.
+    fn send_accepts(&mut self, follower: ReplicaId, awaited: bool) {
         let in_flight_limit = self.cfg.window_slots + self.cfg.max_values_per_accept as u64;
         let chunk = self.cfg.max_values_per_accept;
         let commit = self.commit;
         let end = self.horizon; // only this leader's own proposals, never stale entries past them
         let base = self.log.base();
         let (now_ms, restart_after_ms) = (self.now_ms, self.cfg.election_timeout_min_ms);
-        let awaited = match &self.role {
-            Role::Leader(leadership) => !self.lazy_spare(leadership, follower),
-            _ => return,
-        };
         let Role::Leader(leadership) = &mut self.role else {
             return;
         };

@@ -68,7 +68,8 @@ impl<L: LogStorage, O: Observer> Persister<L, O> {
     /// thread; when it stops being one (the leader now awaits its vote), a delay under way ends.
     pub fn set_spare(&self, spare: bool) {
         let deferred = spare && !self.spare_sync_delay.is_zero();
-        if self.spare.swap(deferred, Ordering::SeqCst) && !deferred {
+        // Called at every flush: the flag rarely changes, so only a change pays the swap.
+        if self.spare.load(Ordering::Relaxed) != deferred && self.spare.swap(deferred, Ordering::SeqCst) && !deferred {
             self.jobs.wake();
         }
     }
