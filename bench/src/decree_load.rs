@@ -8,7 +8,7 @@
 use crate::error::BenchError;
 use crate::load::{write_key, LoadOutcome, LoadSpec, Recorder};
 use crate::progress::Progress;
-use crate::schedule::{Arrival, Schedule};
+use crate::schedule::{precise_timers, sender_wait, Arrival, Schedule};
 use crossbeam::channel::{self, Receiver, Sender};
 use decree_engine::kv::KvOp;
 use decree_tools::client::dial;
@@ -262,14 +262,15 @@ fn connection(
     let mut next_intended_ns = schedule
         .as_mut()
         .map(|s| s.next_intended().duration_since(window.base).as_nanos() as u64);
+    if schedule.is_some() {
+        precise_timers();
+    }
     let mut freed: Vec<Freed> = Vec::new();
     while window.now_ns() < window.end_ns && !window.failed() {
         // Take back what the reader freed; resend busy ones at once (same seq, same intended time).
-        let wait = if idle.is_empty() || schedule.is_some() {
-            Duration::from_millis(1)
-        } else {
-            Duration::ZERO
-        };
+        let until_next =
+            next_intended_ns.map(|at| Duration::from_nanos(at.saturating_sub(window.now_ns())));
+        let wait = sender_wait(!idle.is_empty(), until_next);
         if let Ok(first) = freed_rx.recv_timeout(wait) {
             freed.extend(first);
             freed.extend(freed_rx.try_iter().flatten());
@@ -302,10 +303,6 @@ fn connection(
                         .next_intended()
                         .duration_since(window.base)
                         .as_nanos() as u64;
-                }
-                let until_next = intended_ns.saturating_sub(window.now_ns());
-                if until_next > 60_000 && sender.buf.is_empty() && !idle.is_empty() {
-                    std::thread::sleep(Duration::from_nanos(until_next - 50_000));
                 }
             }
         }

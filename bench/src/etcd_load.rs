@@ -4,7 +4,7 @@
 use crate::error::BenchError;
 use crate::load::{key_for, LoadOutcome, LoadSpec, Recorder};
 use crate::progress::Progress;
-use crate::schedule::{Arrival, Schedule};
+use crate::schedule::{precise_timers, wait_until, Arrival, Schedule};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +41,10 @@ fn client(
     let value = vec![b'x'; spec.payload_bytes];
     let (start, end) = (base + spec.warmup, base + spec.warmup + spec.duration);
     let mut schedule = match spec.arrival {
-        Arrival::Open { rate_per_s } => Some(Schedule::new(base, rate_per_s, index, spec.clients)),
+        Arrival::Open { rate_per_s } => {
+            precise_timers();
+            Some(Schedule::new(base, rate_per_s, index, spec.clients))
+        }
         Arrival::Closed => None,
     };
     let mut tally = Tally {
@@ -55,10 +58,7 @@ fn client(
         let intended = match schedule.as_mut() {
             Some(schedule) => {
                 let at = schedule.next_intended();
-                let now = Instant::now();
-                if at > now {
-                    std::thread::sleep(at - now);
-                }
+                wait_until(at);
                 at
             }
             None => Instant::now(),

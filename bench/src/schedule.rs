@@ -61,6 +61,45 @@ impl Schedule {
     }
 }
 
+/// Longest a pipelined sender blocks for sessions coming back before it looks at the clock again.
+pub const MAX_SENDER_WAIT: Duration = Duration::from_millis(1);
+
+/// An open-loop sender stops blocking this long before an intended start and polls the rest: a
+/// blocked thread wakes ~7 µs after its deadline here (futex timeout, then an idle vCPU to wake).
+pub const SENDER_EARLY_WAKE: Duration = Duration::from_micros(20);
+
+/// How long a pipelined sender may block waiting for freed sessions. With no idle session it can
+/// send nothing until one comes back (which wakes it). With one, a closed loop sends at once and
+/// an open loop blocks until `SENDER_EARLY_WAKE` before the next intended start, never past it: a
+/// sender that overslept an intended start would charge its own lateness to the system measured
+/// (at 2,000 ops/s with one session, blocking a whole `MAX_SENDER_WAIT` made the harness 620 µs
+/// late at the median).
+pub fn sender_wait(idle_session: bool, until_next_intended: Option<Duration>) -> Duration {
+    match (idle_session, until_next_intended) {
+        (false, _) => MAX_SENDER_WAIT,
+        (true, None) => Duration::ZERO,
+        (true, Some(until)) => until.saturating_sub(SENDER_EARLY_WAKE).min(MAX_SENDER_WAIT),
+    }
+}
+
+/// Open loop: timed waits of the calling thread end within ~1 µs of their deadline instead of the
+/// default 50 µs timer slack, which would make every intended start late by up to that much.
+/// Best effort: on failure the sender keeps the default slack and its lateness shows in send lag.
+pub fn precise_timers() {
+    let _ = nix::sys::prctl::set_timerslack(1_000);
+}
+
+/// Returns at `at`, not ~7 µs after: sleeps until `SENDER_EARLY_WAKE` before it, then polls.
+pub fn wait_until(at: Instant) {
+    let now = Instant::now();
+    if at > now + SENDER_EARLY_WAKE {
+        std::thread::sleep(at - now - SENDER_EARLY_WAKE);
+    }
+    while Instant::now() < at {
+        std::hint::spin_loop();
+    }
+}
+
 /// Latency in µs from the intended start (corrected) to completion; 0 if `done` precedes it.
 pub fn latency_us(from: Instant, done: Instant) -> u64 {
     done.saturating_duration_since(from).as_micros() as u64
@@ -69,6 +108,60 @@ pub fn latency_us(from: Instant, done: Instant) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sender_never_blocks_past_an_intended_start() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            sender_wait(false, None),
+            MAX_SENDER_WAIT,
+            "all sessions out: wait for one"
+        );
+        assert_eq!(sender_wait(false, Some(ms(5))), MAX_SENDER_WAIT);
+        assert_eq!(
+            sender_wait(true, None),
+            Duration::ZERO,
+            "closed loop: send at once"
+        );
+        assert_eq!(
+            sender_wait(true, Some(Duration::from_micros(450))),
+            Duration::from_micros(450) - SENDER_EARLY_WAKE,
+            "open loop: until just before the next start"
+        );
+        assert_eq!(sender_wait(true, Some(ms(7))), MAX_SENDER_WAIT, "capped");
+        assert_eq!(
+            sender_wait(true, Some(SENDER_EARLY_WAKE)),
+            Duration::ZERO,
+            "the last stretch is polled"
+        );
+        assert_eq!(
+            sender_wait(true, Some(Duration::ZERO)),
+            Duration::ZERO,
+            "due now"
+        );
+    }
+
+    #[test]
+    fn waiting_until_an_instant_never_returns_before_it() {
+        for micros in [0, 5, 30, 300] {
+            let at = Instant::now() + Duration::from_micros(micros);
+            wait_until(at);
+            assert!(Instant::now() >= at, "{micros} µs");
+        }
+    }
+
+    #[test]
+    fn precise_timers_lower_the_slack_of_this_thread_only() {
+        let before = nix::sys::prctl::get_timerslack().unwrap();
+        let inside = std::thread::spawn(|| {
+            precise_timers();
+            nix::sys::prctl::get_timerslack().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(inside, 1_000);
+        assert_eq!(nix::sys::prctl::get_timerslack().unwrap(), before);
+    }
 
     #[test]
     fn senders_share_the_rate_and_interleave() {
