@@ -44,7 +44,7 @@ pub use observer::{NoopObserver, Observer};
 pub use placement::{Placement, Role};
 pub use read_only::ReadOnly;
 pub use ring::Ring;
-pub use storage::{LogStorage, StorageError};
+pub use storage::{CheckpointWriter, LogStorage, StorageError};
 pub use transport::PeerTransport;
 
 #[cfg(test)]

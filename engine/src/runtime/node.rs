@@ -1,6 +1,6 @@
 //! Starts one replica's runtime threads (core, persistence) on their CPUs and stops them.
 
-use super::driver::Driver;
+use super::driver::{CheckpointPolicy, Driver};
 use super::event::Responder;
 use super::idle::Idler;
 use super::observer::Observer;
@@ -102,6 +102,7 @@ impl<R: Responder> Node<R> {
         let shared = Arc::new(Shared::default());
         shared.log_bytes.store(storage.size_bytes(), Ordering::Relaxed);
         shared.log_capacity_bytes.store(storage.capacity_bytes().unwrap_or(0), Ordering::Relaxed);
+        let checkpoint_writer = storage.checkpoint_writer();
         let persister = Arc::new(Persister::new(storage, config.persist_capacity, shared.clone(), observer.clone(), config.spare_sync_delay));
         // The applier starts from the same checkpoint the core recovers (or from scratch).
         let applier = match durable.checkpoint() {
@@ -129,8 +130,11 @@ impl<R: Responder> Node<R> {
                 shared.clone(),
                 observer,
                 config.tick_ms,
-                config.checkpoint_every_slots,
-                config.core.checkpoint_retain_slots,
+                CheckpointPolicy {
+                    every_slots: config.checkpoint_every_slots,
+                    retain_slots: config.core.checkpoint_retain_slots,
+                    writer: checkpoint_writer,
+                },
             );
             inbox.install(Box::new(driver));
             let (placement, inbox, shared) = (config.placement.clone(), inbox.clone(), shared.clone());

@@ -1,6 +1,8 @@
 //! The log seam: the persistence thread stages the core's durable writes and syncs them as a group.
 
 use crate::core::DurableWrite;
+use crate::types::Checkpoint;
+use std::sync::Arc;
 use thiserror::Error;
 
 /// A log failure. After one, the replica must stop acknowledging: it exits for repair.
@@ -25,4 +27,19 @@ pub trait LogStorage: Send + 'static {
     fn capacity_bytes(&self) -> Option<u64> {
         None
     }
+    /// Where the checkpoint helper thread stores a checkpoint it took, before handing it to the
+    /// core (None: `stage` stores checkpoints itself). Storing one is a multi-megabyte write and
+    /// fsync; on the persistence thread it held every group commit behind it (open loop at
+    /// 200,000 puts/s: p90 25 ms with a checkpoint every 10,000 slots, 1.2 ms without).
+    fn checkpoint_writer(&self) -> Option<Arc<dyn CheckpointWriter>> {
+        None
+    }
+}
+
+/// Stores checkpoints durably, from any thread. `stage` of a `DurableWrite::Checkpoint` must then
+/// find it stored (and not store it again); stores never go back to an older slot, so a store
+/// that lost a race to a newer checkpoint (one installed from the leader) changes nothing.
+pub trait CheckpointWriter: Send + Sync {
+    /// Makes `checkpoint` durable, unless one at its slot or later already is.
+    fn store(&self, checkpoint: &Checkpoint) -> Result<(), StorageError>;
 }

@@ -59,6 +59,44 @@ struct SlowStorage {
     used: u64,
     /// Whether a checkpoint empties the log (false: it frees nothing, as a stuck discard would).
     checkpoint_frees: bool,
+    /// Where checkpoints are stored (`LogStorage::checkpoint_writer`); None: nowhere.
+    checkpoint_store: Option<Arc<GatedCheckpointStore>>,
+}
+
+/// A checkpoint store whose stores wait until it is opened, as a multi-megabyte write and fsync
+/// holds whichever thread stores; a checkpoint already stored is not stored again.
+#[derive(Default)]
+struct GatedCheckpointStore {
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+    stored_slot: std::sync::Mutex<Option<u64>>,
+    /// Stores waiting at the gate now.
+    waiting: AtomicU64,
+}
+
+impl GatedCheckpointStore {
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+impl CheckpointWriter for GatedCheckpointStore {
+    fn store(&self, checkpoint: &crate::types::Checkpoint) -> Result<(), StorageError> {
+        if self.stored_slot.lock().unwrap().is_some_and(|slot| slot >= checkpoint.slot) {
+            return Ok(());
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
+        drop(open);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let mut stored = self.stored_slot.lock().unwrap();
+        *stored = Some(stored.unwrap_or(0).max(checkpoint.slot));
+        Ok(())
+    }
 }
 
 const WRITE_BYTES: u64 = 1_000;
@@ -67,7 +105,10 @@ impl LogStorage for SlowStorage {
     fn stage(&mut self, ticket: u64, write: &DurableWrite) -> Result<(), StorageError> {
         self.staged = Some(ticket);
         self.writes.fetch_add(1, Ordering::Relaxed);
-        if matches!(write, DurableWrite::Checkpoint(_)) {
+        if let DurableWrite::Checkpoint(checkpoint) = write {
+            if let Some(store) = &self.checkpoint_store {
+                store.store(checkpoint)?;
+            }
             self.checkpoints.fetch_add(1, Ordering::Relaxed);
             if self.checkpoint_frees {
                 self.used = 0;
@@ -92,6 +133,9 @@ impl LogStorage for SlowStorage {
     fn capacity_bytes(&self) -> Option<u64> {
         self.capacity
     }
+    fn checkpoint_writer(&self) -> Option<Arc<dyn CheckpointWriter>> {
+        self.checkpoint_store.clone().map(|store| store as Arc<dyn CheckpointWriter>)
+    }
 }
 
 struct Cluster {
@@ -102,6 +146,8 @@ struct Cluster {
     checkpoints: Arc<AtomicU64>,
     /// Nodes whose messages are dropped (`RingTransport`), a bit each.
     silenced: Arc<AtomicU64>,
+    /// Each node's gated checkpoint store (`Setup::gated_checkpoints`).
+    checkpoint_stores: Vec<Arc<GatedCheckpointStore>>,
 }
 
 fn start() -> Cluster {
@@ -127,6 +173,8 @@ struct Setup {
     spare_sync_delay: Duration,
     /// `CoreConfig::spare_lag_ms`.
     spare_lag_ms: u64,
+    /// Whether checkpoints go to a `GatedCheckpointStore` per node.
+    gated_checkpoints: bool,
 }
 
 impl Default for Setup {
@@ -138,6 +186,7 @@ impl Default for Setup {
             on_delivery: true,
             spare_sync_delay: Duration::ZERO,
             spare_lag_ms: 0,
+            gated_checkpoints: false,
         }
     }
 }
@@ -149,6 +198,8 @@ fn start_full(setup: Setup) -> Cluster {
         (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let node_syncs: Vec<Arc<AtomicU64>> = voters.iter().map(|_| Arc::default()).collect();
     let silenced: Arc<AtomicU64> = Arc::default();
+    let checkpoint_stores: Vec<Arc<GatedCheckpointStore>> =
+        if setup.gated_checkpoints { voters.iter().map(|_| Arc::default()).collect() } else { Vec::new() };
     let configs: Vec<NodeConfig> = voters
         .iter()
         .map(|id| {
@@ -168,7 +219,8 @@ fn start_full(setup: Setup) -> Cluster {
         .into_iter()
         .zip(rings)
         .zip(&node_syncs)
-        .map(|((config, inbox), node_syncs)| {
+        .enumerate()
+        .map(|(node, ((config, inbox), node_syncs))| {
             let storage = SlowStorage {
                 staged: None,
                 writes: writes.clone(),
@@ -178,6 +230,7 @@ fn start_full(setup: Setup) -> Cluster {
                 capacity: setup.log_capacity,
                 used: 0,
                 checkpoint_frees: setup.checkpoint_frees,
+                checkpoint_store: checkpoint_stores.get(node).cloned(),
             };
             Node::start(
                 config,
@@ -191,7 +244,7 @@ fn start_full(setup: Setup) -> Cluster {
             .unwrap()
         })
         .collect();
-    Cluster { nodes, writes, syncs, node_syncs, checkpoints, silenced }
+    Cluster { nodes, writes, syncs, node_syncs, checkpoints, silenced, checkpoint_stores }
 }
 
 impl Cluster {
@@ -370,6 +423,37 @@ fn the_driver_takes_checkpoints_and_the_storage_persists_them() {
     let applied = status(&cluster.nodes[leader]).core.applied;
     assert!(applied >= 40, "applied {applied}");
     assert!(cluster.checkpoints.load(Ordering::Relaxed) >= 3, "no checkpoints reached storage");
+    cluster.shutdown();
+}
+
+/// Storing a checkpoint (a multi-megabyte write and fsync in the tools' store) happens on the
+/// checkpoint helper thread: the group commits behind it go on. Stored by the persistence thread,
+/// as before, every put after the checkpoint waited for the store.
+#[test]
+fn commits_go_on_while_a_checkpoint_is_being_stored() {
+    let cluster = start_full(Setup { checkpoint_every_slots: 5, gated_checkpoints: true, ..Setup::default() });
+    let leader = wait_leader(&cluster);
+    cluster.put_one_at_a_time(leader, 6);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.checkpoint_stores.iter().any(|store| store.waiting.load(Ordering::SeqCst) == 0) {
+        assert!(Instant::now() < deadline, "no node started storing its checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (tx, rx) = channel::unbounded();
+    for seq in 7..=30 {
+        put_seq(&cluster.nodes[leader], 1, seq, &tx);
+        let answer = rx.recv_timeout(Duration::from_secs(2));
+        assert!(matches!(answer, Ok((_, Response::Reply { .. }))), "put {seq} behind a checkpoint store: {answer:?}");
+    }
+    assert_eq!(cluster.checkpoints.load(Ordering::Relaxed), 0, "no checkpoint reached the log before its store");
+    for store in &cluster.checkpoint_stores {
+        store.open();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.checkpoints.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "the stored checkpoint never reached the log");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     cluster.shutdown();
 }
 

@@ -441,7 +441,8 @@ impl World {
         self.maybe_checkpoint(node)
     }
 
-    /// Takes a checkpoint every `checkpoint_every_slots` applied slots (the driver's policy).
+    /// Takes a checkpoint every `checkpoint_every_slots` applied slots (the driver's slot count,
+    /// without its byte rule: the simulation checkpoints often, to test the protocol around them).
     fn maybe_checkpoint(&mut self, node: usize) -> Result<(), Violation> {
         let every = self.config.checkpoint_every_slots;
         let state = &mut self.nodes[node];

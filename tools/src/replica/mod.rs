@@ -3,6 +3,7 @@
 //! and shuts down gracefully on SIGTERM / SIGINT.
 
 pub mod checkpoint_file;
+pub mod checkpoint_store;
 pub mod io_thread;
 pub mod listener;
 pub mod log2_histogram;

@@ -7,6 +7,9 @@ use decree_engine::runtime::{LogStorage, StorageError};
 use decree_engine::types::{Entry, Value};
 use decree_pmem::{Log, Medium, Tickets};
 use super::checkpoint_file;
+use super::checkpoint_store::CheckpointStore;
+use decree_engine::runtime::CheckpointWriter;
+use std::sync::Arc;
 
 /// The replica's log as the persistence thread drives it.
 pub struct PmemStorage {
@@ -14,7 +17,7 @@ pub struct PmemStorage {
     tickets: Tickets,
     /// Where checkpoints are stored durably; `None` on a volatile log, which never reads one back
     /// (so none is written: no fsyncs on the benchmark backend).
-    checkpoint_path: Option<std::path::PathBuf>,
+    checkpoints: Option<Arc<CheckpointStore>>,
 }
 
 fn storage_error(what: &str, error: impl std::fmt::Display) -> StorageError {
@@ -38,6 +41,7 @@ impl PmemStorage {
             checkpoint_file::load(&checkpoint_path).map_err(|e| storage_error("recovery", e))?
         };
         // The checkpoint first: entries it covers are then ignored, as the log discarded them.
+        let stored_slot = recovered_checkpoint.as_ref().map(|checkpoint| checkpoint.slot);
         if let Some(checkpoint) = recovered_checkpoint {
             tracing::info!(slot = checkpoint.slot, bytes = checkpoint.data.len(), "checkpoint recovered");
             durable.apply(&DurableWrite::Checkpoint(checkpoint)).map_err(|e| storage_error("recovery", e))?;
@@ -58,16 +62,19 @@ impl PmemStorage {
         durable.apply(&DurableWrite::Commit(hard.commit)).map_err(|e| storage_error("recovery", e))?;
         durable.validate().map_err(|e| storage_error("recovery", e))?;
         tracing::info!(slots = recovered_slots, promised = %durable.promised(), commit = durable.commit(), backend = %log.backend().label(), "log recovered");
-        let checkpoint_path = (!log.backend().is_volatile()).then_some(checkpoint_path);
-        Ok((PmemStorage { log, tickets: Tickets::default(), checkpoint_path }, durable))
+        let checkpoints =
+            (!log.backend().is_volatile()).then(|| Arc::new(CheckpointStore::new(checkpoint_path, stored_slot)));
+        Ok((PmemStorage { log, tickets: Tickets::default(), checkpoints }, durable))
     }
 }
 
 impl LogStorage for PmemStorage {
     fn stage(&mut self, ticket: u64, write: &DurableWrite) -> Result<(), StorageError> {
-        if let (DurableWrite::Checkpoint(checkpoint), Some(path)) = (write, &self.checkpoint_path) {
-            // Durable beside the log before the log discards the entries it covers.
-            checkpoint_file::store(path, checkpoint).map_err(|e| storage_error("storing a checkpoint", e))?;
+        if let (DurableWrite::Checkpoint(checkpoint), Some(checkpoints)) = (write, &self.checkpoints) {
+            // Durable beside the log before the log discards the entries it covers. One the
+            // driver took is stored already (`checkpoint_writer`); one installed from the leader
+            // is stored here.
+            checkpoints.store(checkpoint)?;
         }
         // `out` is the log's scratch, reused across batches: postcard extends it in place (the
         // take and the assignment move the Vec, they allocate nothing).
@@ -90,6 +97,10 @@ impl LogStorage for PmemStorage {
 
     fn capacity_bytes(&self) -> Option<u64> {
         Some(self.log.capacity_bytes())
+    }
+
+    fn checkpoint_writer(&self) -> Option<Arc<dyn CheckpointWriter>> {
+        self.checkpoints.clone().map(|store| store as Arc<dyn CheckpointWriter>)
     }
 }
 
