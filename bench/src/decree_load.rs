@@ -79,7 +79,7 @@ fn reader_loop(
     window: Arc<Window>,
 ) -> ReaderTally {
     let mut tally = ReaderTally {
-        recorder: Recorder::new(),
+        recorder: Recorder::for_window_from(window.start_ns),
         errors: 0,
         busy: 0,
     };

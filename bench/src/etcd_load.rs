@@ -48,7 +48,7 @@ fn client(
         Arrival::Closed => None,
     };
     let mut tally = Tally {
-        recorder: Recorder::new(),
+        recorder: Recorder::for_window_from(spec.warmup.as_nanos() as u64),
         errors: 0,
         last_error: None,
     };

@@ -43,6 +43,8 @@ pub struct LoadOutcome {
     pub busy_retries: u64,
     /// The window's length.
     pub elapsed_s: f64,
+    /// Operations completed in each whole second of the window, in order.
+    pub per_second: Vec<u64>,
 }
 
 /// One worker's measurements, in µs histograms; merged into a `LoadOutcome` at the end.
@@ -55,22 +57,38 @@ pub struct Recorder {
     pub send_lag: Histogram<u64>,
     /// Operations recorded.
     pub ops: u64,
+    /// When the measured window starts (ns on the clock `record_ns` is given).
+    window_start_ns: u64,
+    /// Operations completed in each second since `window_start_ns`.
+    per_second: Vec<u64>,
 }
 
 impl Recorder {
-    /// Empty histograms.
+    /// Empty histograms, for a window starting at 0 ns.
     pub fn new() -> Recorder {
+        Recorder::for_window_from(0)
+    }
+
+    /// Empty histograms, for a window starting at `window_start_ns`.
+    pub fn for_window_from(window_start_ns: u64) -> Recorder {
         Recorder {
             corrected: new_histogram_us(),
             uncorrected: new_histogram_us(),
             send_lag: new_histogram_us(),
             ops: 0,
+            window_start_ns,
+            per_second: Vec::new(),
         }
     }
 
     /// Records one operation from its intended start, actual send and completion (ns on one clock).
     pub fn record_ns(&mut self, intended_ns: u64, sent_ns: u64, done_ns: u64) {
         self.ops += 1;
+        let second = (done_ns.saturating_sub(self.window_start_ns) / 1_000_000_000) as usize;
+        if self.per_second.len() <= second {
+            self.per_second.resize(second + 1, 0);
+        }
+        self.per_second[second] += 1;
         self.corrected
             .saturating_record(done_ns.saturating_sub(intended_ns) / 1_000);
         self.uncorrected
@@ -98,10 +116,18 @@ impl LoadOutcome {
             corrected: merge(recorders.clone().map(|r| &r.corrected)),
             uncorrected: merge(recorders.clone().map(|r| &r.uncorrected)),
             send_lag: merge(recorders.clone().map(|r| &r.send_lag)),
-            ops: recorders.map(|r| r.ops).sum(),
+            ops: recorders.clone().map(|r| r.ops).sum(),
             errors,
             busy_retries,
             elapsed_s,
+            per_second: (0..elapsed_s as usize)
+                .map(|second| {
+                    recorders
+                        .clone()
+                        .filter_map(|r| r.per_second.get(second))
+                        .sum()
+                })
+                .collect(),
         }
     }
 }
@@ -168,6 +194,24 @@ mod tests {
             outcome.send_lag.highest_equivalent(3_000)
         );
         assert_eq!(outcome.send_lag.min(), 0);
+    }
+
+    #[test]
+    fn operations_are_counted_in_the_whole_second_of_the_window_they_completed_in() {
+        let (mut a, mut b) = (
+            Recorder::for_window_from(5_000_000_000),
+            Recorder::for_window_from(5_000_000_000),
+        );
+        a.record_ns(5_000_000_000, 5_000_000_000, 5_000_000_001);
+        a.record_ns(5_900_000_000, 5_900_000_000, 6_100_000_000);
+        b.record_ns(6_000_000_000, 6_000_000_000, 6_999_999_999);
+        b.record_ns(7_000_000_000, 7_000_000_000, 7_200_000_000); // in the partial third second
+        let outcome = LoadOutcome::merge([&a, &b].into_iter(), 0, 0, 2.5);
+        assert_eq!(
+            outcome.per_second,
+            vec![1, 2],
+            "whole seconds only, summed over workers"
+        );
     }
 
     #[test]

@@ -39,6 +39,45 @@ pub struct Row {
     /// Per-replica cost from `perf stat` over the window (with --perf-stat).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub perf: Vec<ReplicaCost>,
+    /// Throughput of each whole second of the window (None: under two seconds).
+    pub per_second: Option<PerSecond>,
+}
+
+/// Throughput second by second over one point: how steady the host stayed while it was measured.
+/// On the 2-vCPU development host the same build swings 2x from second to second (docs/
+/// benchmarks.md, session 10), so a point's p50 depends on the seconds it happened to get.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PerSecond {
+    /// Slowest second, ops/s.
+    pub min: u64,
+    /// Median second, ops/s.
+    pub median: u64,
+    /// Fastest second, ops/s.
+    pub max: u64,
+}
+
+/// The host's speed changed during a point when its fastest second beat its slowest by this much.
+pub const UNSTEADY_SWING: f64 = 1.5;
+
+impl PerSecond {
+    /// From per-second counts; None for fewer than two seconds.
+    pub fn of(counts: &[u64]) -> Option<PerSecond> {
+        if counts.len() < 2 {
+            return None;
+        }
+        let mut sorted = counts.to_vec();
+        sorted.sort_unstable();
+        Some(PerSecond {
+            min: sorted[0],
+            median: sorted[sorted.len() / 2],
+            max: sorted[sorted.len() - 1],
+        })
+    }
+
+    /// Fastest second over slowest.
+    pub fn swing(&self) -> f64 {
+        self.max as f64 / self.min.max(1) as f64
+    }
 }
 
 /// One replica process's cost per committed operation over a measured window.
@@ -98,6 +137,7 @@ impl Row {
             send_lag: LatencySummary::of(&outcome.send_lag),
             cdf: crate::histogram::cdf_points(&outcome.corrected),
             perf: Vec::new(),
+            per_second: PerSecond::of(&outcome.per_second),
         }
     }
 }
@@ -387,6 +427,7 @@ mod tests {
             send_lag: LatencySummary::default(),
             cdf: Vec::new(),
             perf: Vec::new(),
+            per_second: None,
         }
     }
 

@@ -134,6 +134,9 @@ pub fn render(report: &Report) -> String {
             row.send_lag.p50_us,
             row.send_lag.p99_us
         );
+        if let Some(line) = row.per_second.as_ref().map(per_second_line) {
+            let _ = writeln!(out, "    {line}");
+        }
     }
     if let Some(why) = &report.peer_skipped {
         let _ = writeln!(out, "peer etcd: skipped ({why})");
@@ -164,10 +167,47 @@ fn cost_line(name: &str, [instructions, cycles, switches, cpus]: [f64; 4]) -> St
     )
 }
 
+/// "per second: min / median / max ops/s", and a warning when the host's speed changed.
+fn per_second_line(spread: &crate::report::PerSecond) -> String {
+    let mut line = format!(
+        "per second: {} / {} / {} ops/s (slowest / median / fastest)",
+        spread.min, spread.median, spread.max
+    );
+    if spread.swing() >= crate::report::UNSTEADY_SWING {
+        line.push_str(&format!(
+            "; the host's speed changed {:.1}x during this point: compare medians of several runs",
+            spread.swing()
+        ));
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::histogram::LatencySummary;
+
+    #[test]
+    fn an_unsteady_point_is_flagged_and_a_steady_one_is_not() {
+        let steady = crate::report::PerSecond::of(&[20_000, 21_000, 19_500]).unwrap();
+        assert_eq!(
+            (steady.min, steady.median, steady.max),
+            (19_500, 20_000, 21_000)
+        );
+        assert!(
+            !per_second_line(&steady).contains("changed"),
+            "{}",
+            per_second_line(&steady)
+        );
+        let swinging = crate::report::PerSecond::of(&[20_969, 13_245, 12_206, 11_039]).unwrap();
+        let line = per_second_line(&swinging);
+        assert!(line.contains("11039 / 13245 / 20969"), "{line}");
+        assert!(line.contains("changed 1.9x"), "{line}");
+        assert!(
+            crate::report::PerSecond::of(&[5]).is_none(),
+            "one second is no spread"
+        );
+    }
 
     #[test]
     fn row_line_aligns_with_the_header() {
@@ -194,6 +234,7 @@ mod tests {
             send_lag: LatencySummary::default(),
             cdf: Vec::new(),
             perf: Vec::new(),
+            per_second: None,
         };
         let line = row_line(&row);
         assert_eq!(line.len(), HEADER.len(), "\n{HEADER}\n{line}");

@@ -67,8 +67,8 @@ pub struct LogSection {
     #[serde(default = "default_log_size_mib")]
     pub size_mib: u64,
     /// Checkpoint the state machine every this many applied slots, then discard the log below it
-    /// (0: not by count), once the log holds four times the last checkpoint's bytes. The runtime
-    /// also checkpoints whenever the log is half full.
+    /// (0: not by count); once checkpoints reach 1 MiB, only when the log holds four times the
+    /// last one's bytes. The runtime also checkpoints whenever the log is half full.
     #[serde(default = "default_checkpoint_every_slots")]
     pub checkpoint_every_slots: u64,
     /// A spare (the leader's majority does not need its acknowledgements: with 3 voters, one of

@@ -73,8 +73,8 @@ pub struct Driver<S, T, L, R, O> {
     /// Client writes are being shed because the log is nearly full (logged on each change).
     shedding: bool,
     last_checkpoint_slot: u64,
-    /// Bytes of the last checkpoint serialized (0: none yet): the slot-count policy waits until
-    /// the log holds four times as much (`slots_due`).
+    /// Bytes of the last checkpoint serialized (0: none yet): past 1 MiB, the slot-count policy
+    /// waits until the log holds four times as much (`slots_due`).
     last_checkpoint_bytes: u64,
     /// Reads waiting for the core's read-index, by read id.
     reads: HashMap<u64, PendingRead<R>, foldhash::fast::RandomState>,
@@ -320,8 +320,8 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
     }
 
     /// The checkpoint policy: hand the core a checkpoint so it can persist it and discard the log
-    /// below it, every `checkpoint_every_slots` applied slots once the log holds four times the
-    /// last checkpoint's bytes (`slots_due`), and also whenever the log is half full: under
+    /// below it, every `checkpoint_every_slots` applied slots (once the log holds four times the
+    /// last checkpoint's bytes, for checkpoints of 1 MiB and more: `slots_due`), and also whenever the log is half full: under
     /// large batches the slot count alone let a 256 MiB log fill up (and a full log stops the
     /// replica) before the next checkpoint was due.
     fn maybe_checkpoint(&mut self) {
@@ -490,21 +490,25 @@ impl<S, T, L, R, O> Drop for Driver<S, T, L, R, O> {
 /// checkpoint again: checkpoints then add at most a quarter to what the log writes, and recovery
 /// replays at most four checkpoints' worth of log.
 const LOG_BYTES_PER_CHECKPOINT_BYTE: u64 = 4;
+/// Checkpoints smaller than this follow the slot count alone: rewriting them costs a few
+/// milliseconds, and a replica that fell behind catches up sooner from a recent one.
+const AMORTIZED_CHECKPOINT_BYTES: u64 = 1 << 20;
 
 /// The slot-count checkpoint is due: `every` slots applied since the last one (0: never by count),
-/// and the log holding `LOG_BYTES_PER_CHECKPOINT_BYTE` times the bytes that checkpoint took. By
-/// count alone, 100,000 keys (about 8 MB serialized) were rewritten every 0.5 s at one client
-/// beside 1-2 MB of log: 12% of the CPUs, and a multi-megabyte write and fsync on the disk the
-/// commits sync on.
+/// and, once checkpoints reach `AMORTIZED_CHECKPOINT_BYTES`, the log holding
+/// `LOG_BYTES_PER_CHECKPOINT_BYTE` times the bytes the last one took. By count alone, 100,000 keys
+/// (about 8 MB serialized) were rewritten every 0.5 s at one client beside 1-2 MB of log: 12% of
+/// the CPUs, and a multi-megabyte write and fsync on the disk the commits sync on.
 fn slots_due(next_slot: u64, last_slot: u64, every: u64, log_bytes: u64, last_checkpoint_bytes: u64) -> bool {
     every != 0
         && next_slot >= last_slot + every
-        && log_bytes >= last_checkpoint_bytes.saturating_mul(LOG_BYTES_PER_CHECKPOINT_BYTE)
+        && (last_checkpoint_bytes < AMORTIZED_CHECKPOINT_BYTES
+            || log_bytes >= last_checkpoint_bytes.saturating_mul(LOG_BYTES_PER_CHECKPOINT_BYTE))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::slots_due;
+    use super::{slots_due, AMORTIZED_CHECKPOINT_BYTES};
 
     #[test]
     fn the_slot_count_waits_for_a_log_as_large_as_the_last_checkpoint() {
@@ -513,5 +517,7 @@ mod tests {
         assert!(!slots_due(20_000, 10_000, 10_000, 31_999_999, 8_000_000), "log under 4x the state");
         assert!(slots_due(20_000, 10_000, 10_000, 32_000_000, 8_000_000));
         assert!(!slots_due(1 << 40, 0, 0, 1 << 30, 0), "0: never by count");
+        assert!(slots_due(20_000, 10_000, 10_000, 1_000, 500_000), "a small checkpoint: the count alone");
+        assert!(!slots_due(20_000, 10_000, 10_000, 1_000, AMORTIZED_CHECKPOINT_BYTES));
     }
 }
