@@ -385,7 +385,7 @@ pub fn check_targets(
             TargetCheck {
                 target: "p50 at low load <= 2 x (TCP RTT p50 + fdatasync p50)".into(),
                 measured: format!(
-                    "p50 {} us at {} client(s); floor {} us (lone fdatasync {} us, concurrent {} us), bound {} us; \
+                    "p50 {} us at {} client(s); floor {} us (RTT + lone fdatasync {} us, RTT + concurrent {} us), bound {} us; \
                      a one-client commit on this host cannot beat {} us (2 round trips + two replicas' syncs at once)",
                     row.latency.p50_us, row.clients, floor, baselines.commit_floor_p50_us, baselines.commit_floor_concurrent_p50_us, bound,
                     baselines.commit_floor_this_host_p50_us
