@@ -271,6 +271,11 @@ fn connection(
         let until_next =
             next_intended_ns.map(|at| Duration::from_nanos(at.saturating_sub(window.now_ns())));
         let wait = sender_wait(!idle.is_empty(), until_next);
+        if wait.is_zero() && until_next.is_some_and(|until| !until.is_zero()) {
+            // The last stretch before an intended start is polled; yielding lets a runnable
+            // thread (the cluster's, on a small host) have the CPU meanwhile.
+            std::thread::yield_now();
+        }
         if let Ok(first) = freed_rx.recv_timeout(wait) {
             freed.extend(first);
             freed.extend(freed_rx.try_iter().flatten());
