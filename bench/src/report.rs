@@ -299,6 +299,20 @@ fn direct_note(baselines: &Baselines, p50_us: u64) -> String {
     }
 }
 
+/// "; the host's speed changed 1.6x during this point (...)" when the row's seconds swung that
+/// much: its p50 then depends on which seconds it got.
+fn steadiness_note(row: &Row) -> String {
+    match &row.per_second {
+        Some(spread) if spread.swing() >= UNSTEADY_SWING => format!(
+            "; the host's speed changed {:.1}x during this point ({} to {} ops/s second by second)",
+            spread.swing(),
+            spread.min,
+            spread.max
+        ),
+        _ => String::new(),
+    }
+}
+
 /// Checks the issue's targets against this run's rows: the first three are for a durable log (3
 /// replicas, 64 B) and are not measured on a volatile one; the last is for the in-memory log over
 /// shm and is measured only by such a run.
@@ -389,7 +403,8 @@ pub fn check_targets(
                      a one-client commit on this host cannot beat {} us (2 round trips + two replicas' syncs at once)",
                     row.latency.p50_us, row.clients, floor, baselines.commit_floor_p50_us, baselines.commit_floor_concurrent_p50_us, bound,
                     baselines.commit_floor_this_host_p50_us
-                ) + &direct_note(baselines, row.latency.p50_us),
+                ) + &direct_note(baselines, row.latency.p50_us)
+                    + &steadiness_note(row),
                 verdict: verdict(row.latency.p50_us <= bound),
             }
         }
@@ -521,6 +536,22 @@ mod tests {
             "480 against 2*(50+150): {:?}",
             checks[2]
         );
+    }
+
+    #[test]
+    fn the_low_load_line_says_when_the_host_changed_speed_during_the_point() {
+        let mut rows = vec![row("decree", 1, 1_000.0, 480)];
+        rows[0].per_second = PerSecond::of(&[20_000, 21_000, 20_500]);
+        let steady = check_targets(&rows, &[], &baselines(50, 200), &cluster("tcp", "file"));
+        assert!(!steady[2].measured.contains("changed"), "{:?}", steady[2]);
+        rows[0].per_second = PerSecond::of(&[11_000, 20_000, 21_000]);
+        let unsteady = check_targets(&rows, &[], &baselines(50, 200), &cluster("tcp", "file"));
+        assert!(
+            unsteady[2].measured.contains("changed 1.9x during this point (11000 to 21000 ops/s"),
+            "{:?}",
+            unsteady[2]
+        );
+        assert_eq!(unsteady[2].verdict, steady[2].verdict, "the note informs, the verdict stays");
     }
 
     #[test]
