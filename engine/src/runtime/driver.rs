@@ -321,9 +321,9 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
 
     /// The checkpoint policy: hand the core a checkpoint so it can persist it and discard the log
     /// below it, every `checkpoint_every_slots` applied slots (once the log holds four times the
-    /// last checkpoint's bytes, for checkpoints of 1 MiB and more: `slots_due`), and also whenever the log is half full: under
-    /// large batches the slot count alone let a 256 MiB log fill up (and a full log stops the
-    /// replica) before the next checkpoint was due.
+    /// last checkpoint's bytes, for checkpoints of 1 MiB and more: `slots_due`), and also whenever
+    /// the log is half full: under large batches the slot count alone let a 256 MiB log fill up
+    /// (and a full log stops the replica) before the next checkpoint was due.
     fn maybe_checkpoint(&mut self) {
         let log_bytes = self.shared.log_bytes.load(Ordering::Relaxed);
         let capacity = self.shared.log_capacity_bytes.load(Ordering::Relaxed);
@@ -511,7 +511,7 @@ mod tests {
     use super::{slots_due, AMORTIZED_CHECKPOINT_BYTES};
 
     #[test]
-    fn the_slot_count_waits_for_a_log_as_large_as_the_last_checkpoint() {
+    fn the_slot_count_waits_for_a_log_four_times_a_large_last_checkpoint() {
         assert!(slots_due(10_000, 0, 10_000, 0, 0), "no checkpoint yet: the count alone");
         assert!(!slots_due(9_999, 0, 10_000, 1 << 30, 0), "count not reached");
         assert!(!slots_due(20_000, 10_000, 10_000, 31_999_999, 8_000_000), "log under 4x the state");

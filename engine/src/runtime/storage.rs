@@ -29,8 +29,8 @@ pub trait LogStorage: Send + 'static {
     }
     /// Where the checkpoint helper thread stores a checkpoint it took, before handing it to the
     /// core (None: `stage` stores checkpoints itself). Storing one is a multi-megabyte write and
-    /// fsync; on the persistence thread it held every group commit behind it (open loop at
-    /// 200,000 puts/s: p90 25 ms with a checkpoint every 10,000 slots, 1.2 ms without).
+    /// fsync; on the persistence thread it held every group commit behind it for that long
+    /// (`commits_go_on_while_a_checkpoint_is_being_stored`).
     fn checkpoint_writer(&self) -> Option<Arc<dyn CheckpointWriter>> {
         None
     }

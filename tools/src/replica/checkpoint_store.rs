@@ -44,7 +44,8 @@ mod tests {
     use decree_engine::types::ReplicaId;
 
     fn checkpoint(slot: Slot, data: &'static [u8]) -> Checkpoint {
-        Checkpoint { slot, membership: Membership::new(vec![ReplicaId(0)]), config_slot: None, data: Bytes::from_static(data) }
+        let membership = Membership::new(vec![ReplicaId(0)]);
+        Checkpoint { slot, membership, config_slot: None, data: Bytes::from_static(data) }
     }
 
     #[test]
@@ -56,7 +57,8 @@ mod tests {
         store.store(&checkpoint(10, b"ten")).unwrap();
         assert_eq!(checkpoint_file::load(&path).unwrap(), Some(checkpoint(10, b"ten")));
         store.store(&checkpoint(7, b"seven")).unwrap();
-        assert_eq!(checkpoint_file::load(&path).unwrap().unwrap().slot, 10, "an older checkpoint lost the race: kept out");
+        let held = checkpoint_file::load(&path).unwrap().unwrap().slot;
+        assert_eq!(held, 10, "an older checkpoint lost the race: kept out");
         std::fs::remove_file(&path).unwrap();
         store.store(&checkpoint(10, b"ten")).unwrap();
         assert!(!path.exists(), "the slot the file holds is not written again");
