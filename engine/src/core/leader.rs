@@ -62,7 +62,18 @@ pub(crate) struct Leadership {
     pub reads: VecDeque<super::reads::PendingRead>,
     /// A leadership hand-over in progress: no new proposals meanwhile.
     pub transfer: Option<super::transfer::Transfer>,
+    /// Spares are replicated at once and their votes awaited, because commits kept completing on
+    /// a spare's vote: the commit path answers slower than a lazily replicated spare
+    /// (`note_who_completed_commit`).
+    pub spares_eager: bool,
+    /// Commits in a row that went against the current mode: completed by a spare's vote while
+    /// spares are lazy, by the commit path's while they are eager.
+    pub commits_against_mode: u32,
 }
+
+/// Commits in a row completed against the mode before the leader switches it (`spares_eager`):
+/// enough that one late acknowledgement does not flip it.
+const SWITCH_AFTER_COMMITS: u32 = 8;
 
 impl Progress {
     /// A follower assumed to need everything from `next` on.
@@ -98,6 +109,8 @@ impl Leadership {
             read_round_due: false,
             reads: VecDeque::new(),
             transfer: None,
+            spares_eager: false,
+            commits_against_mode: 0,
         }
     }
 }
@@ -199,18 +212,55 @@ impl Replica {
     /// because a follower on its commit path stalled (`commit_path_stalled`).
     pub fn awaits_spares(&self) -> bool {
         match &self.role {
-            Role::Leader(leadership) => self.cfg.spare_lag_ms > 0 && self.commit_path_stalled(leadership),
+            Role::Leader(leadership) => {
+                self.cfg.spare_lag_ms > 0 && (leadership.spares_eager || self.commit_path_stalled(leadership))
+            }
             _ => false,
         }
     }
 
     /// Whether `follower` is replicated lazily now (`CoreConfig::spare_lag_ms`): a spare, while
-    /// the commit path keeps up and no hand-over waits for it.
+    /// the commit path keeps up (neither stalled nor slower than the spares) and no hand-over
+    /// waits for it.
     fn lazy_spare(&self, leadership: &Leadership, follower: ReplicaId) -> bool {
         self.cfg.spare_lag_ms > 0
             && leadership.transfer.as_ref().is_none_or(|t| t.to != follower)
             && self.membership.is_spare(self.id(), follower)
+            && !leadership.spares_eager
             && !self.commit_path_stalled(leadership)
+    }
+
+    /// Whether every voter on the commit path (not the leader, not a spare) holds `slot`: false
+    /// when a spare's vote completed the majority for it.
+    fn commit_path_holds(&self, leadership: &Leadership, slot: Slot) -> bool {
+        self.membership.voters().iter().all(|v| {
+            *v == self.id()
+                || self.membership.is_spare(self.id(), *v)
+                || leadership.progress.get(v).is_some_and(|p| p.matched >= slot)
+        })
+    }
+
+    /// Counts who completed the commit at `slot` and switches `spares_eager` after
+    /// `SWITCH_AFTER_COMMITS` in a row against the mode. A commit path that answers, but slower
+    /// than a spare replicated once per `spare_lag_ms` (a slow disk, a loaded host), then no
+    /// longer holds commits back: the spares are replicated at once and their votes awaited, and
+    /// once the commit path completes commits again, they are lazy again.
+    fn note_who_completed_commit(&mut self, slot: Slot) {
+        if self.cfg.spare_lag_ms == 0 {
+            return;
+        }
+        let Role::Leader(leadership) = &self.role else { return };
+        let by_commit_path = self.commit_path_holds(leadership, slot);
+        let Role::Leader(leadership) = &mut self.role else { return };
+        if by_commit_path == leadership.spares_eager {
+            leadership.commits_against_mode += 1;
+            if leadership.commits_against_mode >= SWITCH_AFTER_COMMITS {
+                leadership.spares_eager = !leadership.spares_eager;
+                leadership.commits_against_mode = 0;
+            }
+        } else {
+            leadership.commits_against_mode = 0;
+        }
     }
 
     /// How long a follower on the commit path may leave accepts unacknowledged before the leader
@@ -366,6 +416,7 @@ impl Replica {
         let candidate = matched[votes - 1].min(self.horizon);
         if candidate > self.commit {
             contract!(self, candidate <= self.horizon, "commit-within-proposals");
+            self.note_who_completed_commit(candidate);
             self.learn_commit(candidate);
             self.fill_window();
         }
@@ -457,6 +508,7 @@ impl Replica {
 mod tests {
     use super::super::testkit::*;
     use super::super::{Command, Input};
+    use super::SWITCH_AFTER_COMMITS;
     use crate::message::{Accepted, Message, Reject, Rejection};
     use crate::types::{ReplicaId, Value};
 
@@ -605,6 +657,51 @@ mod tests {
         let out = propose_and_commit(&mut r, t1, 6);
         let to_spare = sent(&out).into_iter().filter(|(to, _)| *to == ReplicaId(2)).count();
         assert_eq!(to_spare, 0, "lazy again");
+    }
+
+    /// Replica 1 (the commit path) answers every proposal, but only after the spare did: each
+    /// round, the spare's lag is up, it gets the slot (at the proposal or the tick) and its vote
+    /// commits it; replica
+    /// 1's comes a millisecond later, so it never stalls. After `SWITCH_AFTER_COMMITS` such rounds
+    /// the spare is replicated at once and awaited; after as many commits completed by replica 1
+    /// again, it is lazy again.
+    #[test]
+    fn a_commit_path_slower_than_the_spare_makes_the_spare_eager_until_it_is_faster_again() {
+        let mut r = leader_of_three_with(|c| c.spare_lag_ms = 1);
+        let ballot = r.promised;
+        let mut t = 2_000;
+        propose_and_commit(&mut r, t, 1);
+        for seq in 2..=1 + u64::from(SWITCH_AFTER_COMMITS) {
+            assert!(!r.awaits_spares(), "round {seq}: still lazy");
+            t += 2;
+            let mut out = step(&mut r, t, Input::Propose(vec![request(7, seq, "x")]));
+            persist_all(&mut r, t, &out.clone());
+            let upto = r.status().log_end;
+            out.extend(step(&mut r, t + 1, Input::Tick));
+            assert!(accepts_to(&out, 2) >= 1, "round {seq}: the spare gets the slot once its lag is up");
+            deliver(&mut r, t + 1, 2, Message::Accepted(Accepted { ballot, upto, round: 0 }));
+            assert_eq!(r.status().commit, upto, "round {seq}: the spare's vote commits it");
+            deliver(&mut r, t + 2, 1, Message::Accepted(Accepted { ballot, upto, round: 0 }));
+        }
+        assert!(r.awaits_spares(), "the commit path was slower than the spare every time");
+        let out = step(&mut r, t + 2, Input::Propose(vec![request(7, 100, "x")]));
+        let to_spare: Vec<_> = sent(&out).into_iter().filter(|(to, _)| *to == ReplicaId(2)).collect();
+        let [(_, Message::Accept(accept))] = &to_spare[..] else { panic!("one accept to the spare: {to_spare:?}") };
+        assert!(accept.awaited, "sent at once and awaited");
+        persist_all(&mut r, t + 2, &out);
+        let upto = r.status().log_end;
+        deliver(&mut r, t + 2, 2, Message::Accepted(Accepted { ballot, upto, round: 0 }));
+        deliver(&mut r, t + 2, 1, Message::Accepted(Accepted { ballot, upto, round: 0 }));
+        // Replica 1 is the faster one again: its vote completes the next commits.
+        for seq in 101..100 + u64::from(SWITCH_AFTER_COMMITS) {
+            let out = propose_and_commit(&mut r, t + 3, seq);
+            assert_eq!(accepts_to(&out, 2), 1, "still eager: every proposal goes to the spare");
+            assert!(r.awaits_spares());
+        }
+        propose_and_commit(&mut r, t + 3, 100 + u64::from(SWITCH_AFTER_COMMITS));
+        assert!(!r.awaits_spares(), "lazy again after the commit path completed enough commits");
+        let out = propose_and_commit(&mut r, t + 3, 200);
+        assert_eq!(accepts_to(&out, 2), 0, "within its lag the spare waits again");
     }
 
     #[test]
