@@ -209,7 +209,8 @@ impl Replica {
     }
 
     /// Whether this replica leads with spares replicated lazily and awaits their votes now,
-    /// because a follower on its commit path stalled (`commit_path_stalled`).
+    /// because a follower on its commit path stalled (`commit_path_stalled`) or answers slower
+    /// than the spares (`spares_eager`).
     pub fn awaits_spares(&self) -> bool {
         match &self.role {
             Role::Leader(leadership) => {
@@ -230,14 +231,16 @@ impl Replica {
             && !self.commit_path_stalled(leadership)
     }
 
-    /// Whether every voter on the commit path (not the leader, not a spare) holds `slot`: false
-    /// when a spare's vote completed the majority for it.
+    /// The followers on the commit path: the voters other than the leader that are not spares.
+    fn commit_path(&self) -> impl Iterator<Item = ReplicaId> + '_ {
+        let me = self.id();
+        self.membership.voters().iter().copied().filter(move |v| *v != me && !self.membership.is_spare(me, *v))
+    }
+
+    /// Whether every follower on the commit path holds `slot`: false when a spare's vote
+    /// completed the majority for it.
     fn commit_path_holds(&self, leadership: &Leadership, slot: Slot) -> bool {
-        self.membership.voters().iter().all(|v| {
-            *v == self.id()
-                || self.membership.is_spare(self.id(), *v)
-                || leadership.progress.get(v).is_some_and(|p| p.matched >= slot)
-        })
+        self.commit_path().all(|v| leadership.progress.get(&v).is_some_and(|p| p.matched >= slot))
     }
 
     /// Counts who completed the commit at `slot` and switches `spares_eager` after
@@ -276,11 +279,8 @@ impl Replica {
     /// gets their votes instead, until it acknowledges again.
     fn commit_path_stalled(&self, leadership: &Leadership) -> bool {
         let stall_ms = self.stall_after_ms();
-        leadership.progress.iter().any(|(id, progress)| {
-            self.membership.is_voter(*id)
-                && !self.membership.is_spare(self.id(), *id)
-                && progress.waiting_since_ms.is_some_and(|since| self.now_ms >= since + stall_ms)
-        })
+        let stalled = |p: &Progress| p.waiting_since_ms.is_some_and(|since| self.now_ms >= since + stall_ms);
+        self.commit_path().any(|v| leadership.progress.get(&v).is_some_and(stalled))
     }
 
     /// Sends the next chunks of the log to `follower`, bounded by its in-flight allowance.
@@ -661,10 +661,9 @@ mod tests {
 
     /// Replica 1 (the commit path) answers every proposal, but only after the spare did: each
     /// round, the spare's lag is up, it gets the slot (at the proposal or the tick) and its vote
-    /// commits it; replica
-    /// 1's comes a millisecond later, so it never stalls. After `SWITCH_AFTER_COMMITS` such rounds
-    /// the spare is replicated at once and awaited; after as many commits completed by replica 1
-    /// again, it is lazy again.
+    /// commits it; replica 1's comes a millisecond later, so it never stalls. After
+    /// `SWITCH_AFTER_COMMITS` such rounds the spare is replicated at once and awaited; after as
+    /// many commits completed by replica 1 again, it is lazy again.
     #[test]
     fn a_commit_path_slower_than_the_spare_makes_the_spare_eager_until_it_is_faster_again() {
         let mut r = leader_of_three_with(|c| c.spare_lag_ms = 1);

@@ -298,7 +298,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
     }
 
     /// Reports when the leader starts or stops awaiting its spares (a follower on its commit path
-    /// stalled, or answers again).
+    /// stalled or answers slower than the spares, or keeps up again).
     fn watch_spares(&mut self) {
         let awaited = self.core.awaits_spares();
         if awaited != self.spares_awaited {
@@ -313,7 +313,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
     }
 
     /// Tells the persister whether the writes about to go are a spare's (`Persister::set_spare`).
-    fn update_spare(&mut self) {
+    fn update_spare(&self) {
         // A promise answers a candidate, whose election waits for it: never delayed as a spare's.
         let promising = self.persists.iter().any(|(_, write)| matches!(write, DurableWrite::Promise(_)));
         self.persister.set_spare(self.core.may_sync_late() && !promising);

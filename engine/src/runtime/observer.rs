@@ -19,7 +19,7 @@ pub trait Observer: Send + Sync + 'static {
     /// A client write was answered Busy because the log is nearly full.
     fn on_write_shed(&self) {}
     /// This leader started (true) or stopped (false) awaiting its spares' votes because a follower
-    /// on its commit path stalled (`Replica::awaits_spares`).
+    /// on its commit path stalled or answers slower than the spares (`Replica::awaits_spares`).
     fn on_spares_awaited(&self, _awaited: bool) {}
 }
 

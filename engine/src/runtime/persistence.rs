@@ -109,7 +109,8 @@ impl<L: LogStorage, O: Observer> Persister<L, O> {
         if jobs.is_empty() || !self.jobs.is_empty() || self.spare.load(Ordering::Relaxed) {
             return None;
         }
-        // Checkpoints are large (a file written and synced): never on a thread that serves sockets.
+        // One installed from the leader still has its file to write and sync in `stage` (one the
+        // driver took is stored already): never on a thread that serves sockets.
         if jobs.iter().any(|(_, write)| matches!(write, DurableWrite::Checkpoint(_))) {
             return None;
         }
