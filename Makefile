@@ -2,7 +2,7 @@
 SEEDS ?= 2000
 JOBS ?= 2
 
-.PHONY: test test-unit test-sim test-mutations test-crash test-guest test-guest-netns sim soak bench bench-pmem bench-verbs bench-peers run deps
+.PHONY: test test-unit test-sim test-mutations test-crash test-guest test-guest-netns sim soak bench bench-pmem bench-verbs bench-peers trace-commit run deps
 
 ## test: everything CI runs: unit + property tests, simulation seeds, mutation checks, crash loop, guest suite
 test: deps
@@ -48,6 +48,10 @@ bench-verbs:
 ## bench-peers: decree beside a 3-node etcd on loopback (installs etcd itself)
 bench-peers:
 	bash ci/bench-peers.sh
+
+## trace-commit: where a one-client put's time goes (hops, log writes and syncs, replica CPU), from perf tracepoints
+trace-commit:
+	bash ci/trace-commit.sh
 
 ## run: a local replicated cluster, served and benchmarked, on embedded defaults
 run: deps

@@ -34,6 +34,9 @@ pub enum BenchCommand {
     Baselines(BaselineArgs),
     /// Instructions per committed operation of a fixed in-process workload, under callgrind.
     Callgrind(CallgrindArgs),
+    /// Where a one-client put's time goes: hops, log writes and syncs, replica CPU, from a
+    /// `perf script` dump of syscall tracepoints (`make trace-commit` records one and runs this).
+    CommitTrace(CommitTraceArgs),
     /// The in-process workload callgrind runs (also runnable alone: prints its wall-clock rate).
     #[command(hide = true)]
     Inproc(WorkloadArgs),
@@ -131,6 +134,15 @@ pub struct BaselineArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `decree-bench commit-trace`.
+#[derive(Args, Debug, Clone)]
+pub struct CommitTraceArgs {
+    /// The output of `perf script -F comm,pid,tid,time,event,trace` for a trace recorded during
+    /// `decree-bench run --clients 1` with the sendto/recvfrom/pwritev/fdatasync tracepoints.
+    #[arg(long)]
+    pub perf_script: PathBuf,
 }
 
 /// The in-process workload's shape, shared by `callgrind` and `inproc`.

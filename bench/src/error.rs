@@ -41,6 +41,9 @@ pub enum BenchError {
         /// Why.
         detail: String,
     },
+    /// A `perf script` trace could not be read or held nothing to follow.
+    #[error("commit trace: {0}")]
+    Trace(String),
     /// valgrind is missing or its output did not parse.
     #[error("callgrind: {0}")]
     Callgrind(String),

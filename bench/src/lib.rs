@@ -7,6 +7,7 @@
 
 pub mod baseline;
 pub mod callgrind;
+pub mod commit_trace;
 pub mod cli;
 pub mod decree_cluster;
 pub mod decree_load;

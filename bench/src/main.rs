@@ -2,7 +2,9 @@
 
 use clap::Parser;
 use decree_bench::callgrind;
-use decree_bench::cli::{BaselineArgs, BenchCommand, CallgrindArgs, Cli, WorkloadArgs};
+use decree_bench::cli::{
+    BaselineArgs, BenchCommand, CallgrindArgs, Cli, CommitTraceArgs, WorkloadArgs,
+};
 use decree_bench::error::BenchError;
 use decree_bench::inproc;
 use std::process::ExitCode;
@@ -98,6 +100,13 @@ fn callgrind_mode(args: &CallgrindArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
+fn commit_trace_mode(args: &CommitTraceArgs) -> Result<(), BenchError> {
+    let text = std::fs::read_to_string(&args.perf_script)
+        .map_err(|e| BenchError::Trace(format!("{}: {e}", args.perf_script.display())))?;
+    print!("{}", decree_bench::commit_trace::profile(&text)?);
+    Ok(())
+}
+
 fn inproc_mode(args: &WorkloadArgs) -> Result<(), BenchError> {
     args.validate()?;
     let spec = args.spec();
@@ -121,6 +130,7 @@ fn main() -> ExitCode {
         BenchCommand::Run(args) => decree_bench::run_command::run(args).map(|_| ()),
         BenchCommand::Baselines(args) => baselines(args),
         BenchCommand::Callgrind(args) => callgrind_mode(args),
+        BenchCommand::CommitTrace(args) => commit_trace_mode(args),
         BenchCommand::Inproc(args) => inproc_mode(args),
     };
     match result {

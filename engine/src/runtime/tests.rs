@@ -9,7 +9,7 @@ use crate::message::Envelope;
 use crate::types::{ClientId, ReplicaId, Request};
 use bytes::Bytes;
 use crossbeam::channel::{self, Receiver, Sender};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -45,7 +45,7 @@ impl PeerTransport for RingTransport {
     }
 }
 
-/// Memory storage with a slow sync, counting syncs and staged writes. With a capacity it models a
+/// Memory storage with a slow sync (2 ms unless the test changes `sync_delay_us`), counting syncs and staged writes. With a capacity it models a
 /// bounded log: each write takes `WRITE_BYTES`, a checkpoint discards everything, and a write
 /// that does not fit fails as a full log does.
 struct SlowStorage {
@@ -61,6 +61,20 @@ struct SlowStorage {
     checkpoint_frees: bool,
     /// Where checkpoints are stored (`LogStorage::checkpoint_writer`); None: nowhere.
     checkpoint_store: Option<Arc<GatedCheckpointStore>>,
+    /// How long this node's sync takes, in microseconds.
+    sync_delay_us: Arc<AtomicU64>,
+}
+
+const SYNC_DELAY: Duration = Duration::from_millis(2);
+
+/// Whether a node awaits its spares, as its last `Observer::on_spares_awaited` said.
+#[derive(Default)]
+struct SparesAwaited(AtomicBool);
+
+impl Observer for SparesAwaited {
+    fn on_spares_awaited(&self, awaited: bool) {
+        self.0.store(awaited, Ordering::Relaxed);
+    }
 }
 
 /// A checkpoint store whose stores wait until it is opened, as a multi-megabyte write and fsync
@@ -122,7 +136,7 @@ impl LogStorage for SlowStorage {
         }
     }
     fn sync(&mut self) -> Result<Option<u64>, StorageError> {
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_micros(self.sync_delay_us.load(Ordering::Relaxed)));
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.node_syncs.fetch_add(1, Ordering::Relaxed);
         Ok(self.staged.take())
@@ -148,6 +162,12 @@ struct Cluster {
     silenced: Arc<AtomicU64>,
     /// Each node's gated checkpoint store (`Setup::gated_checkpoints`).
     checkpoint_stores: Vec<Arc<GatedCheckpointStore>>,
+    /// Each node's sync time in microseconds (`SlowStorage::sync_delay_us`).
+    sync_delays_us: Vec<Arc<AtomicU64>>,
+    /// Whether each node awaits its spares.
+    spares_awaited: Vec<Arc<SparesAwaited>>,
+    /// Client 1's last sequence number (`put_one_at_a_time`).
+    last_seq: AtomicU64,
 }
 
 fn start() -> Cluster {
@@ -175,6 +195,8 @@ struct Setup {
     spare_lag_ms: u64,
     /// Whether checkpoints go to a `GatedCheckpointStore` per node.
     gated_checkpoints: bool,
+    /// `CoreConfig::heartbeat_interval_ms`; election timeouts scale with it.
+    heartbeat_interval_ms: u64,
 }
 
 impl Default for Setup {
@@ -187,6 +209,7 @@ impl Default for Setup {
             spare_sync_delay: Duration::ZERO,
             spare_lag_ms: 0,
             gated_checkpoints: false,
+            heartbeat_interval_ms: 20,
         }
     }
 }
@@ -200,11 +223,17 @@ fn start_full(setup: Setup) -> Cluster {
     let silenced: Arc<AtomicU64> = Arc::default();
     let checkpoint_stores: Vec<Arc<GatedCheckpointStore>> =
         if setup.gated_checkpoints { voters.iter().map(|_| Arc::default()).collect() } else { Vec::new() };
+    let sync_delays_us: Vec<Arc<AtomicU64>> =
+        voters.iter().map(|_| Arc::new(AtomicU64::new(SYNC_DELAY.as_micros() as u64))).collect();
+    let spares_awaited: Vec<Arc<SparesAwaited>> = voters.iter().map(|_| Arc::default()).collect();
     let configs: Vec<NodeConfig> = voters
         .iter()
         .map(|id| {
             let mut core = CoreConfig::new(*id, voters.clone());
             core.spare_lag_ms = setup.spare_lag_ms;
+            core.heartbeat_interval_ms = setup.heartbeat_interval_ms;
+            core.election_timeout_min_ms = core.election_timeout_min_ms.max(8 * setup.heartbeat_interval_ms);
+            core.election_timeout_max_ms = core.election_timeout_max_ms.max(16 * setup.heartbeat_interval_ms);
             let mut config = NodeConfig::new(core);
             config.inbox_capacity = 4_096;
             config.checkpoint_every_slots = setup.checkpoint_every_slots;
@@ -231,6 +260,7 @@ fn start_full(setup: Setup) -> Cluster {
                 used: 0,
                 checkpoint_frees: setup.checkpoint_frees,
                 checkpoint_store: checkpoint_stores.get(node).cloned(),
+                sync_delay_us: sync_delays_us[node].clone(),
             };
             Node::start(
                 config,
@@ -239,12 +269,23 @@ fn start_full(setup: Setup) -> Cluster {
                 KvStore::default(),
                 RingTransport { inboxes: inboxes.clone(), silenced: silenced.clone() },
                 storage,
-                Arc::new(NoopObserver),
+                spares_awaited[node].clone(),
             )
             .unwrap()
         })
         .collect();
-    Cluster { nodes, writes, syncs, node_syncs, checkpoints, silenced, checkpoint_stores }
+    Cluster {
+        nodes,
+        writes,
+        syncs,
+        node_syncs,
+        checkpoints,
+        silenced,
+        checkpoint_stores,
+        sync_delays_us,
+        spares_awaited,
+        last_seq: AtomicU64::new(0),
+    }
 }
 
 impl Cluster {
@@ -254,10 +295,12 @@ impl Cluster {
         }
     }
 
-    /// Puts `count` writes of client 1 at `node` one at a time (one slot each); returns the answers.
+    /// Puts `count` writes of client 1 at `node` one at a time (one slot each), its sequence
+    /// going on from the last call's; returns the answers.
     fn put_one_at_a_time(&self, node: usize, count: u64) -> Vec<Response> {
         let (tx, rx) = channel::unbounded();
-        (1..=count)
+        let first = self.last_seq.fetch_add(count, Ordering::Relaxed) + 1;
+        (first..first + count)
             .map(|seq| {
                 put_seq(&self.nodes[node], 1, seq, &tx);
                 collect(&rx, 1).remove(0).1
@@ -331,8 +374,13 @@ fn replies_to_every_request_with_group_commit(cluster: Cluster) {
 /// A cluster whose spare is sent to lazily and groups its syncs over `window`; returns it with
 /// its leader, the follower on the commit path and the spare, once the followers follow.
 fn start_with_a_spare(window: Duration) -> (Cluster, usize, usize, usize) {
+    start_with_a_spare_and(window, Setup::default())
+}
+
+/// `start_with_a_spare` from `setup` otherwise.
+fn start_with_a_spare_and(window: Duration, setup: Setup) -> (Cluster, usize, usize, usize) {
     let spare_lag_ms = window.as_millis() as u64;
-    let cluster = start_full(Setup { spare_sync_delay: window, spare_lag_ms, ..Setup::default() });
+    let cluster = start_full(Setup { spare_sync_delay: window, spare_lag_ms, ..setup });
     let leader = wait_leader(&cluster);
     // Voters 0, 1, 2: the one after the leader completes its majority, the other is the spare.
     let (on_path, spare) = ((leader + 1) % 3, (leader + 2) % 3);
@@ -392,6 +440,33 @@ fn a_silent_follower_on_the_commit_path_makes_the_spare_awaited_and_prompt() {
     assert!(elapsed < window * 15, "{puts} puts took {elapsed:?} with the commit path's follower silent");
     let spare_syncs = cluster.node_syncs[spare].load(Ordering::Relaxed) - before;
     assert!(spare_syncs >= puts / 2, "the spare synced {spare_syncs} times for {puts} puts it voted for");
+    cluster.shutdown();
+}
+
+#[test]
+fn a_commit_path_follower_that_answers_slower_than_the_spare_makes_the_spare_awaited_until_it_is_faster_again() {
+    // A stall takes half a heartbeat (50 ms) here, so a follower answering every accept 12 ms
+    // late never stalls: only who completes the commits can tell the leader it is slow.
+    let window = Duration::from_millis(2);
+    let setup = Setup { heartbeat_interval_ms: 100, ..Setup::default() };
+    let (cluster, leader, on_path, spare) = start_with_a_spare_and(window, setup);
+    let awaited = || cluster.spares_awaited[leader].0.load(Ordering::Relaxed);
+    assert!(!awaited(), "the spare is lazy while the commit path keeps up");
+    let slow = Duration::from_millis(12).as_micros() as u64;
+    cluster.sync_delays_us[on_path].store(slow, Ordering::Relaxed);
+    for response in cluster.put_one_at_a_time(leader, 40) {
+        assert!(matches!(response, Response::Reply { .. }), "{response:?}");
+    }
+    // The spare, replicated every 2 ms and syncing 2 ms after, completed the first commits; after
+    // eight of them the leader sends to it at once and awaits it.
+    assert!(awaited(), "the slow commit path still sets the pace");
+    // The commit path is fast again and the spare slow: after eight commits the spare is lazy again.
+    cluster.sync_delays_us[on_path].store(SYNC_DELAY.as_micros() as u64, Ordering::Relaxed);
+    cluster.sync_delays_us[spare].store(slow, Ordering::Relaxed);
+    for response in cluster.put_one_at_a_time(leader, 40) {
+        assert!(matches!(response, Response::Reply { .. }), "{response:?}");
+    }
+    assert!(!awaited(), "the spare stayed awaited with the commit path faster");
     cluster.shutdown();
 }
 
