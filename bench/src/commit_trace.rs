@@ -378,57 +378,38 @@ impl fmt::Display for CommitProfile {
 mod tests {
     use super::*;
 
-    /// One put, as `perf script` prints it: client 100, leader 200 (io thread 201), follower 300.
+    /// One put: microseconds from its start, thread, pid/tid, tracepoint. Client 100, leader
+    /// 200 (I/O thread 201), follower 300.
+    const ONE_PUT: &str = "\
+0 decree-bench 100/101 enter_sendto: fd: 0x3, len: 0x00000075
+4 decree-io-0 200/201 exit_recvfrom: 0x75
+5 decree-io-0 200/201 enter_sendto: fd: 0x8, len: 0x0000007e
+6 decree-io-0 200/201 enter_pwritev: fd: 0x5, vlen: 0x1
+10 decree-io-0 300/301 exit_recvfrom: 0x7e
+11 decree-io-0 300/301 enter_pwritev: fd: 0x5, vlen: 0x1
+18 decree-io-0 200/201 exit_pwritev: 0x1000
+19 decree-io-0 200/201 enter_fdatasync: fd: 0x5
+20 decree-io-0 300/301 exit_pwritev: 0x1000
+21 decree-io-0 300/301 enter_fdatasync: fd: 0x5
+29 decree-io-0 200/201 exit_fdatasync: 0x0
+35 decree-io-0 300/301 exit_fdatasync: 0x0
+36 decree-io-0 300/301 enter_sendto: fd: 0x7, len: 0x00000019
+40 decree-io-0 200/201 exit_recvfrom: 0x19
+42 decree-io-0 200/201 enter_sendto: fd: 0x10, len: 0x0000001c
+47 decree-bench 100/102 exit_recvfrom: 0x1c";
+
+    /// `ONE_PUT` as `perf script` prints it, starting at `start_s` seconds.
     fn one_put(start_s: f64) -> String {
-        let lines = [
-            (
-                0,
-                "decree-bench 100/101",
-                "enter_sendto: fd: 0x3, buff: 0x7f, len: 0x00000075, flags: 0x4000",
-            ),
-            (4, "decree-io-0 200/201", "exit_recvfrom: 0x75"),
-            (
-                5,
-                "decree-io-0 200/201",
-                "enter_sendto: fd: 0x8, buff: 0x55, len: 0x0000007e, flags: 0x4040",
-            ),
-            (
-                6,
-                "decree-io-0 200/201",
-                "enter_pwritev: fd: 0x5, vec: 0x7f, vlen: 0x1",
-            ),
-            (10, "decree-io-0 300/301", "exit_recvfrom: 0x7e"),
-            (
-                11,
-                "decree-io-0 300/301",
-                "enter_pwritev: fd: 0x5, vec: 0x7f, vlen: 0x1",
-            ),
-            (18, "decree-io-0 200/201", "exit_pwritev: 0x1000"),
-            (19, "decree-io-0 200/201", "enter_fdatasync: fd: 0x5"),
-            (20, "decree-io-0 300/301", "exit_pwritev: 0x1000"),
-            (21, "decree-io-0 300/301", "enter_fdatasync: fd: 0x5"),
-            (29, "decree-io-0 200/201", "exit_fdatasync: 0x0"),
-            (35, "decree-io-0 300/301", "exit_fdatasync: 0x0"),
-            (
-                36,
-                "decree-io-0 300/301",
-                "enter_sendto: fd: 0x7, buff: 0x55, len: 0x00000019, flags: 0x4040",
-            ),
-            (40, "decree-io-0 200/201", "exit_recvfrom: 0x19"),
-            (
-                42,
-                "decree-io-0 200/201",
-                "enter_sendto: fd: 0x10, buff: 0x7f, len: 0x0000001c, flags: 0x4000",
-            ),
-            (47, "decree-bench 100/102", "exit_recvfrom: 0x1c"),
-        ];
-        lines
-            .iter()
-            .map(|(us, who, what)| {
-                format!(
-                    "  {who} {:.6}:  syscalls:sys_{what}\n",
-                    start_s + *us as f64 / 1e6
-                )
+        ONE_PUT
+            .lines()
+            .map(|line| {
+                let [us, comm, ids, what]: [&str; 4] = line
+                    .splitn(4, ' ')
+                    .collect::<Vec<_>>()
+                    .try_into()
+                    .expect("4 fields");
+                let at = start_s + us.parse::<f64>().expect("microseconds") / 1e6;
+                format!("  {comm} {ids} {at:.6}:  syscalls:sys_{what}\n")
             })
             .collect()
     }
@@ -438,41 +419,32 @@ mod tests {
         let puts = timelines(one_put(10.0).lines().filter_map(parse_line).collect());
         assert_eq!(puts.len(), 1);
         let t = puts[0];
-        let close = |a: f64, b: f64| (a - b).abs() < 0.01;
-        assert!(close(t.total, 47.0), "{t:?}");
-        assert!(
-            close(t.client_to_leader, 4.0) && close(t.leader_to_accept, 1.0),
-            "{t:?}"
-        );
-        assert!(
-            close(t.accept_to_follower, 5.0) && close(t.follower_to_write, 1.0),
-            "{t:?}"
-        );
-        assert!(
-            close(t.leader_write, 12.0) && close(t.leader_sync, 10.0),
-            "{t:?}"
-        );
-        assert!(
-            close(t.follower_write, 9.0) && close(t.follower_sync, 14.0),
-            "{t:?}"
-        );
-        assert!(
-            close(t.follower_write_lag, 5.0) && close(t.follower_to_ack, 1.0),
-            "{t:?}"
-        );
         // The reply waits for the later of the ack (40) and the leader's own sync (29).
-        assert!(
-            close(t.ack_to_leader, 4.0)
-                && close(t.leader_to_reply, 2.0)
-                && close(t.reply_to_client, 5.0),
-            "{t:?}"
-        );
-        assert!(
-            close(t.hops(), 18.0)
-                && close(t.follower_storage(), 23.0)
-                && close(t.replica_cpu(), 5.0),
-            "{t:?}"
-        );
+        let expected = [
+            ("total", t.total, 47.0),
+            ("client_to_leader", t.client_to_leader, 4.0),
+            ("leader_to_accept", t.leader_to_accept, 1.0),
+            ("accept_to_follower", t.accept_to_follower, 5.0),
+            ("follower_to_write", t.follower_to_write, 1.0),
+            ("leader_write", t.leader_write, 12.0),
+            ("leader_sync", t.leader_sync, 10.0),
+            ("follower_write", t.follower_write, 9.0),
+            ("follower_sync", t.follower_sync, 14.0),
+            ("follower_write_lag", t.follower_write_lag, 5.0),
+            ("follower_to_ack", t.follower_to_ack, 1.0),
+            ("ack_to_leader", t.ack_to_leader, 4.0),
+            ("leader_to_reply", t.leader_to_reply, 2.0),
+            ("reply_to_client", t.reply_to_client, 5.0),
+            ("hops", t.hops(), 18.0),
+            ("follower_storage", t.follower_storage(), 23.0),
+            ("replica_cpu", t.replica_cpu(), 5.0),
+        ];
+        for (what, measured, want) in expected {
+            assert!(
+                (measured - want).abs() < 0.01,
+                "{what}: {measured} us, not {want}"
+            );
+        }
     }
 
     #[test]
