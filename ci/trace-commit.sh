@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make trace-commit: where a one-client put's time goes on this host. Runs `decree-bench run
-# --clients 1` (tcp, file log, no peer), records TRACE_MS of sendto/recvfrom/pwritev/fdatasync
-# tracepoints on every CPU in the middle of its measured seconds, and has `decree-bench
+# --clients 1` (tcp, file log, no peer), records TRACE_MS of the sendto/recvfrom, log write and
+# sync tracepoints on every CPU in the middle of its measured seconds, and has `decree-bench
 # commit-trace` follow each put through them: the four one-way hops, each replica's log write and
 # sync, the replicas' CPU between those calls. The run's own baselines are printed beside it.
 # Needs perf (Debian: linux-perf) and the right to trace (root). Tracing slows every syscall by a
@@ -17,7 +17,7 @@ bin=$CARGO_TARGET_DIR/release/decree-bench
 out=$CARGO_TARGET_DIR/trace-commit
 mkdir -p "$out"
 events=()
-for call in sendto recvfrom pwritev pwrite64 fdatasync; do
+for call in sendto recvfrom pwritev pwritev2 pwrite64 fdatasync fsync; do
   events+=(-e "syscalls:sys_enter_$call" -e "syscalls:sys_exit_$call")
 done
 seconds=$(awk "BEGIN { print ${TRACE_MS:-30} / 1000 }")

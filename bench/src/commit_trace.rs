@@ -50,9 +50,9 @@ pub enum Edge {
 /// The calls a commit makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Call {
-    /// sendto / sendmsg / write on a socket.
+    /// sendto (its length is in the entry tracepoint; sendmsg's is not).
     Send,
-    /// recvfrom / recvmsg.
+    /// recvfrom.
     Recv,
     /// A log write (pwrite64, pwritev, pwritev2).
     Write,
@@ -88,8 +88,8 @@ pub fn parse_line(line: &str) -> Option<TraceEvent> {
         _ => return None,
     };
     let call = match name {
-        "sendto" | "sendmsg" => Call::Send,
-        "recvfrom" | "recvmsg" => Call::Recv,
+        "sendto" => Call::Send,
+        "recvfrom" => Call::Recv,
         "pwrite64" | "pwritev" | "pwritev2" => Call::Write,
         "fdatasync" | "fsync" => Call::Sync,
         _ => return None,
