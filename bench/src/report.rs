@@ -78,6 +78,12 @@ impl PerSecond {
     pub fn swing(&self) -> f64 {
         self.max as f64 / self.min.max(1) as f64
     }
+
+    /// The swing, when it reaches `UNSTEADY_SWING`: the host's speed changed during the point,
+    /// so its p50 depends on which seconds it got.
+    pub fn unsteady_swing(&self) -> Option<f64> {
+        Some(self.swing()).filter(|swing| *swing >= UNSTEADY_SWING)
+    }
 }
 
 /// One replica process's cost per committed operation over a measured window.
@@ -303,13 +309,13 @@ fn direct_note(baselines: &Baselines, p50_us: u64) -> String {
 /// much: its p50 then depends on which seconds it got.
 fn steadiness_note(row: &Row) -> String {
     match &row.per_second {
-        Some(spread) if spread.swing() >= UNSTEADY_SWING => format!(
-            "; the host's speed changed {:.1}x during this point ({} to {} ops/s second by second)",
-            spread.swing(),
-            spread.min,
-            spread.max
-        ),
-        _ => String::new(),
+        Some(spread) => spread.unsteady_swing().map_or(String::new(), |swing| {
+            format!(
+                "; the host's speed changed {swing:.1}x during this point ({} to {} ops/s second by second)",
+                spread.min, spread.max
+            )
+        }),
+        None => String::new(),
     }
 }
 

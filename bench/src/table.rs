@@ -173,10 +173,9 @@ fn per_second_line(spread: &crate::report::PerSecond) -> String {
         "per second: {} / {} / {} ops/s (slowest / median / fastest)",
         spread.min, spread.median, spread.max
     );
-    if spread.swing() >= crate::report::UNSTEADY_SWING {
+    if let Some(swing) = spread.unsteady_swing() {
         line.push_str(&format!(
-            "; the host's speed changed {:.1}x during this point: compare medians of several runs",
-            spread.swing()
+            "; the host's speed changed {swing:.1}x during this point: compare medians of several runs"
         ));
     }
     line

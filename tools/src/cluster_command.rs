@@ -261,7 +261,8 @@ mod tests {
 
     #[test]
     fn spares_join_the_pool_but_not_the_initial_configuration() {
-        let dir = std::env::temp_dir().join(format!("decree-cluster-args-{}", decree_tools::secret::random_u64()));
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("cluster");
         let args = up_args(&["--replicas", "3", "--spares", "2", "--dir", dir.to_str().unwrap()]).unwrap();
         let file = write_configs(&args).unwrap();
         assert_eq!(file.members.len(), 5, "cluster.toml lists every process");
@@ -269,7 +270,6 @@ mod tests {
         let membership = config.core_config().membership;
         assert_eq!(membership.voters().len(), 3);
         assert!(!membership.is_member(decree_engine::types::ReplicaId(4)), "replica 4 starts as a spare");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -552,27 +552,11 @@ impl ReplicaConfig {
 mod tests {
     use super::*;
 
-    fn write(text: &str) -> (tempdir::Dir, PathBuf) {
-        let dir = tempdir::Dir::new();
-        let path = dir.0.join("replica.toml");
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replica.toml");
         std::fs::write(&path, text).unwrap();
         (dir, path)
-    }
-
-    mod tempdir {
-        pub struct Dir(pub std::path::PathBuf);
-        impl Dir {
-            pub fn new() -> Self {
-                let path = std::env::temp_dir().join(format!("decree-config-test-{}", crate::secret::random_u64()));
-                std::fs::create_dir_all(&path).unwrap();
-                Dir(path)
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
     }
 
     const GOOD: &str = r#"
@@ -594,7 +578,7 @@ addr = "127.0.0.1:7402"
     fn good_config_resolves_paths_against_its_directory() {
         let (dir, path) = write(GOOD);
         let config = ReplicaConfig::load(&path).unwrap();
-        assert_eq!(config.data_dir, dir.0.join("data"));
+        assert_eq!(config.data_dir, dir.path().join("data"));
         assert_eq!(config.listen_addr(), "127.0.0.1:7401");
         assert_eq!(config.core_config().membership.voters().len(), 3);
         assert!(config.placement.pin, "an omitted [placement] pins by default");

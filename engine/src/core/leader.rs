@@ -562,9 +562,14 @@ mod tests {
         assert!(out.iter().any(|c| matches!(c, Command::Apply { slot: 0, .. })));
     }
 
+    /// The messages in `commands` to replica `to`.
+    fn sent_to(commands: &[Command], to: u32) -> Vec<Message> {
+        sent(commands).into_iter().filter(|(id, _)| *id == ReplicaId(to)).map(|(_, m)| m).collect()
+    }
+
     /// Accepts in `commands` to replica `to`.
     fn accepts_to(commands: &[Command], to: u32) -> usize {
-        sent(commands).iter().filter(|(id, m)| *id == ReplicaId(to) && matches!(m, Message::Accept(_))).count()
+        sent_to(commands, to).iter().filter(|m| matches!(m, Message::Accept(_))).count()
     }
 
     /// Proposes one request at `now_ms` and commits it with replica 1's acknowledgement and the
@@ -591,8 +596,8 @@ mod tests {
         assert!(accepts_to(&out, 2) <= 1, "the spare at most once within a millisecond");
         // A millisecond later the spare gets everything since, in one accept.
         let out = propose_and_commit(&mut r, 2_001, 11);
-        let to_spare: Vec<_> = sent(&out).into_iter().filter(|(to, _)| *to == ReplicaId(2)).collect();
-        let [(_, Message::Accept(accept))] = &to_spare[..] else { panic!("one accept to the spare: {to_spare:?}") };
+        let to_spare = sent_to(&out, 2);
+        let [Message::Accept(accept)] = &to_spare[..] else { panic!("one accept to the spare: {to_spare:?}") };
         assert_eq!(accept.start + accept.values.len() as u64, 11, "it carries the log up to the new proposal");
         assert!(!accept.awaited, "the spare may group its syncs");
         // Within a millisecond, a full accept's worth still goes at once.
@@ -601,8 +606,8 @@ mod tests {
         for seq in 12..12 + chunk {
             out.extend(propose_and_commit(&mut r, 2_001, seq));
         }
-        let sent_to_spare: Vec<_> = sent(&out).into_iter().filter(|(to, _)| *to == ReplicaId(2)).collect();
-        let [(_, Message::Accept(accept))] = &sent_to_spare[..] else { panic!("one accept: {sent_to_spare:?}") };
+        let to_spare = sent_to(&out, 2);
+        let [Message::Accept(accept)] = &to_spare[..] else { panic!("one accept: {to_spare:?}") };
         assert_eq!((accept.start, accept.values.len() as u64), (11, chunk), "a full accept, the moment it fills");
 
         // Without a lag the spare is a follower like the others.
@@ -639,11 +644,7 @@ mod tests {
         assert!(r.awaits_spares(), "silent for the stall time");
         let out = step(&mut r, t0 + stall, Input::Propose(vec![request(7, 4, "x")]));
         assert_eq!(accepts_to(&out, 2), 1, "every proposal goes to the spare at once");
-        let [(_, Message::Accept(accept))] =
-            &sent(&out).into_iter().filter(|(to, _)| *to == ReplicaId(2)).collect::<Vec<_>>()[..]
-        else {
-            panic!("one accept to the spare")
-        };
+        let [Message::Accept(accept)] = &sent_to(&out, 2)[..] else { panic!("one accept to the spare") };
         assert!(accept.awaited, "marked awaited, so the spare syncs without its delay");
         writes.extend(out);
         // Replica 1 answers again: the spare waits for its lag again.
@@ -655,8 +656,7 @@ mod tests {
         let out = propose_and_commit(&mut r, t1, 5);
         assert_eq!(accepts_to(&out, 2), 1, "its lag is up");
         let out = propose_and_commit(&mut r, t1, 6);
-        let to_spare = sent(&out).into_iter().filter(|(to, _)| *to == ReplicaId(2)).count();
-        assert_eq!(to_spare, 0, "lazy again");
+        assert_eq!(sent_to(&out, 2).len(), 0, "lazy again");
     }
 
     /// Replica 1 (the commit path) answers every proposal, but only after the spare did: each
@@ -684,8 +684,8 @@ mod tests {
         }
         assert!(r.awaits_spares(), "the commit path was slower than the spare every time");
         let out = step(&mut r, t + 2, Input::Propose(vec![request(7, 100, "x")]));
-        let to_spare: Vec<_> = sent(&out).into_iter().filter(|(to, _)| *to == ReplicaId(2)).collect();
-        let [(_, Message::Accept(accept))] = &to_spare[..] else { panic!("one accept to the spare: {to_spare:?}") };
+        let to_spare = sent_to(&out, 2);
+        let [Message::Accept(accept)] = &to_spare[..] else { panic!("one accept to the spare: {to_spare:?}") };
         assert!(accept.awaited, "sent at once and awaited");
         persist_all(&mut r, t + 2, &out);
         let upto = r.status().log_end;

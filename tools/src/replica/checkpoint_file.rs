@@ -72,25 +72,29 @@ pub fn load(path: &Path) -> Result<Option<Checkpoint>, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bytes::Bytes;
     use decree_engine::membership::Membership;
-    use decree_engine::types::ReplicaId;
+    use decree_engine::types::{ReplicaId, Slot};
+
+    /// A one-voter checkpoint at `slot` holding `data`, for the replica's storage tests.
+    pub(crate) fn checkpoint(slot: Slot, data: &'static [u8]) -> Checkpoint {
+        let membership = Membership::new(vec![ReplicaId(0)]);
+        Checkpoint { slot, membership, config_slot: None, data: Bytes::from_static(data) }
+    }
 
     #[test]
     fn stores_loads_and_detects_damage() {
-        let dir = std::env::temp_dir().join(format!("decree-ckpt-test-{}", crate::secret::random_u64()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = path_for(&dir.join("log"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(&dir.path().join("log"));
         assert_eq!(load(&path).unwrap(), None);
-        let checkpoint = Checkpoint { slot: 42, membership: Membership::new(vec![ReplicaId(0)]), config_slot: None, data: Bytes::from_static(b"state") };
+        let checkpoint = checkpoint(42, b"state");
         store(&path, &checkpoint).unwrap();
         assert_eq!(load(&path).unwrap(), Some(checkpoint));
         let mut bytes = std::fs::read(&path).unwrap();
         *bytes.last_mut().unwrap() ^= 1;
         std::fs::write(&path, bytes).unwrap();
         assert!(load(&path).unwrap_err().contains("checksum mismatch"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

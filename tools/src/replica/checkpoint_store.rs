@@ -39,20 +39,12 @@ impl CheckpointWriter for CheckpointStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use decree_engine::membership::Membership;
-    use decree_engine::types::ReplicaId;
-
-    fn checkpoint(slot: Slot, data: &'static [u8]) -> Checkpoint {
-        let membership = Membership::new(vec![ReplicaId(0)]);
-        Checkpoint { slot, membership, config_slot: None, data: Bytes::from_static(data) }
-    }
+    use crate::replica::checkpoint_file::tests::checkpoint;
 
     #[test]
     fn a_store_never_goes_back_to_an_older_slot_nor_repeats_one() {
-        let dir = std::env::temp_dir().join(format!("decree-ckpt-store-{}", crate::secret::random_u64()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = checkpoint_file::path_for(&dir.join("log"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = checkpoint_file::path_for(&dir.path().join("log"));
         let store = CheckpointStore::new(path.clone(), None);
         store.store(&checkpoint(10, b"ten")).unwrap();
         assert_eq!(checkpoint_file::load(&path).unwrap(), Some(checkpoint(10, b"ten")));
@@ -67,6 +59,5 @@ mod tests {
         let recovered = CheckpointStore::new(path.clone(), Some(12));
         recovered.store(&checkpoint(11, b"eleven")).unwrap();
         assert_eq!(checkpoint_file::load(&path).unwrap().unwrap().slot, 12, "recovery's slot counts as stored");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -64,7 +64,7 @@ impl Metrics {
         );
         registry.register(
             "spares_awaited",
-            "1 while this leader awaits its spares because a follower on its commit path stalled",
+            "1 while this leader awaits its spares: a follower on its commit path stalled or answers slower",
             m.spares_awaited.clone(),
         );
         registry.register(

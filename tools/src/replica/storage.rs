@@ -1,14 +1,13 @@
 //! Adapter from decree-pmem's `Log` to the runtime's `LogStorage`, plus recovery of the core's
 //! `Durable` state from the log's records (pmem returns slots and payloads; values are postcard).
 
-use decree_engine::core::DurableWrite;
-use decree_engine::durable::Durable;
-use decree_engine::runtime::{LogStorage, StorageError};
-use decree_engine::types::{Entry, Value};
-use decree_pmem::{Log, Medium, Tickets};
 use super::checkpoint_file;
 use super::checkpoint_store::CheckpointStore;
-use decree_engine::runtime::CheckpointWriter;
+use decree_engine::core::DurableWrite;
+use decree_engine::durable::Durable;
+use decree_engine::runtime::{CheckpointWriter, LogStorage, StorageError};
+use decree_engine::types::{Entry, Value};
+use decree_pmem::{Log, Medium, Tickets};
 use std::sync::Arc;
 
 /// The replica's log as the persistence thread drives it.
@@ -107,9 +106,8 @@ impl LogStorage for PmemStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use decree_engine::membership::Membership;
-    use decree_engine::types::{Ballot, Checkpoint, ReplicaId};
+    use crate::replica::checkpoint_file::tests::checkpoint;
+    use decree_engine::types::{Ballot, ReplicaId};
 
     fn memory_config(dir: &std::path::Path) -> decree_pmem::Config {
         decree_pmem::Config { path: dir.join("log"), size_bytes: 4 << 20, backend: decree_pmem::Backend::Memory }
@@ -117,24 +115,21 @@ mod tests {
 
     #[test]
     fn the_memory_backend_serves_writes_and_a_restart_starts_empty() {
-        let dir = std::env::temp_dir().join(format!("decree-storage-memory-{}", crate::secret::random_u64()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (mut storage, durable) = PmemStorage::open(&memory_config(&dir)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut storage, durable) = PmemStorage::open(&memory_config(dir.path())).unwrap();
         assert_eq!((durable.entry_count(), durable.promised()), (0, Ballot::ZERO));
         let ballot = Ballot::new(2, ReplicaId(1));
         storage.stage(1, &DurableWrite::Promise(ballot)).unwrap();
         let entries = (0..10).map(|slot| Entry { slot, ballot, value: Value::Noop }).collect();
         storage.stage(2, &DurableWrite::Entries(entries)).unwrap();
         storage.stage(3, &DurableWrite::Commit(10)).unwrap();
-        let checkpoint = Checkpoint { slot: 5, membership: Membership::new(vec![ReplicaId(0)]), config_slot: None, data: Bytes::from_static(b"state") };
-        storage.stage(4, &DurableWrite::Checkpoint(checkpoint)).unwrap();
+        storage.stage(4, &DurableWrite::Checkpoint(checkpoint(5, b"state"))).unwrap();
         assert_eq!(storage.sync().unwrap(), Some(4), "every staged ticket completes at sync");
         assert!(storage.size_bytes() > 0);
         assert!(storage.log.read(7).unwrap().is_some(), "an entry above the checkpoint reads back");
         drop(storage);
-        let (_, durable) = PmemStorage::open(&memory_config(&dir)).unwrap();
+        let (_, durable) = PmemStorage::open(&memory_config(dir.path())).unwrap();
         assert_eq!((durable.entry_count(), durable.promised(), durable.commit()), (0, Ballot::ZERO, 0));
         assert!(durable.checkpoint().is_none(), "the earlier run's checkpoint file is ignored");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
