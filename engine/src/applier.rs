@@ -85,12 +85,12 @@ impl<S: StateMachine> Applier<S> {
     }
 
     /// A checkpoint of everything applied so far (state, sessions, configuration).
-    pub fn checkpoint(&self) -> Checkpoint {
+    pub fn checkpoint(&mut self) -> Checkpoint {
         self.freeze_checkpoint().finish()
     }
 
     /// Freezes a checkpoint of everything applied so far; `finish` (on any thread) serializes it.
-    pub fn freeze_checkpoint(&self) -> FrozenCheckpoint {
+    pub fn freeze_checkpoint(&mut self) -> FrozenCheckpoint {
         FrozenCheckpoint {
             slot: self.next_slot,
             membership: self.membership.clone(),

@@ -213,8 +213,8 @@ impl StateMachine for KvStore {
         encode_pairs(&self.map)
     }
 
-    fn freeze(&self) -> Frozen {
-        let map = self.map.clone();
+    fn freeze(&mut self) -> Frozen {
+        let map = self.map.snapshot();
         Box::new(move || encode_pairs(&map))
     }
 

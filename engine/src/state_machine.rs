@@ -20,8 +20,9 @@ pub trait StateMachine {
 
     /// Freezes the current state and returns the work that serializes it, to run on another
     /// thread so a checkpoint does not stall the replica. A state machine with a persistent
-    /// (structurally shared) representation clones in O(1) here; the default serializes now.
-    fn freeze(&self) -> Frozen {
+    /// (structurally shared) representation shares its state here (and may note that it did, so
+    /// it knows what to copy on a later write); the default serializes now.
+    fn freeze(&mut self) -> Frozen {
         let bytes = self.save_checkpoint();
         Box::new(move || bytes)
     }

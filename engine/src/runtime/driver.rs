@@ -65,6 +65,8 @@ pub struct Driver<S, T, L, R, O> {
     commands: Vec<Command>,
     batch: Vec<Request>,
     applied: Vec<Applied>,
+    /// One applied slot's reply latencies, for the observer's one call per slot.
+    reply_latencies_us: Vec<u64>,
     started: Instant,
     tick_ms: u64,
     checkpoint: CheckpointPolicy,
@@ -123,6 +125,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
             commands: Vec::with_capacity(256),
             batch: Vec::with_capacity(1024),
             applied: Vec::with_capacity(1024),
+            reply_latencies_us: Vec::with_capacity(1024),
             started: Instant::now(),
             tick_ms: tick_ms.max(1),
             checkpoint,
@@ -407,16 +410,22 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
                 let mut applied = std::mem::take(&mut self.applied);
                 self.applier.apply(slot, &value, &mut applied);
                 self.observer.on_applied(1, applied.len());
+                // One clock read for the slot's replies: they go out together.
+                let now = Instant::now();
                 for result in applied.drain(..) {
                     let Some(waiter) = self.awaiting.remove(&(result.client, result.seq)) else { continue };
                     let payload = match result.outcome {
                         Outcome::Executed(reply) | Outcome::Duplicate(reply) => reply,
                         Outcome::Stale => continue,
                     };
-                    self.observer.on_reply(waiter.since.elapsed().as_micros() as u64);
+                    self.reply_latencies_us.push(now.saturating_duration_since(waiter.since).as_micros() as u64);
                     waiter.reply_to.respond(waiter.request_id, Response::Reply { seq: result.seq, payload });
                 }
                 self.applied = applied;
+                if !self.reply_latencies_us.is_empty() {
+                    self.observer.on_replies(&self.reply_latencies_us);
+                    self.reply_latencies_us.clear();
+                }
             }
             Command::Redirect { requests, leader } => {
                 for key in requests {
@@ -440,7 +449,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
                 // Every Apply before this command has run: the state reflects the read index.
                 if let Some(read) = self.reads.remove(&id) {
                     let payload = self.applier.state_machine_mut().query(&read.request.op);
-                    self.observer.on_reply(read.waiter.since.elapsed().as_micros() as u64);
+                    self.observer.on_replies(&[read.waiter.since.elapsed().as_micros() as u64]);
                     read.waiter.reply_to.respond(read.waiter.request_id, Response::Reply { seq: read.request.seq, payload });
                 }
             }

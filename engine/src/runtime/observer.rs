@@ -8,8 +8,10 @@ pub trait Observer: Send + Sync + 'static {
     fn on_batch(&self, _requests: usize) {}
     /// `slots` slots were applied (committed and executed here).
     fn on_applied(&self, _slots: u64, _requests: usize) {}
-    /// A client got its reply `latency_us` after its request reached this replica.
-    fn on_reply(&self, _latency_us: u64) {}
+    /// Clients got their replies, each `latencies_us[i]` after its request reached this replica.
+    /// Called once per applied slot (or answered read), not per reply, so an observer that
+    /// records into shared counters pays once per batch.
+    fn on_replies(&self, _latencies_us: &[u64]) {}
     /// Leadership changed.
     fn on_leadership(&self, _leading: bool, _ballot: Ballot) {}
     /// A checkpoint of every slot below `slot` (`bytes` of state) was taken.
