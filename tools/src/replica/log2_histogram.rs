@@ -1,11 +1,12 @@
 //! A Prometheus histogram with doubling bucket bounds and no lock. prometheus-client's `Histogram`
 //! takes a write lock and scans its bounds as floats on every observation; the request latency is
-//! observed once per request on the leader's core thread, where that was 5% of the leader's time.
+//! observed for every request on the leader's core thread, where that was 5% of the leader's time.
 //! Here an observation is three relaxed atomic adds, and the bucket is found from the value's
 //! leading zeros. A batch of values (`observe_all`, one applied slot's replies) is tallied first
 //! and added once per run of equal buckets: each add is a locked instruction, which waits for the
-//! thread's pending stores (the apply's cache-missing map writes) to drain. A scrape reads the counters one by one, so it may see an observation in the
-//! count before its bucket; Prometheus' own clients accept the same.
+//! thread's pending stores (the apply's cache-missing map writes) to drain. A scrape reads the
+//! counters one by one, so it may see an observation in the count before its bucket; Prometheus'
+//! own clients accept the same.
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
