@@ -1,8 +1,6 @@
 //! A key-value state machine (get / put / compare-and-set), used by tests, the simulator and the demo.
 
-use crate::kv_key::Key;
-use crate::kv_map::KvMap;
-use crate::kv_value::Value;
+use crate::kv_map::{Held, KvMap};
 use crate::state_machine::{Frozen, StateMachine};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -132,8 +130,8 @@ pub struct KvStore {
 
 /// The checkpoint: every pair, sorted by key (canonical whatever the map's layout).
 fn encode_pairs(map: &KvMap) -> Bytes {
-    let mut pairs: Vec<(&Key, &Value)> = map.iter().collect();
-    pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut pairs: Vec<(Held<'_>, Held<'_>)> = map.iter().collect();
+    pairs.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     Bytes::from(postcard::to_stdvec(&pairs).expect("encoding into a Vec cannot fail"))
 }
 
@@ -152,13 +150,13 @@ impl KvStore {
     /// (a written value, and its key when new).
     pub fn apply(&mut self, op: KvOp<&[u8]>) -> KvReply {
         match op {
-            KvOp::Get { key } => KvReply::Value(self.map.get(key).map(Value::to_bytes)),
+            KvOp::Get { key } => KvReply::Value(self.map.get(key).map(|held| held.to_bytes())),
             KvOp::Put { key, value } => {
                 self.map.put(key, value);
                 KvReply::Done
             }
             KvOp::Cas { key, expected, new } => {
-                let previous = self.map.get(key).map(Value::to_bytes);
+                let previous = self.map.get(key).map(|held| held.to_bytes());
                 let ok = previous.as_deref() == expected;
                 if ok {
                     self.map.put(key, new);
@@ -174,14 +172,14 @@ impl KvStore {
         /// `KvReply::Value`'s encoding (variant 0, then the optional byte string), borrowed.
         #[derive(Serialize)]
         enum Borrowed<'a> {
-            Value(Option<&'a Value>),
+            Value(Option<Held<'a>>),
         }
         Bytes::from(postcard::to_stdvec(&Borrowed::Value(self.map.get(key))).expect("encoding into a Vec cannot fail"))
     }
 
     /// The value held at `key`.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.map.get(key).map(Value::as_bytes)
+        self.map.get(key).map(|held| held.as_bytes())
     }
 
     /// Number of keys held.
@@ -244,10 +242,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn op_strategy() -> impl Strategy<Value = KvOp> {
-        // Short keys (held inline) and long ones (held shared), a few of each so they repeat.
+        // Short keys and long ones, a few of each so they repeat.
         let key = prop_oneof![(0u8..6).prop_map(|k| vec![k; 1 + k as usize]), (0u8..3).prop_map(|k| vec![k; 40])]
             .prop_map(Bytes::from);
-        // Short values (inline) and long ones (shared).
+        // Short values and long ones: pairs on both sides of the bucket's limit.
         let value =
             prop_oneof![proptest::collection::vec(any::<u8>(), 0..20), proptest::collection::vec(any::<u8>(), 60..100)]
                 .prop_map(Bytes::from);
@@ -274,10 +272,10 @@ mod tests {
         loaded.load_checkpoint(&a.save_checkpoint()).unwrap();
         assert_eq!(loaded.get(b"42"), Some(&[42u8; 3][..]));
         use std::hash::BuildHasher;
-        let probe = Key::copy_from_slice(b"probe");
+        let probe: &[u8] = b"probe";
         let seeded = foldhash::fast::FixedState::with_seed(7);
-        assert_eq!(loaded.map.hasher().hash_one(&probe), seeded.hash_one(&probe), "loading kept the seed");
-        assert_ne!(KvStore::default().map.hasher().hash_one(&probe), seeded.hash_one(&probe));
+        assert_eq!(loaded.map.hasher().hash_one(probe), seeded.hash_one(probe), "loading kept the seed");
+        assert_ne!(KvStore::default().map.hasher().hash_one(probe), seeded.hash_one(probe));
     }
 
     #[test]
@@ -328,9 +326,9 @@ mod tests {
         assert_eq!(store.execute(&op.encode())[..], *DONE_REPLY);
     }
 
-    /// Values longer than the inline limit (short ones are written in their bucket).
+    /// Values too long for a bucket (short ones are written in their bucket).
     fn long(fill: u8) -> Vec<u8> {
-        vec![fill; crate::kv_value::INLINE_VALUE_BYTES + 36]
+        vec![fill; crate::kv_map::PAIR_INLINE_BYTES + 36]
     }
 
     #[test]
