@@ -1,12 +1,20 @@
 //! Applies committed slots to a state machine exactly once per (client, seq): a retried request
 //! that already executed gets the cached reply instead of executing again.
 
+use crate::batch::RequestRef;
 use crate::membership::Membership;
 use crate::state_machine::StateMachine;
 use crate::types::{Checkpoint, ClientId, Slot, Value};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::hash_map::{Entry, HashMap};
+
+/// Requests whose state the state machine is asked to load (`StateMachine::prefetch`) before any
+/// of them executes. Looked up back to back, their cache misses overlap: the out-of-order core
+/// keeps several loads in flight. Spread between whole requests (a lookup four requests ahead),
+/// about one was in flight, and a follower's cycles per op did not move; grouped by 8 they fell
+/// by 10-35% (session 12, docs/benchmarks.md).
+const PREFETCH_GROUP: usize = 8;
 
 /// What applying one request produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,23 +120,36 @@ impl<S: StateMachine> Applier<S> {
         let Value::Batch(requests) = value else {
             return;
         };
-        for request in requests.iter() {
-            let outcome = match self.sessions.entry(request.client) {
-                Entry::Occupied(held) if held.get().0 == request.seq => Outcome::Duplicate(held.get().1.clone()),
-                Entry::Occupied(held) if held.get().0 > request.seq => Outcome::Stale,
-                session => {
-                    let reply = self.state_machine.execute(request.op);
-                    self.executed_count += 1;
-                    let latest = (request.seq, reply.clone());
-                    match session {
-                        Entry::Occupied(mut held) => drop(held.insert(latest)),
-                        Entry::Vacant(free) => drop(free.insert(latest)),
-                    }
-                    Outcome::Executed(reply)
-                }
-            };
-            results.push(Applied { client: request.client, seq: request.seq, outcome });
+        // Decoded a group at a time, so the loads run back to back; then the group executes.
+        let (mut requests, mut buffer) = (requests.iter(), [None; PREFETCH_GROUP]);
+        loop {
+            let decoded = buffer.iter_mut().zip(requests.by_ref()).map(|(slot, request)| *slot = Some(request)).count();
+            if decoded == 0 {
+                return;
+            }
+            let group = buffer[..decoded].iter().flatten();
+            group.clone().for_each(|request| self.state_machine.prefetch(request.op));
+            group.for_each(|request| self.apply_request(*request, results));
         }
+    }
+
+    /// Executes one request unless it already ran (a retry) or is older than its client's latest.
+    fn apply_request(&mut self, request: RequestRef<'_>, results: &mut Vec<Applied>) {
+        let outcome = match self.sessions.entry(request.client) {
+            Entry::Occupied(held) if held.get().0 == request.seq => Outcome::Duplicate(held.get().1.clone()),
+            Entry::Occupied(held) if held.get().0 > request.seq => Outcome::Stale,
+            session => {
+                let reply = self.state_machine.execute(request.op);
+                self.executed_count += 1;
+                let latest = (request.seq, reply.clone());
+                match session {
+                    Entry::Occupied(mut held) => drop(held.insert(latest)),
+                    Entry::Vacant(free) => drop(free.insert(latest)),
+                }
+                Outcome::Executed(reply)
+            }
+        };
+        results.push(Applied { client: request.client, seq: request.seq, outcome });
     }
 
     /// The next slot expected.
@@ -230,6 +251,46 @@ mod tests {
         applier.apply(0, &Value::Batch(Batch::from_requests(&[put(1, 2, "new"), put(1, 1, "old")])), &mut out);
         assert_eq!(out[1].outcome, Outcome::Stale);
         assert_eq!(applier.executed_count(), 1);
+    }
+
+    /// Records the order of `prefetch` and `execute` calls (op = one byte, its request's number).
+    #[derive(Default)]
+    struct CallLog {
+        calls: std::cell::RefCell<Vec<(&'static str, u8)>>,
+    }
+
+    impl StateMachine for CallLog {
+        fn execute(&mut self, op: &[u8]) -> Bytes {
+            self.calls.get_mut().push(("execute", op[0]));
+            Bytes::new()
+        }
+        fn prefetch(&self, op: &[u8]) {
+            self.calls.borrow_mut().push(("prefetch", op[0]));
+        }
+        fn save_checkpoint(&self) -> Bytes {
+            Bytes::new()
+        }
+        fn load_checkpoint(&mut self, _: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_request_is_prefetched_once_a_group_ahead_of_its_execution() {
+        let requests: Vec<Request> =
+            (0..20u8).map(|n| Request { client: ClientId(n as u64), seq: 1, op: Bytes::from(vec![n]) }).collect();
+        let mut applier = Applier::new(CallLog::default(), Membership::new(vec![crate::types::ReplicaId(0)]));
+        applier.apply(0, &Value::Batch(Batch::from_requests(&requests)), &mut Vec::new());
+        let calls = applier.state_machine().calls.borrow().clone();
+        let expected: Vec<(&str, u8)> = (0..20u8)
+            .collect::<Vec<_>>()
+            .chunks(PREFETCH_GROUP)
+            .flat_map(|group| {
+                let prefetches = group.iter().map(|&n| ("prefetch", n));
+                prefetches.chain(group.iter().map(|&n| ("execute", n))).collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(calls, expected);
     }
 
     #[test]

@@ -207,6 +207,12 @@ impl StateMachine for KvStore {
         }
     }
 
+    fn prefetch(&self, op: &[u8]) {
+        if let Ok(KvOp::Put { key, .. } | KvOp::Get { key } | KvOp::Cas { key, .. }) = KvOp::decode_borrowed(op) {
+            self.map.prefetch(key);
+        }
+    }
+
     fn save_checkpoint(&self) -> Bytes {
         encode_pairs(&self.map)
     }

@@ -14,6 +14,11 @@ pub trait StateMachine {
     /// randomness or I/O that could differ between replicas.
     fn execute(&mut self, op: &[u8]) -> Bytes;
 
+    /// A hint that `op` executes soon, before the few operations ahead of it have: a state
+    /// machine whose state misses the cache may load what `op` will touch, so that the misses of
+    /// several operations overlap. Must not change the state; the default does nothing.
+    fn prefetch(&self, _op: &[u8]) {}
+
     /// Serializes the whole state (RSL's SaveState). Called between two `execute`s; an
     /// implementation with a large state should copy-on-write so the caller is not stalled.
     fn save_checkpoint(&self) -> Bytes;
