@@ -81,6 +81,13 @@ impl<'a> KvOp<&'a [u8]> {
     pub fn decode_borrowed(bytes: &'a [u8]) -> Result<KvOp<&'a [u8]>, postcard::Error> {
         postcard::from_bytes(bytes)
     }
+
+    /// The key an encoded operation names (every variant's first field), read without decoding
+    /// the rest; `None` if the bytes do not start like an operation. A hint's worth of checking:
+    /// `decode_borrowed` validates the whole operation before it executes.
+    pub fn key_of(bytes: &'a [u8]) -> Option<&'a [u8]> {
+        postcard::take_from_bytes::<(u32, &[u8])>(bytes).ok().map(|((_variant, key), _rest)| key)
+    }
 }
 
 impl<B: Serialize> KvOp<B> {
@@ -208,7 +215,7 @@ impl StateMachine for KvStore {
     }
 
     fn prefetch(&self, op: &[u8]) {
-        if let Ok(KvOp::Put { key, .. } | KvOp::Get { key } | KvOp::Cas { key, .. }) = KvOp::decode_borrowed(op) {
+        if let Some(key) = KvOp::key_of(op) {
             self.map.prefetch(key);
         }
     }
@@ -313,6 +320,21 @@ mod tests {
             let expected = KvReply::Value(store.get(key).map(Bytes::copy_from_slice)).encode();
             assert_eq!(store.get_reply(key), expected);
         }
+    }
+
+    #[test]
+    fn the_key_of_an_encoded_operation_is_its_key() {
+        let key = Bytes::from_static(b"some key");
+        let value = Bytes::from(vec![3u8; 300]);
+        for op in [
+            KvOp::Get { key: key.clone() },
+            KvOp::Put { key: key.clone(), value: value.clone() },
+            KvOp::Cas { key: key.clone(), expected: Some(value.clone()), new: value },
+        ] {
+            assert_eq!(KvOp::key_of(&op.encode()), Some(&key[..]), "{op:?}");
+        }
+        assert_eq!(KvOp::key_of(&[0, 200]), None, "a key longer than the bytes");
+        assert_eq!(KvOp::key_of(&[]), None);
     }
 
     #[test]
