@@ -171,12 +171,12 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
             let Some(event) = self.inbox.pop() else { break };
             handled += 1;
             match event {
-                Event::Peer(envelope) => self.step(Input::Receive(envelope)),
+                Event::Peer(envelope) => self.step(Input::Receive(*envelope)),
                 Event::CheckpointReady(checkpoint) => {
                     self.observer.on_checkpoint(checkpoint.slot, checkpoint.data.len());
                     tracing::debug!(slot = checkpoint.slot, bytes = checkpoint.data.len(), "checkpoint serialized");
                     self.last_checkpoint_bytes = checkpoint.data.len() as u64;
-                    self.step(Input::CheckpointTaken(checkpoint));
+                    self.step(Input::CheckpointTaken(*checkpoint));
                 }
                 Event::Persisted { upto } => self.step(Input::Persisted { upto }),
                 Event::Request { request, request_id, reply_to } => {
@@ -241,11 +241,11 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
                     reply_to.respond(request_id, response);
                 }
                 Event::Status { request_id, reply_to } => {
-                    let status = NodeStatus {
+                    let status = Box::new(NodeStatus {
                         core: self.core.status(),
                         executed: self.applier.executed_count(),
                         log_bytes: self.shared.log_bytes.load(Ordering::Relaxed),
-                    };
+                    });
                     reply_to.respond(request_id, Response::Status(status));
                 }
             }
@@ -389,7 +389,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
                 // there stops the replica as every log failure does.
                 tracing::warn!(slot, error = %e, "storing the checkpoint off the commit path failed");
             }
-            let _ = inbox.push_blocking(Event::CheckpointReady(checkpoint), move || shared.stopping());
+            let _ = inbox.push_blocking(Event::CheckpointReady(Box::new(checkpoint)), move || shared.stopping());
         });
         if let Err(why) = spawned {
             tracing::warn!(slot, %why, "could not start the checkpoint thread; skipping this checkpoint");

@@ -7,12 +7,14 @@ use crate::types::Slot;
 use crate::types::{ReplicaId, Request};
 use bytes::Bytes;
 
-/// One item of the core thread's inbox. `R` is how to answer the client that sent it.
+/// One item of the core thread's inbox. `R` is how to answer the client that sent it. The large
+/// and rare (once per message or checkpoint, not per request) variants are boxed: every inbox push
+/// and pop copies a whole `Event`, one per client request (160 bytes before, 88 now).
 pub enum Event<R> {
     /// A message from another replica (already authenticated and decoded by the transport).
-    Peer(Envelope),
+    Peer(Box<Envelope>),
     /// A checkpoint frozen on the core thread finished serializing on a helper thread.
-    CheckpointReady(crate::types::Checkpoint),
+    CheckpointReady(Box<crate::types::Checkpoint>),
     /// A client request; `request_id` is echoed in the response.
     Request {
         /// The request.
@@ -76,7 +78,8 @@ pub enum Event<R> {
     },
 }
 
-/// What the core thread tells a client.
+/// What the core thread tells a client. The status is boxed: every answer crosses a ring by copy,
+/// one per client request (120 bytes before, 56 now).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
     /// The request executed (or had executed: a retry gets the cached reply).
@@ -94,7 +97,7 @@ pub enum Response {
     /// The inbox was full; retry after a short back-off.
     Busy,
     /// Answer to `Event::Status`.
-    Status(NodeStatus),
+    Status(Box<NodeStatus>),
     /// Answer to an administrative event.
     Admin {
         /// Whether the core accepted it.

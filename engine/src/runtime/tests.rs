@@ -40,7 +40,7 @@ impl PeerTransport for RingTransport {
         let inboxes = self.inboxes.get().expect("wired before start");
         let inbox = &inboxes[envelope.to.0 as usize];
         // As the tools' transports deliver: post, then run the receiver's core here if it is free.
-        let _ = inbox.post(Event::Peer(envelope));
+        let _ = inbox.post(Event::Peer(Box::new(envelope)));
         inbox.serve();
     }
 }
@@ -313,7 +313,7 @@ fn status(node: &Node<Reply>) -> NodeStatus {
     let (tx, rx) = channel::unbounded();
     node.inbox.push(Event::Status { request_id: 0, reply_to: Reply(tx) }).ok().unwrap();
     match rx.recv_timeout(Duration::from_secs(2)).unwrap().1 {
-        Response::Status(status) => status,
+        Response::Status(status) => *status,
         other => panic!("{other:?}"),
     }
 }

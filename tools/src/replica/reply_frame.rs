@@ -111,7 +111,7 @@ mod tests {
                 },
             ),
             (
-                Response::Status(status.clone()),
+                Response::Status(Box::new(status.clone())),
                 ServerFrame::Status { request_id: 5, status: status_view(&status) },
             ),
         ];
