@@ -171,12 +171,12 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
             let Some(event) = self.inbox.pop() else { break };
             handled += 1;
             match event {
-                Event::Peer(envelope) => self.step(Input::Receive(*envelope)),
+                Event::Peer(envelope) => self.step(Input::Receive(envelope)),
                 Event::CheckpointReady(checkpoint) => {
                     self.observer.on_checkpoint(checkpoint.slot, checkpoint.data.len());
                     tracing::debug!(slot = checkpoint.slot, bytes = checkpoint.data.len(), "checkpoint serialized");
                     self.last_checkpoint_bytes = checkpoint.data.len() as u64;
-                    self.step(Input::CheckpointTaken(*checkpoint));
+                    self.step(Input::CheckpointTaken(checkpoint));
                 }
                 Event::Persisted { upto } => self.step(Input::Persisted { upto }),
                 Event::Request { request, request_id, reply_to } => {
@@ -389,7 +389,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
                 // there stops the replica as every log failure does.
                 tracing::warn!(slot, error = %e, "storing the checkpoint off the commit path failed");
             }
-            let _ = inbox.push_blocking(Event::CheckpointReady(Box::new(checkpoint)), move || shared.stopping());
+            let _ = inbox.push_blocking(Event::CheckpointReady(checkpoint), move || shared.stopping());
         });
         if let Err(why) = spawned {
             tracing::warn!(slot, %why, "could not start the checkpoint thread; skipping this checkpoint");
@@ -410,14 +410,16 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
                 let mut applied = std::mem::take(&mut self.applied);
                 self.applier.apply(slot, &value, &mut applied);
                 self.observer.on_applied(1, applied.len());
-                // One clock read for the slot's replies: they go out together.
-                let now = Instant::now();
+                // One clock read for the slot's replies (they go out together), none for a slot
+                // nobody here waits on (every slot on a follower).
+                let mut now = None;
                 for result in applied.drain(..) {
                     let Some(waiter) = self.awaiting.remove(&(result.client, result.seq)) else { continue };
                     let payload = match result.outcome {
                         Outcome::Executed(reply) | Outcome::Duplicate(reply) => reply,
                         Outcome::Stale => continue,
                     };
+                    let now = *now.get_or_insert_with(Instant::now);
                     self.reply_latencies_us.push(now.saturating_duration_since(waiter.since).as_micros() as u64);
                     waiter.reply_to.respond(waiter.request_id, Response::Reply { seq: result.seq, payload });
                 }

@@ -7,14 +7,14 @@ use crate::types::Slot;
 use crate::types::{ReplicaId, Request};
 use bytes::Bytes;
 
-/// One item of the core thread's inbox. `R` is how to answer the client that sent it. The large
-/// and rare (once per message or checkpoint, not per request) variants are boxed: every inbox push
-/// and pop copies a whole `Event`, one per client request (160 bytes before, 88 now).
+/// One item of the core thread's inbox. `R` is how to answer the client that sent it. A peer
+/// message sets its size (160 bytes); boxing it would make it smaller but cost an allocation per
+/// message, one per put at one client, on a request path kept free of them.
 pub enum Event<R> {
     /// A message from another replica (already authenticated and decoded by the transport).
-    Peer(Box<Envelope>),
+    Peer(Envelope),
     /// A checkpoint frozen on the core thread finished serializing on a helper thread.
-    CheckpointReady(Box<crate::types::Checkpoint>),
+    CheckpointReady(crate::types::Checkpoint),
     /// A client request; `request_id` is echoed in the response.
     Request {
         /// The request.

@@ -40,14 +40,14 @@ impl PeerTransport for RingTransport {
         let inboxes = self.inboxes.get().expect("wired before start");
         let inbox = &inboxes[envelope.to.0 as usize];
         // As the tools' transports deliver: post, then run the receiver's core here if it is free.
-        let _ = inbox.post(Event::Peer(Box::new(envelope)));
+        let _ = inbox.post(Event::Peer(envelope));
         inbox.serve();
     }
 }
 
-/// Memory storage with a slow sync (2 ms unless the test changes `sync_delay_us`), counting syncs and staged writes. With a capacity it models a
-/// bounded log: each write takes `WRITE_BYTES`, a checkpoint discards everything, and a write
-/// that does not fit fails as a full log does.
+/// Memory storage with a slow sync (2 ms unless the test changes `sync_delay_us`), counting syncs
+/// and staged writes. With a capacity it models a bounded log: each write takes `WRITE_BYTES`, a
+/// checkpoint discards everything, and a write that does not fit fails as a full log does.
 struct SlowStorage {
     staged: Option<u64>,
     writes: Arc<AtomicU64>,

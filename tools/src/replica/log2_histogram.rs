@@ -44,10 +44,7 @@ impl Log2Histogram {
 
     /// Records `value` units.
     pub fn observe(&self, value: u64) {
-        let inner = &*self.inner;
-        inner.buckets[inner.bucket_of(value)].fetch_add(1, Ordering::Relaxed);
-        inner.count.fetch_add(1, Ordering::Relaxed);
-        inner.sum.fetch_add(value, Ordering::Relaxed);
+        self.observe_all(&[value]);
     }
 
     /// Records every one of `values` (units each).

@@ -156,7 +156,7 @@ impl<R> Transport<R> {
         let inbox = &self.inbox;
         // A full inbox drops the message: the sender retransmits on its next heartbeat.
         let polled = self.mailboxes.poll(&mut |envelope| {
-            let _ = inbox.post(Event::Peer(Box::new(envelope)));
+            let _ = inbox.post(Event::Peer(envelope));
         });
         if polled.busy {
             inbox.serve();

@@ -70,7 +70,7 @@ impl PeerConn {
             if envelope.from.0 != self.peer || envelope.to.0 != self_id {
                 return Err(format!("misaddressed envelope from {} to {}", envelope.from, envelope.to));
             }
-            let _ = inbox.post(Event::Peer(Box::new(envelope)));
+            let _ = inbox.post(Event::Peer(envelope));
             at += total;
         }
         self.buf.copy_within(at..self.filled, 0);
@@ -140,7 +140,7 @@ mod tests {
             conn.read(ME, &ctx.inbox, false).unwrap();
             while let Some(event) = ctx.inbox.pop() {
                 let Event::Peer(envelope) = event else { panic!("not a peer event") };
-                posted.push(*envelope);
+                posted.push(envelope);
             }
             assert!(Instant::now() < deadline, "{} of {count} envelopes posted", posted.len());
             std::thread::sleep(Duration::from_millis(1));
