@@ -47,6 +47,16 @@ impl<M: Medium> FaultyMedium<M> {
         self.inner
     }
 
+    /// Counts a write call; fails it if the plan says so.
+    fn count_write(&mut self) -> io::Result<()> {
+        let index = self.writes;
+        self.writes += 1;
+        if self.plan.fail_write_from.is_some_and(|from| index >= from) {
+            return Err(self.injected());
+        }
+        Ok(())
+    }
+
     fn injected(&self) -> io::Error {
         io::Error::from_raw_os_error(self.plan.errno)
     }
@@ -58,12 +68,13 @@ impl<M: Medium> Medium for FaultyMedium<M> {
     }
 
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        let index = self.writes;
-        self.writes += 1;
-        if self.plan.fail_write_from.is_some_and(|from| index >= from) {
-            return Err(self.injected());
-        }
+        self.count_write()?;
         self.inner.write_at(offset, bytes)
+    }
+
+    fn write_at_end(&mut self, offset: u64, bytes: &[u8], free_after: u64) -> io::Result<()> {
+        self.count_write()?;
+        self.inner.write_at_end(offset, bytes, free_after)
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {

@@ -5,13 +5,14 @@
 //!
 //! Writes are staged in aligned blocks until `persist` (or until the stage is full) and leave in
 //! one `pwritev` per run of consecutive blocks. A partly written block needs its old bytes: the
-//! block the last persist ended in (where the next append starts) is kept for that; any other one
-//! is read back first, with the 15 blocks after it, where the next groups will end. Reads go
+//! block the last persist ended in (where the next append starts) is kept for that; a block whose
+//! rest is free space (`write_at_end`: the log's appends) is zero-filled instead; any other one is
+//! read back first, with the 15 blocks after it, where the next groups will end. Reads go
 //! through an ordinary descriptor of the same file; the kernel drops cached pages a direct write
 //! covers, so they see what was written.
 
 use crate::file::LogFile;
-use crate::medium::{check_range, BackendKind, Medium};
+use crate::medium::{check_range, free_tail_bytes, BackendKind, Medium};
 use nix::sys::uio::{preadv, pwritev};
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, IoSliceMut};
@@ -66,6 +67,8 @@ pub struct DirectMedium {
     clean: Blocks,
     /// Blocks written out since the last fdatasync.
     unsynced: bool,
+    /// Direct reads issued so far (an append into free space should need none).
+    read_calls: u64,
     /// Blocks kept for reuse: a reused block is always wholly overwritten or read back first, so
     /// none of its old bytes survive.
     spare: Vec<Box<Block>>,
@@ -97,6 +100,7 @@ impl DirectMedium {
             staged: Vec::with_capacity(MAX_STAGED_BLOCKS),
             clean: Vec::with_capacity(READ_AHEAD_BLOCKS),
             unsynced: false,
+            read_calls: 0,
             spare: Vec::with_capacity(MAX_STAGED_BLOCKS + READ_AHEAD_BLOCKS),
         };
         let first = Block::zeroed();
@@ -114,7 +118,7 @@ impl DirectMedium {
             None => {
                 let block = match position(&self.clean, index) {
                     Some(at) => self.clean.swap_remove(at).1,
-                    None if overwritten => self.spare_block(),
+                    None if overwritten => self.block_to_overwrite(),
                     None => self.read_ahead(index)?,
                 };
                 self.staged.push((index, block));
@@ -126,6 +130,16 @@ impl DirectMedium {
 
     fn spare_block(&mut self) -> Box<Block> {
         self.spare.pop().unwrap_or_else(Block::zeroed)
+    }
+
+    /// A block to overwrite wholly: a spare one, else the oldest cached clean block (only a copy
+    /// of the file's bytes: appends seldom read, so the blocks of an earlier read-ahead would
+    /// otherwise sit there while the pool grows), else a new one.
+    fn block_to_overwrite(&mut self) -> Box<Block> {
+        if self.spare.is_empty() && self.clean.len() > 1 {
+            return self.clean.remove(0).1;
+        }
+        self.spare_block()
     }
 
     /// Reads block `index` and up to `READ_AHEAD_BLOCKS - 1` blocks after it (not past the file's
@@ -164,6 +178,7 @@ impl DirectMedium {
                 *slice = IoSliceMut::new(&mut block.0);
             }
             let offset = (first + done as u64) * BLOCK_BYTES as u64;
+            self.read_calls += 1;
             let read = preadv(&self.direct, &mut slices[..chunk], offset as i64).map_err(io::Error::from)?;
             if read < BLOCK_BYTES {
                 return Err(io::Error::new(
@@ -172,6 +187,32 @@ impl DirectMedium {
                 ));
             }
             done += read / BLOCK_BYTES;
+        }
+        Ok(())
+    }
+
+    /// Stages `bytes` at `offset`, and zeros over the `zeroed_after` bytes after them (at most the
+    /// rest of the last block: free space, so that block needs no read of its old content).
+    fn stage(&mut self, offset: u64, bytes: &[u8], zeroed_after: u64) -> io::Result<()> {
+        check_range(&self.file.resource, self.file.size_bytes, offset, bytes.len() + zeroed_after as usize)?;
+        let mut at = offset;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let index = at / BLOCK_BYTES as u64;
+            let within = (at % BLOCK_BYTES as u64) as usize;
+            let len = rest.len().min(BLOCK_BYTES - within);
+            // Only the last piece can end inside its block, and then the zeros fill the rest.
+            let whole_block = within == 0 && (len == BLOCK_BYTES || zeroed_after > 0);
+            let block = self.staged_block(index, whole_block)?;
+            block.0[within..within + len].copy_from_slice(&rest[..len]);
+            if within + len < BLOCK_BYTES && zeroed_after > 0 {
+                block.0[within + len..].fill(0);
+            }
+            at += len as u64;
+            rest = &rest[len..];
+        }
+        if self.staged.len() >= MAX_STAGED_BLOCKS {
+            self.write_out()?;
         }
         Ok(())
     }
@@ -250,22 +291,11 @@ impl Medium for DirectMedium {
     }
 
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        check_range(&self.file.resource, self.file.size_bytes, offset, bytes.len())?;
-        let mut at = offset;
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let index = at / BLOCK_BYTES as u64;
-            let within = (at % BLOCK_BYTES as u64) as usize;
-            let len = rest.len().min(BLOCK_BYTES - within);
-            let block = self.staged_block(index, len == BLOCK_BYTES)?;
-            block.0[within..within + len].copy_from_slice(&rest[..len]);
-            at += len as u64;
-            rest = &rest[len..];
-        }
-        if self.staged.len() >= MAX_STAGED_BLOCKS {
-            self.write_out()?;
-        }
-        Ok(())
+        self.stage(offset, bytes, 0)
+    }
+
+    fn write_at_end(&mut self, offset: u64, bytes: &[u8], free_after: u64) -> io::Result<()> {
+        self.stage(offset, bytes, free_tail_bytes(offset, bytes.len(), free_after, BLOCK_BYTES as u64))
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
@@ -335,9 +365,17 @@ mod tests {
                 let offset =
                     if rng.u8(0..10) < 7 && end + len as u64 <= size { end } else { rng.u64(0..size - len as u64) };
                 let bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
-                medium.write_at(offset, &bytes).unwrap();
                 image[offset as usize..offset as usize + len].copy_from_slice(&bytes);
                 end = offset + len as u64;
+                if rng.bool() {
+                    medium.write_at(offset, &bytes).unwrap();
+                } else {
+                    // Free space after the write: the rest of its block is zeroed when all free.
+                    let free_after = [0, 1, 3000, 5000][rng.usize(0..4)].min(size - end);
+                    medium.write_at_end(offset, &bytes, free_after).unwrap();
+                    let zeroed = free_tail_bytes(offset, len, free_after, BLOCK_BYTES as u64);
+                    image[end as usize..(end + zeroed) as usize].fill(0);
+                }
             }
             let len = 9000.min(size as usize);
             let at = rng.u64(0..=size - len as u64);
@@ -397,6 +435,30 @@ mod tests {
         assert_eq!(&buf, b"firstsecond");
         medium.persist().unwrap();
         assert!(!medium.unsynced, "nothing written: nothing to sync");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// An append that ends inside a block no one cached reads that block back first, unless the
+    /// rest of the block is free: then it is zeroed instead, and appends read nothing.
+    #[test]
+    fn an_append_into_free_space_reads_nothing() {
+        let dir = scratch("free");
+        let file = open_or_create(&dir.join("log"), 1 << 20).unwrap();
+        let Ok(mut medium) = DirectMedium::new(file) else { return };
+        let before = medium.read_calls;
+        for group in 0..40u64 {
+            // Groups of 6 KiB: each ends in a block the previous one did not touch.
+            let offset = 4096 + group * 6000;
+            medium.write_at_end(offset, &[group as u8 + 1; 6000], 8192).unwrap();
+            medium.persist().unwrap();
+        }
+        assert_eq!(medium.read_calls, before, "appends into free space read no block back");
+        let mut buf = vec![0u8; 6000 + 100];
+        medium.read_at(4096 + 39 * 6000, &mut buf).unwrap();
+        assert_eq!(&buf[..6000], &[40u8; 6000][..]);
+        assert!(buf[6000..].iter().all(|&b| b == 0), "the free rest of the last block is zeroed");
+        medium.write_at(4096 + 40 * 6000 + 10_000, b"elsewhere").unwrap();
+        assert_eq!(medium.read_calls, before + 1, "a write into an uncached block with live bytes around it reads it");
         let _ = std::fs::remove_dir_all(dir);
     }
 

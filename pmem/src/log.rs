@@ -236,9 +236,20 @@ impl<M: Medium> Log<M> {
             let first_len = (lap_remaining_bytes(self.written_lsn, capacity) as usize).min(self.staging.len());
             let at = medium_offset(self.written_lsn, capacity);
             let staged = std::mem::take(&mut self.staging);
-            let mut result = self.medium.write_at(at, &staged[..first_len]);
+            // Past the group lies free ring space up to the head, within this lap: a group that
+            // ends exactly at the lap's end has the medium's end after it, not ring space.
+            let lap_left = match self.tail_lsn % capacity {
+                0 => 0,
+                used => capacity - used,
+            };
+            let free_after = self.free_bytes().min(lap_left);
+            let mut result = if first_len < staged.len() {
+                self.medium.write_at(at, &staged[..first_len])
+            } else {
+                self.medium.write_at_end(at, &staged[..first_len], free_after)
+            };
             if result.is_ok() && first_len < staged.len() {
-                result = self.medium.write_at(DATA_OFFSET_BYTES, &staged[first_len..]);
+                result = self.medium.write_at_end(DATA_OFFSET_BYTES, &staged[first_len..], free_after);
             }
             self.staging = staged;
             result.map_err(|e| self.fail("write", e))?;
@@ -447,6 +458,24 @@ impl<M: Medium> Log<M> {
 mod tests {
     use super::*;
     use crate::sim::SimMedium;
+
+    /// A 6000-byte ring ends inside a 4 KiB block, and the medium ends with it: a group that
+    /// fills the lap exactly has no free ring space after it to zero, only the medium's end.
+    #[test]
+    fn a_group_that_ends_at_the_lap_end_of_an_odd_sized_ring_persists() {
+        let mut log = Log::create(SimMedium::new(DATA_OFFSET_BYTES + 6000)).unwrap();
+        let ballot = Ballot { round: 1, leader: 1 };
+        log.append_entry(0, ballot, &[1; 3500]).unwrap();
+        log.sync().unwrap();
+        log.discard_prefix(1).unwrap();
+        let left = lap_remaining_bytes(log.tail_lsn, log.capacity_bytes());
+        let len = (0..left as usize).find(|&len| encoded_size_bytes(len) as u64 == left).expect("a record fits exactly");
+        log.append_entry(1, ballot, &vec![2; len]).unwrap();
+        assert_eq!(log.tail_lsn % log.capacity_bytes(), 0, "the record ends the lap");
+        log.sync().unwrap();
+        let log = Log::open(log.into_medium().crash(None)).unwrap();
+        assert_eq!(log.read(1).unwrap().unwrap().payload, vec![2; len]);
+    }
 
     #[test]
     fn steady_batches_reuse_the_payload_buffer() {

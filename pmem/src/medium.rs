@@ -62,6 +62,14 @@ pub trait Medium: Send {
     fn size_bytes(&self) -> u64;
     /// Stores `bytes` at `offset` (not yet durable).
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()>;
+    /// `write_at` for a write the caller's free space follows: the `free_after` bytes after it
+    /// hold nothing the caller reads again, so the medium may zero them (up to `free_tail_bytes`
+    /// of them). A block medium then writes a last, partly filled block without reading its old
+    /// content first. The log's appends end this way: past its tail lies free ring space.
+    fn write_at_end(&mut self, offset: u64, bytes: &[u8], free_after: u64) -> io::Result<()> {
+        let _ = free_after;
+        self.write_at(offset, bytes)
+    }
     /// Reads `buf.len()` bytes at `offset`.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Makes every earlier `write_at` durable.
@@ -79,6 +87,9 @@ impl Medium for Box<dyn Medium> {
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
         (**self).write_at(offset, bytes)
     }
+    fn write_at_end(&mut self, offset: u64, bytes: &[u8], free_after: u64) -> io::Result<()> {
+        (**self).write_at_end(offset, bytes, free_after)
+    }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         (**self).read_at(offset, buf)
     }
@@ -90,6 +101,19 @@ impl Medium for Box<dyn Medium> {
     }
     fn kind(&self) -> BackendKind {
         (**self).kind()
+    }
+}
+
+/// Bytes after a write of `len` bytes at `offset` that a `write_at_end` with `free_after` free
+/// bytes zeroes on a medium of `block_bytes` blocks: the rest of the write's last block, when
+/// all of it is free; otherwise none.
+pub fn free_tail_bytes(offset: u64, len: usize, free_after: u64, block_bytes: u64) -> u64 {
+    let end = offset + len as u64;
+    let rest = end.next_multiple_of(block_bytes) - end;
+    if rest <= free_after {
+        rest
+    } else {
+        0
     }
 }
 

@@ -1,7 +1,8 @@
 //! The simulator's medium: memory with an explicit durable image. A crash keeps only what was
 //! persisted, may tear the last unpersisted write at 8-byte granularity, and bits flip on request.
 
-use crate::medium::{BackendKind, Medium};
+use crate::file_direct::BLOCK_BYTES;
+use crate::medium::{free_tail_bytes, BackendKind, Medium};
 use crate::memory::MemoryMedium;
 use std::io;
 
@@ -73,6 +74,17 @@ impl Medium for SimMedium {
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
         self.volatile.write_at(offset, bytes)?;
         self.pending.push((offset, bytes.len()));
+        Ok(())
+    }
+
+    /// Zeroes the free rest of the last block, as the direct file medium does, so that the
+    /// simulator's crashes check the log never needs those bytes.
+    fn write_at_end(&mut self, offset: u64, bytes: &[u8], free_after: u64) -> io::Result<()> {
+        self.write_at(offset, bytes)?;
+        let zeroed = free_tail_bytes(offset, bytes.len(), free_after, BLOCK_BYTES as u64) as usize;
+        if zeroed > 0 {
+            self.write_at(offset + bytes.len() as u64, &[0; BLOCK_BYTES][..zeroed])?;
+        }
         Ok(())
     }
 
