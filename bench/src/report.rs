@@ -212,6 +212,9 @@ pub struct HostInfo {
     pub load_before: f64,
     /// 1-minute load average after the run.
     pub load_after: f64,
+    /// How an idle CPU waits (`cpu_idle`): on a virtual machine whose idle vCPUs halt at once,
+    /// every wake-up of one is a trip through the hypervisor, and the hops of a commit pay it.
+    pub cpu_idle: String,
 }
 
 /// What the decree cluster ran with.
@@ -240,6 +243,28 @@ impl ClusterInfo {
         } else {
             self.log_backend.clone()
         }
+    }
+}
+
+/// How this host's idle CPUs wait: the cpuidle driver, and for the haltpoll driver of a KVM
+/// guest, how long an idle vCPU polls before it halts.
+pub fn cpu_idle() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).ok().map(|s| s.trim().to_string());
+    describe_cpu_idle(
+        read("/sys/devices/system/cpu/cpuidle/current_driver").as_deref(),
+        read("/sys/module/haltpoll/parameters/guest_halt_poll_ns").as_deref(),
+    )
+}
+
+/// `cpu_idle` from the two sysfs values (None: not present on this kernel).
+pub fn describe_cpu_idle(driver: Option<&str>, halt_poll_ns: Option<&str>) -> String {
+    match (driver, halt_poll_ns) {
+        (Some("haltpoll"), Some("0")) => {
+            "haltpoll, guest_halt_poll_ns 0: an idle vCPU halts at once".into()
+        }
+        (Some("haltpoll"), Some(ns)) => format!("haltpoll, polls {ns} ns before halting"),
+        (Some(driver), _) => driver.to_string(),
+        (None, _) => "unknown".into(),
     }
 }
 
@@ -582,6 +607,7 @@ mod tests {
                 cpus: 2,
                 load_before: 1.0,
                 load_after: 1.5,
+                cpu_idle: "none".into(),
             },
             cluster: cluster("shm", "memory"),
             baselines: baselines(50, 200),
@@ -604,10 +630,23 @@ mod tests {
         assert_eq!(json["cluster"]["transport"], "shm");
         assert_eq!(json["cluster"]["log_backend"], "memory");
         assert_eq!(json["cluster"]["log_volatile"], true);
+        assert_eq!(json["host"]["cpu_idle"], "none");
         assert!(
             row.get("perf").is_none(),
             "no perf block without --perf-stat"
         );
+    }
+
+    #[test]
+    fn cpu_idle_says_when_an_idle_vcpu_halts_without_polling() {
+        let halts = describe_cpu_idle(Some("haltpoll"), Some("0"));
+        assert!(halts.contains("halts at once"), "{halts}");
+        assert_eq!(
+            describe_cpu_idle(Some("haltpoll"), Some("200000")),
+            "haltpoll, polls 200000 ns before halting"
+        );
+        assert_eq!(describe_cpu_idle(Some("intel_idle"), None), "intel_idle");
+        assert_eq!(describe_cpu_idle(None, None), "unknown");
     }
 
     #[test]

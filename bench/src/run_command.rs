@@ -189,6 +189,7 @@ pub fn run(args: &RunArgs) -> Result<Report, BenchError> {
                 .unwrap_or(1),
             load_before,
             load_after: report::load_average(),
+            cpu_idle: report::cpu_idle(),
         },
         cluster,
         baselines,

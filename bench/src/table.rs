@@ -32,7 +32,7 @@ pub fn render(report: &Report) -> String {
     let c = &report.cluster;
     let _ = writeln!(
         out,
-        "decree-bench: {} replicas, transport {}, log {} on {}, batches <= {} requests / {} bytes, window {}; {} CPUs, load {:.2} -> {:.2}",
+        "decree-bench: {} replicas, transport {}, log {} on {}, batches <= {} requests / {} bytes, window {}; {} CPUs, load {:.2} -> {:.2}, cpu idle: {}",
         c.replicas,
         c.transport,
         c.log_label(),
@@ -42,7 +42,8 @@ pub fn render(report: &Report) -> String {
         c.batching.window_slots,
         report.host.cpus,
         report.host.load_before,
-        report.host.load_after
+        report.host.load_after,
+        report.host.cpu_idle
     );
     let _ = writeln!(out, "{HEADER}");
     for row in &report.rows {
