@@ -33,6 +33,7 @@ fn baselines(args: &BaselineArgs) -> Result<(), BenchError> {
             "shm cache-line round trip       p50 {} ns  p99 {} ns",
             b.shm_round_trip_ns.0, b.shm_round_trip_ns.1
         );
+        println!("{}", decree_bench::table::wake_line(&b));
         println!(
             "4 KiB write+fdatasync           p50 {} us  p99 {} us  in {}",
             b.fdatasync.p50_us, b.fdatasync.p99_us, b.fdatasync_dir

@@ -496,6 +496,8 @@ mod tests {
         Baselines {
             tcp_round_trip: s(tcp_p50),
             shm_round_trip_ns: (100, 200),
+            wake_round_trip_same_cpu: None,
+            wake_round_trip_across_cpus: None,
             fdatasync: s(sync_p50),
             fdatasync_concurrent: s(sync_p50 * 2),
             fdatasync_writers: 3,

@@ -1,5 +1,7 @@
 //! The perftest-style text table: one line per measured point, baselines and ratios below.
 
+use crate::baseline::Baselines;
+use crate::histogram::LatencySummary;
 use crate::report::{Report, Row, Verdict};
 use std::fmt::Write as _;
 
@@ -23,6 +25,25 @@ pub fn row_line(row: &Row) -> String {
         l.p999_us,
         l.max_us
     )
+}
+
+/// The thread wake-up baseline of `b`: one CPU, and across two where this host has them.
+pub fn wake_line(b: &Baselines) -> String {
+    wake_text(b.wake_round_trip_same_cpu.as_ref(), b.wake_round_trip_across_cpus.as_ref())
+}
+
+fn wake_text(same: Option<&LatencySummary>, across: Option<&LatencySummary>) -> String {
+    let same = match same {
+        Some(same) => format!("p50 {} us p99 {} us on one CPU", same.p50_us, same.p99_us),
+        None => "not measured (cannot pin)".into(),
+    };
+    match across {
+        Some(across) => format!(
+            "thread wake-up round trip {same}, p50 {} us p99 {} us across two (every hop between replicas wakes one)",
+            across.p50_us, across.p99_us
+        ),
+        None => format!("thread wake-up round trip {same}"),
+    }
 }
 
 /// The whole text report.
@@ -85,6 +106,7 @@ pub fn render(report: &Report) -> String {
         "  shm cache-line round trip p50 {:>6} ns   p99 {:>6} ns",
         b.shm_round_trip_ns.0, b.shm_round_trip_ns.1
     );
+    let _ = writeln!(out, "  {}", wake_line(b));
     let _ = writeln!(
         out,
         "  4 KiB write+fdatasync     p50 {:>6} us   p99 {:>6} us   ({})",
@@ -185,7 +207,22 @@ fn per_second_line(spread: &crate::report::PerSecond) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::histogram::LatencySummary;
+
+    #[test]
+    fn the_wake_up_line_gives_both_cpus_or_says_what_was_not_measured() {
+        let us = |p50_us, p99_us| LatencySummary {
+            count: 1,
+            p50_us,
+            p99_us,
+            ..LatencySummary::default()
+        };
+        let both = wake_text(Some(&us(7, 13)), Some(&us(49, 139)));
+        assert!(both.contains("p50 7 us p99 13 us on one CPU"), "{both}");
+        assert!(both.contains("p50 49 us p99 139 us across two"), "{both}");
+        let one = wake_text(Some(&us(7, 13)), None);
+        assert!(!one.contains("across"), "a 1-CPU host has no cross-CPU figure: {one}");
+        assert!(wake_text(None, None).contains("cannot pin"));
+    }
 
     #[test]
     fn an_unsteady_point_is_flagged_and_a_steady_one_is_not() {

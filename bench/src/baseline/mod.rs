@@ -1,12 +1,14 @@
 //! The physical limits printed beside every result, measured in the same run.
 
 mod shm;
+mod wake;
 
 /// Shared with `decree bench`, so both print the same baselines.
 pub use decree_tools::bench_baseline::{
     direct_fdatasync_us, fdatasync_pair_us, fdatasync_us, tcp_round_trip_us,
 };
 pub use shm::shm_round_trip_ns;
+pub use wake::wake_round_trip_us;
 
 use crate::error::BenchError;
 use crate::histogram::LatencySummary;
@@ -22,6 +24,8 @@ pub struct BaselineIterations {
     pub shm: u64,
     /// write + fdatasync calls.
     pub fdatasync: usize,
+    /// Thread wake-up round trips, on one CPU and across two.
+    pub wake: usize,
 }
 
 impl Default for BaselineIterations {
@@ -30,6 +34,7 @@ impl Default for BaselineIterations {
             tcp: 5_000,
             shm: 200_000,
             fdatasync: 300,
+            wake: 2_000,
         }
     }
 }
@@ -41,6 +46,11 @@ pub struct Baselines {
     pub tcp_round_trip: LatencySummary,
     /// Cross-thread cache-line round trip, nanoseconds (p50, p99).
     pub shm_round_trip_ns: (u64, u64),
+    /// Two threads waking each other in turn on one CPU (None: cannot pin here).
+    pub wake_round_trip_same_cpu: Option<LatencySummary>,
+    /// The same with the two threads on two CPUs (None: one CPU, or cannot pin): what each hop
+    /// between replicas pays at least, when the receiver's CPU has gone idle.
+    pub wake_round_trip_across_cpus: Option<LatencySummary>,
     /// 4 KiB write + fdatasync in the log's directory, one writer.
     pub fdatasync: LatencySummary,
     /// The same with one writer per replica syncing at once (as a local cluster's replicas do).
@@ -100,6 +110,8 @@ pub fn measure(
             source,
         }
     })?;
+    let wake_same = wake_round_trip_us(iterations.wake, 0, 0);
+    let wake_across = wake_round_trip_us(iterations.wake, 0, 1);
     let shm = shm_round_trip_ns(iterations.shm);
     let shm_ns = (shm.value_at_quantile(0.5), shm.value_at_quantile(0.99));
     let (tcp, sync, concurrent, pair) = (
@@ -117,6 +129,8 @@ pub fn measure(
         fdatasync_writers: writers,
         tcp_round_trip: tcp,
         shm_round_trip_ns: shm_ns,
+        wake_round_trip_same_cpu: wake_same.as_ref().map(LatencySummary::of),
+        wake_round_trip_across_cpus: wake_across.as_ref().map(LatencySummary::of),
         fdatasync: sync,
         fdatasync_direct: direct.as_ref().map(LatencySummary::of),
         fdatasync_dir: log_dir.display().to_string(),
@@ -139,6 +153,7 @@ mod tests {
                 tcp: 50,
                 shm: 1_000,
                 fdatasync: 5,
+                wake: 20,
             },
         )
         .unwrap();
@@ -158,6 +173,8 @@ mod tests {
             "the probe files are removed"
         );
         assert!(b.shm_round_trip_ns.0 > 0 && b.shm_round_trip_ns.0 <= b.shm_round_trip_ns.1);
+        let same = b.wake_round_trip_same_cpu.as_ref().expect("CPU 0 can be pinned");
+        assert_eq!(same.count, 20, "one sample per wake-up round trip");
         assert_eq!(
             b.commit_floor_p50_us,
             b.tcp_round_trip.p50_us + b.fdatasync.p50_us
