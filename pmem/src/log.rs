@@ -469,7 +469,8 @@ mod tests {
         log.sync().unwrap();
         log.discard_prefix(1).unwrap();
         let left = lap_remaining_bytes(log.tail_lsn, log.capacity_bytes());
-        let len = (0..left as usize).find(|&len| encoded_size_bytes(len) as u64 == left).expect("a record fits exactly");
+        let len =
+            (0..left as usize).find(|&len| encoded_size_bytes(len) as u64 == left).expect("a record fits exactly");
         log.append_entry(1, ballot, &vec![2; len]).unwrap();
         assert_eq!(log.tail_lsn % log.capacity_bytes(), 0, "the record ends the lap");
         log.sync().unwrap();

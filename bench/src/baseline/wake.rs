@@ -7,9 +7,14 @@
 use hdrhistogram::Histogram;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
-/// Round trips in µs of `iterations` hand-offs, the two threads pinned to CPUs `first` and
-/// `second`; None if this host cannot pin there (fewer CPUs, or pinning refused).
-pub fn wake_round_trip_us(iterations: usize, first: usize, second: usize) -> Option<Histogram<u64>> {
+/// Round trips in µs of `iterations` hand-offs, the two threads pinned to the `first`-th and
+/// the `second`-th of the CPUs this process may run on; None if there is no such CPU or pinning
+/// is refused.
+pub fn wake_round_trip_us(
+    iterations: usize,
+    first: usize,
+    second: usize,
+) -> Option<Histogram<u64>> {
     let cpus = core_affinity::get_core_ids()?;
     let (a, b) = (*cpus.get(first)?, *cpus.get(second)?);
     let (to_echo, from_main): (SyncSender<u64>, Receiver<u64>) = sync_channel(1);
