@@ -210,9 +210,16 @@ impl<M: Medium> Log<M> {
     pub fn discard_prefix(&mut self, below_slot: Slot) -> Result<()> {
         self.check_ok()?;
         if below_slot > self.state.base {
+            // Room for every record first, so a discard is staged whole or not at all: the
+            // reserve covers one discard, but a second before the head moves may not fit.
+            let hard = self.state.hard;
+            let records = 1 + usize::from(hard.promise != Ballot::ZERO) + usize::from(hard.commit != 0);
+            let end = self.tail_after_header_records(records);
+            if end - self.sb.head_lsn > self.sb.capacity_bytes {
+                return Err(self.full(end - self.tail_lsn));
+            }
             let marker_lsn = self.next_record_lsn(encoded_size_bytes(0) as u64);
             self.append_within(Kind::DiscardPrefix, below_slot, Ballot::ZERO, &[], 0)?;
-            let hard = self.state.hard;
             if hard.promise != Ballot::ZERO {
                 self.append_within(Kind::Promise, 0, hard.promise, &[], 0)?;
             }
@@ -395,6 +402,19 @@ impl<M: Medium> Log<M> {
         } else {
             self.tail_lsn
         }
+    }
+
+    /// Where the tail would be after appending `count` header-only records (wrap gaps included).
+    fn tail_after_header_records(&self, count: usize) -> u64 {
+        let size = encoded_size_bytes(0) as u64;
+        (0..count).fold(self.tail_lsn, |tail, _| {
+            let remaining = lap_remaining_bytes(tail, self.sb.capacity_bytes);
+            if remaining < size {
+                tail + remaining + size
+            } else {
+                tail + size
+            }
+        })
     }
 
     /// Fills the rest of the lap: a Pad record when a header fits, zeros otherwise.

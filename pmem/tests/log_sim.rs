@@ -237,3 +237,35 @@ fn recovered_writes_rebuild_the_cores_state() {
     assert_eq!(writes, vec![DurableWrite::Promise(ballot(5)), DurableWrite::Entries(entries.into()), DurableWrite::Commit(2)]);
     assert!(matches!(log.recovered_writes(&mut |_, _| None), Err(Error::Corrupt { .. })), "undecodable payload is corruption");
 }
+
+/// A discard re-appends the promise and the commit after its marker. The ring's reserve covers
+/// one discard; a second one before the head can move (an old live entry pins it at the ring's
+/// start) may not fit, and then it must change nothing, not stage its marker and fail on the
+/// promise (found by `model_props` on a 4,024-byte ring).
+#[test]
+fn a_discard_that_does_not_fit_changes_nothing() {
+    let mut log = sim_log(4024);
+    log.append_entry(15, ballot(1), &payload(15, 1, 81)).unwrap();
+    log.append_promise(ballot(1)).unwrap();
+    log.append_commit(1).unwrap();
+    while log.append_entry(0, ballot(1), &payload(0, 1, 200)).is_ok() {}
+    log.sync().unwrap();
+    let mut refused = 0;
+    let mut discarded = 0;
+    for below in 1..20 {
+        let before = (log.base_slot(), log.hard_state(), log.free_bytes());
+        match log.discard_prefix(below) {
+            Ok(()) => discarded = below,
+            Err(Error::Full { .. }) => {
+                refused += 1;
+                let after = (log.base_slot(), log.hard_state(), log.free_bytes());
+                assert_eq!(after, before, "a discard refused for room stages nothing");
+            }
+            Err(e) => panic!("discard below {below}: {e}"),
+        }
+    }
+    assert!(refused > 0, "the pinned head must run the ring out of room");
+    let log = crash(log, None);
+    assert_eq!(log.base_slot(), discarded, "the last discard that succeeded is the one recovered");
+    assert_eq!(log.read(15).unwrap().unwrap().payload, payload(15, 1, 81));
+}
