@@ -11,7 +11,7 @@ use crate::medium::{BackendKind, Medium};
 use crate::payloads::Payloads;
 use crate::record::{decode, encode_into, encoded_size_bytes, Decoded, Header, Kind, HEADER_SIZE_BYTES, MAX_PAYLOAD_BYTES};
 use crate::recovery::recover;
-use crate::ring::{implicit_wrap, lap_remaining_bytes, medium_offset};
+use crate::ring::{implicit_wrap, lap_remaining_bytes, medium_offset, record_start_lsn};
 use crate::state::{HardState, LogState};
 use crate::superblock::{Superblock, DATA_OFFSET_BYTES};
 use decree_engine::core::io::DurableWrite;
@@ -250,14 +250,14 @@ impl<M: Medium> Log<M> {
                 used => capacity - used,
             };
             let free_after = self.free_bytes().min(lap_left);
-            let mut result = if first_len < staged.len() {
-                self.medium.write_at(at, &staged[..first_len])
-            } else {
-                self.medium.write_at_end(at, &staged[..first_len], free_after)
+            // A group that wraps ends its first part at the lap's end and the rest at the tail.
+            let result = match staged.split_at(first_len) {
+                (all, []) => self.medium.write_at_end(at, all, free_after),
+                (first, rest) => self
+                    .medium
+                    .write_at(at, first)
+                    .and_then(|()| self.medium.write_at_end(DATA_OFFSET_BYTES, rest, free_after)),
             };
-            if result.is_ok() && first_len < staged.len() {
-                result = self.medium.write_at_end(DATA_OFFSET_BYTES, &staged[first_len..], free_after);
-            }
             self.staging = staged;
             result.map_err(|e| self.fail("write", e))?;
             self.staging.clear();
@@ -396,25 +396,13 @@ impl<M: Medium> Log<M> {
 
     /// Where a record of `size` bytes appended now would start (past the wrap if it does not fit).
     fn next_record_lsn(&self, size: u64) -> u64 {
-        let remaining = lap_remaining_bytes(self.tail_lsn, self.sb.capacity_bytes);
-        if remaining < size {
-            self.tail_lsn + remaining
-        } else {
-            self.tail_lsn
-        }
+        record_start_lsn(self.tail_lsn, size, self.sb.capacity_bytes)
     }
 
     /// Where the tail would be after appending `count` header-only records (wrap gaps included).
     fn tail_after_header_records(&self, count: usize) -> u64 {
         let size = encoded_size_bytes(0) as u64;
-        (0..count).fold(self.tail_lsn, |tail, _| {
-            let remaining = lap_remaining_bytes(tail, self.sb.capacity_bytes);
-            if remaining < size {
-                tail + remaining + size
-            } else {
-                tail + size
-            }
-        })
+        (0..count).fold(self.tail_lsn, |tail, _| record_start_lsn(tail, size, self.sb.capacity_bytes) + size)
     }
 
     /// Fills the rest of the lap: a Pad record when a header fits, zeros otherwise.

@@ -50,20 +50,8 @@ impl Log2Histogram {
     /// Records every one of `values` (units each).
     pub fn observe_all(&self, values: &[u64]) {
         let inner = &*self.inner;
-        let mut run: Option<(usize, u64)> = None;
-        for &value in values {
-            let bucket = inner.bucket_of(value);
-            run = match run {
-                Some((held, count)) if held == bucket => Some((held, count + 1)),
-                Some((held, count)) => {
-                    inner.buckets[held].fetch_add(count, Ordering::Relaxed);
-                    Some((bucket, 1))
-                }
-                None => Some((bucket, 1)),
-            };
-        }
-        if let Some((held, count)) = run {
-            inner.buckets[held].fetch_add(count, Ordering::Relaxed);
+        for run in values.chunk_by(|a, b| inner.bucket_of(*a) == inner.bucket_of(*b)) {
+            inner.buckets[inner.bucket_of(run[0])].fetch_add(run.len() as u64, Ordering::Relaxed);
         }
         inner.count.fetch_add(values.len() as u64, Ordering::Relaxed);
         inner.sum.fetch_add(values.iter().sum(), Ordering::Relaxed);
