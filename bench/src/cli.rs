@@ -120,6 +120,12 @@ pub struct RunArgs {
     /// Count each replica's instructions, cycles and context switches per op with `perf stat`.
     #[arg(long)]
     pub perf_stat: bool,
+    /// Where the replicas and the load generator run: auto (on one CPU for points of at most 256
+    /// clients where waking a thread across CPUs costs 3x waking one on the same CPU, as on hosts
+    /// whose idle vCPUs halt; spread otherwise), spread (the OS places them), or together (one
+    /// CPU for every point). The peer always runs unpinned.
+    #[arg(long, value_enum, default_value_t = crate::placement::PlacementMode::Auto)]
+    pub placement: crate::placement::PlacementMode,
 }
 
 /// `decree-bench baselines`.
@@ -383,6 +389,16 @@ mod tests {
         assert!(error_of(&["--peer", "zookeeper"]).contains("--peer"));
         assert!(error_of(&["--replicas", "0"]).contains("--replicas"));
         assert!(error_of(&["--base-port", "65000"]).contains("--base-port"));
+    }
+
+    #[test]
+    fn placement_defaults_to_auto_and_takes_only_its_three_modes() {
+        use crate::placement::PlacementMode;
+        assert_eq!(parse(&[]).placement, PlacementMode::Auto);
+        assert_eq!(parse(&["--placement", "together"]).placement, PlacementMode::Together);
+        assert_eq!(parse(&["--placement", "spread"]).placement, PlacementMode::Spread);
+        let refused = Cli::try_parse_from(["decree-bench", "run", "--placement", "cpu1"]).unwrap_err();
+        assert!(refused.to_string().contains("auto, spread, together"), "{refused}");
     }
 
     #[test]

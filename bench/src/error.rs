@@ -44,6 +44,9 @@ pub enum BenchError {
     /// A `perf script` trace could not be read or held nothing to follow.
     #[error("commit trace: {0}")]
     Trace(String),
+    /// The cluster or the load generator could not be placed on the CPUs asked for.
+    #[error("placement: {0}")]
+    Placement(String),
     /// valgrind is missing or its output did not parse.
     #[error("callgrind: {0}")]
     Callgrind(String),

@@ -18,6 +18,7 @@ pub mod histogram;
 pub mod inproc;
 pub mod load;
 pub mod perf_stat;
+pub mod placement;
 pub mod plot;
 pub mod progress;
 pub mod report;

@@ -4,6 +4,7 @@
 use crate::baseline::Baselines;
 use crate::histogram::LatencySummary;
 use crate::load::LoadOutcome;
+use crate::placement::Placement;
 use serde::Serialize;
 
 /// One measured (system, client count) point.
@@ -41,6 +42,8 @@ pub struct Row {
     pub perf: Vec<ReplicaCost>,
     /// Throughput of each whole second of the window (None: under two seconds).
     pub per_second: Option<PerSecond>,
+    /// Where the replicas and the load generator ran (the peer: always spread).
+    pub placement: Placement,
 }
 
 /// Throughput second by second over one point: how steady the host stayed while it was measured.
@@ -144,6 +147,7 @@ impl Row {
             cdf: crate::histogram::cdf_points(&outcome.corrected),
             perf: Vec::new(),
             per_second: PerSecond::of(&outcome.per_second),
+            placement: Placement::Spread,
         }
     }
 }
@@ -191,8 +195,10 @@ pub struct Report {
     pub host: HostInfo,
     /// Cluster settings.
     pub cluster: ClusterInfo,
-    /// Baselines measured in this run.
+    /// Baselines measured in this run, the OS placing the threads.
     pub baselines: Baselines,
+    /// The same measured on the one CPU where points placed together ran (None: none was).
+    pub baselines_together: Option<TogetherBaselines>,
     /// Every measured point.
     pub rows: Vec<Row>,
     /// decree/etcd where both ran.
@@ -201,6 +207,35 @@ pub struct Report {
     pub targets: Vec<TargetCheck>,
     /// Why the peer did not run, if it did not.
     pub peer_skipped: Option<String>,
+}
+
+/// Baselines measured with the harness on the one CPU that points placed together ran on: the
+/// round trip and the syncs such a point's commits pay there, so its bound is from the same place.
+#[derive(Clone, Debug, Serialize)]
+pub struct TogetherBaselines {
+    /// The CPU.
+    pub cpu: usize,
+    /// What was measured on it.
+    pub baselines: Baselines,
+}
+
+impl Report {
+    /// The baselines measured where `placement` runs: the together set for a point on one CPU.
+    pub fn baselines_for(&self, placement: Placement) -> &Baselines {
+        baselines_for(&self.baselines, self.baselines_together.as_ref(), placement)
+    }
+}
+
+/// `spread` or, for a point placed together on the CPU `together` was measured on, `together`'s.
+pub fn baselines_for<'a>(
+    spread: &'a Baselines,
+    together: Option<&'a TogetherBaselines>,
+    placement: Placement,
+) -> &'a Baselines {
+    match (placement, together) {
+        (Placement::Together { cpu }, Some(together)) if together.cpu == cpu => &together.baselines,
+        _ => spread,
+    }
 }
 
 /// Facts about the machine the numbers come from.
@@ -330,6 +365,14 @@ fn direct_note(baselines: &Baselines, p50_us: u64) -> String {
     }
 }
 
+/// How the low-load check names where its point ran, and so which baselines bound it.
+fn placement_note(placement: Placement) -> String {
+    match placement {
+        Placement::Spread => "threads spread by the OS".into(),
+        Placement::Together { cpu } => format!("on cpu {cpu} with the load generator; baselines measured there"),
+    }
+}
+
 /// "; the host's speed changed 1.6x during this point (...)" when the row's seconds swung that
 /// much: its p50 then depends on which seconds it got.
 fn steadiness_note(row: &Row) -> String {
@@ -350,7 +393,8 @@ fn steadiness_note(row: &Row) -> String {
 pub fn check_targets(
     rows: &[Row],
     ratios: &[Ratio],
-    baselines: &Baselines,
+    spread: &Baselines,
+    together: Option<&TogetherBaselines>,
     cluster: &ClusterInfo,
 ) -> Vec<TargetCheck> {
     let decree: Vec<&Row> = rows.iter().filter(|r| r.system == "decree").collect();
@@ -424,15 +468,17 @@ pub fn check_targets(
         .min_by_key(|r| r.clients);
     checks.push(match low_load {
         Some(row) => {
+            // Measured where the point ran: on one CPU the round trip is a same-CPU one.
+            let baselines = baselines_for(spread, together, row.placement);
             // The stricter of the lone and the concurrent fdatasync floors.
             let floor = baselines.commit_floor_p50_us.min(baselines.commit_floor_concurrent_p50_us);
             let bound = 2 * floor;
             TargetCheck {
                 target: "p50 at low load <= 2 x (TCP RTT p50 + fdatasync p50)".into(),
                 measured: format!(
-                    "p50 {} us at {} client(s); floor {} us (RTT + lone fdatasync {} us, RTT + concurrent {} us), bound {} us; \
+                    "p50 {} us at {} client(s) ({}); floor {} us (RTT + lone fdatasync {} us, RTT + concurrent {} us), bound {} us; \
                      a one-client commit on this host cannot beat {} us (2 round trips + two replicas' syncs at once)",
-                    row.latency.p50_us, row.clients, floor, baselines.commit_floor_p50_us, baselines.commit_floor_concurrent_p50_us, bound,
+                    row.latency.p50_us, row.clients, placement_note(row.placement), floor, baselines.commit_floor_p50_us, baselines.commit_floor_concurrent_p50_us, bound,
                     baselines.commit_floor_this_host_p50_us
                 ) + &direct_note(baselines, row.latency.p50_us)
                     + &steadiness_note(row),
@@ -474,6 +520,7 @@ mod tests {
             cdf: Vec::new(),
             perf: Vec::new(),
             per_second: None,
+            placement: Placement::Spread,
         }
     }
 
@@ -531,7 +578,7 @@ mod tests {
             row("decree", 64, 310_000.0, 9_000),
             row("etcd", 64, 20_000.0, 3_000),
         ];
-        let checks = check_targets(&rows, &ratios(&rows), &baselines(50, 200), &cluster("tcp", "file"));
+        let checks = check_targets(&rows, &ratios(&rows), &baselines(50, 200), None, &cluster("tcp", "file"));
         assert_eq!(checks[0].verdict, Verdict::Met, "{:?}", checks[0]);
         assert_eq!(
             checks[1].verdict,
@@ -546,7 +593,7 @@ mod tests {
             checks[2]
         );
         assert_eq!(checks[3].verdict, Verdict::NotMeasured);
-        let checks = check_targets(&rows[..1], &[], &baselines(50, 200), &cluster("shm", "file"));
+        let checks = check_targets(&rows[..1], &[], &baselines(50, 200), None, &cluster("shm", "file"));
         assert_eq!(checks[0].verdict, Verdict::Missed);
         assert_eq!(checks[1].verdict, Verdict::NotMeasured);
         assert_eq!(checks[3].verdict, Verdict::NotMeasured, "a durable log is not the in-memory target");
@@ -556,13 +603,13 @@ mod tests {
     fn the_low_load_line_also_reads_the_bound_with_the_direct_write_baseline() {
         let rows = vec![row("decree", 1, 1_000.0, 480)];
         let mut with_direct = baselines(50, 200);
-        let plain = check_targets(&rows, &[], &with_direct, &cluster("tcp", "file"));
+        let plain = check_targets(&rows, &[], &with_direct, None, &cluster("tcp", "file"));
         assert!(!plain[2].measured.contains("O_DIRECT"), "{:?}", plain[2]);
         with_direct.fdatasync_direct = Some(LatencySummary {
             p50_us: 150,
             ..LatencySummary::default()
         });
-        let checks = check_targets(&rows, &[], &with_direct, &cluster("tcp", "file"));
+        let checks = check_targets(&rows, &[], &with_direct, None, &cluster("tcp", "file"));
         assert_eq!(checks[2].verdict, Verdict::Met, "the verdict stays on the issue's bound 2*(50+200)");
         assert!(
             checks[2].measured.contains("= 400 us, p50 is 1.20x"),
@@ -572,13 +619,34 @@ mod tests {
     }
 
     #[test]
+    fn a_point_placed_together_is_bounded_by_the_baselines_measured_on_its_cpu() {
+        let mut rows = vec![row("decree", 1, 1_000.0, 300)];
+        // Spread: 2 x (60 + 100) = 320 admits 300; on cpu 1 alone: 2 x (16 + 100) = 232 does not.
+        let spread = baselines(60, 100);
+        let on_cpu_1 = TogetherBaselines { cpu: 1, baselines: baselines(16, 100) };
+        let checks = check_targets(&rows, &[], &spread, Some(&on_cpu_1), &cluster("tcp", "file"));
+        assert_eq!(checks[2].verdict, Verdict::Met, "a spread point keeps the spread bound: {:?}", checks[2]);
+        assert!(checks[2].measured.contains("spread by the OS"), "{:?}", checks[2]);
+        rows[0].placement = Placement::Together { cpu: 1 };
+        let checks = check_targets(&rows, &[], &spread, Some(&on_cpu_1), &cluster("tcp", "file"));
+        assert_eq!(checks[2].verdict, Verdict::Missed, "{:?}", checks[2]);
+        assert!(checks[2].measured.contains("bound 232 us"), "{:?}", checks[2]);
+        assert!(checks[2].measured.contains("on cpu 1 with the load generator"), "{:?}", checks[2]);
+        rows[0].placement = Placement::Together { cpu: 0 };
+        assert!(
+            std::ptr::eq(baselines_for(&spread, Some(&on_cpu_1), rows[0].placement), &spread),
+            "baselines from another CPU do not bound it"
+        );
+    }
+
+    #[test]
     fn the_low_load_line_says_when_the_host_changed_speed_during_the_point() {
         let mut rows = vec![row("decree", 1, 1_000.0, 480)];
         rows[0].per_second = PerSecond::of(&[20_000, 21_000, 20_500]);
-        let steady = check_targets(&rows, &[], &baselines(50, 200), &cluster("tcp", "file"));
+        let steady = check_targets(&rows, &[], &baselines(50, 200), None, &cluster("tcp", "file"));
         assert!(!steady[2].measured.contains("changed"), "{:?}", steady[2]);
         rows[0].per_second = PerSecond::of(&[11_000, 20_000, 21_000]);
-        let unsteady = check_targets(&rows, &[], &baselines(50, 200), &cluster("tcp", "file"));
+        let unsteady = check_targets(&rows, &[], &baselines(50, 200), None, &cluster("tcp", "file"));
         assert!(
             unsteady[2].measured.contains("changed 1.9x during this point (11000 to 21000 ops/s"),
             "{:?}",
@@ -590,14 +658,14 @@ mod tests {
     #[test]
     fn a_volatile_log_measures_only_the_in_memory_target() {
         let rows = vec![row("decree", 64, 310_000.0, 9_000)];
-        let checks = check_targets(&rows, &[], &baselines(50, 200), &cluster("shm", "memory"));
+        let checks = check_targets(&rows, &[], &baselines(50, 200), None, &cluster("shm", "memory"));
         assert!(checks[..3].iter().all(|c| c.verdict == Verdict::NotMeasured), "{checks:?}");
         assert!(checks[0].measured.contains("memory (volatile)"), "{:?}", checks[0]);
         assert_eq!(checks[3].verdict, Verdict::Missed, "310k < 1M: {:?}", checks[3]);
         let rows = vec![row("decree", 64, 1_200_000.0, 50)];
-        let checks = check_targets(&rows, &[], &baselines(50, 200), &cluster("shm", "memory"));
+        let checks = check_targets(&rows, &[], &baselines(50, 200), None, &cluster("shm", "memory"));
         assert_eq!(checks[3].verdict, Verdict::Met);
-        let checks = check_targets(&rows, &[], &baselines(50, 200), &cluster("tcp", "memory"));
+        let checks = check_targets(&rows, &[], &baselines(50, 200), None, &cluster("tcp", "memory"));
         assert_eq!(checks[3].verdict, Verdict::NotMeasured, "tcp is not the shm target");
     }
 
@@ -613,8 +681,9 @@ mod tests {
             },
             cluster: cluster("shm", "memory"),
             baselines: baselines(50, 200),
+            baselines_together: None,
             ratios: ratios(&rows),
-            targets: check_targets(&rows, &[], &baselines(50, 200), &cluster("shm", "memory")),
+            targets: check_targets(&rows, &[], &baselines(50, 200), None, &cluster("shm", "memory")),
             rows,
             peer_skipped: Some("etcd not installed".into()),
         };
@@ -630,6 +699,7 @@ mod tests {
         assert_eq!(json["baselines"]["commit_floor_p50_us"], 250);
         assert_eq!(json["targets"][3]["verdict"], "missed");
         assert_eq!(json["cluster"]["transport"], "shm");
+        assert_eq!(json["rows"][0]["placement"], "spread");
         assert_eq!(json["cluster"]["log_backend"], "memory");
         assert_eq!(json["cluster"]["log_volatile"], true);
         assert_eq!(json["host"]["cpu_idle"], "none");

@@ -7,7 +7,8 @@ use crate::decree_cluster::{find_decree_bin, ClusterSpec, DecreeCluster};
 use crate::error::BenchError;
 use crate::etcd_cluster::{find_etcd, EtcdCluster};
 use crate::load::LoadSpec;
-use crate::report::{self, ClusterInfo, HostInfo, Report, Row};
+use crate::placement::{self, Placement};
+use crate::report::{self, ClusterInfo, HostInfo, Report, Row, TogetherBaselines};
 use crate::table;
 use std::path::Path;
 use std::time::Duration;
@@ -31,10 +32,15 @@ fn say(args: &RunArgs, line: String) {
     }
 }
 
-fn run_decree(
-    args: &RunArgs,
-    run_dir: &Path,
-) -> Result<(baseline::Baselines, Vec<Row>, String), BenchError> {
+/// What the decree half of a run measured.
+struct DecreeRun {
+    baselines: baseline::Baselines,
+    together: Option<TogetherBaselines>,
+    rows: Vec<Row>,
+    fs: String,
+}
+
+fn run_decree(args: &RunArgs, run_dir: &Path) -> Result<DecreeRun, BenchError> {
     let bin = find_decree_bin(args.decree_bin.as_deref())?;
     let spec = ClusterSpec {
         replicas: args.replicas,
@@ -69,14 +75,34 @@ fn run_decree(
         args.replicas as usize,
         BaselineIterations::default(),
     )?;
+    let allowed = placement::allowed_cpus()?;
+    let expensive_wake = placement::wake_is_expensive(
+        baselines.wake_round_trip_same_cpu.as_ref(),
+        baselines.wake_round_trip_across_cpus.as_ref(),
+    );
+    let cpu = placement::together_cpu(&allowed);
+    let placements: Vec<Placement> = args
+        .clients
+        .iter()
+        .map(|&clients| placement::choose(args.placement, clients, expensive_wake, cpu))
+        .collect();
+    let together = match placements.iter().find(|p| matches!(p, Placement::Together { .. })) {
+        Some(&Placement::Together { cpu }) => {
+            say(args, format!("== baselines again on cpu {cpu}, where points placed together run"));
+            Some(measure_together(args, &cluster, cpu, &allowed)?)
+        }
+        _ => None,
+    };
     let perf = args.perf_stat && crate::perf_stat::available();
     if args.perf_stat && !perf {
         eprintln!("decree-bench: --perf-stat: `perf stat` does not run here (install linux-perf; check kernel.perf_event_paranoid); continuing without");
     }
+    let pids: Vec<i32> = cluster.processes().iter().map(|p| p.pid).collect();
     let mut rows = Vec::new();
-    for &clients in &args.clients {
+    for (&clients, &placed) in args.clients.iter().zip(&placements) {
         let label = format!("decree {clients} clients");
         let spec = load_spec(args, clients);
+        placement::apply(placed, &allowed, &pids)?;
         let counting = perf.then(|| {
             crate::perf_stat::spawn(
                 cluster.processes(),
@@ -104,10 +130,29 @@ fn run_decree(
             Some(Err(e)) => eprintln!("decree-bench: perf stat: {e}"),
             None => {}
         }
+        row.placement = placed;
         say(args, table::row_line(&row));
         rows.push(row);
     }
-    Ok((baselines, rows, fs))
+    // The peer runs unpinned, as it ships.
+    placement::apply(Placement::Spread, &allowed, &pids)?;
+    Ok(DecreeRun { baselines, together, rows, fs })
+}
+
+/// The baselines again with the harness on `cpu` alone (the TCP ping-pong's and the syncs'
+/// threads inherit it), then spread again. The cache-line and wake-up ping-pongs are the spread
+/// set's business: two spinners on one CPU only measure the scheduler's time slice.
+fn measure_together(
+    args: &RunArgs,
+    cluster: &DecreeCluster,
+    cpu: usize,
+    allowed: &[usize],
+) -> Result<TogetherBaselines, BenchError> {
+    placement::apply(Placement::Together { cpu }, allowed, &[])?;
+    let iterations = BaselineIterations { shm: 1_000, wake: 200, ..BaselineIterations::default() };
+    let measured = baseline::measure(cluster.dir(), args.payload_bytes, args.replicas as usize, iterations);
+    placement::apply(Placement::Spread, allowed, &[])?;
+    Ok(TogetherBaselines { cpu, baselines: measured? })
 }
 
 fn run_etcd(args: &RunArgs, run_dir: &Path) -> Result<Vec<Row>, BenchError> {
@@ -156,8 +201,7 @@ pub fn run(args: &RunArgs) -> Result<Report, BenchError> {
     args.validate()?;
     let load_before = report::load_average();
     let run_dir = args.data_dir.join(format!("run-{}", std::process::id()));
-    let decree = run_decree(args, &run_dir);
-    let (baselines, mut rows, fs) = decree?;
+    let DecreeRun { baselines, together, mut rows, fs } = run_decree(args, &run_dir)?;
     let mut peer_skipped = None;
     if args.peer == "etcd" {
         match run_etcd(args, &run_dir) {
@@ -181,7 +225,7 @@ pub fn run(args: &RunArgs) -> Result<Report, BenchError> {
         data_dir_fs: fs,
         batching: args.batching(),
     };
-    let targets = report::check_targets(&rows, &ratios, &baselines, &cluster);
+    let targets = report::check_targets(&rows, &ratios, &baselines, together.as_ref(), &cluster);
     let report = Report {
         host: HostInfo {
             cpus: std::thread::available_parallelism()
@@ -193,6 +237,7 @@ pub fn run(args: &RunArgs) -> Result<Report, BenchError> {
         },
         cluster,
         baselines,
+        baselines_together: together,
         rows,
         ratios,
         targets,

@@ -6,13 +6,13 @@ use crate::report::{Report, Row, Verdict};
 use std::fmt::Write as _;
 
 /// The header line of the results table.
-pub const HEADER: &str = " system  mode    clients        ops      ops/s     MB/s   p50 us   p90 us   p99 us p99.9 us   max us";
+pub const HEADER: &str = " system  mode    clients        ops      ops/s     MB/s   p50 us   p90 us   p99 us p99.9 us   max us  placed";
 
 /// One table line.
 pub fn row_line(row: &Row) -> String {
     let l = &row.latency;
     format!(
-        " {:<7} {:<6} {:>8} {:>10} {:>10.0} {:>8.2} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        " {:<7} {:<6} {:>8} {:>10} {:>10.0} {:>8.2} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
         row.system,
         row.mode,
         row.clients,
@@ -23,7 +23,8 @@ pub fn row_line(row: &Row) -> String {
         l.p90_us,
         l.p99_us,
         l.p999_us,
-        l.max_us
+        l.max_us,
+        row.placement.to_string()
     )
 }
 
@@ -144,7 +145,21 @@ pub fn render(report: &Report) -> String {
         "  this host's one-client commit floor: {} us (2 tcp round trips + 2 writers released together)",
         b.commit_floor_this_host_p50_us
     );
+    if let Some(together) = &report.baselines_together {
+        let t = &together.baselines;
+        let _ = writeln!(
+            out,
+            "  on cpu {} alone (where points placed \"cpu {}\" ran): tcp round trip p50 {} us, write+fdatasync p50 {} us, 2 writers released together p50 {} us; commit floor {} us",
+            together.cpu,
+            together.cpu,
+            t.tcp_round_trip.p50_us,
+            t.fdatasync.p50_us,
+            t.fdatasync_pair.p50_us,
+            t.commit_floor_p50_us
+        );
+    }
     for row in &report.rows {
+        let b = report.baselines_for(row.placement);
         let _ = writeln!(
             out,
             "  {} {:>4} clients: p50 {:.2}x the lone floor, {:.2}x the concurrent floor; from send p50 {} us p99 {} us; send lag p50 {} us p99 {} us",
@@ -272,6 +287,7 @@ mod tests {
             cdf: Vec::new(),
             perf: Vec::new(),
             per_second: None,
+            placement: crate::placement::Placement::Together { cpu: 1 },
         };
         let line = row_line(&row);
         assert_eq!(line.len(), HEADER.len(), "\n{HEADER}\n{line}");
@@ -281,6 +297,7 @@ mod tests {
             ("MB/s", "7.90"),
             ("p50 us", " 512"),
             ("max us", "12345"),
+            ("placed", "cpu 1"),
         ] {
             assert_eq!(
                 HEADER.find(title).unwrap() + title.len(),
