@@ -47,6 +47,9 @@ pub struct Persister<L, O> {
     spare_sync_delay: Duration,
     /// Whether the core's last flush deferred its writes as a spare's (`set_spare`).
     spare: AtomicBool,
+    /// Raised while the persistence thread waits out a spare's delay: only `set_spare` wakes it
+    /// then, not every write pushed meanwhile (they join the round the delay gathers for).
+    delaying: AtomicBool,
 }
 
 impl<L: LogStorage, O: Observer> Persister<L, O> {
@@ -60,6 +63,7 @@ impl<L: LogStorage, O: Observer> Persister<L, O> {
             observer,
             spare_sync_delay,
             spare: AtomicBool::new(false),
+            delaying: AtomicBool::new(false),
         }
     }
 
@@ -69,8 +73,12 @@ impl<L: LogStorage, O: Observer> Persister<L, O> {
     pub fn set_spare(&self, spare: bool) {
         let deferred = spare && !self.spare_sync_delay.is_zero();
         // Called at every flush: the flag rarely changes, so only a change pays the swap.
-        if self.spare.load(Ordering::Relaxed) != deferred && self.spare.swap(deferred, Ordering::SeqCst) && !deferred {
-            self.jobs.wake();
+        if self.spare.load(Ordering::Relaxed) != deferred
+            && self.spare.swap(deferred, Ordering::SeqCst)
+            && !deferred
+            && self.delaying.load(Ordering::SeqCst)
+        {
+            self.jobs.unpark_consumer();
         }
     }
 
@@ -82,15 +90,17 @@ impl<L: LogStorage, O: Observer> Persister<L, O> {
         }
         let deadline = Instant::now() + self.spare_sync_delay;
         loop {
-            // Raised before the flag is read: a `set_spare(false)` after the read sees it and wakes us.
-            self.jobs.sleeping.store(true, Ordering::SeqCst);
+            // Raised before the flag is read: a `set_spare(false)` after the read sees it and wakes
+            // us. Not `jobs.sleeping`, which every push would wake us for: at one client a spare's
+            // persistence thread was switched in 1.2 times per commit to park again (session 14).
+            self.delaying.store(true, Ordering::SeqCst);
             let now = Instant::now();
             if !self.spare.load(Ordering::SeqCst) || now >= deadline {
                 break;
             }
             std::thread::park_timeout(deadline - now);
         }
-        self.jobs.sleeping.store(false, Ordering::SeqCst);
+        self.delaying.store(false, Ordering::SeqCst);
     }
 
     /// Hands writes to the persistence thread, in order. Never drops one (the core waits for its
@@ -269,6 +279,8 @@ mod tests {
             })
         };
         std::thread::sleep(Duration::from_millis(50));
+        assert!(p.delaying.load(Ordering::SeqCst), "the waiter is in its delay");
+        assert!(!p.jobs.sleeping.load(Ordering::SeqCst), "so a push does not wake it: its write waits for the round");
         p.set_spare(false);
         let waited = waiter.join().unwrap();
         assert!(waited < Duration::from_secs(10), "the 30 s delay ended early: {waited:?}");

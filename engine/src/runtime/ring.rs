@@ -39,9 +39,14 @@ impl<T> Ring<T> {
     /// Wakes the consumer if it is parked, for work it finds outside the ring.
     pub fn wake(&self) {
         if self.sleeping.load(Ordering::SeqCst) {
-            if let Some(consumer) = self.consumer.get() {
-                consumer.unpark();
-            }
+            self.unpark_consumer();
+        }
+    }
+
+    /// Wakes the consumer whether or not it says it sleeps (a wait of its own, outside `sleeping`).
+    pub fn unpark_consumer(&self) {
+        if let Some(consumer) = self.consumer.get() {
+            consumer.unpark();
         }
     }
 
