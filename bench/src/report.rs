@@ -365,6 +365,22 @@ fn direct_note(baselines: &Baselines, p50_us: u64) -> String {
     }
 }
 
+/// For a point placed together: the bound the OS-placed baselines would give. The verdict keeps
+/// the one measured where the point ran, whose round trip is a same-CPU one like the point's.
+fn spread_note(spread: &Baselines, row: &Row) -> String {
+    if row.placement == Placement::Spread {
+        return String::new();
+    }
+    let bound = 2 * spread.commit_floor_p50_us.min(spread.commit_floor_concurrent_p50_us);
+    format!(
+        "; with the baselines spread by the OS (TCP RTT {} us, fdatasync {} us) the bound would be {} us and p50 {:.2}x it; the verdict uses the ones measured where the point ran",
+        spread.tcp_round_trip.p50_us,
+        spread.fdatasync.p50_us,
+        bound,
+        row.latency.p50_us as f64 / bound.max(1) as f64
+    )
+}
+
 /// How the low-load check names where its point ran, and so which baselines bound it.
 fn placement_note(placement: Placement) -> String {
     match placement {
@@ -481,6 +497,7 @@ pub fn check_targets(
                     row.latency.p50_us, row.clients, placement_note(row.placement), floor, baselines.commit_floor_p50_us, baselines.commit_floor_concurrent_p50_us, bound,
                     baselines.commit_floor_this_host_p50_us
                 ) + &direct_note(baselines, row.latency.p50_us)
+                    + &spread_note(spread, row)
                     + &steadiness_note(row),
                 verdict: verdict(row.latency.p50_us <= bound),
             }
@@ -632,6 +649,7 @@ mod tests {
         assert_eq!(checks[2].verdict, Verdict::Missed, "{:?}", checks[2]);
         assert!(checks[2].measured.contains("bound 232 us"), "{:?}", checks[2]);
         assert!(checks[2].measured.contains("on cpu 1 with the load generator"), "{:?}", checks[2]);
+        assert!(checks[2].measured.contains("the bound would be 320 us and p50 0.94x it"), "{:?}", checks[2]);
         rows[0].placement = Placement::Together { cpu: 0 };
         assert!(
             std::ptr::eq(baselines_for(&spread, Some(&on_cpu_1), rows[0].placement), &spread),
