@@ -6,6 +6,7 @@
 use decree_bench::decree_cluster::{find_decree_bin, ClusterSpec, DecreeCluster};
 use decree_bench::decree_load;
 use decree_bench::load::LoadSpec;
+use decree_bench::placement::{self, Placement};
 use decree_bench::schedule::Arrival;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -68,6 +69,73 @@ fn the_load_generator_commits_puts_without_errors_at_one_and_at_eight_clients() 
             "{clients} clients: latencies are real"
         );
     }
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The CPUs every thread of `pid` may run on, from /proc (one list per thread).
+fn allowed_lists(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the replica's threads")
+        .filter_map(|task| {
+            let status = std::fs::read_to_string(task.ok()?.path().join("status")).ok()?;
+            let line = status.lines().find(|l| l.starts_with("Cpus_allowed_list:"))?;
+            Some(line.split_whitespace().nth(1)?.to_string())
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "starts replica processes: run by ci/test-cluster.sh"]
+fn placing_a_live_cluster_together_pins_every_replica_thread_and_it_still_commits() {
+    let allowed = placement::allowed_cpus().expect("this process's CPUs");
+    let Some(cpu) = placement::together_cpu(&allowed) else {
+        eprintln!("one CPU here: nothing to place");
+        return;
+    };
+    let bin = find_decree_bin(Some(&decree_bin())).expect("build the decree binary first");
+    let dir = std::env::temp_dir().join(format!("decree-bench-place-{}", std::process::id()));
+    let spec = ClusterSpec {
+        replicas: 3,
+        transport: "tcp".into(),
+        log_backend: "file".into(),
+        log_size_mib: 16,
+        checkpoint_every_slots: 10_000,
+        batching: decree_tools::config::BatchingSection::default(),
+        base_port: 28_500,
+    };
+    let cluster = DecreeCluster::start(&bin, &dir, &spec).expect("cluster starts");
+    let pids: Vec<i32> = cluster.processes().iter().map(|p| p.pid).collect();
+    assert_eq!(pids.len(), 3, "every replica's pid file");
+    let load = LoadSpec {
+        clients: 8,
+        connections: 1,
+        payload_bytes: 64,
+        keys: 100,
+        warmup: Duration::from_millis(200),
+        duration: Duration::from_secs(1),
+        arrival: Arrival::Closed,
+        progress: false,
+    };
+    // On a thread of its own: the harness places its calling thread too.
+    let (pids_placed, leader, secret) = (pids.clone(), cluster.leader_addr.clone(), cluster.secret.clone());
+    let outcome = std::thread::spawn(move || {
+        placement::apply(Placement::Together { cpu }, &allowed, &pids_placed).expect("placed");
+        for &pid in &pids_placed {
+            let lists = allowed_lists(pid);
+            assert!(lists.len() > 3, "replica {pid}: its threads are listed");
+            assert!(lists.iter().all(|l| *l == cpu.to_string()), "replica {pid} threads on {lists:?}, not cpu {cpu}");
+        }
+        let outcome = decree_load::run(&leader, &secret, &load, "together").expect("the load runs");
+        placement::apply(Placement::Spread, &allowed, &pids_placed).expect("spread again");
+        let spread = allowed_lists(pids_placed[0]);
+        assert!(spread.iter().all(|l| *l != cpu.to_string()), "spread gives every CPU back: {spread:?}");
+        outcome
+    })
+    .join()
+    .expect("the placed load");
+    assert!(outcome.ops >= 50, "only {} puts in a second on one CPU", outcome.ops);
+    assert_eq!(outcome.errors, 0);
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
 }
