@@ -47,6 +47,17 @@ fn wake_text(same: Option<&LatencySummary>, across: Option<&LatencySummary>) -> 
     }
 }
 
+/// The baselines measured on the CPU where points placed together ran.
+fn together_line(together: &crate::report::TogetherBaselines) -> String {
+    let (cpu, t) = (together.cpu, &together.baselines);
+    let (rtt, sync, pair) = (t.tcp_round_trip.p50_us, t.fdatasync.p50_us, t.fdatasync_pair.p50_us);
+    format!(
+        "on cpu {cpu} alone (where points placed \"cpu {cpu}\" ran): tcp round trip p50 {rtt} us, \
+         write+fdatasync p50 {sync} us, 2 writers released together p50 {pair} us; commit floor {} us",
+        t.commit_floor_p50_us
+    )
+}
+
 /// The whole text report.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
@@ -146,17 +157,7 @@ pub fn render(report: &Report) -> String {
         b.commit_floor_this_host_p50_us
     );
     if let Some(together) = &report.baselines_together {
-        let t = &together.baselines;
-        let _ = writeln!(
-            out,
-            "  on cpu {} alone (where points placed \"cpu {}\" ran): tcp round trip p50 {} us, write+fdatasync p50 {} us, 2 writers released together p50 {} us; commit floor {} us",
-            together.cpu,
-            together.cpu,
-            t.tcp_round_trip.p50_us,
-            t.fdatasync.p50_us,
-            t.fdatasync_pair.p50_us,
-            t.commit_floor_p50_us
-        );
+        let _ = writeln!(out, "  {}", together_line(together));
     }
     for row in &report.rows {
         let b = report.baselines_for(row.placement);

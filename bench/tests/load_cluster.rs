@@ -20,37 +20,46 @@ fn decree_bin() -> PathBuf {
         .join("decree")
 }
 
-#[test]
-#[ignore = "starts replica processes: run by ci/test-cluster.sh"]
-fn the_load_generator_commits_puts_without_errors_at_one_and_at_eight_clients() {
-    let bin = find_decree_bin(Some(&decree_bin()))
-        .expect("build the decree binary first (cargo build -p decree-tools)");
-    let dir = std::env::temp_dir().join(format!("decree-bench-load-{}", std::process::id()));
-    let spec = ClusterSpec {
+/// Three replicas, tcp, a small file log, listening from `base_port`.
+fn spec(base_port: u16) -> ClusterSpec {
+    ClusterSpec {
         replicas: 3,
         transport: "tcp".into(),
         log_backend: "file".into(),
         log_size_mib: 16,
         checkpoint_every_slots: 10_000,
         batching: decree_tools::config::BatchingSection::default(),
-        base_port: 28_400,
-    };
-    let cluster = DecreeCluster::start(&bin, &dir, &spec).expect("cluster starts");
+        base_port,
+    }
+}
+
+/// A closed loop of 64 B puts over 100 keys: 200 ms of warm-up, one measured second.
+fn one_second_of_puts(clients: usize, connections: usize) -> LoadSpec {
+    LoadSpec {
+        clients,
+        connections,
+        payload_bytes: 64,
+        keys: 100,
+        warmup: Duration::from_millis(200),
+        duration: Duration::from_secs(1),
+        arrival: Arrival::Closed,
+        progress: false,
+    }
+}
+
+#[test]
+#[ignore = "starts replica processes: run by ci/test-cluster.sh"]
+fn the_load_generator_commits_puts_without_errors_at_one_and_at_eight_clients() {
+    let bin = find_decree_bin(Some(&decree_bin()))
+        .expect("build the decree binary first (cargo build -p decree-tools)");
+    let dir = std::env::temp_dir().join(format!("decree-bench-load-{}", std::process::id()));
+    let cluster = DecreeCluster::start(&bin, &dir, &spec(28_400)).expect("cluster starts");
     let leader = cluster
         .find_leader(Duration::from_secs(15))
         .expect("a leader is elected");
     // 1 client: one connection, one session; 8 clients: two sessions on each of 4 connections.
     for clients in [1, 8] {
-        let load = LoadSpec {
-            clients,
-            connections: 4,
-            payload_bytes: 64,
-            keys: 100,
-            warmup: Duration::from_millis(200),
-            duration: Duration::from_secs(1),
-            arrival: Arrival::Closed,
-            progress: false,
-        };
+        let load = one_second_of_puts(clients, 4);
         let outcome =
             decree_load::run(&leader, &cluster.secret, &load, "test").expect("the load runs");
         assert!(
@@ -95,28 +104,10 @@ fn placing_a_live_cluster_together_pins_every_replica_thread_and_it_still_commit
     };
     let bin = find_decree_bin(Some(&decree_bin())).expect("build the decree binary first");
     let dir = std::env::temp_dir().join(format!("decree-bench-place-{}", std::process::id()));
-    let spec = ClusterSpec {
-        replicas: 3,
-        transport: "tcp".into(),
-        log_backend: "file".into(),
-        log_size_mib: 16,
-        checkpoint_every_slots: 10_000,
-        batching: decree_tools::config::BatchingSection::default(),
-        base_port: 28_500,
-    };
-    let cluster = DecreeCluster::start(&bin, &dir, &spec).expect("cluster starts");
+    let cluster = DecreeCluster::start(&bin, &dir, &spec(28_500)).expect("cluster starts");
     let pids: Vec<i32> = cluster.processes().iter().map(|p| p.pid).collect();
     assert_eq!(pids.len(), 3, "every replica's pid file");
-    let load = LoadSpec {
-        clients: 8,
-        connections: 1,
-        payload_bytes: 64,
-        keys: 100,
-        warmup: Duration::from_millis(200),
-        duration: Duration::from_secs(1),
-        arrival: Arrival::Closed,
-        progress: false,
-    };
+    let load = one_second_of_puts(8, 1);
     // On a thread of its own: the harness places its calling thread too.
     let (pids_placed, leader, secret) = (pids.clone(), cluster.leader_addr.clone(), cluster.secret.clone());
     let outcome = std::thread::spawn(move || {
