@@ -278,8 +278,11 @@ mod tests {
                 started.elapsed()
             })
         };
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(p.delaying.load(Ordering::SeqCst), "the waiter is in its delay");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !p.delaying.load(Ordering::SeqCst) {
+            assert!(std::time::Instant::now() < deadline, "the waiter never entered its delay");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert!(!p.jobs.sleeping.load(Ordering::SeqCst), "so a push does not wake it: its write waits for the round");
         p.set_spare(false);
         let waited = waiter.join().unwrap();
