@@ -245,10 +245,7 @@ impl<M: Medium> Log<M> {
             let staged = std::mem::take(&mut self.staging);
             // Past the group lies free ring space up to the head, within this lap: a group that
             // ends exactly at the lap's end has the medium's end after it, not ring space.
-            let lap_left = match self.tail_lsn % capacity {
-                0 => 0,
-                used => capacity - used,
-            };
+            let lap_left = lap_remaining_bytes(self.tail_lsn, capacity) % capacity;
             let free_after = self.free_bytes().min(lap_left);
             // A group that wraps ends its first part at the lap's end and the rest at the tail.
             let result = match staged.split_at(first_len) {

@@ -4,8 +4,14 @@
 //! virtual machine whose idle vCPUs halt at once, waking a thread on the other CPU is a trip
 //! through the hypervisor, and every hop of a commit between replicas pays one.
 
+use crate::placement::{allowed_cpus, apply, Placement};
 use hdrhistogram::Histogram;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+/// Pins the calling thread to `cpu` (the harness's own placement); false if refused.
+fn pin_here(cpu: usize) -> bool {
+    apply(Placement::Together { cpu }, &[], &[]).is_ok()
+}
 
 /// Round trips in µs of `iterations` hand-offs, the two threads pinned to the `first`-th and
 /// the `second`-th of the CPUs this process may run on; None if there is no such CPU or pinning
@@ -15,12 +21,12 @@ pub fn wake_round_trip_us(
     first: usize,
     second: usize,
 ) -> Option<Histogram<u64>> {
-    let cpus = core_affinity::get_core_ids()?;
+    let cpus = allowed_cpus().ok()?;
     let (a, b) = (*cpus.get(first)?, *cpus.get(second)?);
     let (to_echo, from_main): (SyncSender<u64>, Receiver<u64>) = sync_channel(1);
     let (to_main, from_echo): (SyncSender<u64>, Receiver<u64>) = sync_channel(1);
     let echo = std::thread::spawn(move || {
-        if !core_affinity::set_for_current(b) {
+        if !pin_here(b) {
             return false;
         }
         while let Ok(token) = from_main.recv() {
@@ -31,7 +37,7 @@ pub fn wake_round_trip_us(
         true
     });
     let measured = std::thread::spawn(move || {
-        if !core_affinity::set_for_current(a) {
+        if !pin_here(a) {
             return None;
         }
         let mut histogram = crate::histogram::new_histogram_us();
@@ -58,7 +64,7 @@ mod tests {
     fn a_hand_off_round_trip_is_measured_on_one_cpu_and_refused_past_the_last() {
         let histogram = wake_round_trip_us(200, 0, 0).expect("CPU 0 exists and can be pinned");
         assert_eq!(histogram.len(), 200, "one sample per round trip");
-        let cpus = core_affinity::get_core_ids().map_or(0, |ids| ids.len());
+        let cpus = allowed_cpus().map_or(0, |ids| ids.len());
         assert!(wake_round_trip_us(10, 0, cpus).is_none(), "there is no CPU {cpus}");
     }
 }

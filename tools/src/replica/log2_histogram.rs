@@ -50,8 +50,18 @@ impl Log2Histogram {
     /// Records every one of `values` (units each).
     pub fn observe_all(&self, values: &[u64]) {
         let inner = &*self.inner;
-        for run in values.chunk_by(|a, b| inner.bucket_of(*a) == inner.bucket_of(*b)) {
-            inner.buckets[inner.bucket_of(run[0])].fetch_add(run.len() as u64, Ordering::Relaxed);
+        // One atomic add per run of equal buckets, each value's bucket computed once (a division).
+        let mut buckets = values.iter().map(|&value| inner.bucket_of(value));
+        if let Some(first) = buckets.next() {
+            let (last, count) = buckets.fold((first, 1u64), |(held, count), bucket| {
+                if bucket == held {
+                    (held, count + 1)
+                } else {
+                    inner.buckets[held].fetch_add(count, Ordering::Relaxed);
+                    (bucket, 1)
+                }
+            });
+            inner.buckets[last].fetch_add(count, Ordering::Relaxed);
         }
         inner.count.fetch_add(values.len() as u64, Ordering::Relaxed);
         inner.sum.fetch_add(values.iter().sum(), Ordering::Relaxed);
