@@ -15,6 +15,7 @@ pub mod kv_map;
 pub mod membership;
 pub mod message;
 pub mod runtime;
+pub mod session_table;
 pub mod sim;
 pub mod state_machine;
 pub mod types;
