@@ -164,7 +164,7 @@ pub struct PlacementSection {
     /// or more CPUs, else 0).
     pub spin_iterations: Option<u32>,
     /// `yield_now` calls after spinning, before an idle role parks (default: 16 on hosts with 4
-    /// or more CPUs, else 0).
+    /// or more CPUs, else 256).
     pub yield_iterations: Option<u32>,
     /// Client I/O threads, each multiplexing many connections (default: one per four CPUs, at
     /// least one).
