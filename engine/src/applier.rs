@@ -7,7 +7,7 @@ use crate::state_machine::StateMachine;
 use crate::types::{Checkpoint, ClientId, Slot, Value};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use crate::session_table::{Session, SessionTable};
+use crate::flat_table::FlatTable;
 use hashbrown::hash_table::Entry;
 
 /// Requests whose state the state machine is asked to load (`StateMachine::prefetch`), and whose
@@ -45,7 +45,7 @@ pub struct Applier<S> {
     state_machine: S,
     /// Hashed, not ordered: one probe per request (the ordered map's walk missed the cache under a
     /// large state). Nothing iterates it except a checkpoint, which sorts.
-    sessions: SessionTable,
+    sessions: FlatTable<ClientId, (u64, Bytes)>,
     next_slot: Slot,
     executed_count: u64,
     membership: Membership,
@@ -64,7 +64,7 @@ impl<S: StateMachine> Applier<S> {
     pub fn new(state_machine: S, membership: Membership) -> Self {
         Applier {
             state_machine,
-            sessions: SessionTable::default(),
+            sessions: FlatTable::default(),
             next_slot: 0,
             executed_count: 0,
             membership,
@@ -85,7 +85,7 @@ impl<S: StateMachine> Applier<S> {
         let image: Image = postcard::from_bytes(&checkpoint.data)
             .map_err(|e| format!("checkpoint at slot {} does not decode: {e}", checkpoint.slot))?;
         self.state_machine.load_checkpoint(&image.state)?;
-        self.sessions = image.sessions.into_iter().map(|(client, seq, reply)| Session { client, reply, seq }).collect();
+        self.sessions = image.sessions.into_iter().map(|(client, seq, reply)| (client, (seq, reply))).collect();
         self.next_slot = checkpoint.slot;
         self.membership = checkpoint.membership.clone();
         self.config_slot = checkpoint.config_slot;
@@ -103,7 +103,7 @@ impl<S: StateMachine> Applier<S> {
             slot: self.next_slot,
             membership: self.membership.clone(),
             config_slot: self.config_slot,
-            sessions: self.sessions.iter().map(|held| (held.client, held.seq, held.reply.clone())).collect(),
+            sessions: self.sessions.iter().map(|(client, (seq, reply))| (*client, *seq, reply.clone())).collect(),
             state: self.state_machine.freeze(),
         }
     }
@@ -138,16 +138,17 @@ impl<S: StateMachine> Applier<S> {
 
     /// Executes one request unless it already ran (a retry) or is older than its client's latest.
     fn apply_request(&mut self, request: RequestRef<'_>, results: &mut Vec<Applied>) {
+        // A client's entry: (client, (its latest executed seq, that request's reply)).
         let outcome = match self.sessions.entry(request.client) {
-            Entry::Occupied(held) if held.get().seq == request.seq => Outcome::Duplicate(held.get().reply.clone()),
-            Entry::Occupied(held) if held.get().seq > request.seq => Outcome::Stale,
+            Entry::Occupied(held) if held.get().1.0 == request.seq => Outcome::Duplicate(held.get().1.1.clone()),
+            Entry::Occupied(held) if held.get().1.0 > request.seq => Outcome::Stale,
             session => {
                 let reply = self.state_machine.execute(request.op);
                 self.executed_count += 1;
-                let latest = Session { client: request.client, reply: reply.clone(), seq: request.seq };
+                let latest = (request.seq, reply.clone());
                 match session {
-                    Entry::Occupied(mut held) => *held.get_mut() = latest,
-                    Entry::Vacant(free) => drop(free.insert(latest)),
+                    Entry::Occupied(mut held) => held.get_mut().1 = latest,
+                    Entry::Vacant(free) => drop(free.insert((request.client, latest))),
                 }
                 Outcome::Executed(reply)
             }

@@ -13,6 +13,7 @@ use super::transport::PeerTransport;
 use crate::applier::{Applied, Applier, Outcome};
 use crate::core::io::AdminReply;
 use crate::core::{Command, DurableWrite, Input, Replica};
+use crate::flat_table::FlatTable;
 use crate::state_machine::StateMachine;
 use crate::types::{ClientId, Request};
 use std::collections::HashMap;
@@ -60,8 +61,9 @@ pub struct Driver<S, T, L, R, O> {
     observer: Arc<O>,
     next_tick_ms: u64,
     next_sweep: Instant,
-    /// foldhash, not SipHash: an insert and a remove per request on the leader's core.
-    awaiting: HashMap<(ClientId, u64), Waiter<R>, foldhash::fast::RandomState>,
+    /// An insert and a remove per request on the leader's core; flat, so that a slot's replies
+    /// can prefetch their entries before removing them.
+    awaiting: FlatTable<(ClientId, u64), Waiter<R>>,
     commands: Vec<Command>,
     batch: Vec<Request>,
     applied: Vec<Applied>,
@@ -121,7 +123,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
             observer,
             next_tick_ms: 0,
             next_sweep: Instant::now() + AWAITING_EXPIRY,
-            awaiting: HashMap::default(),
+            awaiting: FlatTable::default(),
             commands: Vec::with_capacity(256),
             batch: Vec::with_capacity(1024),
             applied: Vec::with_capacity(1024),
@@ -410,11 +412,15 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
                 let mut applied = std::mem::take(&mut self.applied);
                 self.applier.apply(slot, &value, &mut applied);
                 self.observer.on_applied(1, applied.len());
+                // Only a leader awaits; its entries' misses overlap when all are asked for first.
+                if !self.awaiting.is_empty() {
+                    applied.iter().for_each(|result| self.awaiting.prefetch((result.client, result.seq)));
+                }
                 // One clock read for the slot's replies (they go out together), none for a slot
                 // nobody here waits on (every slot on a follower).
                 let mut now = None;
                 for result in applied.drain(..) {
-                    let Some(waiter) = self.awaiting.remove(&(result.client, result.seq)) else { continue };
+                    let Some(waiter) = self.awaiting.remove((result.client, result.seq)) else { continue };
                     let payload = match result.outcome {
                         Outcome::Executed(reply) | Outcome::Duplicate(reply) => reply,
                         Outcome::Stale => continue,
@@ -431,7 +437,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
             }
             Command::Redirect { requests, leader } => {
                 for key in requests {
-                    if let Some(waiter) = self.awaiting.remove(&key) {
+                    if let Some(waiter) = self.awaiting.remove(key) {
                         waiter.reply_to.respond(waiter.request_id, Response::Redirect { leader });
                     }
                 }
