@@ -12,6 +12,10 @@ use hashbrown::hash_table::{Entry, HashTable};
 use prefetch_index::prefetch_index;
 use std::hash::{BuildHasher, Hash};
 
+/// Largest entry held: it spans at most two cache lines, which `prefetch` reaches with two
+/// prefetches.
+const MAX_ENTRY_BYTES: usize = 64;
+
 /// Entries by key. Randomly seeded, so clients cannot pick colliding keys.
 pub struct FlatTable<K, V> {
     table: HashTable<(K, V)>,
@@ -19,8 +23,7 @@ pub struct FlatTable<K, V> {
 }
 
 impl<K: Hash + Eq + Copy, V> FlatTable<K, V> {
-    /// An entry spans at most two cache lines, which `prefetch` reaches with two prefetches.
-    const ENTRY_FITS_A_LINE: () = assert!(std::mem::size_of::<(K, V)>() <= 64, "a FlatTable entry must fit 64 bytes");
+    const ENTRY_FITS: () = assert!(std::mem::size_of::<(K, V)>() <= MAX_ENTRY_BYTES, "a FlatTable entry must fit 64 bytes");
 
     /// The key's entry, to read or fill in.
     pub fn entry(&mut self, key: K) -> Entry<'_, (K, V)> {
@@ -53,7 +56,7 @@ impl<K: Hash + Eq + Copy, V> FlatTable<K, V> {
     /// byte just past it, whose lines cover every line an entry of at most 64 bytes spans.
     /// Changes nothing.
     pub fn prefetch(&self, key: K) {
-        let () = Self::ENTRY_FITS_A_LINE;
+        let () = Self::ENTRY_FITS;
         if let Some(entry) = self.table.find(self.hasher.hash_one(key), |_| true) {
             prefetch_index(std::slice::from_ref(entry), 0);
             prefetch_index(std::slice::from_ref(entry), 1);
@@ -97,6 +100,9 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
+    /// The cache line size `MAX_ENTRY_BYTES` is set against.
+    const LINE_BYTES: usize = 64;
+
     proptest! {
         /// Inserts, removes, retains and prefetches, against std's map.
         #[test]
@@ -113,6 +119,17 @@ mod tests {
             }
             let held: HashMap<u16, u32> = table.iter().map(|(k, v)| (*k, *v)).collect();
             prop_assert_eq!(held, model);
+        }
+    }
+
+    #[test]
+    fn the_lines_of_an_entrys_first_byte_and_the_byte_after_it_hold_all_of_it() {
+        for size in 1..=MAX_ENTRY_BYTES {
+            for start in 0..LINE_BYTES {
+                let prefetched = [start / LINE_BYTES, (start + size) / LINE_BYTES];
+                let spanned = (start..start + size).map(|byte| byte / LINE_BYTES);
+                assert!(spanned.clone().all(|line| prefetched.contains(&line)), "{size} bytes at {start}");
+            }
         }
     }
 

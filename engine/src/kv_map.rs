@@ -320,6 +320,18 @@ mod tests {
     }
 
     #[test]
+    fn the_bytes_prefetch_names_touch_every_line_a_bucket_can_span() {
+        assert_eq!(std::mem::offset_of!(Pair, key_len), 0);
+        let bytes = std::mem::offset_of!(Pair, bytes);
+        let named = [0, bytes + PAIR_INLINE_BYTES / 2, bytes + PAIR_INLINE_BYTES - 1];
+        for start in 0..64 {
+            let spanned: Vec<usize> = (start..start + std::mem::size_of::<Pair>()).map(|byte| byte / 64).collect();
+            let touched: Vec<usize> = named.iter().map(|offset| (start + offset) / 64).collect();
+            assert!(spanned.iter().all(|line| touched.contains(line)), "a bucket at {start} bytes into a line");
+        }
+    }
+
+    #[test]
     fn a_bucket_holds_a_22_byte_key_beside_a_64_byte_value_in_88_bytes() {
         assert_eq!(std::mem::size_of::<Pair>(), 88);
         let mut map = KvMap::default();
