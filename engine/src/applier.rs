@@ -2,19 +2,19 @@
 //! that already executed gets the cached reply instead of executing again.
 
 use crate::batch::RequestRef;
+use crate::flat_table::FlatTable;
 use crate::membership::Membership;
 use crate::state_machine::StateMachine;
 use crate::types::{Checkpoint, ClientId, Slot, Value};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-use crate::flat_table::FlatTable;
 use hashbrown::hash_table::Entry;
+use serde::{Deserialize, Serialize};
 
 /// Requests whose state the state machine is asked to load (`StateMachine::prefetch`), and whose
-/// clients' sessions are prefetched, before any of them executes. Looked up back to back, their cache misses overlap: the out-of-order core
-/// keeps several loads in flight. Spread between whole requests (a lookup four requests ahead),
-/// about one was in flight, and a follower's cycles per op did not move; grouped by 8 they fell
-/// by 10-35% (session 12, docs/benchmarks.md).
+/// clients' sessions are prefetched, before any of them executes. Looked up back to back, their
+/// cache misses overlap: the out-of-order core keeps several loads in flight. Spread between whole
+/// requests (a lookup four requests ahead), about one was in flight, and a follower's cycles per op
+/// did not move; grouped by 8 they fell by 10-35% (session 12, docs/benchmarks.md).
 const PREFETCH_GROUP: usize = 8;
 
 /// What applying one request produced.

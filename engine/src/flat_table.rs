@@ -23,7 +23,8 @@ pub struct FlatTable<K, V> {
 }
 
 impl<K: Hash + Eq + Copy, V> FlatTable<K, V> {
-    const ENTRY_FITS: () = assert!(std::mem::size_of::<(K, V)>() <= MAX_ENTRY_BYTES, "a FlatTable entry must fit 64 bytes");
+    const ENTRY_FITS: () =
+        assert!(std::mem::size_of::<(K, V)>() <= MAX_ENTRY_BYTES, "a FlatTable entry must fit 64 bytes");
 
     /// The key's entry, to read or fill in.
     pub fn entry(&mut self, key: K) -> Entry<'_, (K, V)> {
@@ -106,7 +107,9 @@ mod tests {
     proptest! {
         /// Inserts, removes, retains and prefetches, against std's map.
         #[test]
-        fn the_table_holds_what_a_std_map_holds(ops in proptest::collection::vec((0u8..4, 0u16..64, any::<u32>()), 0..400)) {
+        fn the_table_holds_what_a_std_map_holds(
+            ops in proptest::collection::vec((0u8..4, 0u16..64, any::<u32>()), 0..400)
+        ) {
             let (mut table, mut model) = (FlatTable::<u16, u32>::default(), HashMap::new());
             for (op, key, value) in ops {
                 match op {
