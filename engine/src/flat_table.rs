@@ -40,10 +40,11 @@ impl<K: Hash + Eq + Copy, V> FlatTable<K, V> {
         }
     }
 
-    /// Takes the value at `key` out.
+    /// Takes the value at `key` out. A lookup, not `entry`: a miss must not reserve room for an
+    /// insert (a follower removes every applied request from its empty table).
     pub fn remove(&mut self, key: K) -> Option<V> {
-        let Entry::Occupied(held) = self.entry(key) else { return None };
-        let ((_, value), _) = held.remove();
+        let found = self.table.find_entry(self.hasher.hash_one(key), |(held, _)| *held == key).ok()?;
+        let ((_, value), _) = found.remove();
         Some(value)
     }
 
@@ -134,6 +135,13 @@ mod tests {
                 assert!(spanned.clone().all(|line| prefetched.contains(&line)), "{size} bytes at {start}");
             }
         }
+    }
+
+    #[test]
+    fn removing_a_missing_key_allocates_nothing() {
+        let mut table = FlatTable::<u64, u64>::default();
+        assert_eq!(table.remove(7), None);
+        assert_eq!(table.table.capacity(), 0, "a miss reserved room for an insert");
     }
 
     #[test]
