@@ -96,7 +96,7 @@ fn spin_until(mut done: impl FnMut() -> bool, what: &str) {
 
 /// Baseline: two processes bounce a counter through two cache lines of a shared mapping.
 fn shm_pingpong(exe: &std::path::Path, path: &std::path::Path, iters: u64) -> f64 {
-    let pp = decree_verbs::mapping::Mapping::create_shared(path, 8192).unwrap();
+    let pp = decree_verbs::mapping::Mapping::create_shared(path, 8192, |_| {}).unwrap();
     let mut child = std::process::Command::new(exe)
         .args(["pingpong-child", path.to_str().unwrap(), &iters.to_string()])
         .spawn()

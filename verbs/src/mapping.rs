@@ -34,22 +34,45 @@ impl Mapping {
         )
     }
 
-    /// Creates (or truncates to `len` and reuses) a shared file, e.g. under /dev/shm, and maps it.
-    /// A new file is 0600: only this user's processes can map it.
-    pub fn create_shared(path: &Path, len: usize) -> Result<Mapping, VerbsError> {
+    /// Creates a shared file at `path` (e.g. under /dev/shm) of `len` bytes, maps it, and has
+    /// `init` write its first contents before anyone else can open it: the file is made and
+    /// initialized under a staging name, then renamed over `path`. A process opening `path`
+    /// thus finds the whole region or none, never a short or half-written one, and an older file
+    /// there is replaced rather than truncated under the processes that still map it (a write to
+    /// a mapping cut short by a truncate is a SIGBUS). The file is 0600: only this user's
+    /// processes can map it.
+    pub fn create_shared(
+        path: &Path,
+        len: usize,
+        init: impl FnOnce(&Mapping),
+    ) -> Result<Mapping, VerbsError> {
         use std::os::unix::fs::OpenOptionsExt;
-        let name = path.display().to_string();
+        let mut staging = path.as_os_str().to_owned();
+        staging.push(format!(".new-{}", std::process::id()));
+        let staging = Path::new(&staging);
+        let name = staging.display().to_string();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .mode(0o600)
             .truncate(true)
-            .open(path)
+            .open(staging)
             .map_err(|e| VerbsError::os("open", &name, e))?;
-        file.set_len(len as u64)
-            .map_err(|e| VerbsError::os("ftruncate", &name, e))?;
-        Self::map(len, libc::MAP_SHARED, Some(file.into()), &name)
+        let made = file
+            .set_len(len as u64)
+            .map_err(|e| VerbsError::os("ftruncate", &name, e))
+            .and_then(|()| Self::map(len, libc::MAP_SHARED, Some(file.into()), &name))
+            .inspect(|map| init(map))
+            .and_then(|map| {
+                std::fs::rename(staging, path)
+                    .map(|()| map)
+                    .map_err(|e| VerbsError::os("rename", &name, e))
+            });
+        if made.is_err() {
+            let _ = std::fs::remove_file(staging);
+        }
+        made
     }
 
     /// Maps an existing shared file of at least `min_len` bytes; returns its whole length.
@@ -227,7 +250,7 @@ mod tests {
     #[test]
     fn shared_file_is_seen_by_a_second_mapping() {
         let dir = std::env::temp_dir().join(format!("decree-map-{}", std::process::id()));
-        let a = Mapping::create_shared(&dir, 8192).unwrap();
+        let a = Mapping::create_shared(&dir, 8192, |_| {}).unwrap();
         let b = Mapping::open_shared(&dir, 4096).unwrap();
         a.write_at(100, b"hello");
         let mut got = [0u8; 5];
@@ -240,6 +263,29 @@ mod tests {
             "too-small file must be refused"
         );
         std::fs::remove_file(dir).unwrap();
+    }
+
+    #[test]
+    fn a_shared_file_appears_only_once_initialized_and_replaces_an_older_one_untouched() {
+        let path = std::env::temp_dir().join(format!("decree-map-publish-{}", std::process::id()));
+        let old = Mapping::create_shared(&path, 8192, |map| map.write_at(0, b"old")).unwrap();
+        let new = Mapping::create_shared(&path, 16384, |map| {
+            // While `init` runs, `path` still names the old, whole region.
+            let seen = Mapping::open_shared(&path, 8192).unwrap();
+            assert_eq!(seen.len(), 8192);
+            map.write_at(0, b"new");
+        })
+        .unwrap();
+        let opened = Mapping::open_shared(&path, 4096).unwrap();
+        let (mut at_path, mut in_old) = ([0u8; 3], [0u8; 3]);
+        opened.read_at(0, &mut at_path);
+        old.read_at(0, &mut in_old);
+        assert_eq!((opened.len(), &at_path), (16384, b"new"));
+        assert_eq!(&in_old, b"old", "the old region's mappers keep their bytes");
+        new.write_at(8, b"x");
+        let staging = format!("{}.new-{}", path.display(), std::process::id());
+        assert!(!Path::new(&staging).exists(), "the staging name is renamed away");
+        std::fs::remove_file(path).unwrap();
     }
 
     #[test]

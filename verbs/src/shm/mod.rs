@@ -66,8 +66,9 @@ impl ShmFollower {
         data_len: usize,
         gate: Gate,
     ) -> Result<ShmFollower, VerbsError> {
-        let map = Arc::new(Mapping::create_shared(path, HEADER_BYTES + data_len)?);
-        Header::new(&map).init(fastrand::u32(1..), data_len as u64);
+        // Published with its header written: a leader dialling meanwhile finds no region, or this one.
+        let init = |map: &Mapping| Header::new(map).init(fastrand::u32(1..), data_len as u64);
+        let map = Arc::new(Mapping::create_shared(path, HEADER_BYTES + data_len, init)?);
         let sock = socket_path(path);
         let _ = std::fs::remove_file(&sock);
         let listener = UnixListener::bind(&sock)
