@@ -6,7 +6,8 @@
 # then instructions per committed operation under callgrind.
 # Env: BENCH_CLIENTS (1,4,16,64,256), BENCH_SECONDS (10), BENCH_WARMUP (2), BENCH_PAYLOAD (64),
 # BENCH_RATE (open loop, ops/s), BENCH_PEER (etcd|none), BENCH_OUT (target-bench/results),
-# BENCH_CALLGRIND (1; 0 skips), BENCH_CALLGRIND_OPS (20000), BENCH_ARGS (passed through).
+# BENCH_CALLGRIND (1; 0 skips), BENCH_CALLGRIND_OPS (20000), BENCH_RUNS (1: whole runs, then a
+# summary of each point's median and each target's met count), BENCH_ARGS (passed through).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${CARGO_TARGET_DIR:=$PWD/target}"
@@ -20,7 +21,8 @@ rate=()
 # shellcheck disable=SC2086
 "$bin" run --clients "${BENCH_CLIENTS:-1,4,16,64,256}" --duration-s "${BENCH_SECONDS:-10}" \
   --warmup-s "${BENCH_WARMUP:-2}" --payload-bytes "${BENCH_PAYLOAD:-64}" --peer "${BENCH_PEER:-etcd}" \
-  --out "${BENCH_OUT:-$CARGO_TARGET_DIR/results}" --decree-bin "$CARGO_TARGET_DIR/release/decree" "${rate[@]}" ${BENCH_ARGS:-}
+  --runs "${BENCH_RUNS:-1}" --out "${BENCH_OUT:-$CARGO_TARGET_DIR/results}" \
+  --decree-bin "$CARGO_TARGET_DIR/release/decree" "${rate[@]}" ${BENCH_ARGS:-}
 if [ "${BENCH_CALLGRIND:-1}" = 1 ]; then
   if command -v valgrind >/dev/null; then
     echo "== callgrind: instructions per committed operation (deterministic, in-process)"

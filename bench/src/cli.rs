@@ -126,6 +126,12 @@ pub struct RunArgs {
     /// CPU for every point). The peer always runs unpinned.
     #[arg(long, value_enum, default_value_t = crate::placement::PlacementMode::Auto)]
     pub placement: crate::placement::PlacementMode,
+    /// Whole runs to make, each with a fresh cluster, baselines and peer, then a summary: every
+    /// point's min / median / max and how many runs met each target. A host whose speed swings
+    /// between minutes gives a verdict per run, not per build. Each run's outputs go to
+    /// `<out>/run-N/`, the summary to `<out>/series.json`.
+    #[arg(long, default_value_t = 1)]
+    pub runs: u32,
 }
 
 /// `decree-bench baselines`.
@@ -283,6 +289,7 @@ impl RunArgs {
         }
         in_range("connections", self.connections, 1..=256)?;
         in_range("duration-s", self.duration_s, 1..=3_600)?;
+        in_range("runs", self.runs, 1..=1_000)?;
         in_range("warmup-s", self.warmup_s, 0..=600)?;
         if let Some(rate) = self.rate {
             if !rate.is_finite() || rate <= 0.0 {
@@ -353,6 +360,14 @@ mod tests {
             parse(&["--rate", "5000"]).arrival(),
             Arrival::Open { rate_per_s: 5000.0 }
         );
+    }
+
+    #[test]
+    fn a_series_needs_one_to_a_thousand_runs() {
+        assert_eq!(parse(&[]).runs, 1);
+        parse(&["--runs", "5"]).validate().unwrap();
+        assert!(error_of(&["--runs", "0"]).contains("runs"));
+        assert!(error_of(&["--runs", "1001"]).contains("runs"));
     }
 
     #[test]

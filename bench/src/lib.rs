@@ -24,4 +24,5 @@ pub mod progress;
 pub mod report;
 pub mod run_command;
 pub mod schedule;
+pub mod series;
 pub mod table;

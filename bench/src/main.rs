@@ -128,6 +128,7 @@ fn inproc_mode(args: &WorkloadArgs) -> Result<(), BenchError> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        BenchCommand::Run(args) if args.runs > 1 => decree_bench::series::run(args).map(|_| ()),
         BenchCommand::Run(args) => decree_bench::run_command::run(args).map(|_| ()),
         BenchCommand::Baselines(args) => baselines(args),
         BenchCommand::Callgrind(args) => callgrind_mode(args),

@@ -152,6 +152,39 @@ impl Row {
     }
 }
 
+#[cfg(test)]
+impl Row {
+    /// A closed-loop row of 64 B puts at `ops_per_s` with median `p50_us` (p99 twice that), for tests.
+    pub(crate) fn for_test(system: &str, clients: usize, ops_per_s: f64, p50_us: u64) -> Row {
+        Row {
+            system: system.into(),
+            mode: "closed".into(),
+            clients,
+            payload_bytes: 64,
+            ops: ops_per_s as u64,
+            errors: 0,
+            busy_retries: 0,
+            ops_per_s,
+            mb_per_s: ops_per_s * 64.0 / 1e6,
+            latency: LatencySummary {
+                count: 1,
+                p50_us,
+                p90_us: p50_us,
+                p99_us: 2 * p50_us,
+                p999_us: 2 * p50_us,
+                max_us: 3 * p50_us,
+                mean_us: p50_us as f64,
+            },
+            latency_uncorrected: LatencySummary::default(),
+            send_lag: LatencySummary::default(),
+            cdf: Vec::new(),
+            perf: Vec::new(),
+            per_second: None,
+            placement: Placement::Spread,
+        }
+    }
+}
+
 /// decree against etcd at one client count.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Ratio {
@@ -513,32 +546,7 @@ mod tests {
     use super::*;
 
     fn row(system: &str, clients: usize, ops_per_s: f64, p50_us: u64) -> Row {
-        Row {
-            system: system.into(),
-            mode: "closed".into(),
-            clients,
-            payload_bytes: 64,
-            ops: ops_per_s as u64,
-            errors: 0,
-            busy_retries: 0,
-            ops_per_s,
-            mb_per_s: ops_per_s * 64.0 / 1e6,
-            latency: LatencySummary {
-                count: 1,
-                p50_us,
-                p90_us: p50_us,
-                p99_us: 2 * p50_us,
-                p999_us: 2 * p50_us,
-                max_us: 3 * p50_us,
-                mean_us: p50_us as f64,
-            },
-            latency_uncorrected: LatencySummary::default(),
-            send_lag: LatencySummary::default(),
-            cdf: Vec::new(),
-            perf: Vec::new(),
-            per_second: None,
-            placement: Placement::Spread,
-        }
+        Row::for_test(system, clients, ops_per_s, p50_us)
     }
 
     fn cluster(transport: &str, log_backend: &str) -> ClusterInfo {

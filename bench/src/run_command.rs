@@ -183,7 +183,8 @@ fn run_etcd(args: &RunArgs, run_dir: &Path) -> Result<Vec<Row>, BenchError> {
     Ok(rows)
 }
 
-fn write_outputs(report: &Report, out: &Path) -> Result<(), BenchError> {
+/// Writes the JSON report and the plots into `out`.
+pub fn write_outputs(report: &Report, out: &Path) -> Result<(), BenchError> {
     let err = |path: &Path, e: &dyn std::fmt::Display| BenchError::Output {
         path: path.display().to_string(),
         detail: e.to_string(),
@@ -196,8 +197,21 @@ fn write_outputs(report: &Report, out: &Path) -> Result<(), BenchError> {
     crate::plot::throughput_vs_clients(&report.rows, &out.join("throughput-vs-clients.svg"))
 }
 
-/// Runs the whole benchmark and prints the report.
+/// Runs the whole benchmark, writes its outputs into `--out` and prints the report.
 pub fn run(args: &RunArgs) -> Result<Report, BenchError> {
+    let report = measure(args)?;
+    write_outputs(&report, &args.out)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("a report serializes"));
+    } else {
+        print!("{}", table::render(&report));
+        println!("wrote {0}/report.json, {0}/latency-cdf.svg, {0}/throughput-vs-clients.svg", args.out.display());
+    }
+    Ok(report)
+}
+
+/// Runs the whole benchmark (a fresh cluster, baselines and peer) and returns its report.
+pub fn measure(args: &RunArgs) -> Result<Report, BenchError> {
     args.validate()?;
     let load_before = report::load_average();
     let run_dir = args.data_dir.join(format!("run-{}", std::process::id()));
@@ -226,7 +240,7 @@ pub fn run(args: &RunArgs) -> Result<Report, BenchError> {
         batching: args.batching(),
     };
     let targets = report::check_targets(&rows, &ratios, &baselines, together.as_ref(), &cluster);
-    let report = Report {
+    Ok(Report {
         host: HostInfo {
             cpus: std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -242,19 +256,5 @@ pub fn run(args: &RunArgs) -> Result<Report, BenchError> {
         ratios,
         targets,
         peer_skipped,
-    };
-    write_outputs(&report, &args.out)?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("a report serializes")
-        );
-    } else {
-        print!("{}", table::render(&report));
-        println!(
-            "wrote {0}/report.json, {0}/latency-cdf.svg, {0}/throughput-vs-clients.svg",
-            args.out.display()
-        );
-    }
-    Ok(report)
+    })
 }
