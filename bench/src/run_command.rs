@@ -204,10 +204,15 @@ pub fn run(args: &RunArgs) -> Result<Report, BenchError> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("a report serializes"));
     } else {
-        print!("{}", table::render(&report));
-        println!("wrote {0}/report.json, {0}/latency-cdf.svg, {0}/throughput-vs-clients.svg", args.out.display());
+        print_table(&report, &args.out);
     }
     Ok(report)
+}
+
+/// Prints `report` as a table and where `write_outputs` put it.
+pub fn print_table(report: &Report, out: &Path) {
+    print!("{}", table::render(report));
+    println!("wrote {0}/report.json, {0}/latency-cdf.svg, {0}/throughput-vs-clients.svg", out.display());
 }
 
 /// Runs the whole benchmark (a fresh cluster, baselines and peer) and returns its report.

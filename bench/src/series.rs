@@ -10,21 +10,21 @@ use crate::run_command;
 use serde::Serialize;
 use std::fmt::Write as _;
 
-/// What a series keeps of each run.
-#[derive(Clone, Debug)]
-pub struct RunOutcome {
+/// The parts of one run's report a series sums up.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOutcome<'a> {
     /// Every measured point.
-    pub rows: Vec<Row>,
+    pub rows: &'a [Row],
     /// decree/etcd where both ran.
-    pub ratios: Vec<Ratio>,
+    pub ratios: &'a [Ratio],
     /// The targets, in the report's order.
-    pub targets: Vec<TargetCheck>,
+    pub targets: &'a [TargetCheck],
 }
 
-impl RunOutcome {
-    /// The parts of `report` a series sums up.
-    pub fn of(report: &Report) -> RunOutcome {
-        RunOutcome { rows: report.rows.clone(), ratios: report.ratios.clone(), targets: report.targets.clone() }
+impl<'a> RunOutcome<'a> {
+    /// Borrows them from `report`.
+    pub fn of(report: &'a Report) -> RunOutcome<'a> {
+        RunOutcome { rows: &report.rows, ratios: &report.ratios, targets: &report.targets }
     }
 }
 
@@ -104,9 +104,9 @@ pub struct SeriesSummary {
 }
 
 /// Sums up `runs` (the ones that finished) beside the ones that `failed`.
-pub fn summarize(runs: &[RunOutcome], failed: Vec<(u32, String)>) -> SeriesSummary {
+pub fn summarize(runs: &[RunOutcome<'_>], failed: Vec<(u32, String)>) -> SeriesSummary {
     let mut keys: Vec<(&str, &str, usize)> = Vec::new();
-    for row in runs.iter().flat_map(|run| &run.rows) {
+    for row in runs.iter().flat_map(|run| run.rows) {
         let key = (row.system.as_str(), row.mode.as_str(), row.clients);
         if !keys.contains(&key) {
             keys.push(key);
@@ -117,7 +117,7 @@ pub fn summarize(runs: &[RunOutcome], failed: Vec<(u32, String)>) -> SeriesSumma
         .map(|(system, mode, clients)| {
             let rows: Vec<&Row> = runs
                 .iter()
-                .flat_map(|run| &run.rows)
+                .flat_map(|run| run.rows)
                 .filter(|row| row.system == system && row.mode == mode && row.clients == clients)
                 .collect();
             let spread = |value: fn(&Row) -> f64| {
@@ -125,7 +125,7 @@ pub fn summarize(runs: &[RunOutcome], failed: Vec<(u32, String)>) -> SeriesSumma
             };
             let ratios: Vec<f64> = runs
                 .iter()
-                .flat_map(|run| &run.ratios)
+                .flat_map(|run| run.ratios)
                 .filter(|ratio| system == "decree" && ratio.clients == clients)
                 .map(|ratio| ratio.throughput_ratio)
                 .collect();
@@ -235,8 +235,7 @@ pub fn run(args: &RunArgs) -> Result<SeriesSummary, BenchError> {
         let out = args.out.join(format!("run-{n}"));
         run_command::write_outputs(&report, &out)?;
         if !args.json {
-            print!("{}", crate::table::render(&report));
-            println!("wrote {}/report.json and plots", out.display());
+            run_command::print_table(&report, &out);
         }
         reports.push(report);
     }
@@ -271,23 +270,34 @@ mod tests {
         Ratio { clients, throughput_ratio, p50_latency_ratio: 0.1, p99_latency_ratio: 0.1 }
     }
 
-    fn outcome(decree_ops: f64, p50_us: u64, etcd_ops: f64, p50_met: bool) -> RunOutcome {
+    /// One run's rows, ratios and targets, owned (`RunOutcome` borrows them).
+    type Parts = (Vec<Row>, Vec<Ratio>, Vec<TargetCheck>);
+
+    fn parts(decree_ops: f64, p50_us: u64, etcd_ops: f64, p50_met: bool) -> Parts {
         let verdict = if p50_met { Verdict::Met } else { Verdict::Missed };
-        RunOutcome {
-            rows: vec![Row::for_test("decree", 64, decree_ops, p50_us), Row::for_test("etcd", 64, etcd_ops, 5_000)],
-            ratios: vec![ratio(64, decree_ops / etcd_ops)],
-            targets: vec![
+        (
+            vec![Row::for_test("decree", 64, decree_ops, p50_us), Row::for_test("etcd", 64, etcd_ops, 5_000)],
+            vec![ratio(64, decree_ops / etcd_ops)],
+            vec![
                 check("throughput", Verdict::Met, &format!("{decree_ops}")),
                 check("p50", verdict, &format!("p50 {p50_us}")),
                 check("shm", Verdict::NotMeasured, "not this run"),
             ],
-        }
+        )
+    }
+
+    fn three_runs() -> [Parts; 3] {
+        [parts(300.0, 200, 10.0, true), parts(100.0, 400, 10.0, false), parts(200.0, 300, 5.0, false)]
+    }
+
+    fn outcomes(runs: &[Parts]) -> Vec<RunOutcome<'_>> {
+        runs.iter().map(|(rows, ratios, targets)| RunOutcome { rows, ratios, targets }).collect()
     }
 
     #[test]
     fn a_point_gets_its_min_median_and_max_over_the_runs() {
-        let runs = [outcome(300.0, 200, 10.0, true), outcome(100.0, 400, 10.0, false), outcome(200.0, 300, 5.0, false)];
-        let summary = summarize(&runs, Vec::new());
+        let runs = three_runs();
+        let summary = summarize(&outcomes(&runs), Vec::new());
         assert_eq!(summary.runs, 3);
         let decree = &summary.points[0];
         assert_eq!((decree.system.as_str(), decree.clients, decree.runs), ("decree", 64, 3));
@@ -302,8 +312,8 @@ mod tests {
 
     #[test]
     fn each_target_counts_the_runs_that_met_and_missed_it_and_keeps_what_each_measured() {
-        let runs = [outcome(300.0, 200, 10.0, true), outcome(100.0, 400, 10.0, false), outcome(200.0, 300, 5.0, false)];
-        let summary = summarize(&runs, vec![(4, "the leader changed".into())]);
+        let runs = three_runs();
+        let summary = summarize(&outcomes(&runs), vec![(4, "the leader changed".into())]);
         let p50 = &summary.targets[1];
         assert_eq!((p50.target.as_str(), p50.met, p50.missed, p50.not_measured), ("p50", 1, 2, 0));
         assert_eq!(p50.measured, ["p50 200", "p50 400", "p50 300"]);
