@@ -1,15 +1,19 @@
 //! A message connection over a stream socket (TCP or Unix): `[tag u8][len u32 LE][body]`.
-//! Writes are blocking and vectored (bounded by a send timeout); reads are either non-blocking
-//! (`try_recv`, for poll loops) or blocking (`recv`, for receiver threads).
+//! Writes are either blocking and vectored (`send`, bounded by a send timeout) or queued
+//! (`queue`, for poll loops: what the socket does not take at once waits in an `Outbox` that
+//! `flush` writes); reads are either non-blocking (`try_recv`, for poll loops) or blocking
+//! (`recv`, for receiver threads).
 
 use crate::control::TAG_CONTROL;
+use crate::outbox::{Outbox, OUTBOX_SHED_BYTES, OUTBOX_STALL};
 use crate::VerbsError;
 use decree_engine::codec::encode_frame;
 use decree_engine::message::Envelope;
 use nix::errno::Errno;
-use nix::sys::socket::{recv, MsgFlags};
+use nix::sys::socket::{recv, sendmsg, MsgFlags, UnixAddr};
 use std::io::{IoSlice, Read, Write};
 use std::os::fd::AsRawFd;
+use std::time::Instant;
 
 /// Header bytes in front of every message.
 pub const MSG_HEADER_BYTES: usize = 5;
@@ -33,6 +37,10 @@ pub struct Conn<S> {
     tail: usize,
     /// An engine frame being sent (`send_control`), kept between sends.
     frame: Vec<u8>,
+    /// Queued bytes the socket has not taken yet (`queue`, `flush`).
+    outbox: Outbox,
+    /// Messages `queue` dropped because too much already waited.
+    shed: u64,
 }
 
 impl<S: Read + Write + AsRawFd> Conn<S> {
@@ -45,6 +53,8 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
             head: 0,
             tail: 0,
             frame: Vec::new(),
+            outbox: Outbox::default(),
+            shed: 0,
         }
     }
 
@@ -80,6 +90,93 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
         let sent = self.send(TAG_CONTROL, &[&frame]);
         self.frame = frame;
         sent
+    }
+
+    /// Like `send_control`, but never blocks: see `queue`.
+    pub fn queue_control(&mut self, envelope: &Envelope) -> Result<(), VerbsError> {
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        encode_frame(envelope, &mut frame);
+        let queued = self.queue(TAG_CONTROL, &[&frame]);
+        self.frame = frame;
+        queued
+    }
+
+    /// Sends one message without blocking: what the socket does not take now waits, after
+    /// anything already waiting, for `flush`. While more than `OUTBOX_SHED_BYTES` wait, the
+    /// message is dropped instead (counted, and logged at 1, 2, 4, ... drops): only for messages
+    /// the protocol retransmits. Fails when the peer took nothing for `OUTBOX_STALL`: give the
+    /// link up. Do not mix with `send` on one connection (`send` would overtake what waits).
+    pub fn queue(&mut self, tag: u8, parts: &[&[u8]]) -> Result<(), VerbsError> {
+        assert!(parts.len() <= SEND_PARTS, "invariant: at most SEND_PARTS parts in a queued message");
+        let header = header(tag, parts);
+        let mut slots: [&[u8]; SEND_PARTS + 1] = [&[]; SEND_PARTS + 1];
+        slots[0] = &header;
+        slots[1..=parts.len()].copy_from_slice(parts);
+        let all = &slots[..=parts.len()];
+        let total: usize = all.iter().map(|p| p.len()).sum();
+        let now = Instant::now();
+        if self.outbox.len() > OUTBOX_SHED_BYTES {
+            self.shed += 1;
+            if self.shed.is_power_of_two() {
+                let waiting = self.outbox.len();
+                tracing::warn!(peer = %self.peer, waiting, shed = self.shed, "peer reads its control messages slower than they come; dropping new ones (retransmitted)");
+            }
+            return self.flush().map(|_| ());
+        }
+        let written = if self.outbox.is_empty() { self.write_now(all)? } else { 0 };
+        if written < total {
+            self.outbox.hold(all, written, now);
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes as much of what `queue` left waiting as the socket takes now. Returns whether
+    /// nothing waits any more.
+    pub fn flush(&mut self) -> Result<bool, VerbsError> {
+        if self.outbox.is_empty() {
+            return Ok(true);
+        }
+        let unwritten = self.outbox.unwritten();
+        let n = self.write_now(&[unwritten])?;
+        let now = Instant::now();
+        self.outbox.written(n, now);
+        if self.outbox.stalled(now) {
+            let what = format!("it took none of {} waiting bytes for {} s", self.outbox.len(), OUTBOX_STALL.as_secs());
+            return Err(self.stalled(what));
+        }
+        Ok(self.outbox.is_empty())
+    }
+
+    /// Bytes `queue` holds that the socket has not taken yet.
+    pub fn queued_bytes(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Messages `queue` dropped so far.
+    pub fn shed(&self) -> u64 {
+        self.shed
+    }
+
+    /// One non-blocking vectored write of `all` (its first `SEND_PARTS + 1` slices: the rest
+    /// wait like any unwritten byte); how much the socket took.
+    fn write_now(&self, all: &[&[u8]]) -> Result<usize, VerbsError> {
+        let mut slices = [IoSlice::new(&[]); SEND_PARTS + 1];
+        let n = unwritten(all, 0, &mut slices);
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        loop {
+            match sendmsg::<UnixAddr>(self.stream.as_raw_fd(), &slices[..n], &[], flags, None) {
+                Ok(n) => return Ok(n),
+                Err(Errno::EAGAIN) => return Ok(0),
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(self.gone(e.desc())),
+            }
+        }
+    }
+
+    fn stalled(&self, what: String) -> VerbsError {
+        VerbsError::Stalled { peer: self.peer.clone(), what }
     }
 
     /// Sends several messages in as few vectored writes as the kernel allows (batching).
@@ -447,5 +544,31 @@ mod tests {
         let mut f = Fields::new(&[1, 2, 3], "p");
         assert_eq!(f.u8().unwrap(), 1);
         assert!(matches!(f.u32(), Err(VerbsError::Protocol { .. })));
+    }
+
+    #[test]
+    fn queued_messages_wait_in_order_past_a_full_socket_and_new_ones_are_shed_while_much_waits() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut a = Conn::new(a, "a".into());
+        let mut b = Conn::new(b, "b".into());
+        let big = vec![0x5a; 6 << 20]; // more than the socket holds, and than the shed mark
+        a.queue(1, &[b"first"]).unwrap();
+        a.queue(2, &[&big]).unwrap();
+        let waiting = a.queued_bytes();
+        assert!(waiting > OUTBOX_SHED_BYTES, "the socket took the whole 6 MiB at once: {waiting}");
+        a.queue(3, &[b"shed"]).unwrap(); // neither blocks nor waits: dropped
+        assert_eq!(a.shed(), 1);
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            a.flush().unwrap();
+            if let Some((tag, body)) = b.try_recv().unwrap() {
+                got.push((tag, body.len()));
+            }
+        }
+        assert!(a.flush().unwrap(), "all written once the peer read");
+        a.queue(4, &[b"after"]).unwrap();
+        let (tag, body) = b.recv().unwrap();
+        assert_eq!(got, vec![(1, 5), (2, 6 << 20)]);
+        assert_eq!((tag, body.as_slice()), (4, &b"after"[..]), "the shed message never arrives");
     }
 }

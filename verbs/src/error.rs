@@ -54,6 +54,15 @@ pub enum VerbsError {
         /// The bound that ran out.
         timeout_ms: u64,
     },
+    /// The peer leaves its control messages unread (queued sends: `Conn::queue`); the link is
+    /// given up and redialled.
+    #[error("peer {peer} does not read its control messages: {what}")]
+    Stalled {
+        /// Peer.
+        peer: String,
+        /// How far behind it is.
+        what: String,
+    },
     /// The peer sent bytes that are not a valid control frame; the connection is closed.
     #[error("garbage control frame from {peer}: {source}; the connection was closed")]
     BadFrame {

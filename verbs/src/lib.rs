@@ -29,6 +29,7 @@ pub mod futex;
 pub mod handshake;
 pub mod mailbox;
 pub mod mapping;
+pub mod outbox;
 #[cfg(feature = "rdma")]
 pub mod rdma;
 pub mod shm;

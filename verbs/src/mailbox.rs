@@ -117,6 +117,12 @@ impl<F: FollowerLink + ?Sized, L: LeaderLink + ?Sized> Mailboxes<F, L> {
         self.mailbox.sleep(seq, timeout);
     }
 
+    /// Whether some link holds control bytes its peer's socket has not taken yet (poll again
+    /// soon rather than sleep).
+    pub fn sending(&self) -> bool {
+        self.peers.values().any(|out| out.link.as_ref().is_some_and(|link| link.queued_bytes() > 0))
+    }
+
     /// Interrupts `sleep` from another thread.
     pub fn waker(&self) -> Option<std::sync::Arc<dyn crate::Wake>> {
         self.mailbox.waker()

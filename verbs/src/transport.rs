@@ -117,10 +117,16 @@ pub trait LeaderLink {
         }
         Ok(())
     }
-    /// Sends one control message.
+    /// Sends one control message. Transports polled from one thread (shm, rdma) never block
+    /// here: what the socket does not take at once waits, and `poll` writes more of it.
     fn send(&mut self, envelope: &Envelope) -> Result<(), VerbsError>;
     /// Appends what happened since the last poll to `out`; never blocks.
     fn poll(&mut self, out: &mut Vec<LeaderEvent>) -> Result<(), VerbsError>;
+    /// Control-message bytes `send` accepted that the peer's socket has not taken yet (the
+    /// polling thread should come back soon, not sleep, while any wait).
+    fn queued_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// The follower's endpoint: its registered region and the leaders connected to it.

@@ -165,3 +165,66 @@ fn a_sleeping_follower_is_woken_by_a_store_and_by_its_waker_and_never_misses_one
     }
     std::fs::remove_file(path).unwrap();
 }
+
+/// A control message far larger than a Unix socket's buffer, from `from` to `to`.
+fn large_message(from: u32, to: u32, fill: u8) -> decree_engine::message::Envelope {
+    use decree_engine::message::{Envelope, Message, SnapshotChunk};
+    use decree_engine::types::{Ballot, ReplicaId};
+    let data = bytes::Bytes::from(vec![fill; 4 << 20]);
+    Envelope {
+        from: ReplicaId(from),
+        to: ReplicaId(to),
+        msg: Message::Snapshot(SnapshotChunk {
+            ballot: Ballot { round: 2, leader: from },
+            slot: 9,
+            membership: decree_engine::membership::Membership::new(vec![ReplicaId(1), ReplicaId(2)]),
+            config_slot: None,
+            total_bytes: data.len() as u64,
+            checksum: 0,
+            offset: 0,
+            data,
+        }),
+    }
+}
+
+/// Two replicas' transport threads each send the other a message larger than the socket holds,
+/// then poll. One thread drives both, as neither may block: a blocking send waited for a reader
+/// that was itself (session 17: two replicas writing to each other stalled until the 5 s send
+/// timeout, and their cluster held elections meanwhile).
+#[test]
+fn replicas_sending_each_other_more_than_a_socket_holds_both_get_through_without_blocking() {
+    use decree_engine::message::Message;
+    use decree_verbs::mailbox::{token_of, Mailboxes};
+    let paths = [region_path("shm-both-ways"), region_path("shm-both-ways")];
+    let mut boxes: Vec<Mailboxes<dyn FollowerLink + Send, dyn LeaderLink + Send>> = Vec::new();
+    for (id, path) in [(1u32, &paths[0]), (2, &paths[1])] {
+        let follower: Box<dyn FollowerLink + Send> = Box::new(ShmFollower::create(path, 1 << 20).unwrap());
+        boxes.push(Mailboxes::new(id, follower, [3 - id]));
+    }
+    for (at, id) in [(0usize, 1u32), (1, 2)] {
+        let link = ShmLeader::connect(&paths[1 - at], token_of(id), Durability::FollowerPersists).unwrap();
+        boxes[at].attach(3 - id, Box::new(link));
+    }
+    let started = std::time::Instant::now();
+    boxes[0].send(&large_message(1, 2, 0x11)).unwrap();
+    boxes[1].send(&large_message(2, 1, 0x22)).unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "a send blocked: {:?}", started.elapsed());
+    assert!(boxes[0].sending() && boxes[1].sending(), "4 MiB cannot fit a socket's buffer at once");
+    let mut got: [Vec<decree_engine::message::Envelope>; 2] = [Vec::new(), Vec::new()];
+    while got.iter().any(Vec::is_empty) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "not through: {} / {}", got[0].len(), got[1].len());
+        for (at, mailboxes) in boxes.iter_mut().enumerate() {
+            let polled = mailboxes.poll(&mut |envelope| got[at].push(envelope));
+            assert!(polled.lost.is_empty(), "link lost: {:?}", polled.lost);
+        }
+    }
+    for (at, fill) in [(0usize, 0x22u8), (1, 0x11)] {
+        let Message::Snapshot(chunk) = &got[at][0].msg else { panic!("not the snapshot chunk: {:?}", got[at][0].msg) };
+        assert_eq!(chunk.data.len(), 4 << 20);
+        assert!(chunk.data.iter().all(|b| *b == fill), "the bytes arrived whole and in order");
+    }
+    assert!(!boxes[0].sending() && !boxes[1].sending());
+    for path in paths {
+        std::fs::remove_file(path).unwrap();
+    }
+}

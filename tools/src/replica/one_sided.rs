@@ -24,6 +24,9 @@ const MAX_PARK: Duration = Duration::from_micros(200);
 /// Longest sleep of a transport whose mailbox can sleep (shm): peers and the core thread wake it,
 /// so this only bounds how late a redial or a shutdown is noticed.
 const MAX_SLEEP: Duration = Duration::from_millis(10);
+/// Longest sleep while a control message is only partly written: the peer's socket takes more
+/// as the peer reads, and nothing signals that (each write that moved wakes the peer to read).
+const SENDING_SLEEP: Duration = Duration::from_millis(1);
 /// Between attempts to reach a peer's mailbox.
 const REDIAL: Duration = Duration::from_millis(200);
 
@@ -129,11 +132,15 @@ pub fn start<R: Send + 'static>(
                 // so work arriving during it makes the sleep return at once.
                 Some(seq) => {
                     if !state.turn(&consumer) {
-                        state.mailboxes.sleep(seq, MAX_SLEEP);
+                        let longest = if state.mailboxes.sending() { SENDING_SLEEP } else { MAX_SLEEP };
+                        state.mailboxes.sleep(seq, longest);
                     }
                 }
                 None if state.turn(&consumer) => idler.reset(),
-                None => idler.idle(&consumer.sleeping, || !consumer.is_empty(), MAX_PARK),
+                None => {
+                    let longest = if state.mailboxes.sending() { SENDING_SLEEP } else { MAX_PARK };
+                    idler.idle(&consumer.sleeping, || !consumer.is_empty(), longest)
+                }
             }
         }
         let MailboxStats { written, fallbacks, received, dropped_frames, unlinked } = state.mailboxes.stats();

@@ -300,10 +300,16 @@ impl LeaderLink for RdmaLeader {
     }
 
     fn send(&mut self, envelope: &Envelope) -> Result<(), VerbsError> {
-        self.conn.send_control(envelope)
+        // Queued, not blocking: this thread also reads the follower's messages (`outbox`).
+        self.conn.queue_control(envelope)
+    }
+
+    fn queued_bytes(&self) -> usize {
+        self.conn.queued_bytes()
     }
 
     fn poll(&mut self, out: &mut Vec<LeaderEvent>) -> Result<(), VerbsError> {
+        self.conn.flush()?;
         if self.tail_unsignaled && self.broken.is_none() {
             self.flush_tail()?;
         }

@@ -144,12 +144,25 @@ impl LeaderLink for ShmLeader {
     }
 
     fn send(&mut self, envelope: &Envelope) -> Result<(), VerbsError> {
-        self.conn.send_control(envelope)?;
+        // Queued, not blocking: this thread also reads the follower's messages, and the
+        // follower may be blocked on us (module docs of `outbox`).
+        self.conn.queue_control(envelope)?;
         Header::new(&self.map).wake();
         Ok(())
     }
 
+    fn queued_bytes(&self) -> usize {
+        self.conn.queued_bytes()
+    }
+
     fn poll(&mut self, out: &mut Vec<LeaderEvent>) -> Result<(), VerbsError> {
+        let waiting = self.conn.queued_bytes();
+        if waiting > 0 {
+            self.conn.flush()?;
+            if self.conn.queued_bytes() < waiting {
+                Header::new(&self.map).wake(); // more of a message to read
+            }
+        }
         out.append(&mut self.done);
         let upto = Header::new(&self.map).persisted();
         if upto > self.persisted_seen {
