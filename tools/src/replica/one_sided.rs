@@ -27,6 +27,8 @@ const MAX_SLEEP: Duration = Duration::from_millis(10);
 /// Longest sleep while a control message is only partly written: the peer's socket takes more
 /// as the peer reads, and nothing signals that (each write that moved wakes the peer to read).
 const SENDING_SLEEP: Duration = Duration::from_millis(1);
+/// A turn longer than this is logged: a follower's election timeout is 150-300 ms.
+const SLOW_TURN: Duration = Duration::from_millis(50);
 /// Between attempts to reach a peer's mailbox.
 const REDIAL: Duration = Duration::from_millis(200);
 
@@ -153,20 +155,34 @@ impl<R> Transport<R> {
     /// One pass: send what the core queued, take in what arrived, redial lost peers. Returns
     /// whether anything happened.
     fn turn(&mut self, queue: &Ring<Envelope>) -> bool {
+        let started = Instant::now();
         let mut busy = false;
+        let mut sent = 0;
         while let Some(envelope) = queue.pop() {
             busy = true;
+            sent += 1;
             if let Err(error) = self.mailboxes.send(&envelope) {
                 self.lost(envelope.to.0, error.to_string());
             }
         }
+        let sending = started.elapsed();
         let inbox = &self.inbox;
         // A full inbox drops the message: the sender retransmits on its next heartbeat.
+        let mut received = 0;
         let polled = self.mailboxes.poll(&mut |envelope| {
+            received += 1;
             let _ = inbox.post(Event::Peer(envelope));
         });
+        let polling = started.elapsed() - sending;
         if polled.busy {
             inbox.serve();
+        }
+        let took = started.elapsed();
+        if took > SLOW_TURN {
+            // Peers hear nothing from this replica meanwhile, and it reads none of theirs.
+            let (sending_ms, polling_ms) = (sending.as_millis(), polling.as_millis());
+            let core_ms = (took - sending - polling).as_millis();
+            tracing::warn!(transport = self.transport, took_ms = took.as_millis(), sending_ms, sent, polling_ms, received, core_ms, "slow transport turn");
         }
         for (peer, error) in polled.lost {
             self.lost(peer, error);
