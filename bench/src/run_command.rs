@@ -10,7 +10,7 @@ use crate::load::LoadSpec;
 use crate::placement::{self, Placement};
 use crate::report::{self, ClusterInfo, HostInfo, Report, Row, TogetherBaselines};
 use crate::table;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn load_spec(args: &RunArgs, clients: usize) -> LoadSpec {
@@ -215,11 +215,22 @@ pub fn print_table(report: &Report, out: &Path) {
     println!("wrote {0}/report.json, {0}/latency-cdf.svg, {0}/throughput-vs-clients.svg", out.display());
 }
 
+/// `run-<pid>` under `data_dir`, or `run-<pid>-<k>` for the first `k` not taken: a directory
+/// kept by `DECREE_KEEP_LOGS` (an earlier run of a series, or an earlier process with the same
+/// pid) is never reused, which the cluster would refuse.
+fn fresh_run_dir(data_dir: &Path, pid: u32) -> PathBuf {
+    let first = data_dir.join(format!("run-{pid}"));
+    if !first.exists() {
+        return first;
+    }
+    (1u32..).map(|k| data_dir.join(format!("run-{pid}-{k}"))).find(|dir| !dir.exists()).expect("some suffix is free")
+}
+
 /// Runs the whole benchmark (a fresh cluster, baselines and peer) and returns its report.
 pub fn measure(args: &RunArgs) -> Result<Report, BenchError> {
     args.validate()?;
     let load_before = report::load_average();
-    let run_dir = args.data_dir.join(format!("run-{}", std::process::id()));
+    let run_dir = fresh_run_dir(&args.data_dir, std::process::id());
     let DecreeRun { baselines, together, mut rows, fs } = run_decree(args, &run_dir)?;
     let mut peer_skipped = None;
     if args.peer == "etcd" {
@@ -262,4 +273,22 @@ pub fn measure(args: &RunArgs) -> Result<Report, BenchError> {
         targets,
         peer_skipped,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_run_directory_is_never_reused() {
+        let data = std::env::temp_dir().join(format!("decree-bench-fresh-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data).unwrap();
+        assert_eq!(fresh_run_dir(&data, 7), data.join("run-7"));
+        std::fs::create_dir(data.join("run-7")).unwrap();
+        assert_eq!(fresh_run_dir(&data, 7), data.join("run-7-1"));
+        std::fs::create_dir(data.join("run-7-1")).unwrap();
+        assert_eq!(fresh_run_dir(&data, 7), data.join("run-7-2"));
+        std::fs::remove_dir_all(&data).unwrap();
+    }
 }
