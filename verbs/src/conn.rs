@@ -84,22 +84,22 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
     /// Sends `envelope` as one control message (`TAG_CONTROL`), framed in a buffer this
     /// connection keeps (no allocation per message once warm).
     pub fn send_control(&mut self, envelope: &Envelope) -> Result<(), VerbsError> {
-        let mut frame = std::mem::take(&mut self.frame);
-        frame.clear();
-        encode_frame(envelope, &mut frame);
-        let sent = self.send(TAG_CONTROL, &[&frame]);
-        self.frame = frame;
-        sent
+        self.with_frame(envelope, |conn, frame| conn.send(TAG_CONTROL, &[frame]))
     }
 
     /// Like `send_control`, but never blocks: see `queue`.
     pub fn queue_control(&mut self, envelope: &Envelope) -> Result<(), VerbsError> {
+        self.with_frame(envelope, |conn, frame| conn.queue(TAG_CONTROL, &[frame]))
+    }
+
+    /// Runs `write` with `envelope` framed in the buffer this connection keeps.
+    fn with_frame<R>(&mut self, envelope: &Envelope, write: impl FnOnce(&mut Self, &[u8]) -> R) -> R {
         let mut frame = std::mem::take(&mut self.frame);
         frame.clear();
         encode_frame(envelope, &mut frame);
-        let queued = self.queue(TAG_CONTROL, &[&frame]);
+        let written = write(self, &frame);
         self.frame = frame;
-        queued
+        written
     }
 
     /// Sends one message without blocking: what the socket does not take now waits, after
