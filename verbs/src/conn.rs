@@ -5,12 +5,12 @@
 //! (`recv`, for receiver threads).
 
 use crate::control::TAG_CONTROL;
-use crate::outbox::{Outbox, OUTBOX_SHED_BYTES, OUTBOX_STALL};
+use crate::outbox::{Outbox, StallClock, OUTBOX_SHED_BYTES, OUTBOX_STALL};
 use crate::VerbsError;
 use decree_engine::codec::encode_frame;
 use decree_engine::message::Envelope;
 use nix::errno::Errno;
-use nix::sys::socket::{recv, sendmsg, MsgFlags, UnixAddr};
+use nix::sys::socket::{recv, sendmsg, MsgFlags};
 use std::io::{IoSlice, Read, Write};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
@@ -39,6 +39,8 @@ pub struct Conn<S> {
     frame: Vec<u8>,
     /// Queued bytes the socket has not taken yet (`queue`, `flush`).
     outbox: Outbox,
+    /// When those bytes last moved.
+    clock: StallClock,
     /// Messages `queue` dropped because too much already waited.
     shed: u64,
 }
@@ -54,6 +56,7 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
             tail: 0,
             frame: Vec::new(),
             outbox: Outbox::default(),
+            clock: StallClock::default(),
             shed: 0,
         }
     }
@@ -115,7 +118,6 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
         slots[1..=parts.len()].copy_from_slice(parts);
         let all = &slots[..=parts.len()];
         let total: usize = all.iter().map(|p| p.len()).sum();
-        let now = Instant::now();
         if self.outbox.len() > OUTBOX_SHED_BYTES {
             self.shed += 1;
             if self.shed.is_power_of_two() {
@@ -124,10 +126,15 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
             }
             return self.flush().map(|_| ());
         }
-        let written = if self.outbox.is_empty() { self.write_now(all)? } else { 0 };
+        if !self.outbox.is_empty() {
+            // Behind what already waits, then as much of it all as the socket takes.
+            self.outbox.hold(all, 0);
+            return self.flush().map(|_| ());
+        }
+        let written = self.write_now(all)?;
         if written < total {
-            self.outbox.hold(all, written, now);
-            self.flush()?;
+            self.outbox.hold(all, written);
+            self.clock.moved(Instant::now()); // its clock starts with its first waiting byte
         }
         Ok(())
     }
@@ -138,11 +145,13 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
         if self.outbox.is_empty() {
             return Ok(true);
         }
-        let unwritten = self.outbox.unwritten();
-        let n = self.write_now(&[unwritten])?;
+        let n = self.write_now(&[self.outbox.unwritten()])?;
+        self.outbox.written(n);
         let now = Instant::now();
-        self.outbox.written(n, now);
-        if self.outbox.stalled(now) {
+        if n > 0 {
+            self.clock.moved(now);
+        }
+        if self.clock.stalled(!self.outbox.is_empty(), now) {
             let what = format!("it took none of {} waiting bytes for {} s", self.outbox.len(), OUTBOX_STALL.as_secs());
             return Err(self.stalled(what));
         }
@@ -166,7 +175,7 @@ impl<S: Read + Write + AsRawFd> Conn<S> {
         let n = unwritten(all, 0, &mut slices);
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
         loop {
-            match sendmsg::<UnixAddr>(self.stream.as_raw_fd(), &slices[..n], &[], flags, None) {
+            match sendmsg::<()>(self.stream.as_raw_fd(), &slices[..n], &[], flags, None) {
                 Ok(n) => return Ok(n),
                 Err(Errno::EAGAIN) => return Ok(0),
                 Err(Errno::EINTR) => {}

@@ -1,4 +1,4 @@
-//! The bytes a connection owes its peer, for a thread that must never block on a send.
+//! Bytes a connection owes its peer, for a thread that must never block on a send.
 //!
 //! The one-sided transports' thread both writes its control messages and reads its peers'. A
 //! blocking write into a full socket stops its reads too, so two replicas writing to each other
@@ -6,7 +6,8 @@
 //! the socket's buffer waits for the follower to drain it (docs/benchmarks.md, session 17: 0.3 to
 //! 14 s stalls and elections at 4096 clients over shm). So a message the socket does not take at
 //! once waits here, in order, and every poll of the link writes more of it; while much waits,
-//! new messages are dropped (`OUTBOX_SHED_BYTES`).
+//! new messages are dropped (`OUTBOX_SHED_BYTES`). The replica's client sessions keep their
+//! unsent answers in one too (tools/src/replica/session.rs).
 
 use std::time::{Duration, Instant};
 
@@ -20,16 +21,27 @@ pub const OUTBOX_SHED_BYTES: usize = 4 << 20;
 pub const OUTBOX_STALL: Duration = Duration::from_secs(5);
 
 /// Bytes not yet written, oldest first.
-#[derive(Default)]
 pub struct Outbox {
     buf: Vec<u8>,
     /// `buf[head..]` is unwritten.
     head: usize,
-    /// When the socket last took bytes (or the outbox last went from empty to holding some).
-    moved_at: Option<Instant>,
+    /// The capacity a drained outbox shrinks back to (a backlog may have grown it).
+    keep_bytes: usize,
+}
+
+impl Default for Outbox {
+    /// Allocates nothing until bytes wait; keeps at most 1 MiB once drained.
+    fn default() -> Self {
+        Outbox { buf: Vec::new(), head: 0, keep_bytes: 1 << 20 }
+    }
 }
 
 impl Outbox {
+    /// An outbox with `keep_bytes` allocated up front, shrinking back to that once drained.
+    pub fn with_capacity(keep_bytes: usize) -> Outbox {
+        Outbox { buf: Vec::with_capacity(keep_bytes), head: 0, keep_bytes }
+    }
+
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.head == self.buf.len()
@@ -40,17 +52,19 @@ impl Outbox {
         self.buf.len() - self.head
     }
 
+    /// Bytes allocated.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// The bytes to write next.
     pub fn unwritten(&self) -> &[u8] {
         &self.buf[self.head..]
     }
 
     /// Appends `parts` after everything already waiting, skipping their first `skip` bytes
-    /// (already written), at `now`.
-    pub fn hold(&mut self, parts: &[&[u8]], mut skip: usize, now: Instant) {
-        if self.is_empty() {
-            self.moved_at = Some(now); // its clock starts with its first byte
-        }
+    /// (already written).
+    pub fn hold(&mut self, parts: &[&[u8]], mut skip: usize) {
         for part in parts {
             if skip >= part.len() {
                 skip -= part.len();
@@ -61,29 +75,43 @@ impl Outbox {
         }
     }
 
-    /// The socket took the next `n` bytes, at `now`.
-    pub fn written(&mut self, n: usize, now: Instant) {
-        debug_assert!(n <= self.len(), "invariant: wrote no more than was held");
+    /// The buffer to encode more bytes onto (after everything waiting).
+    pub fn append(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// The socket took the next `n` bytes.
+    pub fn written(&mut self, n: usize) {
+        assert!(n <= self.len(), "contract: wrote no more than was held");
         self.head += n;
-        if n > 0 {
-            self.moved_at = Some(now);
-        }
         if self.is_empty() {
-            // Give back the memory of a large message once it is out.
+            // Give back the memory of a backlog once it is out.
             self.buf.clear();
             self.head = 0;
-            if self.buf.capacity() > 1 << 20 {
-                self.buf.shrink_to(1 << 20);
-            }
-        } else if self.head > self.buf.len() / 2 {
+            self.buf.shrink_to(self.keep_bytes);
+        } else if self.head >= self.buf.capacity() / 2 {
+            // Written bytes are at least half the buffer: drop them, so appends rarely move bytes.
             self.buf.drain(..self.head);
             self.head = 0;
         }
     }
+}
 
-    /// Whether bytes have waited at `now` for longer than `OUTBOX_STALL` without the socket taking any.
-    pub fn stalled(&self, now: Instant) -> bool {
-        !self.is_empty() && self.moved_at.is_some_and(|at| now.duration_since(at) > OUTBOX_STALL)
+/// When the bytes an outbox holds last moved, to tell a slow peer from a stalled one.
+#[derive(Default)]
+pub struct StallClock {
+    moved_at: Option<Instant>,
+}
+
+impl StallClock {
+    /// Bytes moved (or began to wait in an empty outbox) at `now`.
+    pub fn moved(&mut self, now: Instant) {
+        self.moved_at = Some(now);
+    }
+
+    /// Whether bytes `waiting` at `now` have gone longer than `OUTBOX_STALL` without moving.
+    pub fn stalled(&self, waiting: bool, now: Instant) -> bool {
+        waiting && self.moved_at.is_some_and(|at| now.duration_since(at) > OUTBOX_STALL)
     }
 }
 
@@ -93,14 +121,15 @@ mod tests {
 
     #[test]
     fn held_bytes_come_out_in_order_after_the_written_prefix() {
-        let now = Instant::now();
         let mut outbox = Outbox::default();
-        outbox.hold(&[b"hdr", b"body-one"], 5, now); // "hdr" and "bo" were written
-        outbox.hold(&[b"xy", b"z"], 0, now);
+        outbox.hold(&[b"hdr", b"body-one"], 5); // "hdr" and "bo" were written
+        outbox.hold(&[b"xy", b"z"], 0);
         assert_eq!(outbox.unwritten(), b"dy-onexyz");
-        outbox.written(4, now);
+        outbox.written(4);
         assert_eq!(outbox.unwritten(), b"nexyz");
-        outbox.written(5, now);
+        outbox.append().extend_from_slice(b"!");
+        assert_eq!(outbox.unwritten(), b"nexyz!");
+        outbox.written(6);
         assert!(outbox.is_empty());
         assert_eq!(outbox.len(), 0);
     }
@@ -108,24 +137,26 @@ mod tests {
     #[test]
     fn bytes_that_do_not_move_for_the_stall_time_are_stalled_and_moving_ones_are_not() {
         let start = Instant::now();
-        let mut outbox = Outbox::default();
-        assert!(!outbox.stalled(start + OUTBOX_STALL * 2), "an empty outbox never stalls");
-        outbox.hold(&[&[7u8; 100]], 0, start);
-        assert!(!outbox.stalled(start + OUTBOX_STALL));
-        assert!(outbox.stalled(start + OUTBOX_STALL + Duration::from_millis(1)));
-        outbox.written(10, start + OUTBOX_STALL);
-        assert!(!outbox.stalled(start + OUTBOX_STALL + Duration::from_millis(1)), "progress restarts the clock");
-        outbox.written(90, start + OUTBOX_STALL * 3);
-        outbox.hold(&[&[1u8; 5]], 0, start + OUTBOX_STALL * 4);
-        assert!(!outbox.stalled(start + OUTBOX_STALL * 4 + Duration::from_millis(1)), "refilled: its clock starts anew");
+        let mut clock = StallClock::default();
+        assert!(!clock.stalled(false, start + OUTBOX_STALL * 2), "an empty outbox never stalls");
+        clock.moved(start);
+        assert!(!clock.stalled(true, start + OUTBOX_STALL));
+        assert!(clock.stalled(true, start + OUTBOX_STALL + Duration::from_millis(1)));
+        clock.moved(start + OUTBOX_STALL);
+        assert!(!clock.stalled(true, start + OUTBOX_STALL + Duration::from_millis(1)), "progress restarts the clock");
+        clock.moved(start + OUTBOX_STALL * 4);
+        assert!(!clock.stalled(true, start + OUTBOX_STALL * 4 + Duration::from_millis(1)), "refilled: its clock starts anew");
     }
 
     #[test]
     fn a_drained_large_message_gives_its_memory_back() {
-        let now = Instant::now();
         let mut outbox = Outbox::default();
-        outbox.hold(&[&vec![0u8; 8 << 20]], 0, now);
-        outbox.written(8 << 20, now);
-        assert!(outbox.buf.capacity() <= 1 << 20);
+        outbox.hold(&[&vec![0u8; 8 << 20]], 0);
+        outbox.written(8 << 20);
+        assert!(outbox.capacity() <= 1 << 20);
+        let mut kept = Outbox::with_capacity(4096);
+        kept.append().extend_from_slice(&[1u8; 100_000]);
+        kept.written(100_000);
+        assert!(kept.capacity() <= 4096, "shrinks back to what it was made with");
     }
 }

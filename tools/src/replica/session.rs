@@ -7,6 +7,7 @@
 
 use super::io_thread::{ConnKey, IoShared};
 use decree_engine::chunk_arena::ChunkArena;
+use decree_verbs::outbox::Outbox;
 use super::reply_frame;
 use crate::wire::{self, ClientFrame, ErrorCode, StatusView, WireError, CLIENT_HEADER_BYTES};
 use decree_engine::runtime::{Event, Inbox, MembershipChange, Responder, Response};
@@ -49,9 +50,8 @@ pub struct Session {
     read: Vec<u8>,
     read_start: usize,
     read_end: usize,
-    /// Bytes `write_start..len()` are encoded, not yet sent.
-    write: Vec<u8>,
-    write_start: usize,
+    /// Encoded answers not yet sent.
+    write: Outbox,
     /// Responses dropped because the client did not read.
     dropped: u64,
 }
@@ -69,8 +69,7 @@ impl Session {
             read: vec![0; READ_BUFFER_BYTES],
             read_start: 0,
             read_end: 0,
-            write: Vec::with_capacity(WRITE_BUFFER_BYTES),
-            write_start: 0,
+            write: Outbox::with_capacity(WRITE_BUFFER_BYTES),
             dropped: 0,
         }
     }
@@ -140,43 +139,24 @@ impl Session {
             self.dropped += 1;
             return false;
         }
-        self.compact_write();
-        reply_frame::encode_response(request_id, response, members, &mut self.write);
+        reply_frame::encode_response(request_id, response, members, self.write.append());
         true
     }
 
     /// Encodes an error frame refusing the last frame.
     pub fn push_error(&mut self, code: ErrorCode, message: &str) {
-        self.compact_write();
-        reply_frame::encode_error(code, message, &mut self.write);
-    }
-
-    /// Drops sent bytes once they are at least half the buffer, so appends rarely move bytes.
-    fn compact_write(&mut self) {
-        if self.write_start == self.write.len() {
-            self.write.clear();
-            self.write_start = 0;
-        } else if self.write_start >= self.write.capacity() / 2 {
-            self.write.drain(..self.write_start);
-            self.write_start = 0;
-        }
+        reply_frame::encode_error(code, message, self.write.append());
     }
 
     /// Encoded bytes not yet written to the socket.
     pub fn unsent(&self) -> &[u8] {
-        &self.write[self.write_start..]
+        self.write.unwritten()
     }
 
-    /// `bytes` of `unsent()` reached the socket.
+    /// `bytes` of `unsent()` reached the socket. A backlog grew the buffer (up to the 1 MiB
+    /// limit); drained, it shrinks back.
     pub fn sent(&mut self, bytes: usize) {
-        assert!(self.write_start + bytes <= self.write.len(), "contract: sent more than was unsent");
-        self.write_start += bytes;
-        if self.write_start == self.write.len() {
-            self.write.clear();
-            self.write_start = 0;
-            // A backlog grew the buffer (up to the 1 MiB limit); drained, it shrinks back.
-            self.write.shrink_to(WRITE_BUFFER_BYTES);
-        }
+        self.write.written(bytes);
     }
 
     /// Responses dropped so far because the client did not read.
