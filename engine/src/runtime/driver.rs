@@ -385,6 +385,7 @@ impl<S: StateMachine + ReadOnly, T: PeerTransport, L: LogStorage, R: Responder, 
         self.checkpoint_in_flight = Some(slot);
         let (inbox, shared, writer) = (self.inbox.clone(), self.shared.clone(), self.checkpoint.writer.clone());
         let spawned = std::thread::Builder::new().name("decree-checkpoint".into()).spawn(move || {
+            super::background::lower_own_priority();
             let checkpoint = frozen.finish();
             if let Some(Err(e)) = writer.map(|writer| writer.store(&checkpoint)) {
                 // The persistence thread stores it again when the core persists it, and a failure
