@@ -21,7 +21,7 @@
 //! thread hand-off. Sockets, files and wire formats live outside the engine (tools/ implements
 //! [`PeerTransport`], [`LogStorage`] and [`Responder`]), so this module stays free of them.
 
-pub mod background;
+mod background;
 pub mod driver;
 pub mod event;
 pub mod idle;
